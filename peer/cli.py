@@ -1,0 +1,332 @@
+"""The `peer` command line: parse, call one library function, print, map errors.
+
+Every failure is one line on stderr and a non-zero exit (1 for a failure, 2 for a
+usage mistake); no traceback unless `--debug`. Heavy modules are imported inside the
+commands so that short commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from peer.node import Entry, Node
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+FOLLOW_POLL_S = 0.1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line, like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"peer: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "handler"):
+        build_parser().print_help(sys.stderr)
+        return 2
+    return run(args.handler, args)
+
+
+def run(handler: Handler, args: argparse.Namespace) -> int:
+    """Run one command, turning every error into one line and an exit code."""
+    from peer.errors import PeerError, UsageError
+
+    try:
+        return asyncio.run(handler(args))
+    except UsageError as exc:
+        return _fail(str(exc), 2)
+    except PeerError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        return _fail(f"unexpected failure: {exc} (run with --debug for details)", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"peer: {message}\n")
+    return code
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="peer", description="Serverless, end-to-end encrypted log sync.")
+    parser.add_argument("--home", type=Path, help="node home directory (default: $PEER_HOME)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    init = _command(commands, "init", cmd_init, "create identity, sync key and store")
+    init.add_argument("--name", default="", help="a name for this node")
+    init.add_argument("--key", help="use this sync key (from `peer key export`)")
+    _command(commands, "id", cmd_id, "print this node's id")
+
+    key = commands.add_parser("key", help="export or import the sync key")
+    key_commands = key.add_subparsers(title="key commands", metavar="ACTION", required=True)
+    _command(key_commands, "export", cmd_key_export, "print the sync key (one line)")
+    key_import = _command(key_commands, "import", cmd_key_import, "set the sync key")
+    key_import.add_argument("key", help="the key text, or - to read it from stdin")
+
+    append = _command(commands, "append", cmd_append, "append records to one of your logs")
+    append.add_argument("--tag", required=True, help="the log's tag (a-z 0-9 . _ -)")
+    append.add_argument("data", nargs="?", help="the record (default: one per stdin line)")
+
+    tail = _command(commands, "tail", cmd_tail, "print decrypted records as JSON lines")
+    tail.add_argument("--tag", help="only this tag")
+    tail.add_argument("--limit", type=_positive, help="only the last N records")
+    tail.add_argument("--follow", action="store_true", help="keep printing new records")
+
+    _command(commands, "status", cmd_status, "index, forks and identity")
+    _command(commands, "verify", cmd_verify, "check chains, signatures and decryption")
+    return parser
+
+
+def _command(commands: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _home(args: argparse.Namespace) -> Any:
+    from peer.home import Home, default_home
+
+    return Home(args.home if args.home else default_home(os.environ))
+
+
+async def _open(args: argparse.Namespace) -> Node:
+    from peer.node import Node
+
+    return await Node.open(_home(args))
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """The `peer tail --json` object of one record (SPEC §8)."""
+    record = entry.record
+    obj: dict[str, Any] = {
+        "host": record.host.hex(),
+        "tag": record.tag,
+        "idx": record.idx,
+        "timestamp": record.timestamp,
+        "id": record.id.hex(),
+    }
+    if entry.data is None:
+        obj["error"] = entry.error
+    else:
+        try:
+            obj["data"] = entry.data.decode("utf-8")
+        except UnicodeDecodeError:
+            obj["data_b64"] = base64.b64encode(entry.data).decode()
+    return obj
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+async def cmd_init(args: argparse.Namespace) -> int:
+    from peer.crypto import SyncKey
+    from peer.node import Node
+
+    sync = SyncKey.from_text(args.key) if args.key else None
+    node = await Node.init(_home(args), args.name, sync)
+    await node.close()
+    identity = node.identity
+    key_id = identity.sync.key_id_text if identity.sync else None
+    if args.json:
+        _print_json(
+            {
+                "node_id": identity.host.hex(),
+                "host": identity.host.hex(),
+                "key_id": key_id,
+                "home": str(node.home.root),
+            }
+        )
+    else:
+        print(identity.host.hex())
+    return 0
+
+
+async def cmd_id(args: argparse.Namespace) -> int:
+    identity = _home(args).load()
+    if args.json:
+        _print_json({"node_id": identity.host.hex(), "host": identity.host.hex()})
+    else:
+        print(identity.host.hex())
+    return 0
+
+
+async def cmd_key_export(args: argparse.Namespace) -> int:
+    from peer.errors import UsageError
+
+    identity = _home(args).load()
+    if identity.sync is None:
+        raise UsageError("this node holds no sync key (it is a relay)")
+    if args.json:
+        _print_json({"key": identity.sync.to_text(), "key_id": identity.sync.key_id_text})
+    else:
+        print(identity.sync.to_text())
+    return 0
+
+
+async def cmd_key_import(args: argparse.Namespace) -> int:
+    from peer.crypto import SyncKey
+
+    text = sys.stdin.readline() if args.key == "-" else args.key
+    sync = SyncKey.from_text(text)
+    node = await _open(args)
+    try:
+        await node.import_sync_key(sync)
+    finally:
+        await node.close()
+    if args.json:
+        _print_json({"key_id": sync.key_id_text})
+    else:
+        print(f"sync key {sync.key_id_text} imported")
+    return 0
+
+
+async def cmd_append(args: argparse.Namespace) -> int:
+    node = await _open(args)
+    try:
+        if args.data is not None:
+            records = await node.append(args.tag, [args.data.encode()])
+            first, count = records[0].idx, 1
+        else:
+            first, count = await _append_stdin(node, args.tag)
+    finally:
+        await node.close()
+    if args.json:
+        _print_json(
+            {"host": node.identity.host.hex(), "tag": args.tag, "first_idx": first, "count": count}
+        )
+    elif count:
+        print(f"appended {count} record(s) to {args.tag} at idx {first}..{first + count - 1}")
+    return 0
+
+
+async def _append_stdin(node: Node, tag: str) -> tuple[int, int]:
+    from peer.progress import Progress
+
+    start = (await node.store.index()).get(_own_log(node, tag))
+    first = start.next_idx if start else 0
+    progress = Progress(f"appending to {tag}")
+    count = 0
+    async for count in node.append_many(tag, _stdin_lines()):
+        progress.update(count)
+    progress.finish()
+    return first, count
+
+
+def _own_log(node: Node, tag: str) -> Any:
+    from peer.records import LogKey
+
+    return LogKey(node.identity.host, tag)
+
+
+def _stdin_lines() -> Iterator[bytes]:
+    for line in sys.stdin.buffer:
+        yield line.rstrip(b"\r\n")
+
+
+async def cmd_tail(args: argparse.Namespace) -> int:
+    node = await _open(args)
+    try:
+        entries = await node.tail(args.tag, args.limit)
+        last = _print_entries(entries)
+        if args.follow:
+            last = last or await node.store.last_seq(args.tag)
+            while True:
+                await asyncio.sleep(FOLLOW_POLL_S)
+                last = _print_entries(await node.follow(args.tag, last)) or last
+    finally:
+        await node.close()
+    return 0
+
+
+def _print_entries(entries: Sequence[Entry]) -> int:
+    for entry in entries:
+        _print_json(entry_json(entry))
+    sys.stdout.flush()
+    return entries[-1].seq if entries else 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    node = await _open(args)
+    try:
+        status = await node.status()
+    finally:
+        await node.close()
+    if args.json:
+        _print_json(status)
+        return 0
+    print(f"node {status['node_id']}  name {status['name'] or '-'}  key {status['key_id']}")
+    print(f"{len(status['logs'])} log(s):")
+    for log in status["logs"]:
+        mark = "  FROZEN (fork)" if log["frozen"] else ""
+        print(f"  {log['host'][:16]}  {log['tag']:<16} {log['next_idx']:>10,} records{mark}")
+    for fork in status["forks"]:
+        print(f"fork: {fork['host'][:16]}/{fork['tag']} at idx {fork['idx']}")
+    return 0
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    node = await _open(args)
+    try:
+        report = await node.verify()
+    finally:
+        await node.close()
+    if args.json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "logs": report.logs,
+                "records": report.records,
+                "decrypted": report.decrypted,
+                "forks": report.forks,
+                "problems": report.problems,
+            }
+        )
+    else:
+        for problem in report.problems[:50]:
+            print(f"problem: {problem}")
+        verdict = "ok" if report.ok else "FAILED"
+        print(
+            f"{verdict}: {report.logs} log(s), {report.records} record(s) checked, "
+            f"{report.decrypted} decrypted, {len(report.problems)} problem(s), "
+            f"{report.forks} fork(s)"
+        )
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

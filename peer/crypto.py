@@ -1,0 +1,282 @@
+"""Sync key, sealing, host signing keys and record chains: the only user of `cryptography`.
+
+- Payloads: a fresh 32-byte content key per record seals the payload with
+  AES-256-GCM (nonce zero: the key is used once), the record's canonical metadata as
+  associated data. The content key is sealed with the sync key (random nonce, same
+  associated data) into `wrapped_key` = 0x01 | key id[8] | nonce[12] | ciphertext[48].
+- Chains: the record hash is SHA-256 of `records.hash_input`; `prev` links each record
+  to the hash of the one before. The host signs the hash (Ed25519) of every record at
+  idx = k*SIGN_EVERY - 1 and of the last record of every append, so one verified
+  signature authenticates everything before it and any batch can end on a signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from peer.errors import DecryptionFailed, ForgeryError, InvalidRecord, KeyFormatError, WrongKey
+from peer.records import (
+    HOST_LEN,
+    Head,
+    Record,
+    associated_data,
+    hash_input,
+    new_record_id,
+)
+
+SYNC_KEY_LEN = 32
+KEY_ID_LEN = 8
+SIGN_EVERY = 256
+KEY_TEXT_PREFIX = "peer-key-1:"
+WRAP_V1 = 0x01
+WRAPPED_KEY_LEN = 1 + KEY_ID_LEN + 12 + SYNC_KEY_LEN + 16
+_ZERO_NONCE = bytes(12)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SyncKey:
+    """The 32-byte secret shared by one user's devices; it never leaves them in clear."""
+
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != SYNC_KEY_LEN:
+            raise KeyFormatError(f"a sync key is {SYNC_KEY_LEN} bytes, got {len(self.secret)}")
+
+    @classmethod
+    def generate(cls) -> SyncKey:
+        return cls(os.urandom(SYNC_KEY_LEN))
+
+    @property
+    def key_id(self) -> bytes:
+        """A public fingerprint of the key, stored in every wrapped content key."""
+        return hashlib.sha256(b"peer.key-id.v1\x00" + self.secret).digest()[:KEY_ID_LEN]
+
+    @property
+    def key_id_text(self) -> str:
+        return self.key_id.hex()
+
+    def to_text(self) -> str:
+        """One line, with a checksum so a mistyped key is refused, not used."""
+        check = hashlib.sha256(self.secret).digest()[:4]
+        return KEY_TEXT_PREFIX + base64.urlsafe_b64encode(self.secret + check).decode().rstrip("=")
+
+    @classmethod
+    def from_text(cls, text: str) -> SyncKey:
+        text = text.strip()
+        if not text.startswith(KEY_TEXT_PREFIX):
+            raise KeyFormatError(f"not a peer sync key: it should start with {KEY_TEXT_PREFIX!r}")
+        body = text[len(KEY_TEXT_PREFIX) :]
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except ValueError as exc:
+            raise KeyFormatError("not a peer sync key: the text is damaged") from exc
+        secret, check = raw[:SYNC_KEY_LEN], raw[SYNC_KEY_LEN:]
+        if len(raw) != SYNC_KEY_LEN + 4 or hashlib.sha256(secret).digest()[:4] != check:
+            raise KeyFormatError("not a peer sync key: the checksum does not match (typo?)")
+        return cls(secret)
+
+    def __repr__(self) -> str:
+        return f"SyncKey(id={self.key_id_text})"
+
+
+class SigningKey:
+    """A host's Ed25519 key: it signs the host's own logs, and names the host."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        self.public_key = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.host = host_id(self.public_key)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_bytes(cls, seed: bytes) -> SigningKey:
+        if len(seed) != 32:
+            raise KeyFormatError("a host signing key file holds exactly 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    def to_bytes(self) -> bytes:
+        return self._private.private_bytes_raw()
+
+    def sign(self, digest: bytes) -> bytes:
+        return self._private.sign(digest)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(host={self.host.hex()})"
+
+
+def host_id(public_key: bytes) -> bytes:
+    """The host id is derived from the public key, so anyone can check the pairing."""
+    return hashlib.sha256(b"peer.host.v1\x00" + public_key).digest()[:HOST_LEN]
+
+
+def record_hash(record: Record) -> bytes:
+    """SHA-256 over every field but the signature (so it covers `prev`, the whole past)."""
+    return hashlib.sha256(hash_input(record)).digest()
+
+
+def must_sign(idx: int) -> bool:
+    """Records every SIGN_EVERY idx carry a signature, so any batch can end on one."""
+    return (idx + 1) % SIGN_EVERY == 0
+
+
+def seal(sync: SyncKey, record: Record, plaintext: bytes) -> tuple[bytes, bytes]:
+    """Encrypt `plaintext` for `record`'s metadata; returns (payload, wrapped_key)."""
+    aad = associated_data(record)
+    content_key = os.urandom(SYNC_KEY_LEN)
+    payload = AESGCM(content_key).encrypt(_ZERO_NONCE, plaintext, aad)
+    nonce = os.urandom(12)
+    wrapped = AESGCM(sync.secret).encrypt(nonce, content_key, aad)
+    return payload, bytes((WRAP_V1,)) + sync.key_id + nonce + wrapped
+
+
+def record_key_id(record: Record) -> str:
+    """The id of the sync key a record was sealed with, read without any key."""
+    if len(record.wrapped_key) != WRAPPED_KEY_LEN or record.wrapped_key[0] != WRAP_V1:
+        raise DecryptionFailed(f"record {record.log}#{record.idx} has an unknown key wrapping")
+    return record.wrapped_key[1 : 1 + KEY_ID_LEN].hex()
+
+
+def open_record(sync: SyncKey, record: Record) -> bytes:
+    """The plaintext of `record`; WrongKey before any decryption if the key ids differ."""
+    key_id = record_key_id(record)
+    if key_id != sync.key_id_text:
+        raise WrongKey(key_id, sync.key_id_text)
+    aad = associated_data(record)
+    nonce = record.wrapped_key[1 + KEY_ID_LEN : 1 + KEY_ID_LEN + 12]
+    try:
+        content_key = AESGCM(sync.secret).decrypt(nonce, record.wrapped_key[21:], aad)
+        return AESGCM(content_key).decrypt(_ZERO_NONCE, record.payload, aad)
+    except InvalidTag as exc:
+        raise DecryptionFailed(
+            f"record {record.log}#{record.idx} does not decrypt: it was altered after sealing"
+        ) from exc
+
+
+class Author:
+    """Writes this host's records: seals payloads, chains hashes, signs checkpoints."""
+
+    def __init__(self, signing: SigningKey, sync: SyncKey, version: str = "v1") -> None:
+        self.signing = signing
+        self.sync = sync
+        self.version = version
+        self.host = signing.host
+
+    def write(
+        self, tag: str, head: Head, timestamps: Sequence[int], plaintexts: Sequence[bytes]
+    ) -> list[Record]:
+        """Records that continue a log at `head`; the last one is always signed."""
+        records: list[Record] = []
+        prev = head.head_hash
+        last = len(plaintexts) - 1
+        for offset, (timestamp, plaintext) in enumerate(zip(timestamps, plaintexts, strict=True)):
+            record = self._seal(tag, head.next_idx + offset, timestamp, plaintext, prev)
+            digest = record_hash(record)
+            if offset == last or must_sign(record.idx):
+                record = _with_sig(record, self.signing.sign(digest))
+            records.append(record)
+            prev = digest
+        return records
+
+    def _seal(self, tag: str, idx: int, timestamp: int, plaintext: bytes, prev: bytes) -> Record:
+        rid = new_record_id()
+        draft = Record(rid, self.host, tag, idx, timestamp, self.version, b"", b"", prev)
+        payload, wrapped_key = seal(self.sync, draft, plaintext)
+        return Record(
+            draft.id, self.host, tag, idx, timestamp, self.version, payload, wrapped_key, prev
+        )
+
+
+def _with_sig(record: Record, sig: bytes) -> Record:
+    return Record(
+        record.id,
+        record.host,
+        record.tag,
+        record.idx,
+        record.timestamp,
+        record.version,
+        record.payload,
+        record.wrapped_key,
+        record.prev,
+        sig,
+    )
+
+
+@lru_cache(maxsize=1024)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def verify_signature(public_key: bytes, digest: bytes, sig: bytes, where: str) -> None:
+    """Raise ForgeryError unless `sig` is the host's signature of `digest`."""
+    try:
+        _public_key(public_key).verify(sig, digest)
+    except (InvalidSignature, ValueError) as exc:
+        raise ForgeryError(f"{where}: the signature does not verify") from exc
+
+
+def verify_chain(records: Sequence[Record], public_key: bytes) -> list[bytes]:
+    """Authenticate a batch of one log; returns each record's hash.
+
+    The records must be consecutive, each `prev` the hash of the one before; every
+    signature present must verify, one is required every SIGN_EVERY idx and on the
+    last record. Linking the first record to what is already stored is the caller's job.
+    """
+    check = ChainCheck(public_key)
+    hashes = check.feed(records)
+    check.finish()
+    return hashes
+
+
+class ChainCheck:
+    """Verifies one log incrementally, batch after batch (for `peer verify` and sync)."""
+
+    def __init__(self, public_key: bytes) -> None:
+        self.public_key = public_key
+        self.last: Record | None = None
+        self.last_hash = b""
+
+    def feed(self, records: Sequence[Record]) -> list[bytes]:
+        """Check the links and signatures of `records`, which continue what was fed."""
+        hashes: list[bytes] = []
+        for record in records:
+            where = f"record {record.log}#{record.idx}"
+            if self.last is None and host_id(self.public_key) != record.host:
+                raise ForgeryError(f"{where}: the public key does not match the host id")
+            if self.last is not None:
+                _check_link(self.last, self.last_hash, record, where)
+            digest = record_hash(record)
+            if record.sig:
+                verify_signature(self.public_key, digest, record.sig, where)
+            elif must_sign(record.idx):
+                raise ForgeryError(f"{where}: a signature is required here")
+            hashes.append(digest)
+            self.last, self.last_hash = record, digest
+        return hashes
+
+    def finish(self) -> None:
+        """The chain must end on a signature, which authenticates everything before it."""
+        if self.last is not None and not self.last.sig:
+            raise ForgeryError(
+                f"record {self.last.log}#{self.last.idx}: a batch must end on a signed record"
+            )
+
+
+def _check_link(before: Record, before_hash: bytes, record: Record, where: str) -> None:
+    if record.log != before.log or record.idx != before.idx + 1:
+        raise InvalidRecord(f"{where}: a batch must hold consecutive records of one log")
+    if record.prev != before_hash:
+        raise ForgeryError(f"{where}: prev is not the hash of the record before")

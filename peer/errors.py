@@ -1,0 +1,119 @@
+"""Every error peer raises on purpose, as one documented tree.
+
+    PeerError                      base; `retryable` says whether trying again may help
+    ├── UsageError                 the user asked for something impossible (bad flag, bad text)
+    │   ├── NotInitialized         no identity in this home: run `peer init`
+    │   └── AlreadyInitialized     `peer init` on a home that already has an identity
+    ├── InvalidRecord              a field is out of its bounds (malformed input)
+    ├── IntegrityError             a record or batch breaks a rule of the log
+    │   ├── GapError               a batch would leave a hole; carries the idx expected
+    │   ├── ForgeryError           chain link or signature does not verify
+    │   ├── UnknownHost            no public key known for the host of a record
+    │   ├── ForkDetected           a different authentic record at an occupied idx
+    │   └── LogFrozen              the log holds fork evidence; nothing more is accepted
+    ├── CryptoError                the sync key cannot open a record
+    │   ├── WrongKey               sealed with another sync key (names both key ids)
+    │   └── DecryptionFailed       the ciphertext or its metadata was altered
+    ├── KeyFormatError             a key text or key file is not a peer key
+    └── StoreError                 the database failed (disk full, I/O error, locked)
+        └── SchemaTooNew           the database was written by a newer peer
+
+Each class's docstring says when it happens and what to do; messages are written for
+the user and never contain Python type names. Causes are chained with `raise ... from`.
+"""
+
+from __future__ import annotations
+
+
+class PeerError(Exception):
+    """Base of every error peer raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(PeerError):
+    """The request cannot be done as asked; fix the command line or input."""
+
+
+class NotInitialized(UsageError):
+    """The home directory has no identity yet; run `peer init` first."""
+
+
+class AlreadyInitialized(UsageError):
+    """`peer init` found an identity already; use another `--home` or keep this one."""
+
+
+class InvalidRecord(PeerError):
+    """A record field is outside its bounds; the sender produced malformed data."""
+
+
+class IntegrityError(PeerError):
+    """A record or batch breaks a rule of the log; it was not stored."""
+
+
+class GapError(IntegrityError):
+    """A batch does not start where the stored log ends; resend from `expected_idx`."""
+
+    retryable = True
+
+    def __init__(self, message: str, expected_idx: int) -> None:
+        super().__init__(message)
+        self.expected_idx = expected_idx
+
+
+class ForgeryError(IntegrityError):
+    """A chain link or signature does not verify: the data was forged or damaged."""
+
+
+class UnknownHost(IntegrityError):
+    """No public key is known for a record's host; the sender must include it."""
+
+
+class ForkDetected(IntegrityError):
+    """The host signed two different records at one idx; evidence kept, log frozen."""
+
+
+class LogFrozen(IntegrityError):
+    """The log holds fork evidence, so it accepts and relays nothing more."""
+
+
+class CryptoError(PeerError):
+    """The sync key cannot open a record."""
+
+
+class WrongKey(CryptoError):
+    """The record was sealed with another sync key: import the right one with `peer key`."""
+
+    def __init__(self, record_key_id: str, node_key_id: str) -> None:
+        super().__init__(
+            f"this record was written with key {record_key_id}; this node holds key {node_key_id}"
+        )
+        self.record_key_id = record_key_id
+        self.node_key_id = node_key_id
+
+
+class DecryptionFailed(CryptoError):
+    """Authentication failed: payload, key or metadata were altered after sealing."""
+
+
+class KeyFormatError(PeerError):
+    """A key text or key file is not a peer key (typo, truncated, wrong kind)."""
+
+
+class StoreError(PeerError):
+    """The database failed; the message says why (disk full, I/O error, locked)."""
+
+    retryable = True
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer peer; upgrade peer to open it."""
+
+    retryable = False

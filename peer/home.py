@@ -1,0 +1,113 @@
+"""A node's home directory: where its keys, identity and store live.
+
+    HOME/host.key    the host's Ed25519 signing key (32 bytes, mode 0600)
+    HOME/sync.key    the sync key as one line of text (mode 0600); absent on a relay
+    HOME/node.json   the node's name
+    HOME/peer.db     the record store (SQLite, WAL)
+
+Secret files are created with mode 0600 from the start (never chmod after writing,
+which would leave a window where another user could read them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from peer.crypto import SigningKey, SyncKey
+from peer.errors import AlreadyInitialized, KeyFormatError, NotInitialized, UsageError
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    """`$PEER_HOME`, else the platform's per-user data directory."""
+    if environ.get("PEER_HOME"):
+        return Path(environ["PEER_HOME"])
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "peer"
+    if sys.platform == "win32" and environ.get("APPDATA"):
+        return Path(environ["APPDATA"]) / "peer"
+    data = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "peer"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who this node is: its signing key, its sync key (None on a relay), its name."""
+
+    signing: SigningKey
+    sync: SyncKey | None
+    name: str
+
+    @property
+    def host(self) -> bytes:
+        return self.signing.host
+
+
+class Home:
+    """Paths and files of one home directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.host_key = root / "host.key"
+        self.sync_key = root / "sync.key"
+        self.node_file = root / "node.json"
+        self.database = root / "peer.db"
+
+    def exists(self) -> bool:
+        return self.host_key.exists()
+
+    def create(self, name: str, sync: SyncKey | None) -> Identity:
+        """Make a new identity here; refuses to overwrite an existing one."""
+        if self.exists():
+            raise AlreadyInitialized(f"{self.root} already holds a peer identity")
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        signing = SigningKey.generate()
+        write_secret(self.host_key, signing.to_bytes())
+        if sync is not None:
+            write_secret(self.sync_key, (sync.to_text() + "\n").encode())
+        self.node_file.write_text(json.dumps({"name": name}) + "\n")
+        return Identity(signing, sync, name)
+
+    def load(self) -> Identity:
+        """The identity stored here; NotInitialized if there is none."""
+        if not self.exists():
+            raise NotInitialized(f"no peer identity in {self.root}: run `peer init` first")
+        signing = SigningKey.from_bytes(self.host_key.read_bytes())
+        return Identity(signing, self.load_sync_key(), self._name())
+
+    def load_sync_key(self) -> SyncKey | None:
+        if not self.sync_key.exists():
+            return None
+        try:
+            return SyncKey.from_text(self.sync_key.read_text())
+        except KeyFormatError as exc:
+            raise KeyFormatError(f"{self.sync_key} is damaged: {exc}") from exc
+
+    def replace_sync_key(self, sync: SyncKey) -> None:
+        write_secret(self.sync_key, (sync.to_text() + "\n").encode())
+
+    def _name(self) -> str:
+        try:
+            name = json.loads(self.node_file.read_text()).get("name", "")
+        except (OSError, ValueError, AttributeError):
+            return ""
+        return str(name)
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write `data` to a new file readable by its owner only, atomically."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.unlink(missing_ok=True)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)

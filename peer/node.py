@@ -1,0 +1,202 @@
+"""A local node: one home's identity and store, and what a user does with them.
+
+This is the library face of the CLI's local commands (init, append, tail, status,
+verify); each method is one thing a user asks for, returning plain data to print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from peer.crypto import Author, ChainCheck, SyncKey, open_record
+from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
+from peer.home import Home, Identity
+from peer.records import LogKey, Record, check_record
+from peer.store import Store
+
+VERIFY_CHUNK = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A record as a user reads it: the plaintext, or why it cannot be read."""
+
+    seq: int
+    record: Record
+    data: bytes | None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What `peer verify` found: counts, and every problem in words."""
+
+    logs: int = 0
+    records: int = 0
+    decrypted: int = 0
+    problems: list[str] = field(default_factory=list)
+    forks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.forks
+
+
+class Node:
+    """A home's identity with its open store; use `await Node.open(home)`, then close."""
+
+    def __init__(self, home: Home, identity: Identity, store: Store) -> None:
+        self.home = home
+        self.identity = identity
+        self.store = store
+
+    @classmethod
+    async def init(cls, home: Home, name: str = "", sync: SyncKey | None = None) -> Node:
+        """Create identity, sync key (a new one unless given) and store in `home`."""
+        identity = home.create(name, sync if sync is not None else SyncKey.generate())
+        store = await Store.open(home.database)
+        await store.add_host(identity.signing.public_key)
+        return cls(home, identity, store)
+
+    @classmethod
+    async def open(cls, home: Home) -> Node:
+        identity = home.load()
+        store = await Store.open(home.database)
+        await store.add_host(identity.signing.public_key)
+        return cls(home, identity, store)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    @property
+    def author(self) -> Author:
+        if self.identity.sync is None:
+            raise UsageError("this node holds no sync key (a relay), so it cannot write records")
+        return Author(self.identity.signing, self.identity.sync)
+
+    async def append(self, tag: str, items: Sequence[bytes]) -> list[Record]:
+        """Append records to this host's log `tag` in one transaction."""
+        return await self.store.append(self.author, tag, items)
+
+    def append_many(self, tag: str, items: Iterable[bytes]) -> AsyncIterator[int]:
+        """Bulk append in large transactions; yields the running count."""
+        return self.store.append_many(self.author, tag, items)
+
+    async def import_sync_key(self, sync: SyncKey) -> None:
+        """Switch to another sync key, unless records sealed with the current one exist."""
+        current = self.identity.sync
+        if current is not None and current.key_id == sync.key_id:
+            return
+        own = [n for log, n in (await self._own_logs()).items() if n]
+        if current is not None and own:
+            raise UsageError(
+                f"this node already wrote {sum(own)} records with key {current.key_id_text}; "
+                "importing another key would make them unreadable to your other devices. "
+                "Start a fresh home with `peer init --key KEY` instead"
+            )
+        self.home.replace_sync_key(sync)
+        self.identity = Identity(self.identity.signing, sync, self.identity.name)
+
+    async def _own_logs(self) -> dict[LogKey, int]:
+        index = await self.store.index()
+        return {log: h.next_idx for log, h in index.items() if log.host == self.identity.host}
+
+    async def tail(self, tag: str | None = None, limit: int | None = None) -> list[Entry]:
+        """Records in arrival order (the last `limit` of them), decrypted."""
+        after = 0 if limit is None else await self.store.last_seq(tag, back=limit)
+        rows = await self.store.scan(tag=tag, after=after, limit=limit or 2**62)
+        return [self.decrypt(seq, record) for seq, record in rows]
+
+    async def follow(self, tag: str | None, after: int) -> list[Entry]:
+        """Records that arrived after sequence number `after` (for `tail --follow`)."""
+        return [self.decrypt(s, r) for s, r in await self.store.scan(tag=tag, after=after)]
+
+    def decrypt(self, seq: int, record: Record) -> Entry:
+        if self.identity.sync is None:
+            return Entry(seq, record, None, "this node holds no sync key (a relay)")
+        try:
+            return Entry(seq, record, open_record(self.identity.sync, record))
+        except CryptoError as exc:
+            return Entry(seq, record, None, str(exc))
+
+    async def status(self) -> dict[str, Any]:
+        """The node's identity, every log it holds, and fork evidence, as plain data."""
+        index = await self.store.index()
+        frozen = await self.store.frozen_logs()
+        forks = await self.store.forks()
+        sync = self.identity.sync
+        return {
+            "node_id": self.identity.host.hex(),
+            "host": self.identity.host.hex(),
+            "name": self.identity.name,
+            "key_id": sync.key_id_text if sync else None,
+            "logs": [
+                {
+                    "host": log.host.hex(),
+                    "tag": log.tag,
+                    "next_idx": head.next_idx,
+                    "head": head.head_hash.hex(),
+                    "frozen": log in frozen,
+                }
+                for log, head in index.items()
+            ],
+            "peers": [],
+            "forks": [
+                {
+                    "host": f.log.host.hex(),
+                    "tag": f.log.tag,
+                    "idx": f.idx,
+                    "held": f.held_hash.hex(),
+                    "offered": len(f.offered),
+                    "detected_at": f.detected_at,
+                }
+                for f in forks
+            ],
+        }
+
+    async def verify(self) -> VerifyReport:
+        """Re-check every stored chain, signature and head, and decrypt every record."""
+        report = VerifyReport(forks=len(await self.store.forks()))
+        keys = await self.store.host_keys()
+        for log, head in (await self.store.index()).items():
+            report.logs += 1
+            public_key = keys.get(log.host)
+            if public_key is None:
+                report.problems.append(f"log {log}: no public key for its host")
+                continue
+            await self._verify_log(log, head.next_idx, head.head_hash, public_key, report)
+        return report
+
+    async def _verify_log(
+        self, log: LogKey, length: int, head: bytes, public_key: bytes, report: VerifyReport
+    ) -> None:
+        check = ChainCheck(public_key)
+        start = 0
+        try:
+            while start < length:
+                chunk = await self.store.read_range(log.host, log.tag, start, VERIFY_CHUNK)
+                if not chunk or chunk[0].idx != start:
+                    raise IntegrityError(f"log {log}: record idx {start} is missing")
+                for record in chunk:
+                    check_record(record)
+                check.feed(chunk)
+                self._decrypt_all(chunk, report)
+                report.records += len(chunk)
+                start += len(chunk)
+            check.finish()
+            if length and check.last_hash != head:
+                raise IntegrityError(f"log {log}: the stored head hash does not match its records")
+        except (IntegrityError, InvalidRecord) as exc:
+            report.problems.append(str(exc))
+
+    def _decrypt_all(self, records: Sequence[Record], report: VerifyReport) -> None:
+        if self.identity.sync is None:
+            return
+        for record in records:
+            try:
+                open_record(self.identity.sync, record)
+                report.decrypted += 1
+            except CryptoError as exc:
+                report.problems.append(str(exc))

@@ -1,0 +1,233 @@
+"""Records, logs and indexes as plain data, with their canonical byte encodings.
+
+Everything here is pure: no I/O, no crypto library. The canonical encodings are
+fixed byte layouts (not protobuf) because signatures and AEAD tags are computed over
+them. DO NOT CHANGE THEM: `tests/test_records.py` freezes them with a known vector,
+and a change is a new version (a new prefix), never an edit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from peer.errors import InvalidRecord
+
+ID_LEN = 16
+HOST_LEN = 16
+HASH_LEN = 32
+SIG_LEN = 64
+ZERO_HASH = bytes(HASH_LEN)
+MAX_IDX = 2**63 - 2  # next_idx = idx + 1 must still fit SQLite's signed 64-bit integer
+MAX_TIMESTAMP = 2**63 - 1
+MAX_PAYLOAD = 1 << 20
+MAX_WRAPPED_KEY = 128
+TAG_RE = re.compile(r"[a-z0-9._-]{1,64}")
+VERSION_RE = re.compile(r"[a-z0-9._-]{1,16}")
+
+AAD_PREFIX_V1 = b"peer.aad.v1\x00"
+HASH_PREFIX_V1 = b"peer.record.v1\x00"
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LogKey:
+    """One log: all records of one author host under one tag."""
+
+    host: bytes
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.host.hex()}/{self.tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One entry of a log, as stored and sent: metadata in clear, payload sealed."""
+
+    id: bytes
+    host: bytes
+    tag: str
+    idx: int
+    timestamp: int
+    version: str
+    payload: bytes
+    wrapped_key: bytes
+    prev: bytes
+    sig: bytes = b""
+
+    @property
+    def log(self) -> LogKey:
+        return LogKey(self.host, self.tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What a node holds of one log: the count of records and the hash of the last."""
+
+    next_idx: int
+    head_hash: bytes = ZERO_HASH
+
+
+Index = Mapping[LogKey, Head]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Range:
+    """Records `start <= idx < end` of one log."""
+
+    host: bytes
+    tag: str
+    start: int
+    end: int
+
+    @property
+    def log(self) -> LogKey:
+        return LogKey(self.host, self.tag)
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """What one side must pull and push to equal the other, and logs that disagree."""
+
+    pull: tuple[Range, ...] = ()
+    push: tuple[Range, ...] = ()
+    diverged: tuple[LogKey, ...] = field(default=())
+
+
+def diff(local: Index, remote: Index) -> SyncPlan:
+    """Ranges the local side lacks (pull) and the remote side lacks (push).
+
+    Logs of equal length with different head hashes are reported as diverged: one of
+    the two holds a fork, which only the records themselves can prove.
+    """
+    pull: list[Range] = []
+    push: list[Range] = []
+    diverged: list[LogKey] = []
+    for log in sorted(set(local) | set(remote)):
+        mine = local.get(log, Head(0))
+        theirs = remote.get(log, Head(0))
+        if mine.next_idx < theirs.next_idx:
+            pull.append(Range(log.host, log.tag, mine.next_idx, theirs.next_idx))
+        elif mine.next_idx > theirs.next_idx:
+            push.append(Range(log.host, log.tag, theirs.next_idx, mine.next_idx))
+        elif mine.head_hash != theirs.head_hash:
+            diverged.append(log)
+    return SyncPlan(tuple(pull), tuple(push), tuple(diverged))
+
+
+def check_tag(tag: str) -> str:
+    """Return `tag` if it is a valid tag name, else raise InvalidRecord."""
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+        raise InvalidRecord(f"invalid tag {tag!r}: use 1-64 characters of a-z 0-9 . _ -")
+    return tag
+
+
+def check_record(record: Record) -> Record:
+    """Check every field's bounds, so nothing malformed reaches crypto or SQLite."""
+    _check_len("id", record.id, ID_LEN)
+    _check_len("host", record.host, HOST_LEN)
+    check_tag(record.tag)
+    _check_int("idx", record.idx, MAX_IDX)
+    _check_int("timestamp", record.timestamp, MAX_TIMESTAMP)
+    if not isinstance(record.version, str) or not VERSION_RE.fullmatch(record.version):
+        raise InvalidRecord(f"invalid version {record.version!r}")
+    _check_max("payload", record.payload, MAX_PAYLOAD)
+    _check_max("wrapped_key", record.wrapped_key, MAX_WRAPPED_KEY)
+    _check_len("prev", record.prev, HASH_LEN)
+    if record.idx == 0 and record.prev != ZERO_HASH:
+        raise InvalidRecord("the first record of a log must have an all-zero prev")
+    if len(record.sig) not in (0, SIG_LEN):
+        raise InvalidRecord(f"sig must be empty or {SIG_LEN} bytes, got {len(record.sig)}")
+    return record
+
+
+def _check_len(name: str, value: bytes, size: int) -> None:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise InvalidRecord(f"{name} must be {size} bytes")
+
+
+def _check_max(name: str, value: bytes, limit: int) -> None:
+    if not isinstance(value, bytes) or len(value) > limit:
+        raise InvalidRecord(f"{name} must be at most {limit} bytes")
+
+
+def _check_int(name: str, value: int, limit: int) -> None:
+    if type(value) is not int or not 0 <= value <= limit:
+        raise InvalidRecord(f"{name} {value!r} is out of range (0..{limit})")
+
+
+def associated_data(record: Record) -> bytes:
+    """AEAD associated data v1: binds id, host, tag, idx, timestamp and version.
+
+    Layout: "peer.aad.v1\\0" | id[16] | host[16] | u8 len | tag | u64 idx | u64 timestamp
+    | u8 len | version   (integers big-endian)
+    """
+    return _metadata(AAD_PREFIX_V1, record)
+
+
+def hash_input(record: Record) -> bytes:
+    """The bytes whose SHA-256 is the record hash v1: every field but `sig`.
+
+    Layout: "peer.record.v1\\0" | id[16] | host[16] | u8 len | tag | u64 idx
+    | u64 timestamp | u8 len | version | u32 len | payload | u8 len | wrapped_key | prev[32]
+    """
+    return b"".join(
+        (
+            _metadata(HASH_PREFIX_V1, record),
+            _U32.pack(len(record.payload)),
+            record.payload,
+            bytes((len(record.wrapped_key),)),
+            record.wrapped_key,
+            record.prev,
+        )
+    )
+
+
+def _metadata(prefix: bytes, record: Record) -> bytes:
+    tag = record.tag.encode()
+    version = record.version.encode()
+    return b"".join(
+        (
+            prefix,
+            record.id,
+            record.host,
+            bytes((len(tag),)),
+            tag,
+            _U64.pack(record.idx),
+            _U64.pack(record.timestamp),
+            bytes((len(version),)),
+            version,
+        )
+    )
+
+
+def uuid7(unix_ms: int, random_bytes: bytes) -> bytes:
+    """A UUIDv7 (RFC 9562): 48-bit milliseconds, version 7, variant 10, 74 random bits."""
+    if len(random_bytes) != 10:
+        raise ValueError("uuid7 needs 10 random bytes")
+    value = (unix_ms & (2**48 - 1)) << 80 | int.from_bytes(random_bytes, "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return value.to_bytes(16, "big")
+
+
+def new_record_id() -> bytes:
+    """A fresh UUIDv7 for a record id: time-ordered, unique without coordination."""
+    return uuid7(time.time_ns() // 1_000_000, os.urandom(10))
+
+
+def group_by_log(records: Iterable[Record]) -> dict[LogKey, list[Record]]:
+    """Records split per log, keeping their order within each log."""
+    groups: dict[LogKey, list[Record]] = {}
+    for record in records:
+        groups.setdefault(LogKey(record.host, record.tag), []).append(record)
+    return groups

@@ -1,0 +1,515 @@
+"""The record store: the only module that talks to SQLite (through aiosqlite).
+
+The store enforces the log's rules itself, so no caller can break them:
+- a local append allocates idx, chains and writes inside one `BEGIN IMMEDIATE`
+  transaction, so two processes appending at once never lose or duplicate a record;
+- `insert_batch` (records from elsewhere) checks bounds, contiguity from the stored
+  head, chain links and signatures, then applies the whole call or nothing;
+- an identical record already held is a no-op; a different authentic record at an
+  occupied idx is kept as fork evidence and freezes its log;
+- `index()` reads the maintained `heads` table, never a scan of the records.
+
+SQLite runs in WAL mode with synchronous=NORMAL: a committed transaction survives a
+killed process. Rows go in with one `executemany` per batch, never one await per row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiosqlite
+
+from peer import clock
+from peer.crypto import Author, host_id, record_hash, verify_chain
+from peer.errors import (
+    ForgeryError,
+    ForkDetected,
+    GapError,
+    InvalidRecord,
+    LogFrozen,
+    SchemaTooNew,
+    StoreError,
+    UnknownHost,
+)
+from peer.records import (
+    MAX_IDX,
+    Head,
+    LogKey,
+    Record,
+    check_record,
+    check_tag,
+    group_by_log,
+)
+from peer.schema import LATEST_VERSION, MIGRATIONS
+
+RECORD_COLUMNS = "host, tag, idx, id, timestamp, version, payload, wrapped_key, prev, sig"
+_INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_UPSERT_HEAD = (
+    "INSERT INTO heads (host, tag, next_idx, head_hash) VALUES (?,?,?,?) "
+    "ON CONFLICT (host, tag) DO UPDATE SET next_idx = excluded.next_idx, "
+    "head_hash = excluded.head_hash"
+)
+DEFAULT_CHUNK = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """What one `insert_batch` call changed."""
+
+    added: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForkEvidence:
+    """Two authentic records of one host at one idx: ours, and the conflicting chain."""
+
+    log: LogKey
+    idx: int
+    held_hash: bytes
+    offered: tuple[Record, ...]
+    detected_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Fork:
+    log: LogKey
+    idx: int
+    held_hash: bytes
+    offered: list[Record]
+
+
+class Store:
+    """One SQLite database of logs; open with `await Store.open(path)`, then close."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, max_ahead_ns: int) -> None:
+        self._db = db
+        self.path = path
+        self.max_ahead_ns = max_ahead_ns
+
+    @classmethod
+    async def open(
+        cls, path: Path | str, *, max_ahead_ns: int = clock.DEFAULT_MAX_AHEAD_NS
+    ) -> Store:
+        """Open (creating and migrating if needed) the database at `path`."""
+        path = Path(path)
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+        store = cls(db, path, max_ahead_ns)
+        try:
+            await store._configure()
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- setup ------------------------------------------------------------------
+
+    async def _configure(self) -> None:
+        with _translated("configure the store"):
+            await self._db.execute("PRAGMA busy_timeout = 30000")
+            await self._db.execute("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = NORMAL")
+
+    async def _migrate(self) -> None:
+        async with self._write():
+            version = await self._scalar("PRAGMA user_version")
+            if version > LATEST_VERSION:
+                raise SchemaTooNew(
+                    f"the store {self.path} was written by a newer peer (schema {version}); "
+                    "upgrade peer to open it"
+                )
+            for target in range(version + 1, LATEST_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    await self._db.execute(statement)
+                await self._db.execute(f"PRAGMA user_version = {target}")
+
+    # -- transactions -----------------------------------------------------------
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        """One write transaction: the lock is taken at BEGIN, so reads inside are current."""
+        with _translated("write to the store"):
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self._db.rollback()
+                raise
+            await self._db.commit()
+
+    async def _scalar(self, sql: str, params: Sequence[object] = ()) -> int:
+        async with self._db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- hosts ------------------------------------------------------------------
+
+    async def add_host(self, public_key: bytes) -> bytes:
+        """Remember a host's public key (needed to verify its logs); returns its id."""
+        host = host_id(public_key)
+        async with self._write():
+            await self._db.execute(
+                "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)", (host, public_key)
+            )
+        return host
+
+    async def host_keys(self, hosts: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
+        """Public keys of the given hosts (or of all) that this store knows."""
+        with _translated("read host keys"):
+            async with self._db.execute("SELECT host, public_key FROM hosts") as cursor:
+                rows = await cursor.fetchall()
+        wanted = None if hosts is None else set(hosts)
+        return {h: k for h, k in rows if wanted is None or h in wanted}
+
+    # -- local appends ----------------------------------------------------------
+
+    async def append(self, author: Author, tag: str, plaintexts: Sequence[bytes]) -> list[Record]:
+        """Append records to the author's own log in one transaction; returns them."""
+        check_tag(tag)
+        if not plaintexts:
+            return []
+        log = LogKey(author.host, tag)
+        async with self._write():
+            head = await self._head_for_append(log, len(plaintexts))
+            timestamps = await self._issue_timestamps(len(plaintexts))
+            records = author.write(tag, head, timestamps, plaintexts)
+            await self._db.executemany(_INSERT_RECORD, [_row(r) for r in records])
+            await self._set_head(log, Head(records[-1].idx + 1, record_hash(records[-1])))
+        return records
+
+    async def append_many(
+        self,
+        author: Author,
+        tag: str,
+        plaintexts: Iterable[bytes],
+        chunk: int = DEFAULT_CHUNK,
+    ) -> AsyncIterator[int]:
+        """Bulk append, one transaction per `chunk` records; yields the running count."""
+        batch: list[bytes] = []
+        done = 0
+        for plaintext in plaintexts:
+            batch.append(plaintext)
+            if len(batch) >= chunk:
+                done += len(await self.append(author, tag, batch))
+                batch = []
+                yield done
+        if batch:
+            done += len(await self.append(author, tag, batch))
+            yield done
+
+    async def _head_for_append(self, log: LogKey, count: int) -> Head:
+        head, frozen = await self._read_head(log)
+        if frozen:
+            raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
+        if head.next_idx + count - 1 > MAX_IDX:
+            raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
+        if log.host not in await self.host_keys([log.host]):
+            raise UnknownHost(f"host {log.host.hex()} is not registered in this store")
+        return head
+
+    async def _issue_timestamps(self, count: int) -> list[int]:
+        floor = await self._clock_floor()
+        wall = clock.wall_clock_ns()
+        stamps: list[int] = []
+        for _ in range(count):
+            floor = clock.tick(floor, wall)
+            stamps.append(floor)
+        await self._set_clock_floor(floor)
+        return stamps
+
+    # -- records from elsewhere -------------------------------------------------
+
+    async def insert_batch(
+        self, records: Sequence[Record], keys: Mapping[bytes, bytes] | None = None
+    ) -> InsertResult:
+        """Store authenticated records from another node: all of them, or none.
+
+        `keys` maps host ids to public keys for hosts this store may not know yet.
+        Raises GapError (with the idx expected), ForgeryError, InvalidRecord,
+        UnknownHost, LogFrozen, or ForkDetected (after keeping the evidence).
+        """
+        for record in records:
+            check_record(record)
+        groups = group_by_log(records)
+        known = await self._resolve_keys(groups, keys or {})
+        hashes = {log: verify_chain(group, known[log.host]) for log, group in groups.items()}
+        try:
+            async with self._write():
+                result, forks = await self._apply_groups(groups, hashes)
+                if forks:
+                    raise _RollBack
+                await self._save_keys(known)
+                await self._observe_timestamps(r.timestamp for r in records)
+        except _RollBack:
+            async with self._write():
+                await self._save_keys(known)
+                await self._keep_forks(forks)
+            raise ForkDetected(
+                f"log {forks[0].log} forked at idx {forks[0].idx}: its host signed two "
+                "different records there; evidence kept, log frozen"
+            ) from None
+        return result
+
+    async def _resolve_keys(
+        self, groups: Mapping[LogKey, list[Record]], offered: Mapping[bytes, bytes]
+    ) -> dict[bytes, bytes]:
+        hosts = {log.host for log in groups}
+        known = await self.host_keys(hosts)
+        for host in hosts - known.keys():
+            public_key = offered.get(host)
+            if public_key is None:
+                raise UnknownHost(f"no public key known for host {host.hex()}")
+            if host_id(public_key) != host:
+                raise ForgeryError(f"the public key offered for host {host.hex()} is not its key")
+            known[host] = public_key
+        return known
+
+    async def _save_keys(self, keys: Mapping[bytes, bytes]) -> None:
+        await self._db.executemany(
+            "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)", list(keys.items())
+        )
+
+    async def _apply_groups(
+        self, groups: Mapping[LogKey, list[Record]], hashes: Mapping[LogKey, list[bytes]]
+    ) -> tuple[InsertResult, list[_Fork]]:
+        duplicates = 0
+        rows: list[tuple[object, ...]] = []
+        forks: list[_Fork] = []
+        for log, group in groups.items():
+            head, frozen = await self._read_head(log)
+            if frozen:
+                raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
+            fresh, fork = await self._split_known(log, head, group, hashes[log])
+            if fork:
+                forks.append(fork)
+                continue
+            duplicates += len(group) - len(fresh)
+            if fresh:
+                rows.extend(_row(r) for r in fresh)
+                await self._set_head(log, Head(fresh[-1].idx + 1, hashes[log][-1]))
+        await self._db.executemany(_INSERT_RECORD, rows)
+        return InsertResult(len(rows), duplicates), forks
+
+    async def _split_known(
+        self, log: LogKey, head: Head, group: list[Record], hashes: list[bytes]
+    ) -> tuple[list[Record], _Fork | None]:
+        """The records of `group` not yet held, or the fork they prove."""
+        first = group[0].idx
+        if first > head.next_idx:
+            raise GapError(
+                f"log {log}: batch starts at idx {first} but this node expects idx {head.next_idx}",
+                expected_idx=head.next_idx,
+            )
+        held = head.next_idx - first
+        if held > 0:
+            stored = await self._stored_hashes(log, first, min(held, len(group)))
+            for offset, digest in enumerate(stored):
+                if digest != hashes[offset]:
+                    return [], _Fork(log, first + offset, digest, group[offset:])
+        fresh = group[max(held, 0) :]
+        if fresh and fresh[0].prev != head.head_hash:
+            mismatch = fresh[0].idx - 1
+            return [], _Fork(log, mismatch, head.head_hash, group)
+        return fresh, None
+
+    async def _stored_hashes(self, log: LogKey, start: int, count: int) -> list[bytes]:
+        return [record_hash(r) for r in await self._range(log, start, count)]
+
+    async def _keep_forks(self, forks: Sequence[_Fork]) -> None:
+        now = time.time_ns()
+        for fork in forks:
+            cursor = await self._db.execute(
+                "INSERT INTO forks (host, tag, idx, held_hash, detected_at) VALUES (?,?,?,?,?)",
+                (fork.log.host, fork.log.tag, fork.idx, fork.held_hash, now),
+            )
+            fork_id = cursor.lastrowid
+            await self._db.executemany(
+                f"INSERT INTO fork_records (fork_id, position, {RECORD_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(fork_id, n, *_row(r)) for n, r in enumerate(fork.offered)],
+            )
+            await self._db.execute(
+                "UPDATE heads SET frozen = 1 WHERE host = ? AND tag = ?",
+                (fork.log.host, fork.log.tag),
+            )
+
+    # -- clock ------------------------------------------------------------------
+
+    async def _clock_floor(self) -> int:
+        return await self._scalar("SELECT value FROM meta WHERE key = 'clock'")
+
+    async def _set_clock_floor(self, floor: int) -> None:
+        await self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('clock', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            (floor,),
+        )
+
+    async def _observe_timestamps(self, stamps: Iterable[int]) -> None:
+        floor = await self._clock_floor()
+        wall = clock.wall_clock_ns()
+        new_floor = clock.observe(floor, stamps, wall, self.max_ahead_ns)
+        if new_floor != floor:
+            await self._set_clock_floor(new_floor)
+
+    async def clock_floor(self) -> int:
+        """The largest timestamp this store has issued or accepted (the HLC state)."""
+        with _translated("read the clock"):
+            return await self._clock_floor()
+
+    # -- reads ------------------------------------------------------------------
+
+    async def _read_head(self, log: LogKey) -> tuple[Head, bool]:
+        async with self._db.execute(
+            "SELECT next_idx, head_hash, frozen FROM heads WHERE host = ? AND tag = ?",
+            (log.host, log.tag),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return Head(0), False
+        return Head(row[0], row[1]), bool(row[2])
+
+    async def _set_head(self, log: LogKey, head: Head) -> None:
+        await self._db.execute(_UPSERT_HEAD, (log.host, log.tag, head.next_idx, head.head_hash))
+
+    async def index(self) -> dict[LogKey, Head]:
+        """Every log held here with its length and head hash (from `heads`, no scan)."""
+        with _translated("read the index"):
+            async with self._db.execute(
+                "SELECT host, tag, next_idx, head_hash FROM heads ORDER BY host, tag"
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return {LogKey(h, t): Head(n, d) for h, t, n, d in rows}
+
+    async def frozen_logs(self) -> set[LogKey]:
+        """Logs that hold fork evidence and accept nothing more."""
+        with _translated("read the index"):
+            async with self._db.execute("SELECT host, tag FROM heads WHERE frozen") as cursor:
+                rows = await cursor.fetchall()
+        return {LogKey(h, t) for h, t in rows}
+
+    async def read_range(self, host: bytes, tag: str, start: int, limit: int) -> list[Record]:
+        """Up to `limit` records of one log from idx `start`, in idx order."""
+        if not 0 <= start <= MAX_IDX or limit < 0:
+            raise InvalidRecord(f"range start {start} / limit {limit} out of bounds")
+        with _translated("read records"):
+            return await self._range(LogKey(host, tag), start, limit)
+
+    async def _range(self, log: LogKey, start: int, limit: int) -> list[Record]:
+        async with self._db.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE host = ? AND tag = ? AND idx >= ? "
+            "ORDER BY idx LIMIT ?",
+            (log.host, log.tag, start, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_record(row) for row in rows]
+
+    async def scan(
+        self, *, tag: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[tuple[int, Record]]:
+        """Records in arrival order after sequence number `after`, with their numbers."""
+        where, params = "seq > ?", list[object]([after])
+        if tag is not None:
+            where, params = where + " AND tag = ?", [*params, check_tag(tag)]
+        with _translated("read records"):
+            async with self._db.execute(
+                f"SELECT seq, {RECORD_COLUMNS} FROM records WHERE {where} ORDER BY seq LIMIT ?",
+                (*params, limit),
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return [(row[0], _record(row[1:])) for row in rows]
+
+    async def last_seq(self, tag: str | None = None, back: int = 0) -> int:
+        """The arrival number `back` records before the newest (0 if there are fewer)."""
+        sql, params = "SELECT seq FROM records", []
+        if tag is not None:
+            sql, params = sql + " WHERE tag = ?", [check_tag(tag)]
+        with _translated("read records"):
+            return await self._scalar(sql + " ORDER BY seq DESC LIMIT 1 OFFSET ?", (*params, back))
+
+    async def forks(self) -> list[ForkEvidence]:
+        """All fork evidence held, oldest first."""
+        with _translated("read fork evidence"):
+            async with self._db.execute(
+                "SELECT fork_id, host, tag, idx, held_hash, detected_at FROM forks ORDER BY fork_id"
+            ) as cursor:
+                forks = await cursor.fetchall()
+            return [
+                ForkEvidence(LogKey(h, t), i, held, tuple(await self._fork_records(fid)), when)
+                for fid, h, t, i, held, when in forks
+            ]
+
+    async def _fork_records(self, fork_id: int) -> list[Record]:
+        async with self._db.execute(
+            f"SELECT {RECORD_COLUMNS} FROM fork_records WHERE fork_id = ? ORDER BY position",
+            (fork_id,),
+        ) as cursor:
+            return [_record(row) for row in await cursor.fetchall()]
+
+
+def _row(record: Record) -> tuple[object, ...]:
+    return (
+        record.host,
+        record.tag,
+        record.idx,
+        record.id,
+        record.timestamp,
+        record.version,
+        record.payload,
+        record.wrapped_key,
+        record.prev,
+        record.sig,
+    )
+
+
+def _record(row: Sequence[object] | sqlite3.Row) -> Record:
+    host, tag, idx, rid, timestamp, version, payload, wrapped_key, prev, sig = row
+    return Record(rid, host, tag, idx, timestamp, version, payload, wrapped_key, prev, sig)  # type: ignore[arg-type]
+
+
+class _RollBack(Exception):
+    """Internal: leave a write transaction without committing it."""
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn SQLite failures into StoreError with a message a user can act on."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"could not {action}: {_explain(exc)}") from exc
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "full" in text:
+        return "the disk is full (free some space and retry)"
+    if "locked" in text or "busy" in text:
+        return "the database is busy (another peer process holds it); retry"
+    if "I/O" in text:
+        return f"an I/O error ({text}); check the disk"
+    return text

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs for package peer.v1 (see `make proto`)."""

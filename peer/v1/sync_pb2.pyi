@@ -1,0 +1,129 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Record(_message.Message):
+    __slots__ = ("id", "host", "tag", "idx", "timestamp", "version", "payload", "wrapped_key", "prev", "sig")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    IDX_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_KEY_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    SIG_FIELD_NUMBER: _ClassVar[int]
+    id: bytes
+    host: bytes
+    tag: str
+    idx: int
+    timestamp: int
+    version: str
+    payload: bytes
+    wrapped_key: bytes
+    prev: bytes
+    sig: bytes
+    def __init__(self, id: _Optional[bytes] = ..., host: _Optional[bytes] = ..., tag: _Optional[str] = ..., idx: _Optional[int] = ..., timestamp: _Optional[int] = ..., version: _Optional[str] = ..., payload: _Optional[bytes] = ..., wrapped_key: _Optional[bytes] = ..., prev: _Optional[bytes] = ..., sig: _Optional[bytes] = ...) -> None: ...
+
+class LogHead(_message.Message):
+    __slots__ = ("host", "tag", "next_idx", "head_hash")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    NEXT_IDX_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    host: bytes
+    tag: str
+    next_idx: int
+    head_hash: bytes
+    def __init__(self, host: _Optional[bytes] = ..., tag: _Optional[str] = ..., next_idx: _Optional[int] = ..., head_hash: _Optional[bytes] = ...) -> None: ...
+
+class HostKey(_message.Message):
+    __slots__ = ("host", "public_key")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    host: bytes
+    public_key: bytes
+    def __init__(self, host: _Optional[bytes] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class LogRange(_message.Message):
+    __slots__ = ("host", "tag", "start", "end")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    host: bytes
+    tag: str
+    start: int
+    end: int
+    def __init__(self, host: _Optional[bytes] = ..., tag: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class GetIndexRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetIndexResponse(_message.Message):
+    __slots__ = ("node_id", "protocol_version", "logs", "hosts")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    protocol_version: int
+    logs: _containers.RepeatedCompositeFieldContainer[LogHead]
+    hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
+    def __init__(self, node_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., logs: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
+
+class PullRecordsRequest(_message.Message):
+    __slots__ = ("ranges", "max_batch")
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    ranges: _containers.RepeatedCompositeFieldContainer[LogRange]
+    max_batch: int
+    def __init__(self, ranges: _Optional[_Iterable[_Union[LogRange, _Mapping]]] = ..., max_batch: _Optional[int] = ...) -> None: ...
+
+class PullRecordsResponse(_message.Message):
+    __slots__ = ("records", "hosts")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[Record]
+    hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
+
+class PushRecordsRequest(_message.Message):
+    __slots__ = ("records", "hosts")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[Record]
+    hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
+
+class PushRecordsResponse(_message.Message):
+    __slots__ = ("added", "duplicates")
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    added: int
+    duplicates: int
+    def __init__(self, added: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("since", "hosts", "tags")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    since: _containers.RepeatedCompositeFieldContainer[LogHead]
+    hosts: _containers.RepeatedScalarFieldContainer[bytes]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, since: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., hosts: _Optional[_Iterable[bytes]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubscribeResponse(_message.Message):
+    __slots__ = ("records", "hosts")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[Record]
+    hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
