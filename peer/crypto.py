@@ -16,7 +16,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -26,11 +26,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from peer.errors import DecryptionFailed, ForgeryError, InvalidRecord, KeyFormatError, WrongKey
 from peer.records import (
+    AAD_PREFIX_V1,
     HOST_LEN,
     Head,
     Record,
     associated_data,
     hash_input,
+    hash_input_of,
+    metadata_of,
     new_record_id,
 )
 
@@ -48,19 +51,19 @@ class SyncKey:
     """The 32-byte secret shared by one user's devices; it never leaves them in clear."""
 
     secret: bytes
+    key_id: bytes = field(init=False, compare=False)
+    aead: AESGCM = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.secret) != SYNC_KEY_LEN:
             raise KeyFormatError(f"a sync key is {SYNC_KEY_LEN} bytes, got {len(self.secret)}")
+        key_id = hashlib.sha256(b"peer.key-id.v1\x00" + self.secret).digest()[:KEY_ID_LEN]
+        object.__setattr__(self, "key_id", key_id)  # a public fingerprint of the key
+        object.__setattr__(self, "aead", AESGCM(self.secret))
 
     @classmethod
     def generate(cls) -> SyncKey:
         return cls(os.urandom(SYNC_KEY_LEN))
-
-    @property
-    def key_id(self) -> bytes:
-        """A public fingerprint of the key, stored in every wrapped content key."""
-        return hashlib.sha256(b"peer.key-id.v1\x00" + self.secret).digest()[:KEY_ID_LEN]
 
     @property
     def key_id_text(self) -> str:
@@ -135,11 +138,14 @@ def must_sign(idx: int) -> bool:
 
 def seal(sync: SyncKey, record: Record, plaintext: bytes) -> tuple[bytes, bytes]:
     """Encrypt `plaintext` for `record`'s metadata; returns (payload, wrapped_key)."""
-    aad = associated_data(record)
+    return _seal(sync, associated_data(record), plaintext)
+
+
+def _seal(sync: SyncKey, aad: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
     content_key = os.urandom(SYNC_KEY_LEN)
     payload = AESGCM(content_key).encrypt(_ZERO_NONCE, plaintext, aad)
     nonce = os.urandom(12)
-    wrapped = AESGCM(sync.secret).encrypt(nonce, content_key, aad)
+    wrapped = sync.aead.encrypt(nonce, content_key, aad)
     return payload, bytes((WRAP_V1,)) + sync.key_id + nonce + wrapped
 
 
@@ -158,7 +164,7 @@ def open_record(sync: SyncKey, record: Record) -> bytes:
     aad = associated_data(record)
     nonce = record.wrapped_key[1 + KEY_ID_LEN : 1 + KEY_ID_LEN + 12]
     try:
-        content_key = AESGCM(sync.secret).decrypt(nonce, record.wrapped_key[21:], aad)
+        content_key = sync.aead.decrypt(nonce, record.wrapped_key[21:], aad)
         return AESGCM(content_key).decrypt(_ZERO_NONCE, record.payload, aad)
     except InvalidTag as exc:
         raise DecryptionFailed(
@@ -181,38 +187,31 @@ class Author:
         """Records that continue a log at `head`; the last one is always signed."""
         records: list[Record] = []
         prev = head.head_hash
-        last = len(plaintexts) - 1
-        for offset, (timestamp, plaintext) in enumerate(zip(timestamps, plaintexts, strict=True)):
-            record = self._seal(tag, head.next_idx + offset, timestamp, plaintext, prev)
-            digest = record_hash(record)
-            if offset == last or must_sign(record.idx):
-                record = _with_sig(record, self.signing.sign(digest))
-            records.append(record)
+        last = head.next_idx + len(plaintexts) - 1
+        idx = head.next_idx
+        for timestamp, plaintext in zip(timestamps, plaintexts, strict=True):
+            rid = new_record_id()
+            meta = metadata_of(rid, self.host, tag, idx, timestamp, self.version)
+            payload, wrapped_key = _seal(self.sync, AAD_PREFIX_V1 + meta, plaintext)
+            digest = hashlib.sha256(hash_input_of(meta, payload, wrapped_key, prev)).digest()
+            sig = self.signing.sign(digest) if idx == last or must_sign(idx) else b""
+            records.append(
+                Record(
+                    rid,
+                    self.host,
+                    tag,
+                    idx,
+                    timestamp,
+                    self.version,
+                    payload,
+                    wrapped_key,
+                    prev,
+                    sig,
+                )
+            )
             prev = digest
+            idx += 1
         return records
-
-    def _seal(self, tag: str, idx: int, timestamp: int, plaintext: bytes, prev: bytes) -> Record:
-        rid = new_record_id()
-        draft = Record(rid, self.host, tag, idx, timestamp, self.version, b"", b"", prev)
-        payload, wrapped_key = seal(self.sync, draft, plaintext)
-        return Record(
-            draft.id, self.host, tag, idx, timestamp, self.version, payload, wrapped_key, prev
-        )
-
-
-def _with_sig(record: Record, sig: bytes) -> Record:
-    return Record(
-        record.id,
-        record.host,
-        record.tag,
-        record.idx,
-        record.timestamp,
-        record.version,
-        record.payload,
-        record.wrapped_key,
-        record.prev,
-        sig,
-    )
 
 
 @lru_cache(maxsize=1024)
@@ -252,19 +251,21 @@ class ChainCheck:
     def feed(self, records: Sequence[Record]) -> list[bytes]:
         """Check the links and signatures of `records`, which continue what was fed."""
         hashes: list[bytes] = []
+        last, last_hash = self.last, self.last_hash
         for record in records:
-            where = f"record {record.log}#{record.idx}"
-            if self.last is None and host_id(self.public_key) != record.host:
-                raise ForgeryError(f"{where}: the public key does not match the host id")
-            if self.last is not None:
-                _check_link(self.last, self.last_hash, record, where)
+            if last is None:
+                if host_id(self.public_key) != record.host:
+                    raise ForgeryError(f"{_where(record)}: the public key does not match the host")
+            elif not _links(last, last_hash, record):
+                _explain_link(last, last_hash, record)
             digest = record_hash(record)
             if record.sig:
-                verify_signature(self.public_key, digest, record.sig, where)
+                verify_signature(self.public_key, digest, record.sig, _where(record))
             elif must_sign(record.idx):
-                raise ForgeryError(f"{where}: a signature is required here")
+                raise ForgeryError(f"{_where(record)}: a signature is required here")
             hashes.append(digest)
-            self.last, self.last_hash = record, digest
+            last, last_hash = record, digest
+        self.last, self.last_hash = last, last_hash
         return hashes
 
     def finish(self) -> None:
@@ -275,8 +276,20 @@ class ChainCheck:
             )
 
 
-def _check_link(before: Record, before_hash: bytes, record: Record, where: str) -> None:
+def _links(before: Record, before_hash: bytes, record: Record) -> bool:
+    return (
+        record.prev == before_hash
+        and record.idx == before.idx + 1
+        and record.host == before.host
+        and record.tag == before.tag
+    )
+
+
+def _explain_link(before: Record, before_hash: bytes, record: Record) -> None:
     if record.log != before.log or record.idx != before.idx + 1:
-        raise InvalidRecord(f"{where}: a batch must hold consecutive records of one log")
-    if record.prev != before_hash:
-        raise ForgeryError(f"{where}: prev is not the hash of the record before")
+        raise InvalidRecord(f"{_where(record)}: a batch must hold consecutive records of one log")
+    raise ForgeryError(f"{_where(record)}: prev is not the hash of the record before")
+
+
+def _where(record: Record) -> str:
+    return f"record {record.log}#{record.idx}"

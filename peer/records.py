@@ -14,6 +14,7 @@ import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from peer.errors import InvalidRecord
 
@@ -126,28 +127,71 @@ def diff(local: Index, remote: Index) -> SyncPlan:
 
 def check_tag(tag: str) -> str:
     """Return `tag` if it is a valid tag name, else raise InvalidRecord."""
-    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+    if not isinstance(tag, str) or not _valid_tag(tag):
         raise InvalidRecord(f"invalid tag {tag!r}: use 1-64 characters of a-z 0-9 . _ -")
     return tag
 
 
+@lru_cache(maxsize=4096)
+def _valid_tag(tag: str) -> bool:
+    return TAG_RE.fullmatch(tag) is not None
+
+
+@lru_cache(maxsize=256)
+def _valid_version(version: str) -> bool:
+    return VERSION_RE.fullmatch(version) is not None
+
+
 def check_record(record: Record) -> Record:
-    """Check every field's bounds, so nothing malformed reaches crypto or SQLite."""
+    """Check every field's bounds, so nothing malformed reaches crypto or SQLite.
+
+    The fast path is one expression (this runs for every record received); the slow
+    path finds the field to name in the error.
+    """
+    r = record
+    if (
+        type(r.idx) is int
+        and 0 <= r.idx <= MAX_IDX
+        and type(r.timestamp) is int
+        and 0 <= r.timestamp <= MAX_TIMESTAMP
+        and type(r.id) is bytes
+        and len(r.id) == ID_LEN
+        and type(r.host) is bytes
+        and len(r.host) == HOST_LEN
+        and type(r.prev) is bytes
+        and len(r.prev) == HASH_LEN
+        and type(r.sig) is bytes
+        and len(r.sig) in (0, SIG_LEN)
+        and type(r.payload) is bytes
+        and len(r.payload) <= MAX_PAYLOAD
+        and type(r.wrapped_key) is bytes
+        and len(r.wrapped_key) <= MAX_WRAPPED_KEY
+        and type(r.tag) is str
+        and _valid_tag(r.tag)
+        and type(r.version) is str
+        and _valid_version(r.version)
+        and (r.idx or r.prev == ZERO_HASH)
+    ):
+        return record
+    _explain_bounds(record)
+    raise InvalidRecord("record is malformed")  # unreachable: _explain_bounds raises
+
+
+def _explain_bounds(record: Record) -> None:
     _check_len("id", record.id, ID_LEN)
     _check_len("host", record.host, HOST_LEN)
     check_tag(record.tag)
     _check_int("idx", record.idx, MAX_IDX)
     _check_int("timestamp", record.timestamp, MAX_TIMESTAMP)
-    if not isinstance(record.version, str) or not VERSION_RE.fullmatch(record.version):
+    if not isinstance(record.version, str) or not _valid_version(record.version):
         raise InvalidRecord(f"invalid version {record.version!r}")
     _check_max("payload", record.payload, MAX_PAYLOAD)
     _check_max("wrapped_key", record.wrapped_key, MAX_WRAPPED_KEY)
     _check_len("prev", record.prev, HASH_LEN)
     if record.idx == 0 and record.prev != ZERO_HASH:
         raise InvalidRecord("the first record of a log must have an all-zero prev")
-    if len(record.sig) not in (0, SIG_LEN):
-        raise InvalidRecord(f"sig must be empty or {SIG_LEN} bytes, got {len(record.sig)}")
-    return record
+    if not isinstance(record.sig, bytes) or len(record.sig) not in (0, SIG_LEN):
+        raise InvalidRecord(f"sig must be empty or {SIG_LEN} bytes")
 
 
 def _check_len(name: str, value: bytes, size: int) -> None:
@@ -171,7 +215,7 @@ def associated_data(record: Record) -> bytes:
     Layout: "peer.aad.v1\\0" | id[16] | host[16] | u8 len | tag | u64 idx | u64 timestamp
     | u8 len | version   (integers big-endian)
     """
-    return _metadata(AAD_PREFIX_V1, record)
+    return AAD_PREFIX_V1 + metadata(record)
 
 
 def hash_input(record: Record) -> bytes:
@@ -180,32 +224,46 @@ def hash_input(record: Record) -> bytes:
     Layout: "peer.record.v1\\0" | id[16] | host[16] | u8 len | tag | u64 idx
     | u64 timestamp | u8 len | version | u32 len | payload | u8 len | wrapped_key | prev[32]
     """
+    return hash_input_of(metadata(record), record.payload, record.wrapped_key, record.prev)
+
+
+def hash_input_of(meta: bytes, payload: bytes, wrapped_key: bytes, prev: bytes) -> bytes:
+    """`hash_input` from a record's parts, for writers that have no Record yet."""
     return b"".join(
         (
-            _metadata(HASH_PREFIX_V1, record),
-            _U32.pack(len(record.payload)),
-            record.payload,
-            bytes((len(record.wrapped_key),)),
-            record.wrapped_key,
-            record.prev,
+            HASH_PREFIX_V1,
+            meta,
+            _U32.pack(len(payload)),
+            payload,
+            bytes((len(wrapped_key),)),
+            wrapped_key,
+            prev,
         )
     )
 
 
-def _metadata(prefix: bytes, record: Record) -> bytes:
-    tag = record.tag.encode()
-    version = record.version.encode()
+def metadata(record: Record) -> bytes:
+    """The metadata shared by both encodings (without their prefixes)."""
+    return metadata_of(
+        record.id, record.host, record.tag, record.idx, record.timestamp, record.version
+    )
+
+
+def metadata_of(
+    record_id: bytes, host: bytes, tag: str, idx: int, timestamp: int, version: str
+) -> bytes:
+    tag_bytes = tag.encode()
+    version_bytes = version.encode()
     return b"".join(
         (
-            prefix,
-            record.id,
-            record.host,
-            bytes((len(tag),)),
-            tag,
-            _U64.pack(record.idx),
-            _U64.pack(record.timestamp),
-            bytes((len(version),)),
-            version,
+            record_id,
+            host,
+            bytes((len(tag_bytes),)),
+            tag_bytes,
+            _U64.pack(idx),
+            _U64.pack(timestamp),
+            bytes((len(version_bytes),)),
+            version_bytes,
         )
     )
 
@@ -227,7 +285,11 @@ def new_record_id() -> bytes:
 
 def group_by_log(records: Iterable[Record]) -> dict[LogKey, list[Record]]:
     """Records split per log, keeping their order within each log."""
-    groups: dict[LogKey, list[Record]] = {}
+    groups: dict[tuple[bytes, str], list[Record]] = {}
     for record in records:
-        groups.setdefault(LogKey(record.host, record.tag), []).append(record)
-    return groups
+        key = (record.host, record.tag)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = group = []
+        group.append(record)
+    return {LogKey(host, tag): group for (host, tag), group in groups.items()}

@@ -95,9 +95,16 @@ class Store:
 
     @classmethod
     async def open(
-        cls, path: Path | str, *, max_ahead_ns: int = clock.DEFAULT_MAX_AHEAD_NS
+        cls,
+        path: Path | str,
+        *,
+        max_ahead_ns: int = clock.DEFAULT_MAX_AHEAD_NS,
+        max_bytes: int | None = None,
     ) -> Store:
-        """Open (creating and migrating if needed) the database at `path`."""
+        """Open (creating and migrating if needed) the database at `path`.
+
+        `max_bytes` caps the database size: past it, writes fail as on a full disk.
+        """
         path = Path(path)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
@@ -105,7 +112,7 @@ class Store:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         store = cls(db, path, max_ahead_ns)
         try:
-            await store._configure()
+            await store._configure(max_bytes)
             await store._migrate()
         except BaseException:
             await db.close()
@@ -128,11 +135,14 @@ class Store:
 
     # -- setup ------------------------------------------------------------------
 
-    async def _configure(self) -> None:
+    async def _configure(self, max_bytes: int | None) -> None:
         with _translated("configure the store"):
             await self._db.execute("PRAGMA busy_timeout = 30000")
             await self._db.execute("PRAGMA journal_mode = WAL")
             await self._db.execute("PRAGMA synchronous = NORMAL")
+            if max_bytes is not None:
+                page_size = await self._scalar("PRAGMA page_size")
+                await self._db.execute(f"PRAGMA max_page_count = {max(max_bytes // page_size, 1)}")
 
     async def _migrate(self) -> None:
         async with self._write():

@@ -1,0 +1,190 @@
+"""Sealing, key handling, chains and signatures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peer.crypto import (
+    KEY_TEXT_PREFIX,
+    SIGN_EVERY,
+    Author,
+    SigningKey,
+    SyncKey,
+    open_record,
+    record_hash,
+    verify_chain,
+)
+from peer.errors import DecryptionFailed, ForgeryError, InvalidRecord, KeyFormatError, WrongKey
+from peer.records import Head, Record
+from tests.conftest import new_author
+
+PLAINTEXT = bytes(range(64))
+
+
+def one_record(author: Author, plaintext: bytes = PLAINTEXT) -> Record:
+    return author.write("notes", Head(0), [1_000], [plaintext])[0]
+
+
+def test_a_sealed_record_opens_with_the_sync_key(author: Author) -> None:
+    record = one_record(author)
+    assert record.payload != PLAINTEXT
+    assert open_record(author.sync, record) == PLAINTEXT
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id", b"\x00" * 16),
+        ("host", b"\x00" * 16),
+        ("tag", "other"),
+        ("idx", 1),
+        ("timestamp", 1_001),
+        ("version", "v2"),
+    ],
+)
+def test_tampered_metadata_does_not_decrypt(author: Author, field: str, value: object) -> None:
+    record = dataclasses.replace(one_record(author), **{field: value})
+    with pytest.raises(DecryptionFailed, match="altered"):
+        open_record(author.sync, record)
+
+
+def test_every_tampered_payload_byte_is_rejected(author: Author) -> None:
+    record = one_record(author)
+    for position in range(len(record.payload)):
+        damaged = bytearray(record.payload)
+        damaged[position] ^= 0x01
+        with pytest.raises(DecryptionFailed):
+            open_record(author.sync, dataclasses.replace(record, payload=bytes(damaged)))
+
+
+def test_every_tampered_wrapped_key_byte_is_rejected(author: Author) -> None:
+    record = one_record(author)
+    for position in range(len(record.wrapped_key)):
+        damaged = bytearray(record.wrapped_key)
+        damaged[position] ^= 0x80
+        with pytest.raises((DecryptionFailed, WrongKey)):
+            open_record(author.sync, dataclasses.replace(record, wrapped_key=bytes(damaged)))
+
+
+def test_a_wrong_key_names_both_key_ids(author: Author) -> None:
+    record = one_record(author)
+    other = SyncKey.generate()
+    with pytest.raises(WrongKey) as caught:
+        open_record(other, record)
+    assert str(caught.value) == (
+        f"this record was written with key {author.sync.key_id_text}; "
+        f"this node holds key {other.key_id_text}"
+    )
+
+
+def test_the_key_text_round_trips_on_one_line() -> None:
+    key = SyncKey.generate()
+    text = key.to_text()
+    assert text.startswith(KEY_TEXT_PREFIX)
+    assert "\n" not in text
+    assert SyncKey.from_text(f"  {text}\n") == key
+
+
+@given(data=st.data())
+def test_a_mistyped_key_text_is_refused(data: st.DataObject) -> None:
+    text = SyncKey(b"\x42" * 32).to_text()
+    position = data.draw(st.integers(len(KEY_TEXT_PREFIX), len(text) - 1))
+    replacement = data.draw(st.sampled_from("ABCabc012-_"))
+    typo = text[:position] + replacement + text[position + 1 :]
+    if typo != text:
+        with pytest.raises(KeyFormatError):
+            SyncKey.from_text(typo)
+
+
+@pytest.mark.parametrize("text", ["", "peer-key-1:", "peer-key-1:!!!!", "hello", "peer-key-2:AA"])
+def test_garbage_key_texts_are_refused(text: str) -> None:
+    with pytest.raises(KeyFormatError):
+        SyncKey.from_text(text)
+
+
+def test_repr_never_shows_the_secret() -> None:
+    key = SyncKey(b"\x42" * 32)
+    assert "42" * 4 not in repr(key)
+
+
+def test_the_host_id_is_derived_from_the_signing_key() -> None:
+    signing = SigningKey.generate()
+    again = SigningKey.from_bytes(signing.to_bytes())
+    assert again.host == signing.host
+    assert len(signing.host) == 16
+
+
+def chain(author: Author, count: int) -> list[Record]:
+    return author.write("notes", Head(0), range(1, count + 1), [b"x%d" % i for i in range(count)])
+
+
+def test_a_written_chain_verifies_and_links(author: Author) -> None:
+    records = chain(author, 600)
+    hashes = verify_chain(records, author.signing.public_key)
+    assert [r.prev for r in records[1:]] == hashes[:-1]
+    assert hashes[-1] == record_hash(records[-1])
+
+
+def test_signatures_sit_every_sign_every_records_and_at_the_end(author: Author) -> None:
+    records = chain(author, 600)
+    signed = [r.idx for r in records if r.sig]
+    assert signed == [SIGN_EVERY - 1, 2 * SIGN_EVERY - 1, 599]
+
+
+@pytest.mark.parametrize("field", ["id", "timestamp", "payload", "wrapped_key", "version"])
+def test_tampering_any_record_of_a_batch_breaks_the_chain(author: Author, field: str) -> None:
+    records = chain(author, 10)
+    for position in range(10):
+        original = records[position]
+        value = {
+            "id": bytes(16),
+            "timestamp": original.timestamp + 1,
+            "payload": original.payload + b"!",
+            "wrapped_key": original.wrapped_key[:-1] + bytes([original.wrapped_key[-1] ^ 1]),
+            "version": "v9",
+        }[field]
+        tampered = [*records]
+        tampered[position] = dataclasses.replace(original, **{field: value})
+        with pytest.raises(ForgeryError):
+            verify_chain(tampered, author.signing.public_key)
+
+
+def test_a_batch_must_end_on_a_signature(author: Author) -> None:
+    records = chain(author, 10)
+    with pytest.raises(ForgeryError, match="signed"):
+        verify_chain(records[:5], author.signing.public_key)
+
+
+def test_a_stripped_checkpoint_signature_is_detected(author: Author) -> None:
+    records = chain(author, SIGN_EVERY + 5)
+    stripped = [*records]
+    stripped[SIGN_EVERY - 1] = dataclasses.replace(records[SIGN_EVERY - 1], sig=b"")
+    with pytest.raises(ForgeryError, match="required"):
+        verify_chain(stripped, author.signing.public_key)
+
+
+def test_another_hosts_key_cannot_vouch_for_a_log(author: Author) -> None:
+    records = chain(author, 3)
+    with pytest.raises(ForgeryError):
+        verify_chain(records, new_author().signing.public_key)
+
+
+def test_a_forged_signature_is_rejected(author: Author) -> None:
+    records = chain(author, 3)
+    impostor = new_author()
+    forged = dataclasses.replace(
+        records[-1], sig=impostor.signing.sign(record_hash(records[-1]))
+    )
+    with pytest.raises(ForgeryError, match="signature"):
+        verify_chain([*records[:-1], forged], author.signing.public_key)
+
+
+def test_records_of_two_logs_are_not_one_batch(author: Author) -> None:
+    notes = chain(author, 2)
+    other = author.write("other", Head(0), [5], [b"y"])
+    with pytest.raises(InvalidRecord, match="consecutive"):
+        verify_chain([notes[0], other[0]], author.signing.public_key)
