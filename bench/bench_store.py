@@ -127,8 +127,8 @@ async def bench_append(path: Path, payloads: Sequence[bytes]) -> tuple[Timing, l
         await store.add_host(signing.public_key)
         clock = Clock()
         done = 0
-        async for running in store.append_many(author, TAG, payloads):
-            done = running
+        async for first, last in store.append_many(author, TAG, payloads):
+            done += last - first + 1
         timing = clock.stop(done)
         records = await read_all(store, author.host, len(payloads))
     finally:

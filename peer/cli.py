@@ -35,8 +35,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not hasattr(args, "handler"):
-        build_parser().print_help(sys.stderr)
-        return 2
+        return _fail("a command is required (see `peer --help`)", 2)
     return run(args.handler, args)
 
 
@@ -105,9 +104,12 @@ def _command(commands: Any, name: str, handler: Handler, help_text: str) -> argp
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return value
 
 
@@ -219,38 +221,44 @@ async def cmd_append(args: argparse.Namespace) -> int:
     node = await _open(args)
     try:
         if args.data is not None:
-            records = await node.append(args.tag, [args.data.encode()])
-            first, count = records[0].idx, 1
+            records = await node.append(args.tag, [os.fsencode(args.data)])
+            ranges = [(records[0].idx, records[0].idx)]
         else:
-            first, count = await _append_stdin(node, args.tag)
+            ranges = await _append_stdin(node, args.tag)
     finally:
         await node.close()
+    count = sum(last - first + 1 for first, last in ranges)
     if args.json:
         _print_json(
-            {"host": node.identity.host.hex(), "tag": args.tag, "first_idx": first, "count": count}
+            {
+                "host": node.identity.host.hex(),
+                "tag": args.tag,
+                "count": count,
+                "ranges": [list(r) for r in ranges],
+            }
         )
     elif count:
-        print(f"appended {count} record(s) to {args.tag} at idx {first}..{first + count - 1}")
+        spans = ", ".join(f"{a}..{b}" for a, b in ranges)
+        print(f"appended {count} record(s) to {args.tag} at idx {spans}")
     return 0
 
 
-async def _append_stdin(node: Node, tag: str) -> tuple[int, int]:
+async def _append_stdin(node: Node, tag: str) -> list[tuple[int, int]]:
+    """Bulk append; another writer may interleave between chunks, hence the ranges."""
     from peer.progress import Progress
 
-    start = (await node.store.index()).get(_own_log(node, tag))
-    first = start.next_idx if start else 0
     progress = Progress(f"appending to {tag}")
+    ranges: list[tuple[int, int]] = []
     count = 0
-    async for count in node.append_many(tag, _stdin_lines()):
+    async for first, last in node.append_many(tag, _stdin_lines()):
+        if ranges and ranges[-1][1] + 1 == first:
+            ranges[-1] = (ranges[-1][0], last)
+        else:
+            ranges.append((first, last))
+        count += last - first + 1
         progress.update(count)
     progress.finish()
-    return first, count
-
-
-def _own_log(node: Node, tag: str) -> Any:
-    from peer.records import LogKey
-
-    return LogKey(node.identity.host, tag)
+    return ranges
 
 
 def _stdin_lines() -> Iterator[bytes]:

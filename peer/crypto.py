@@ -288,7 +288,10 @@ def _links(before: Record, before_hash: bytes, record: Record) -> bool:
 def _explain_link(before: Record, before_hash: bytes, record: Record) -> None:
     if record.log != before.log or record.idx != before.idx + 1:
         raise InvalidRecord(f"{_where(record)}: a batch must hold consecutive records of one log")
-    raise ForgeryError(f"{_where(record)}: prev is not the hash of the record before")
+    raise ForgeryError(
+        f"{_where(record)}: prev is not the hash of record #{before.idx} "
+        "(one of the two was altered)"
+    )
 
 
 def _where(record: Record) -> str:

@@ -64,7 +64,10 @@ class Home:
         """Make a new identity here; refuses to overwrite an existing one."""
         if self.exists():
             raise AlreadyInitialized(f"{self.root} already holds a peer identity")
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise UsageError(f"cannot create the home {self.root}: {exc.strerror}") from exc
         signing = SigningKey.generate()
         write_secret(self.host_key, signing.to_bytes())
         if sync is not None:

@@ -80,8 +80,8 @@ class Node:
         """Append records to this host's log `tag` in one transaction."""
         return await self.store.append(self.author, tag, items)
 
-    def append_many(self, tag: str, items: Iterable[bytes]) -> AsyncIterator[int]:
-        """Bulk append in large transactions; yields the running count."""
+    def append_many(self, tag: str, items: Iterable[bytes]) -> AsyncIterator[tuple[int, int]]:
+        """Bulk append in large transactions; yields the (first, last) idx of each."""
         return self.store.append_many(self.author, tag, items)
 
     async def import_sync_key(self, sync: SyncKey) -> None:
@@ -181,8 +181,8 @@ class Node:
                     raise IntegrityError(f"log {log}: record idx {start} is missing")
                 for record in chunk:
                     check_record(record)
-                check.feed(chunk)
                 self._decrypt_all(chunk, report)
+                check.feed(chunk)
                 report.records += len(chunk)
                 start += len(chunk)
             check.finish()

@@ -217,19 +217,18 @@ class Store:
         tag: str,
         plaintexts: Iterable[bytes],
         chunk: int = DEFAULT_CHUNK,
-    ) -> AsyncIterator[int]:
-        """Bulk append, one transaction per `chunk` records; yields the running count."""
+    ) -> AsyncIterator[tuple[int, int]]:
+        """Bulk append, one transaction per `chunk` records; yields each (first, last) idx."""
         batch: list[bytes] = []
-        done = 0
         for plaintext in plaintexts:
             batch.append(plaintext)
             if len(batch) >= chunk:
-                done += len(await self.append(author, tag, batch))
+                records = await self.append(author, tag, batch)
                 batch = []
-                yield done
+                yield records[0].idx, records[-1].idx
         if batch:
-            done += len(await self.append(author, tag, batch))
-            yield done
+            records = await self.append(author, tag, batch)
+            yield records[0].idx, records[-1].idx
 
     async def _head_for_append(self, log: LogKey, count: int) -> Head:
         head, frozen = await self._read_head(log)

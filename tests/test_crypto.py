@@ -176,9 +176,7 @@ def test_another_hosts_key_cannot_vouch_for_a_log(author: Author) -> None:
 def test_a_forged_signature_is_rejected(author: Author) -> None:
     records = chain(author, 3)
     impostor = new_author()
-    forged = dataclasses.replace(
-        records[-1], sig=impostor.signing.sign(record_hash(records[-1]))
-    )
+    forged = dataclasses.replace(records[-1], sig=impostor.signing.sign(record_hash(records[-1])))
     with pytest.raises(ForgeryError, match="signature"):
         verify_chain([*records[:-1], forged], author.signing.public_key)
 

@@ -138,7 +138,9 @@ def test_diff_reports_equal_length_logs_with_different_heads() -> None:
 
 
 logs = st.builds(LogKey, st.sampled_from([H1, H2, b"\x03" * 16]), st.sampled_from(["a", "b"]))
-indexes = st.dictionaries(logs, st.builds(lambda n: Head(n, n.to_bytes(32, "big")), st.integers(0, 50)))
+indexes = st.dictionaries(
+    logs, st.builds(lambda n: Head(n, n.to_bytes(32, "big")), st.integers(0, 50))
+)
 
 
 @given(local=indexes, remote=indexes)

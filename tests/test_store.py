@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -135,9 +136,7 @@ async def test_a_fork_is_detected_kept_as_evidence_and_freezes_the_log(
         await replica.insert_batch(later)
 
 
-async def test_a_batch_that_links_to_another_head_is_a_fork(
-    replica: Store, author: Author
-) -> None:
+async def test_a_batch_that_links_to_another_head_is_a_fork(replica: Store, author: Author) -> None:
     records = signed_each(author, "notes", 3)
     await replica.insert_batch(records, keys_of(author))
     other_past = signed_each(author, "notes", 4)  # same host, different history
@@ -235,7 +234,7 @@ async def test_any_delivery_order_with_duplicates_converges_to_the_source(
     for records in source.values():
         cuts = sorted(data.draw(st.sets(st.integers(1, max(len(records) - 1, 1)), max_size=6)))
         bounds = [0, *[c for c in cuts if c < len(records)], len(records)]
-        batches += [records[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        batches += [records[a:b] for a, b in itertools.pairwise(bounds)]
     pending = list(data.draw(st.permutations(batches)))
     pending += data.draw(st.lists(st.sampled_from(batches), max_size=5))
     with tempfile.TemporaryDirectory() as tmp:
