@@ -15,8 +15,13 @@
     │   ├── WrongKey               sealed with another sync key (names both key ids)
     │   └── DecryptionFailed       the ciphertext or its metadata was altered
     ├── KeyFormatError             a key text or key file is not a peer key
-    └── StoreError                 the database failed (disk full, I/O error, locked)
-        └── SchemaTooNew           the database was written by a newer peer
+    ├── StoreError                 the database failed (disk full, I/O error, locked)
+    │   └── SchemaTooNew           the database was written by a newer peer
+    ├── ProtocolError              a peer sent a malformed or out-of-bounds message
+    ├── LimitExceeded              a peer asked for more than a limit allows (streams, size)
+    ├── PeerRefused                a peer would not serve us (not trusted, or it is failing)
+    └── PeerUnavailable            a peer cannot be reached or the connection broke
+        └── PeerTimeout            a call to a peer ran past its deadline
 
 Each class's docstring says when it happens and what to do; messages are written for
 the user and never contain Python type names. Causes are chained with `raise ... from`.
@@ -117,3 +122,27 @@ class SchemaTooNew(StoreError):
     """The database was written by a newer peer; upgrade peer to open it."""
 
     retryable = False
+
+
+class ProtocolError(PeerError):
+    """A peer sent a malformed or out-of-bounds message; it was discarded."""
+
+
+class LimitExceeded(PeerError):
+    """A caller exceeded a limit (concurrent streams, message size); retry later."""
+
+    retryable = True
+
+
+class PeerRefused(PeerError):
+    """A peer refused to serve us; the message says why and what to do."""
+
+
+class PeerUnavailable(PeerError):
+    """A peer cannot be reached, or the connection broke; sync resumes next time."""
+
+    retryable = True
+
+
+class PeerTimeout(PeerUnavailable):
+    """A call to a peer ran past its deadline."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +67,16 @@ class InsertResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch that passed every check needing no database, ready for `apply`."""
+
+    groups: dict[LogKey, list[Record]]
+    hashes: dict[LogKey, list[bytes]]
+    keys: dict[bytes, bytes]
+    timestamps: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class ForkEvidence:
     """Two authentic records of one host at one idx: ours, and the conflicting chain."""
 
@@ -92,6 +102,22 @@ class Store:
         self._db = db
         self.path = path
         self.max_ahead_ns = max_ahead_ns
+        self._listeners: list[Callable[[], None]] = []
+        self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after every commit that adds records; returns an unsubscriber."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to the store."""
+        with _translated("read the store version"):
+            return await self._scalar("PRAGMA data_version")
 
     @classmethod
     async def open(
@@ -114,6 +140,7 @@ class Store:
         try:
             await store._configure(max_bytes)
             await store._migrate()
+            store._keys = await store._read_keys()
         except BaseException:
             await db.close()
             raise
@@ -182,18 +209,20 @@ class Store:
         """Remember a host's public key (needed to verify its logs); returns its id."""
         host = host_id(public_key)
         async with self._write():
-            await self._db.execute(
-                "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)", (host, public_key)
-            )
+            await self._save_keys({host: public_key})
+        self._keys[host] = public_key
         return host
 
-    async def host_keys(self, hosts: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
+    def host_keys(self, hosts: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
         """Public keys of the given hosts (or of all) that this store knows."""
+        if hosts is None:
+            return dict(self._keys)
+        return {h: self._keys[h] for h in hosts if h in self._keys}
+
+    async def _read_keys(self) -> dict[bytes, bytes]:
         with _translated("read host keys"):
             async with self._db.execute("SELECT host, public_key FROM hosts") as cursor:
-                rows = await cursor.fetchall()
-        wanted = None if hosts is None else set(hosts)
-        return {h: k for h, k in rows if wanted is None or h in wanted}
+                return {h: k for h, k in await cursor.fetchall()}
 
     # -- local appends ----------------------------------------------------------
 
@@ -209,6 +238,7 @@ class Store:
             records = author.write(tag, head, timestamps, plaintexts)
             await self._db.executemany(_INSERT_RECORD, [_row(r) for r in records])
             await self._set_head(log, Head(records[-1].idx + 1, record_hash(records[-1])))
+        self._changed()
         return records
 
     async def append_many(
@@ -236,7 +266,7 @@ class Store:
             raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
         if head.next_idx + count - 1 > MAX_IDX:
             raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
-        if log.host not in await self.host_keys([log.host]):
+        if log.host not in self._keys:
             raise UnknownHost(f"host {log.host.hex()} is not registered in this store")
         return head
 
@@ -261,33 +291,49 @@ class Store:
         Raises GapError (with the idx expected), ForgeryError, InvalidRecord,
         UnknownHost, LogFrozen, or ForkDetected (after keeping the evidence).
         """
+        return await self.apply(self.prepare(records, keys))
+
+    def prepare(
+        self, records: Sequence[Record], keys: Mapping[bytes, bytes] | None = None
+    ) -> Prepared:
+        """The checks that need no database: bounds, keys, chains and signatures.
+
+        Pure CPU, so a receiver can prepare the next batch while the last is written.
+        """
         for record in records:
             check_record(record)
         groups = group_by_log(records)
-        known = await self._resolve_keys(groups, keys or {})
+        known = self._resolve_keys(groups, keys or {})
         hashes = {log: verify_chain(group, known[log.host]) for log, group in groups.items()}
+        return Prepared(groups, hashes, known, [r.timestamp for r in records])
+
+    async def apply(self, prepared: Prepared) -> InsertResult:
+        """Write a prepared batch in one transaction, checked against the stored heads."""
         try:
             async with self._write():
-                result, forks = await self._apply_groups(groups, hashes)
+                result, forks = await self._apply_groups(prepared.groups, prepared.hashes)
                 if forks:
                     raise _RollBack
-                await self._save_keys(known)
-                await self._observe_timestamps(r.timestamp for r in records)
+                await self._save_keys(prepared.keys)
+                await self._observe_timestamps(prepared.timestamps)
         except _RollBack:
             async with self._write():
-                await self._save_keys(known)
+                await self._save_keys(prepared.keys)
                 await self._keep_forks(forks)
             raise ForkDetected(
                 f"log {forks[0].log} forked at idx {forks[0].idx}: its host signed two "
                 "different records there; evidence kept, log frozen"
             ) from None
+        self._keys.update(prepared.keys)
+        if result.added:
+            self._changed()
         return result
 
-    async def _resolve_keys(
+    def _resolve_keys(
         self, groups: Mapping[LogKey, list[Record]], offered: Mapping[bytes, bytes]
     ) -> dict[bytes, bytes]:
         hosts = {log.host for log in groups}
-        known = await self.host_keys(hosts)
+        known = self.host_keys(hosts)
         for host in hosts - known.keys():
             public_key = offered.get(host)
             if public_key is None:

@@ -31,16 +31,18 @@ class Record(_message.Message):
     def __init__(self, id: _Optional[bytes] = ..., host: _Optional[bytes] = ..., tag: _Optional[str] = ..., idx: _Optional[int] = ..., timestamp: _Optional[int] = ..., version: _Optional[str] = ..., payload: _Optional[bytes] = ..., wrapped_key: _Optional[bytes] = ..., prev: _Optional[bytes] = ..., sig: _Optional[bytes] = ...) -> None: ...
 
 class LogHead(_message.Message):
-    __slots__ = ("host", "tag", "next_idx", "head_hash")
+    __slots__ = ("host", "tag", "next_idx", "head_hash", "frozen")
     HOST_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     NEXT_IDX_FIELD_NUMBER: _ClassVar[int]
     HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
     host: bytes
     tag: str
     next_idx: int
     head_hash: bytes
-    def __init__(self, host: _Optional[bytes] = ..., tag: _Optional[str] = ..., next_idx: _Optional[int] = ..., head_hash: _Optional[bytes] = ...) -> None: ...
+    frozen: bool
+    def __init__(self, host: _Optional[bytes] = ..., tag: _Optional[str] = ..., next_idx: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., frozen: _Optional[bool] = ...) -> None: ...
 
 class HostKey(_message.Message):
     __slots__ = ("host", "public_key")

@@ -1,0 +1,135 @@
+"""PeerClient: one channel to one peer, every call with a deadline, errors mapped back.
+
+Methods move raw bytes and parse the answers with `codec` (a malformed answer is a
+ProtocolError, not a crash). Status codes become peer errors through
+`codec.error_for`, the reverse of the server's table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, cast
+
+import grpc
+from grpc import aio
+
+from peer import codec
+from peer.codec import RemoteIndex
+from peer.errors import PeerError
+from peer.records import LogKey, Range, Record
+from peer.v1 import sync_pb2 as pb
+
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_STREAM_TIMEOUT_S = 3600.0
+Batch = tuple[list[Record], dict[bytes, bytes]]
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """Client options; keepalive pings no more often than the server permits."""
+    return [
+        ("grpc.max_receive_message_length", codec.MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", codec.MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+class PeerClient:
+    """Talks to one peer's SyncService; use as `async with PeerClient(target) as peer:`."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        stream_timeout: float = DEFAULT_STREAM_TIMEOUT_S,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+        self._channel = aio.insecure_channel(target, options=channel_options())
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def __aenter__(self) -> PeerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _method(self, name: str) -> str:
+        return f"/{codec.SERVICE_NAME}/{name}"
+
+    async def get_index(self) -> RemoteIndex:
+        call = self._channel.unary_unary(  # bytes in, bytes out
+            self._method("GetIndex"), request_serializer=None, response_deserializer=None
+        )
+        try:
+            raw = await call(codec.encode_get_index_request(), timeout=self.timeout)
+        except aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return codec.decode_index(raw)
+
+    async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
+        """The records of `ranges`, batch by batch, as the peer streams them."""
+        call = self._channel.unary_stream(  # bytes in, bytes out
+            self._method("PullRecords"), request_serializer=None, response_deserializer=None
+        )
+        stream = call(codec.encode_pull_request(ranges, max_batch), timeout=self.stream_timeout)
+        try:
+            async for raw in stream:
+                yield codec.decode_batch(pb.PullRecordsResponse, raw)
+        except aio.AioRpcError as exc:
+            raise _error(exc) from None
+        finally:
+            stream.cancel()
+
+    async def push(self, batches: AsyncIterator[Batch]) -> tuple[int, int]:
+        """Send batches; the peer stores each on arrival. Returns (added, duplicates)."""
+        call = self._channel.stream_unary(  # bytes in, bytes out
+            self._method("PushRecords"), request_serializer=None, response_deserializer=None
+        )
+
+        async def requests() -> AsyncIterator[bytes]:
+            async for records, keys in batches:
+                yield codec.encode_batch(pb.PushRecordsRequest, records, keys)
+
+        try:
+            raw = await call(requests(), timeout=self.stream_timeout)
+        except aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return codec.decode_push_response(raw)
+
+    async def subscribe(
+        self,
+        since: Mapping[LogKey, int] | None = None,
+        hosts: Iterable[bytes] = (),
+        tags: Iterable[str] = (),
+    ) -> AsyncIterator[Batch]:
+        """Records from `since` on (per log), then live as the peer stores them."""
+        call = self._channel.unary_stream(  # bytes in, bytes out
+            self._method("Subscribe"), request_serializer=None, response_deserializer=None
+        )
+        stream = call(codec.encode_subscribe_request(since or {}, hosts, tags))
+        try:
+            async for raw in stream:
+                yield codec.decode_batch(pb.SubscribeResponse, raw)
+        except aio.AioRpcError as exc:
+            raise _error(exc) from None
+        finally:
+            stream.cancel()
+
+
+def _error(exc: aio.AioRpcError) -> PeerError:
+    metadata = dict(cast(Iterable[tuple[str, str]], exc.trailing_metadata() or ()))
+    code = exc.code() if isinstance(exc.code(), grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    return codec.error_for(code, exc.details() or "", metadata)

@@ -1,0 +1,366 @@
+"""Domain types <-> `peer.v1` messages, and peer errors <-> gRPC status codes.
+
+Parsing is defensive: a message is counted before it is parsed (a few MiB of empty
+sub-messages would otherwise cost hundreds of MB [M3]), protobuf decode errors become
+ProtocolError (never an exception text sent back [M1]), and every record is
+bounds-checked before anything else sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from peer.errors import (
+    CryptoError,
+    ForgeryError,
+    ForkDetected,
+    GapError,
+    IntegrityError,
+    InvalidRecord,
+    KeyFormatError,
+    LimitExceeded,
+    LogFrozen,
+    PeerError,
+    PeerRefused,
+    PeerTimeout,
+    PeerUnavailable,
+    ProtocolError,
+    StoreError,
+    UnknownHost,
+    UsageError,
+)
+from peer.records import MAX_IDX, Head, LogKey, Range, Record, check_record, check_tag
+from peer.v1 import sync_pb2 as pb
+
+PROTOCOL_VERSION = 1
+SERVICE_NAME = "peer.v1.SyncService"
+MAX_RECORDS_PER_MESSAGE = 4096
+MAX_HOSTS_PER_MESSAGE = 4096
+MAX_RANGES = 100_000
+MAX_MESSAGE_BYTES = 8 << 20
+EXPECTED_IDX_KEY = "peer-expected-idx"
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteIndex:
+    """What GetIndex tells about a node: who it is and what it holds."""
+
+    node_id: str
+    protocol_version: int
+    logs: dict[LogKey, Head]
+    keys: dict[bytes, bytes]
+    frozen: frozenset[LogKey] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A Subscribe request: where to start per log, and which hosts and tags."""
+
+    since: dict[LogKey, int]
+    hosts: frozenset[bytes]
+    tags: frozenset[str]
+
+    def wants(self, record: Record) -> bool:
+        return (not self.hosts or record.host in self.hosts) and (
+            not self.tags or record.tag in self.tags
+        )
+
+
+# -- counting before parsing ----------------------------------------------------------
+
+
+def count_field(raw: bytes, field_number: int, cap: int) -> int:
+    """How many times a length-delimited top-level field occurs, stopping past `cap`.
+
+    Walks only the top-level tags (one step per sub-message), so a hostile message is
+    refused after `cap` steps, before the parser builds millions of objects.
+    """
+    count = position = 0
+    size = len(raw)
+    while position < size:
+        key, position = _varint(raw, position)
+        wire_type, number = key & 7, key >> 3
+        if wire_type == 0:
+            _, position = _varint(raw, position)
+        elif wire_type == 2:
+            length, position = _varint(raw, position)
+            position += length
+        elif wire_type in (1, 5):
+            position += 8 if wire_type == 1 else 4
+        else:
+            raise ProtocolError("malformed message: unsupported wire type")
+        if number == field_number:
+            count += 1
+            if count > cap:
+                raise LimitExceeded(f"too many entries in one message (limit {cap})")
+    if position != size:
+        raise ProtocolError("malformed message: truncated field")
+    return count
+
+
+def _varint(raw: bytes, position: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if position >= len(raw) or shift > 63:
+            raise ProtocolError("malformed message: bad varint")
+        byte = raw[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, position
+        shift += 7
+
+
+def _parse(message_type: type[M], raw: bytes) -> M:
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as exc:
+        raise ProtocolError(f"malformed {message_type.__name__}") from exc
+
+
+def _checked_records(raw: bytes) -> None:
+    count_field(raw, 1, MAX_RECORDS_PER_MESSAGE)
+    count_field(raw, 2, MAX_HOSTS_PER_MESSAGE)
+
+
+# -- records ----------------------------------------------------------------------------
+
+
+def record_from_pb(message: pb.Record) -> Record:
+    record = Record(
+        message.id,
+        message.host,
+        message.tag,
+        message.idx,
+        message.timestamp,
+        message.version,
+        message.payload,
+        message.wrapped_key,
+        message.prev,
+        message.sig,
+    )
+    try:
+        return check_record(record)
+    except InvalidRecord as exc:
+        raise ProtocolError(f"invalid record: {exc}") from exc
+
+
+def _fill_records(target: object, records: Iterable[Record]) -> None:
+    add = target.add  # type: ignore[attr-defined]
+    for r in records:
+        add(
+            id=r.id,
+            host=r.host,
+            tag=r.tag,
+            idx=r.idx,
+            timestamp=r.timestamp,
+            version=r.version,
+            payload=r.payload,
+            wrapped_key=r.wrapped_key,
+            prev=r.prev,
+            sig=r.sig,
+        )
+
+
+def _fill_keys(target: object, keys: Mapping[bytes, bytes]) -> None:
+    add = target.add  # type: ignore[attr-defined]
+    for host, public_key in keys.items():
+        add(host=host, public_key=public_key)
+
+
+def _keys_from(messages: Iterable[pb.HostKey]) -> dict[bytes, bytes]:
+    return {k.host: k.public_key for k in messages}
+
+
+def encode_batch(
+    kind: type[pb.PullRecordsResponse] | type[pb.PushRecordsRequest] | type[pb.SubscribeResponse],
+    records: Sequence[Record],
+    keys: Mapping[bytes, bytes],
+) -> bytes:
+    """A batch message (pull response, push request or subscribe response) as bytes."""
+    message = kind()
+    _fill_records(message.records, records)
+    _fill_keys(message.hosts, keys)
+    return message.SerializeToString()
+
+
+def decode_batch(
+    kind: type[pb.PullRecordsResponse] | type[pb.PushRecordsRequest] | type[pb.SubscribeResponse],
+    raw: bytes,
+) -> tuple[list[Record], dict[bytes, bytes]]:
+    """Records and host keys of a batch message; ProtocolError if malformed."""
+    _checked_records(raw)
+    message = _parse(kind, raw)
+    return [record_from_pb(m) for m in message.records], _keys_from(message.hosts)
+
+
+# -- index --------------------------------------------------------------------------------
+
+
+def encode_index(index: RemoteIndex) -> bytes:
+    message = pb.GetIndexResponse(node_id=index.node_id, protocol_version=index.protocol_version)
+    for log, head in index.logs.items():
+        message.logs.add(
+            host=log.host,
+            tag=log.tag,
+            next_idx=head.next_idx,
+            head_hash=head.head_hash,
+            frozen=log in index.frozen,
+        )
+    _fill_keys(message.hosts, index.keys)
+    return message.SerializeToString()
+
+
+def decode_index(raw: bytes) -> RemoteIndex:
+    count_field(raw, 3, MAX_RANGES)
+    count_field(raw, 4, MAX_RANGES)
+    message = _parse(pb.GetIndexResponse, raw)
+    logs = {_log_of(m.host, m.tag): _head_of(m) for m in message.logs}
+    frozen = frozenset(_log_of(m.host, m.tag) for m in message.logs if m.frozen)
+    keys = _keys_from(message.hosts)
+    return RemoteIndex(message.node_id, message.protocol_version, logs, keys, frozen)
+
+
+def _log_of(host: bytes, tag: str) -> LogKey:
+    if len(host) != 16:
+        raise ProtocolError("a host id is 16 bytes")
+    try:
+        return LogKey(host, check_tag(tag))
+    except InvalidRecord as exc:
+        raise ProtocolError(str(exc)) from exc
+
+
+def _head_of(message: pb.LogHead) -> Head:
+    if message.next_idx > MAX_IDX + 1:
+        raise ProtocolError("next_idx out of range")
+    if message.next_idx and len(message.head_hash) != 32:
+        raise ProtocolError("a head hash is 32 bytes")
+    return Head(message.next_idx, message.head_hash or bytes(32))
+
+
+def decode_get_index_request(raw: bytes) -> None:
+    _parse(pb.GetIndexRequest, raw)
+
+
+def encode_get_index_request() -> bytes:
+    return pb.GetIndexRequest().SerializeToString()
+
+
+# -- pull -------------------------------------------------------------------------------
+
+
+def encode_pull_request(ranges: Iterable[Range], max_batch: int) -> bytes:
+    message = pb.PullRecordsRequest(max_batch=max_batch)
+    for r in ranges:
+        message.ranges.add(host=r.host, tag=r.tag, start=r.start, end=r.end)
+    return message.SerializeToString()
+
+
+def decode_pull_request(raw: bytes) -> tuple[list[Range], int]:
+    count_field(raw, 1, MAX_RANGES)
+    message = _parse(pb.PullRecordsRequest, raw)
+    ranges: list[Range] = []
+    for m in message.ranges:
+        log = _log_of(m.host, m.tag)
+        if not m.start <= m.end <= MAX_IDX + 1:
+            raise ProtocolError(f"range {m.start}..{m.end} of {log} is out of bounds")
+        ranges.append(Range(log.host, log.tag, m.start, m.end))
+    return ranges, message.max_batch
+
+
+def encode_push_response(added: int, duplicates: int) -> bytes:
+    return pb.PushRecordsResponse(added=added, duplicates=duplicates).SerializeToString()
+
+
+def decode_push_response(raw: bytes) -> tuple[int, int]:
+    message = _parse(pb.PushRecordsResponse, raw)
+    return message.added, message.duplicates
+
+
+# -- subscribe --------------------------------------------------------------------------
+
+
+def encode_subscribe_request(
+    since: Mapping[LogKey, int], hosts: Iterable[bytes] = (), tags: Iterable[str] = ()
+) -> bytes:
+    message = pb.SubscribeRequest(hosts=list(hosts), tags=list(tags))
+    for log, next_idx in since.items():
+        message.since.add(host=log.host, tag=log.tag, next_idx=next_idx)
+    return message.SerializeToString()
+
+
+def decode_subscribe_request(raw: bytes) -> Subscription:
+    count_field(raw, 1, MAX_RANGES)
+    message = _parse(pb.SubscribeRequest, raw)
+    since = {_log_of(m.host, m.tag): _head_of(m).next_idx for m in message.since}
+    for host in message.hosts:
+        _log_of(host, "x")
+    for tag in message.tags:
+        _log_of(bytes(16), tag)
+    return Subscription(since, frozenset(message.hosts), frozenset(message.tags))
+
+
+# -- errors <-> status codes ------------------------------------------------------------
+
+# One table each way. Order matters: the first matching class wins (subclasses first).
+STATUS_FOR_ERROR: tuple[tuple[type[PeerError], grpc.StatusCode], ...] = (
+    (GapError, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownHost, grpc.StatusCode.FAILED_PRECONDITION),
+    (ForkDetected, grpc.StatusCode.ALREADY_EXISTS),
+    (LogFrozen, grpc.StatusCode.ABORTED),
+    (ForgeryError, grpc.StatusCode.INVALID_ARGUMENT),
+    (IntegrityError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidRecord, grpc.StatusCode.INVALID_ARGUMENT),
+    (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UsageError, grpc.StatusCode.INVALID_ARGUMENT),
+    (KeyFormatError, grpc.StatusCode.INVALID_ARGUMENT),
+    (CryptoError, grpc.StatusCode.FAILED_PRECONDITION),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (PeerRefused, grpc.StatusCode.PERMISSION_DENIED),
+    (PeerTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (PeerUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StoreError, grpc.StatusCode.UNAVAILABLE),
+    (PeerError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+ERROR_FOR_STATUS: dict[grpc.StatusCode, type[PeerError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: ProtocolError,
+    grpc.StatusCode.FAILED_PRECONDITION: IntegrityError,
+    grpc.StatusCode.ALREADY_EXISTS: ForkDetected,
+    grpc.StatusCode.ABORTED: LogFrozen,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: LimitExceeded,
+    grpc.StatusCode.PERMISSION_DENIED: PeerRefused,
+    grpc.StatusCode.UNAUTHENTICATED: PeerRefused,
+    grpc.StatusCode.DEADLINE_EXCEEDED: PeerTimeout,
+    grpc.StatusCode.UNAVAILABLE: PeerUnavailable,
+    grpc.StatusCode.CANCELLED: PeerUnavailable,
+}
+
+
+def status_for(error: PeerError) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
+    """The status code for an error, and trailing metadata carrying its details."""
+    code = next(c for kind, c in STATUS_FOR_ERROR if isinstance(error, kind))
+    if isinstance(error, GapError):
+        return code, ((EXPECTED_IDX_KEY, str(error.expected_idx)),)
+    return code, ()
+
+
+def error_for(
+    code: grpc.StatusCode, details: str, metadata: Mapping[str, str | bytes]
+) -> PeerError:
+    """The peer error for a status a peer answered with."""
+    expected = metadata.get(EXPECTED_IDX_KEY)
+    if code == grpc.StatusCode.FAILED_PRECONDITION and expected is not None:
+        try:
+            return GapError(f"peer: {details}", int(expected))
+        except ValueError:
+            pass
+    kind = ERROR_FOR_STATUS.get(code, PeerUnavailable)
+    text = details or code.name.lower().replace("_", " ")
+    return kind(f"peer: {text}")

@@ -1,0 +1,292 @@
+"""The SyncService servicer and the gRPC server around it.
+
+Handlers are registered for raw bytes (no deserializer) and parse requests themselves,
+so malformed protobuf gets INVALID_ARGUMENT rather than UNKNOWN with an exception
+text [M1]. Every peer error is mapped to a status code by `codec.status_for`; anything
+else is logged here and answered with a fixed text: no Python detail reaches a peer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from peer import codec
+from peer.batches import DEFAULT_BATCH, Holdback, read_batches
+from peer.codec import RemoteIndex, Subscription
+from peer.errors import LimitExceeded, PeerError, UsageError
+from peer.feed import Feed
+from peer.records import LogKey, Range, Record
+from peer.store import Store
+from peer.v1 import sync_pb2 as pb
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Context = aio.ServicerContext[Any, Any]
+FAILURE_TEXT = "the node could not serve this request (see its log)"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one caller may ask of this node at once."""
+
+    streams_per_caller: int = 8
+    max_batch: int = 2048
+    default_batch: int = DEFAULT_BATCH
+    subscriber_queue: int = 64
+    max_message_bytes: int = codec.MAX_MESSAGE_BYTES
+
+
+def server_options(limits: Limits) -> list[tuple[str, Any]]:
+    """Channel options of the server; the client's keepalive must agree with them."""
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.server_handshake_timeout_ms", 5_000),
+        ("grpc.max_connection_idle_ms", 600_000),
+    ]
+
+
+class SyncServicer:
+    """Serves one store to peers: its index, ranges of records, pushes, live feed."""
+
+    def __init__(self, store: Store, node_id: str, feed: Feed, limits: Limits) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.feed = feed
+        self.limits = limits
+        self._streams: Counter[str] = Counter()
+
+    # -- RPCs -----------------------------------------------------------------------
+
+    async def get_index(self, request: bytes, context: Context) -> bytes:
+        codec.decode_get_index_request(request)
+        index = await self.store.index()
+        frozen = frozenset(await self.store.frozen_logs())
+        keys = self.store.host_keys({log.host for log in index})
+        answer = RemoteIndex(self.node_id, codec.PROTOCOL_VERSION, index, keys, frozen)
+        return codec.encode_index(answer)
+
+    async def pull_records(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
+        ranges, max_batch = codec.decode_pull_request(request)
+        with self._slot(context):
+            frozen = await self.store.frozen_logs()
+            wanted = [r for r in ranges if r.log not in frozen]
+            sent: set[bytes] = set()
+            async for batch in read_batches(self.store, wanted, self._batch_size(max_batch)):
+                yield codec.encode_batch(pb.PullRecordsResponse, batch, self._new_keys(batch, sent))
+
+    async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
+        added = duplicates = 0
+        with self._slot(context):
+            async for raw in requests:
+                records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
+                if records:
+                    result = await self.store.insert_batch(records, keys)
+                    added += result.added
+                    duplicates += result.duplicates
+        return codec.encode_push_response(added, duplicates)
+
+    async def subscribe(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
+        wanted = codec.decode_subscribe_request(request)
+        with self._slot(context):
+            subscriber = self.feed.subscribe()
+            try:
+                delivered: dict[LogKey, int] = dict(wanted.since)
+                sent: set[bytes] = set()
+                async for batch in self._catch_up(wanted, delivered):
+                    yield self._subscribe_message(batch, sent)
+                holdback = Holdback()
+                while True:
+                    records = await subscriber.queue.get()
+                    if records is None:
+                        raise LimitExceeded("subscriber fell too far behind; resubscribe")
+                    fresh = holdback.release(_unseen(records, wanted, delivered))
+                    if fresh:
+                        yield self._subscribe_message(fresh, sent)
+            finally:
+                self.feed.unsubscribe(subscriber)
+
+    # -- helpers --------------------------------------------------------------------
+
+    async def _catch_up(
+        self, wanted: Subscription, delivered: dict[LogKey, int]
+    ) -> AsyncIterator[list[Record]]:
+        frozen = await self.store.frozen_logs()
+        ranges = [
+            Range(log.host, log.tag, wanted.since.get(log, 0), head.next_idx)
+            for log, head in (await self.store.index()).items()
+            if log not in frozen and _wants_log(wanted, log)
+        ]
+        async for batch in read_batches(self.store, ranges, self.limits.default_batch):
+            for record in batch:
+                delivered[record.log] = record.idx + 1
+            yield batch
+
+    def _subscribe_message(self, batch: list[Record], sent: set[bytes]) -> bytes:
+        return codec.encode_batch(pb.SubscribeResponse, batch, self._new_keys(batch, sent))
+
+    def _new_keys(self, batch: list[Record], sent: set[bytes]) -> dict[bytes, bytes]:
+        """Keys of hosts first seen in this stream (each key is sent once per stream)."""
+        new = {r.host for r in batch} - sent
+        sent |= new
+        return self.store.host_keys(new)
+
+    def _batch_size(self, requested: int) -> int:
+        if requested <= 0:
+            return self.limits.default_batch
+        return min(requested, self.limits.max_batch)
+
+    @contextmanager
+    def _slot(self, context: Context) -> Iterator[None]:
+        """Count a caller's concurrent streams; past the cap it gets RESOURCE_EXHAUSTED."""
+        caller = caller_id(context)
+        if self._streams[caller] >= self.limits.streams_per_caller:
+            raise LimitExceeded(
+                f"too many concurrent streams from one caller "
+                f"(limit {self.limits.streams_per_caller})"
+            )
+        self._streams[caller] += 1
+        try:
+            yield
+        finally:
+            self._streams[caller] -= 1
+            if not self._streams[caller]:
+                del self._streams[caller]
+
+
+def _wants_log(wanted: Subscription, log: LogKey) -> bool:
+    return (not wanted.hosts or log.host in wanted.hosts) and (
+        not wanted.tags or log.tag in wanted.tags
+    )
+
+
+def _unseen(
+    records: list[Record], wanted: Subscription, delivered: dict[LogKey, int]
+) -> list[Record]:
+    """Live records not sent yet, in order; catch-up may already have sent some."""
+    fresh: list[Record] = []
+    for record in records:
+        if wanted.wants(record) and record.idx >= delivered.get(record.log, 0):
+            delivered[record.log] = record.idx + 1
+            fresh.append(record)
+    return fresh
+
+
+def caller_id(context: Context) -> str:
+    """Who is calling: the address without its port (mTLS replaces it with the node id)."""
+    peer = context.peer() or "unknown"
+    return peer.rsplit(":", 1)[0] if peer.count(":") > 1 else peer
+
+
+# -- guarding handlers ------------------------------------------------------------------
+
+
+async def _abort(context: Context, error: BaseException) -> None:
+    if isinstance(error, PeerError):
+        code, metadata = codec.status_for(error)
+        context.set_trailing_metadata(metadata)
+        await context.abort(code, str(error))
+    log.error("unexpected failure serving a request", exc_info=error)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, FAILURE_TEXT)
+
+
+def _guard_unary(
+    handler: Callable[[T, Context], Awaitable[bytes]],
+) -> Callable[[T, Context], Awaitable[bytes]]:
+    @functools.wraps(handler)
+    async def guarded(request: T, context: Context) -> bytes:
+        try:
+            return await handler(request, context)
+        except aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error)
+            raise  # unreachable: abort raises
+
+    return guarded
+
+
+def _guard_stream(
+    handler: Callable[[bytes, Context], AsyncIterator[bytes]],
+) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
+    @functools.wraps(handler)
+    async def guarded(request: bytes, context: Context) -> AsyncIterator[bytes]:
+        try:
+            async for item in handler(request, context):
+                yield item
+        except aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error)
+
+    return guarded
+
+
+def method_handlers(servicer: SyncServicer) -> grpc.GenericRpcHandler[Any, Any]:
+    """The service's methods, all on raw bytes (see the module docstring)."""
+    return grpc.method_handlers_generic_handler(
+        codec.SERVICE_NAME,
+        {
+            "GetIndex": grpc.unary_unary_rpc_method_handler(_guard_unary(servicer.get_index)),
+            "PullRecords": grpc.unary_stream_rpc_method_handler(
+                _guard_stream(servicer.pull_records)
+            ),
+            "PushRecords": grpc.stream_unary_rpc_method_handler(
+                _guard_unary(servicer.push_records)
+            ),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(_guard_stream(servicer.subscribe)),
+        },
+    )
+
+
+@dataclass
+class RunningServer:
+    """A started server: its port, and what to close when it stops."""
+
+    server: aio.Server
+    port: int
+    feed: Feed
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.server.stop(grace)
+        await self.feed.close()
+
+
+async def start_server(
+    store: Store, node_id: str, listen: str, limits: Limits | None = None
+) -> RunningServer:
+    """Serve `store` on `listen` (HOST:PORT; port 0 picks one) with health and reflection."""
+    limits = limits or Limits()
+    feed = Feed(store, queue_batches=limits.subscriber_queue)
+    await feed.start()
+    server = aio.server(options=server_options(limits))
+    server.add_generic_rpc_handlers((method_handlers(SyncServicer(store, node_id, feed, limits)),))
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (codec.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        await feed.close()
+        raise UsageError(f"cannot listen on {listen}: the address is in use or invalid") from exc
+    await server.start()
+    await health_servicer.set(codec.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, feed)

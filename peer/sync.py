@@ -1,0 +1,154 @@
+"""One sync session with a peer: fetch its index, pull what we lack, push what it lacks.
+
+The engine moves ciphertext and never needs the sync key, so a node without the key
+(a relay) syncs the same way. Each batch is committed on arrival, so an interrupted
+session resumes from the stored heads and never re-sends what the other side stored.
+Progress is reported through a callback; printing is the caller's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from peer.batches import DEFAULT_BATCH, read_batches
+from peer.client import Batch, PeerClient
+from peer.codec import PROTOCOL_VERSION, RemoteIndex
+from peer.errors import ProtocolError
+from peer.records import LogKey, Range, Record, diff
+from peer.store import InsertResult, Store
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class SyncSummary:
+    """What one session moved, in total and per log."""
+
+    peer: str
+    node_id: str = ""
+    pulled: int = 0
+    pushed: int = 0
+    per_log: dict[LogKey, list[int]] = field(default_factory=dict)  # [pulled, pushed]
+    diverged: list[LogKey] = field(default_factory=list)
+
+    def count(self, log: LogKey, pulled: int = 0, pushed: int = 0) -> None:
+        entry = self.per_log.setdefault(log, [0, 0])
+        entry[0] += pulled
+        entry[1] += pushed
+        self.pulled += pulled
+        self.pushed += pushed
+
+
+async def sync_with(
+    store: Store,
+    peer: PeerClient,
+    *,
+    batch: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+) -> SyncSummary:
+    """Bring `store` and the peer's store to the union of both, both ways."""
+    remote = await peer.get_index()
+    if remote.protocol_version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"peer {peer.target} speaks protocol {remote.protocol_version}, "
+            f"this node speaks {PROTOCOL_VERSION}: upgrade the older one"
+        )
+    summary = SyncSummary(peer.target, remote.node_id)
+    pulls, pushes = await _plan(store, remote, summary)
+    total = sum(len(r) for r in pulls) + sum(len(r) for r in pushes)
+    report = progress or (lambda done, total: None)
+    await _pull(store, peer, remote, pulls, batch, summary, lambda: report(_done(summary), total))
+    await _push(store, peer, pushes, batch, summary, lambda: report(_done(summary), total))
+    return summary
+
+
+def _done(summary: SyncSummary) -> int:
+    return summary.pulled + summary.pushed
+
+
+async def _plan(
+    store: Store, remote: RemoteIndex, summary: SyncSummary
+) -> tuple[list[Range], list[Range]]:
+    """The ranges to pull and push, leaving out logs frozen on either side."""
+    plan = diff(await store.index(), remote.logs)
+    frozen = await store.frozen_logs() | remote.frozen
+    summary.diverged = [log for log in plan.diverged if log not in frozen]
+    pulls = [r for r in plan.pull if r.log not in frozen]
+    pushes = [r for r in plan.push if r.log not in frozen]
+    return pulls, pushes
+
+
+async def _pull(
+    store: Store,
+    peer: PeerClient,
+    remote: RemoteIndex,
+    ranges: list[Range],
+    batch: int,
+    summary: SyncSummary,
+    tick: Callable[[], None],
+) -> None:
+    """Store each pulled batch; verify the next while the last one is being written."""
+    if not ranges:
+        return
+    keys = dict(remote.keys)
+    writing: _Writing | None = None
+    try:
+        async for records, new_keys in peer.pull(ranges, batch):
+            keys.update(new_keys)
+            prepared = store.prepare(records, keys)
+            if writing is not None:
+                await writing.settle(summary, tick)
+            writing = _Writing(asyncio.ensure_future(store.apply(prepared)), records)
+        if writing is not None:
+            await writing.settle(summary, tick)
+    finally:
+        if writing is not None and not writing.task.done():
+            with contextlib.suppress(Exception):  # the first error is already propagating
+                await writing.task
+
+
+@dataclass
+class _Writing:
+    """A batch being written while the next one is verified."""
+
+    task: asyncio.Future[InsertResult]
+    records: list[Record]
+
+    async def settle(self, summary: SyncSummary, tick: Callable[[], None]) -> None:
+        await self.task
+        for record in self.records:
+            summary.count(record.log, pulled=1)
+        tick()
+
+
+async def _push(
+    store: Store,
+    peer: PeerClient,
+    ranges: list[Range],
+    batch: int,
+    summary: SyncSummary,
+    tick: Callable[[], None],
+) -> None:
+    if not ranges:
+        return
+    await peer.push(_outgoing(store, ranges, batch, summary, tick))
+
+
+async def _outgoing(
+    store: Store,
+    ranges: list[Range],
+    batch: int,
+    summary: SyncSummary,
+    tick: Callable[[], None],
+) -> AsyncIterator[Batch]:
+    sent: set[bytes] = set()
+    async for records in read_batches(store, ranges, batch):
+        new_hosts = {r.host for r in records} - sent
+        sent |= new_hosts
+        yield records, store.host_keys(new_hosts)
+        for record in records:
+            summary.count(record.log, pushed=1)
+        tick()
