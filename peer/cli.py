@@ -91,6 +91,15 @@ def build_parser() -> _Parser:
     tail.add_argument("--limit", type=_positive, help="only the last N records")
     tail.add_argument("--follow", action="store_true", help="keep printing new records")
 
+    serve = _command(commands, "serve", cmd_serve, "serve this node to peers until stopped")
+    serve.add_argument("--listen", default=None, help="HOST:PORT (default 127.0.0.1:7417)")
+    serve.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
+
+    sync = _command(commands, "sync", cmd_sync, "sync now with the given peers")
+    sync.add_argument("peers", nargs="+", metavar="PEER", help="HOST:PORT of a peer")
+    sync.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
+    sync.add_argument("--batch", type=_positive, default=1000, help="records per message")
+
     _command(commands, "status", cmd_status, "index, forks and identity")
     _command(commands, "verify", cmd_verify, "check chains, signatures and decryption")
     return parser
@@ -286,6 +295,92 @@ def _print_entries(entries: Sequence[Entry]) -> int:
         _print_json(entry_json(entry))
     sys.stdout.flush()
     return entries[-1].seq if entries else 0
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from peer import daemon
+
+    listen = args.listen or daemon.DEFAULT_LISTEN
+    daemon.require_insecure(args.insecure)
+    daemon.require_loopback(listen)
+    node = await _open(args)
+
+    def ready(running: Any) -> None:
+        host, _ = daemon.split_address(listen)
+        address = f"[{host}]:{running.port}" if ":" in host else f"{host}:{running.port}"
+        if args.json:
+            _print_json({"listen": address, "node_id": node.identity.host.hex()})
+        else:
+            print(f"serving node {node.identity.host.hex()} on {address} (Ctrl-C to stop)")
+        sys.stdout.flush()
+
+    try:
+        await daemon.serve(node, listen, ready)
+    finally:
+        await node.close()
+    return 0
+
+
+async def cmd_sync(args: argparse.Namespace) -> int:
+    from peer import daemon
+    from peer.progress import Progress
+
+    daemon.require_insecure(args.insecure)
+    for target in args.peers:
+        daemon.require_loopback(target)
+    node = await _open(args)
+    bars: list[Progress] = []
+
+    def progress(target: str) -> Callable[[int, int], None]:
+        bar = Progress(f"sync {target}")
+        bars.append(bar)
+
+        def update(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done)
+
+        return update
+
+    try:
+        results = await daemon.sync_peers(node, args.peers, args.batch, progress)
+    finally:
+        await node.close()
+    for bar in bars:
+        bar.finish()
+    _print_sync_results(results, args.json)
+    return 1 if any(r.error for r in results) else 0
+
+
+def _print_sync_results(results: Sequence[Any], as_json: bool) -> None:
+    if as_json:
+        _print_json({"peers": [_sync_json(r) for r in results]})
+        return
+    for result in results:
+        if result.error:
+            print(f"{result.target}: FAILED: {result.error}")
+            continue
+        summary = result.summary
+        print(f"{result.target}: pulled {summary.pulled}, pushed {summary.pushed} record(s)")
+        for log in summary.diverged:
+            print(f"  warning: {log} differs at the same length on both sides (a fork?)")
+
+
+def _sync_json(result: Any) -> dict[str, Any]:
+    summary = result.summary
+    if summary is None:
+        return {"peer": result.target, "error": result.error}
+    return {
+        "peer": result.target,
+        "node_id": summary.node_id,
+        "pulled": summary.pulled,
+        "pushed": summary.pushed,
+        "logs": [
+            {"host": log.host.hex(), "tag": log.tag, "pulled": counts[0], "pushed": counts[1]}
+            for log, counts in summary.per_log.items()
+        ],
+        "diverged": [{"host": log.host.hex(), "tag": log.tag} for log in summary.diverged],
+        "error": None,
+    }
 
 
 async def cmd_status(args: argparse.Namespace) -> int:

@@ -76,7 +76,7 @@ class PeerClient:
         try:
             raw = await call(codec.encode_get_index_request(), timeout=self.timeout)
         except aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise _error(exc, self.target) from None
         return codec.decode_index(raw)
 
     async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
@@ -89,7 +89,7 @@ class PeerClient:
             async for raw in stream:
                 yield codec.decode_batch(pb.PullRecordsResponse, raw)
         except aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise _error(exc, self.target) from None
         finally:
             stream.cancel()
 
@@ -106,7 +106,7 @@ class PeerClient:
         try:
             raw = await call(requests(), timeout=self.stream_timeout)
         except aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise _error(exc, self.target) from None
         return codec.decode_push_response(raw)
 
     async def subscribe(
@@ -124,12 +124,12 @@ class PeerClient:
             async for raw in stream:
                 yield codec.decode_batch(pb.SubscribeResponse, raw)
         except aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise _error(exc, self.target) from None
         finally:
             stream.cancel()
 
 
-def _error(exc: aio.AioRpcError) -> PeerError:
+def _error(exc: aio.AioRpcError, target: str) -> PeerError:
     metadata = dict(cast(Iterable[tuple[str, str]], exc.trailing_metadata() or ()))
     code = exc.code() if isinstance(exc.code(), grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-    return codec.error_for(code, exc.details() or "", metadata)
+    return codec.error_for(code, exc.details() or "", metadata, target)

@@ -352,15 +352,18 @@ def status_for(error: PeerError) -> tuple[grpc.StatusCode, tuple[tuple[str, str]
 
 
 def error_for(
-    code: grpc.StatusCode, details: str, metadata: Mapping[str, str | bytes]
+    code: grpc.StatusCode, details: str, metadata: Mapping[str, str | bytes], target: str = "peer"
 ) -> PeerError:
-    """The peer error for a status a peer answered with."""
+    """The peer error for a status a peer (or the channel to it) answered with."""
     expected = metadata.get(EXPECTED_IDX_KEY)
     if code == grpc.StatusCode.FAILED_PRECONDITION and expected is not None:
         try:
-            return GapError(f"peer: {details}", int(expected))
+            return GapError(f"{target}: {details}", int(expected))
         except ValueError:
             pass
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
+        reason = "connection refused" if "refused" in details.lower() else "no answer"
+        return PeerUnavailable(f"cannot reach {target} ({reason}): is `peer serve` running there?")
     kind = ERROR_FOR_STATUS.get(code, PeerUnavailable)
     text = details or code.name.lower().replace("_", " ")
-    return kind(f"peer: {text}")
+    return kind(f"{target}: {text}")

@@ -159,7 +159,7 @@ class Node:
     async def verify(self) -> VerifyReport:
         """Re-check every stored chain, signature and head, and decrypt every record."""
         report = VerifyReport(forks=len(await self.store.forks()))
-        keys = self.store.host_keys()
+        keys = await self.store.host_keys()
         for log, head in (await self.store.index()).items():
             report.logs += 1
             public_key = keys.get(log.host)

@@ -78,7 +78,7 @@ class SyncServicer:
         codec.decode_get_index_request(request)
         index = await self.store.index()
         frozen = frozenset(await self.store.frozen_logs())
-        keys = self.store.host_keys({log.host for log in index})
+        keys = await self.store.host_keys({log.host for log in index})
         answer = RemoteIndex(self.node_id, codec.PROTOCOL_VERSION, index, keys, frozen)
         return codec.encode_index(answer)
 
@@ -89,7 +89,8 @@ class SyncServicer:
             wanted = [r for r in ranges if r.log not in frozen]
             sent: set[bytes] = set()
             async for batch in read_batches(self.store, wanted, self._batch_size(max_batch)):
-                yield codec.encode_batch(pb.PullRecordsResponse, batch, self._new_keys(batch, sent))
+                keys = await self._new_keys(batch, sent)
+                yield codec.encode_batch(pb.PullRecordsResponse, batch, keys)
 
     async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
         added = duplicates = 0
@@ -110,7 +111,7 @@ class SyncServicer:
                 delivered: dict[LogKey, int] = dict(wanted.since)
                 sent: set[bytes] = set()
                 async for batch in self._catch_up(wanted, delivered):
-                    yield self._subscribe_message(batch, sent)
+                    yield await self._subscribe_message(batch, sent)
                 holdback = Holdback()
                 while True:
                     records = await subscriber.queue.get()
@@ -118,7 +119,7 @@ class SyncServicer:
                         raise LimitExceeded("subscriber fell too far behind; resubscribe")
                     fresh = holdback.release(_unseen(records, wanted, delivered))
                     if fresh:
-                        yield self._subscribe_message(fresh, sent)
+                        yield await self._subscribe_message(fresh, sent)
             finally:
                 self.feed.unsubscribe(subscriber)
 
@@ -138,14 +139,15 @@ class SyncServicer:
                 delivered[record.log] = record.idx + 1
             yield batch
 
-    def _subscribe_message(self, batch: list[Record], sent: set[bytes]) -> bytes:
-        return codec.encode_batch(pb.SubscribeResponse, batch, self._new_keys(batch, sent))
+    async def _subscribe_message(self, batch: list[Record], sent: set[bytes]) -> bytes:
+        keys = await self._new_keys(batch, sent)
+        return codec.encode_batch(pb.SubscribeResponse, batch, keys)
 
-    def _new_keys(self, batch: list[Record], sent: set[bytes]) -> dict[bytes, bytes]:
+    async def _new_keys(self, batch: list[Record], sent: set[bytes]) -> dict[bytes, bytes]:
         """Keys of hosts first seen in this stream (each key is sent once per stream)."""
         new = {r.host for r in batch} - sent
         sent |= new
-        return self.store.host_keys(new)
+        return await self.store.host_keys(new)
 
     def _batch_size(self, requested: int) -> int:
         if requested <= 0:

@@ -213,8 +213,19 @@ class Store:
         self._keys[host] = public_key
         return host
 
-    def host_keys(self, hosts: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
-        """Public keys of the given hosts (or of all) that this store knows."""
+    async def host_keys(self, hosts: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
+        """Public keys of the given hosts (or of all) that this store knows.
+
+        Served from memory; a miss re-reads the table, since another process (the CLI
+        beside a running daemon) may have stored keys since this store was opened.
+        """
+        wanted = None if hosts is None else set(hosts)
+        if wanted is None or not wanted <= self._keys.keys():
+            self._keys = await self._read_keys()
+        return self.known_keys(wanted)
+
+    def known_keys(self, hosts: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
+        """Like `host_keys`, from memory only (for code that must not wait)."""
         if hosts is None:
             return dict(self._keys)
         return {h: self._keys[h] for h in hosts if h in self._keys}
@@ -266,7 +277,7 @@ class Store:
             raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
         if head.next_idx + count - 1 > MAX_IDX:
             raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
-        if log.host not in self._keys:
+        if log.host not in await self.host_keys([log.host]):
             raise UnknownHost(f"host {log.host.hex()} is not registered in this store")
         return head
 
@@ -291,6 +302,7 @@ class Store:
         Raises GapError (with the idx expected), ForgeryError, InvalidRecord,
         UnknownHost, LogFrozen, or ForkDetected (after keeping the evidence).
         """
+        await self.host_keys({r.host for r in records} - (keys or {}).keys())
         return await self.apply(self.prepare(records, keys))
 
     def prepare(
@@ -333,7 +345,7 @@ class Store:
         self, groups: Mapping[LogKey, list[Record]], offered: Mapping[bytes, bytes]
     ) -> dict[bytes, bytes]:
         hosts = {log.host for log in groups}
-        known = self.host_keys(hosts)
+        known = self.known_keys(hosts)
         for host in hosts - known.keys():
             public_key = offered.get(host)
             if public_key is None:

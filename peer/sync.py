@@ -148,7 +148,7 @@ async def _outgoing(
     async for records in read_batches(store, ranges, batch):
         new_hosts = {r.host for r in records} - sent
         sent |= new_hosts
-        yield records, store.host_keys(new_hosts)
+        yield records, await store.host_keys(new_hosts)
         for record in records:
             summary.count(record.log, pushed=1)
         tick()

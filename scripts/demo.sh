@@ -8,9 +8,14 @@ if ! command -v peer >/dev/null 2>&1; then
     exit 1
 fi
 
-PEER_HOME="$(mktemp -d "${TMPDIR:-/tmp}/peer-demo.XXXXXX")"
-export PEER_HOME
-trap 'rm -rf "$PEER_HOME"' EXIT
+DEMO="$(mktemp -d "${TMPDIR:-/tmp}/peer-demo.XXXXXX")"
+SERVERS=()
+cleanup() {
+    for pid in "${SERVERS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$DEMO"
+}
+trap cleanup EXIT
 
 if [[ -t 1 ]]; then
     bold=$'\e[1m' dim=$'\e[2m' reset=$'\e[0m'
@@ -36,41 +41,73 @@ run() {
     "$@"
 }
 
-echo "peer demo: a throw-away node in $PEER_HOME (removed when the demo ends)"
 
-step "Create this node: signing identity, sync key and store"
-run peer init --name laptop
+# Start `peer serve` for a home in the background; sets PORT to the port it listens on.
+serve() {
+    local home=$1 out="$DEMO/$(basename "$1").serve"
+    show peer --home "$home" serve --insecure --listen 127.0.0.1:0 "&"
+    peer --home "$home" serve --insecure --listen 127.0.0.1:0 --json >"$out" 2>&1 &
+    SERVERS+=($!)
+    for _ in $(seq 100); do
+        PORT=$(sed -n 's/.*"listen": "127.0.0.1:\([0-9]*\)".*/\1/p' "$out")
+        [[ -n $PORT ]] && return 0
+        sleep 0.1
+    done
+    echo "demo: the node in $home did not start:" >&2
+    cat "$out" >&2
+    return 1
+}
 
-step "The node's id (what another device pins to trust it)"
-run peer id
+A="$DEMO/laptop" B="$DEMO/server" C="$DEMO/nas"
+echo "peer demo: three nodes on this machine (laptop, server, nas), in $DEMO"
+echo "They sync along a line: laptop <-> server <-> nas. The nas never talks to the laptop."
 
-step "Append one record to the 'notes' log"
-run peer append --tag notes "first note"
+step "Create the laptop: a signing identity, a new sync key, a store"
+run peer --home "$A" init --name laptop
 
-step "Append one record per stdin line"
-printf '%s$ printf "buy milk\\ncall the bank\\nwater the plants\\n" | peer append --tag notes%s\n' \
-    "$dim" "$reset"
-printf 'buy milk\ncall the bank\nwater the plants\n' | peer append --tag notes
+step "The other two devices join with the same sync key (it never leaves your devices)"
+KEY=$(peer --home "$A" key export)
+show peer --home "$B" init --name server --key '$(peer --home laptop key export)'
+peer --home "$B" init --name server --key "$KEY"
+show peer --home "$C" init --name nas --key '$(peer --home laptop key export)'
+peer --home "$C" init --name nas --key "$KEY"
 
-step "Read the log back, decrypted (one JSON object per record)"
-run peer tail --tag notes
+step "Each device writes to its own log"
+run peer --home "$A" append --tag notes "written on the laptop"
+printf '%s$ seq 1 2000 | peer --home laptop append --tag numbers%s\n' "$dim" "$reset"
+seq 1 2000 | peer --home "$A" append --tag numbers
+run peer --home "$B" append --tag notes "written on the server"
+run peer --home "$C" append --tag notes "written on the nas"
 
-step "What this node holds"
-run peer status
+step "Start the laptop and the server (plaintext on loopback only: --insecure)"
+serve "$A"; PORT_A=$PORT
+serve "$B"; PORT_B=$PORT
+echo "laptop on 127.0.0.1:$PORT_A, server on 127.0.0.1:$PORT_B"
 
-step "The same as JSON, for scripts (one line; pretty-printed here)"
-if command -v python3 >/dev/null 2>&1; then
-    show peer status --json "|" python3 -m json.tool
-    peer status --json | python3 -m json.tool
-else
-    run peer status --json
-fi
+step "The server syncs with the laptop: pulls what it lacks, pushes what the laptop lacks"
+run peer --home "$B" sync --insecure "127.0.0.1:$PORT_A"
 
-step "Check every chain, signature and decryption"
-run peer verify
+step "The nas syncs with the server only"
+run peer --home "$C" sync --insecure "127.0.0.1:$PORT_B"
 
-step "The sync key, to set up your other devices with \`peer init --key KEY\`"
-echo "(This key is SECRET: anyone who has it can read all your records.)"
-run peer key export
+step "The nas now holds the laptop's records, relayed by the server"
+run peer --home "$C" status
+run peer --home "$C" tail --tag notes
 
-printf '\n%sdone.%s\n' "$bold" "$reset"
+step "Run the line again: the laptop gets the nas's record through the server"
+run peer --home "$B" sync --insecure "127.0.0.1:$PORT_A" --json
+run peer --home "$A" tail --tag notes
+
+step "Nothing left to move: a second sync transfers nothing"
+run peer --home "$C" sync --insecure "127.0.0.1:$PORT_B"
+
+step "Every node checks every chain, signature and decryption"
+run peer --home "$A" verify
+run peer --home "$B" verify
+run peer --home "$C" verify
+
+step "Status as JSON, for scripts (pretty-printed here)"
+show peer --home nas status --json "|" python3 -m json.tool
+peer --home "$C" status --json | python3 -m json.tool
+
+printf '\n%sdone: three devices, one line of syncs, the same logs everywhere.%s\n' "$bold" "$reset"
