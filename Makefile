@@ -31,6 +31,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_sync.py
 
 # Regenerate the checked-in stubs (commit the result).
 proto: $(STAMP)

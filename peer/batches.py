@@ -16,45 +16,55 @@ from peer.records import LogKey, Range, Record
 from peer.store import Store
 
 DEFAULT_BATCH = 1000
+MAX_BATCH_BYTES = 4 << 20  # well under the 8 MiB message cap, whatever the record sizes
 
 
-def cut_signed(chunk: Sequence[Record], want: int) -> list[Record]:
-    """The longest prefix of `chunk` with at most `want` records that ends signed,
-    else the shortest prefix that ends signed (a batch never ends unsigned)."""
+def cut_signed(sizes: Sequence[tuple[int, bool]], want: int, budget: int) -> int:
+    """How many of the records described by `sizes` ((bytes, signed) each) to send:
+    the most that fit `want` records and `budget` bytes and end signed, else the fewest
+    that end signed (a batch never ends unsigned)."""
+    used = 0
     last_fit = -1
-    for position in range(min(want, len(chunk))):
-        if chunk[position].sig:
+    for position, (size, signed) in enumerate(sizes):
+        used += size
+        over = position >= want or used > budget
+        if over and last_fit >= 0:
+            break
+        if signed:
             last_fit = position
-    if last_fit >= 0:
-        return list(chunk[: last_fit + 1])
-    for position in range(want, len(chunk)):
-        if chunk[position].sig:
-            return list(chunk[: position + 1])
-    raise IntegrityError(f"log {chunk[0].log} has no signed record after idx {chunk[0].idx}")
+            if over:
+                break
+    return last_fit + 1
 
 
 async def read_batches(
     store: Store, ranges: Iterable[Range], max_batch: int = DEFAULT_BATCH
 ) -> AsyncIterator[list[Record]]:
     """The records of `ranges` (each extended to its next signature) in batches of
-    about `max_batch`, several logs per batch when they are short."""
+    about `max_batch` records and at most MAX_BATCH_BYTES (bar one oversized run),
+    several logs per batch when they are short."""
     batch: list[Record] = []
+    used = 0
     for wanted in ranges:
         start = wanted.start
         while start < wanted.end:
-            room = max_batch - len(batch)
-            if batch and room < min(SIGN_EVERY, max_batch):
+            room, budget = max_batch - len(batch), MAX_BATCH_BYTES - used
+            if batch and (room < min(SIGN_EVERY, max_batch) or budget < MAX_BATCH_BYTES // 4):
                 yield batch
-                batch, room = [], max_batch
-            chunk = await store.read_range(wanted.host, wanted.tag, start, room + SIGN_EVERY)
-            if not chunk:
+                batch, used = [], 0
+                room, budget = max_batch, MAX_BATCH_BYTES
+            sizes = await store.record_sizes(wanted.host, wanted.tag, start, room + SIGN_EVERY)
+            if not sizes:
                 break
-            run = cut_signed(chunk, min(room, wanted.end - start))
-            batch += run
-            start = run[-1].idx + 1
-            if len(batch) >= max_batch:
+            count = cut_signed(sizes, min(room, wanted.end - start), budget)
+            if not count:
+                raise IntegrityError(f"log {wanted.log} has no signed record after idx {start}")
+            batch += await store.read_range(wanted.host, wanted.tag, start, count)
+            used += sum(size for size, _ in sizes[:count])
+            start += count
+            if len(batch) >= max_batch or used >= MAX_BATCH_BYTES:
                 yield batch
-                batch = []
+                batch, used = [], 0
     if batch:
         yield batch
 

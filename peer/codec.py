@@ -236,9 +236,14 @@ def _log_of(host: bytes, tag: str) -> LogKey:
         raise ProtocolError(str(exc)) from exc
 
 
-def _head_of(message: pb.LogHead) -> Head:
+def _next_idx_of(message: pb.LogHead) -> int:
     if message.next_idx > MAX_IDX + 1:
         raise ProtocolError("next_idx out of range")
+    return message.next_idx
+
+
+def _head_of(message: pb.LogHead) -> Head:
+    _next_idx_of(message)
     if message.next_idx and len(message.head_hash) != 32:
         raise ProtocolError("a head hash is 32 bytes")
     return Head(message.next_idx, message.head_hash or bytes(32))
@@ -297,8 +302,10 @@ def encode_subscribe_request(
 
 def decode_subscribe_request(raw: bytes) -> Subscription:
     count_field(raw, 1, MAX_RANGES)
+    count_field(raw, 2, MAX_RANGES)
+    count_field(raw, 3, MAX_RANGES)
     message = _parse(pb.SubscribeRequest, raw)
-    since = {_log_of(m.host, m.tag): _head_of(m).next_idx for m in message.since}
+    since = {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.since}
     for host in message.hosts:
         _log_of(host, "x")
     for tag in message.tags:

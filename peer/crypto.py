@@ -28,6 +28,7 @@ from peer.errors import DecryptionFailed, ForgeryError, InvalidRecord, KeyFormat
 from peer.records import (
     AAD_PREFIX_V1,
     HOST_LEN,
+    MAX_PAYLOAD,
     Head,
     Record,
     associated_data,
@@ -40,6 +41,8 @@ from peer.records import (
 SYNC_KEY_LEN = 32
 KEY_ID_LEN = 8
 SIGN_EVERY = 256
+MAX_PLAINTEXT = MAX_PAYLOAD - 16  # the AEAD tag takes 16 bytes of the payload bound
+SIGN_BYTES = 1 << 20  # also sign once this much payload is unsigned, so batches stay small
 KEY_TEXT_PREFIX = "peer-key-1:"
 WRAP_V1 = 0x01
 WRAPPED_KEY_LEN = 1 + KEY_ID_LEN + 12 + SYNC_KEY_LEN + 16
@@ -185,16 +188,26 @@ class Author:
         self, tag: str, head: Head, timestamps: Sequence[int], plaintexts: Sequence[bytes]
     ) -> list[Record]:
         """Records that continue a log at `head`; the last one is always signed."""
+        for plaintext in plaintexts:
+            if len(plaintext) > MAX_PLAINTEXT:
+                raise InvalidRecord(
+                    f"a record of {len(plaintext):,} bytes is over the limit of "
+                    f"{MAX_PLAINTEXT:,} bytes"
+                )
         records: list[Record] = []
         prev = head.head_hash
         last = head.next_idx + len(plaintexts) - 1
         idx = head.next_idx
+        unsigned = 0
         for timestamp, plaintext in zip(timestamps, plaintexts, strict=True):
             rid = new_record_id()
             meta = metadata_of(rid, self.host, tag, idx, timestamp, self.version)
             payload, wrapped_key = _seal(self.sync, AAD_PREFIX_V1 + meta, plaintext)
             digest = hashlib.sha256(hash_input_of(meta, payload, wrapped_key, prev)).digest()
-            sig = self.signing.sign(digest) if idx == last or must_sign(idx) else b""
+            unsigned += len(payload)
+            signs = idx == last or must_sign(idx) or unsigned >= SIGN_BYTES
+            sig = self.signing.sign(digest) if signs else b""
+            unsigned = 0 if signs else unsigned
             records.append(
                 Record(
                     rid,

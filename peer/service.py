@@ -94,11 +94,13 @@ class SyncServicer:
 
     async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
         added = duplicates = 0
+        stream_keys: dict[bytes, bytes] = {}  # a key may come in an earlier message
         with self._slot(context):
             async for raw in requests:
                 records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
+                stream_keys.update(keys)
                 if records:
-                    result = await self.store.insert_batch(records, keys)
+                    result = await self.store.insert_batch(records, stream_keys)
                     added += result.added
                     duplicates += result.duplicates
         return codec.encode_push_response(added, duplicates)

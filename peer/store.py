@@ -495,6 +495,19 @@ class Store:
             rows = await cursor.fetchall()
         return [_record(row) for row in rows]
 
+    async def record_sizes(
+        self, host: bytes, tag: str, start: int, limit: int
+    ) -> list[tuple[int, bool]]:
+        """(approximate wire bytes, signed?) of up to `limit` records from idx `start`:
+        lets a sender cut batches by size without loading the payloads."""
+        with _translated("read records"):
+            async with self._db.execute(
+                "SELECT length(payload) + length(wrapped_key) + 120, length(sig) > 0 "
+                "FROM records WHERE host = ? AND tag = ? AND idx >= ? ORDER BY idx LIMIT ?",
+                (host, check_tag(tag), start, limit),
+            ) as cursor:
+                return [(size, bool(signed)) for size, signed in await cursor.fetchall()]
+
     async def scan(
         self, *, tag: str | None = None, after: int = 0, limit: int = 1000
     ) -> list[tuple[int, Record]]:
