@@ -33,7 +33,9 @@ VERSION_RE = re.compile(r"[a-z0-9._-]{1,16}")
 AAD_PREFIX_V1 = b"peer.aad.v1\x00"
 HASH_PREFIX_V1 = b"peer.record.v1\x00"
 _U64 = struct.Struct(">Q")
+_U64X2 = struct.Struct(">QQ")
 _U32 = struct.Struct(">I")
+_LENGTHS = [bytes((n,)) for n in range(256)]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -223,8 +225,27 @@ def hash_input(record: Record) -> bytes:
 
     Layout: "peer.record.v1\\0" | id[16] | host[16] | u8 len | tag | u64 idx
     | u64 timestamp | u8 len | version | u32 len | payload | u8 len | wrapped_key | prev[32]
+    (one join: this runs for every record sent or received)
     """
-    return hash_input_of(metadata(record), record.payload, record.wrapped_key, record.prev)
+    tag = record.tag.encode()
+    version = record.version.encode()
+    return b"".join(
+        (
+            HASH_PREFIX_V1,
+            record.id,
+            record.host,
+            _LENGTHS[len(tag)],
+            tag,
+            _U64X2.pack(record.idx, record.timestamp),
+            _LENGTHS[len(version)],
+            version,
+            _U32.pack(len(record.payload)),
+            record.payload,
+            _LENGTHS[len(record.wrapped_key)],
+            record.wrapped_key,
+            record.prev,
+        )
+    )
 
 
 def hash_input_of(meta: bytes, payload: bytes, wrapped_key: bytes, prev: bytes) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -119,8 +120,8 @@ class _Writing:
 
     async def settle(self, summary: SyncSummary, tick: Callable[[], None]) -> None:
         await self.task
-        for record in self.records:
-            summary.count(record.log, pulled=1)
+        for log, count in _per_log(self.records).items():
+            summary.count(log, pulled=count)
         tick()
 
 
@@ -149,6 +150,11 @@ async def _outgoing(
         new_hosts = {r.host for r in records} - sent
         sent |= new_hosts
         yield records, await store.host_keys(new_hosts)
-        for record in records:
-            summary.count(record.log, pushed=1)
+        for log, count in _per_log(records).items():
+            summary.count(log, pushed=count)
         tick()
+
+
+def _per_log(records: list[Record]) -> dict[LogKey, int]:
+    counts = Counter((r.host, r.tag) for r in records)
+    return {LogKey(host, tag): n for (host, tag), n in counts.items()}
