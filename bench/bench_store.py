@@ -31,7 +31,7 @@ from typing import Any
 
 from peer.crypto import Author, SigningKey, SyncKey
 from peer.records import Record
-from peer.schema import MIGRATIONS
+from peer.store.schema import MIGRATIONS
 from peer.store import RECORD_COLUMNS, Store
 
 TAG = "bench"

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 from peer.crypto import SIGN_EVERY
 from peer.errors import IntegrityError
-from peer.records import LogKey, Range, Record
+from peer.records import LogKey, Range, Record, group_by_log
 from peer.store import Store
 
 DEFAULT_BATCH = 1000
@@ -45,7 +45,7 @@ async def read_batches(
     several logs per batch when they are short."""
     batch: list[Record] = []
     used = 0
-    for wanted in ranges:
+    for wanted in merge_ranges(ranges):
         start = wanted.start
         while start < wanted.end:
             room, budget = max_batch - len(batch), MAX_BATCH_BYTES - used
@@ -67,6 +67,58 @@ async def read_batches(
                 batch, used = [], 0
     if batch:
         yield batch
+
+
+def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
+    """Overlapping or touching ranges of one log merged (a batch never repeats an idx),
+    in the order each log first appears."""
+    merged: dict[LogKey, list[Range]] = {}
+    for r in ranges:
+        merged.setdefault(r.log, []).append(r)
+    result: list[Range] = []
+    for runs in merged.values():
+        runs.sort()
+        current = runs[0]
+        for r in runs[1:]:
+            if r.start <= current.end:
+                current = Range(current.host, current.tag, current.start, max(current.end, r.end))
+            else:
+                result.append(current)
+                current = r
+        result.append(current)
+    return result
+
+
+def split_for_wire(records: Sequence[Record], max_batch: int = DEFAULT_BATCH) -> list[list[Record]]:
+    """Records (each log's run ending signed) cut into messages of at most `max_batch`
+    records and about MAX_BATCH_BYTES, each log's run in each message ending signed."""
+    messages: list[list[Record]] = []
+    current: list[Record] = []
+    used = 0
+    for log_run in group_by_log(records).values():
+        rest = log_run
+        while rest:
+            sizes = [(wire_size(r), bool(r.sig)) for r in rest]
+            room, budget = max_batch - len(current), MAX_BATCH_BYTES - used
+            count = cut_signed(sizes, room, budget)
+            size = sum(s for s, _ in sizes[:count])
+            if current and (count == 0 or count > room or size > budget):
+                messages.append(current)
+                current, used = [], 0
+                continue
+            if count == 0:
+                raise IntegrityError(f"log {rest[0].log} has no signed record to end a message")
+            current += rest[:count]
+            used += size
+            rest = rest[count:]
+    if current:
+        messages.append(current)
+    return messages
+
+
+def wire_size(record: Record) -> int:
+    """About how many bytes a record takes in a message (as `Store.record_sizes`)."""
+    return len(record.payload) + len(record.wrapped_key) + 120
 
 
 class Holdback:

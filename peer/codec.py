@@ -45,7 +45,10 @@ MAX_RANGES = 100_000
 MAX_MESSAGE_BYTES = 8 << 20
 EXPECTED_IDX_KEY = "peer-expected-idx"
 M = TypeVar("M", bound=Message)
-_TAG_BYTES = {number: bytes(((number << 3) | 2,)) for number in range(1, 16)}
+_TAG_BYTES = {
+    number: (bytes(((number << 3) | 2,)), bytes(((number << 3) | 2 | 0x80,)))
+    for number in range(1, 16)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +82,15 @@ class Subscription:
 def count_field(raw: bytes, field_number: int, cap: int) -> int:
     """Raise unless a length-delimited top-level field occurs at most `cap` times.
 
-    Every occurrence starts with the field's tag byte, so when that byte occurs at
+    Every occurrence starts with the field's tag byte (or that byte with the
+    continuation bit, when the tag varint is padded), so when those bytes occur at
     most `cap` times in all (the usual case, counted in C) we are done. Otherwise walk
     the top-level tags (one step per sub-message): a hostile message is refused after
     `cap` steps, before the parser builds millions of objects. Returns the count, or
     -1 when the quick bound settled it.
     """
-    if raw.count(_TAG_BYTES[field_number]) <= cap:
+    minimal, padded = _TAG_BYTES[field_number]
+    if raw.count(minimal) + raw.count(padded) <= cap:
         return -1  # the byte count bounds the field count: no walk needed
     count = position = 0
     size = len(raw)

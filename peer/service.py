@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from peer import codec
-from peer.batches import DEFAULT_BATCH, Holdback, read_batches
+from peer.batches import DEFAULT_BATCH, Holdback, read_batches, split_for_wire
 from peer.codec import RemoteIndex, Subscription
 from peer.errors import LimitExceeded, PeerError, UsageError
 from peer.feed import Feed
@@ -120,8 +120,8 @@ class SyncServicer:
                     if records is None:
                         raise LimitExceeded("subscriber fell too far behind; resubscribe")
                     fresh = holdback.release(_unseen(records, wanted, delivered))
-                    if fresh:
-                        yield await self._subscribe_message(fresh, sent)
+                    for message in split_for_wire(fresh, self.limits.default_batch):
+                        yield await self._subscribe_message(message, sent)
             finally:
                 self.feed.unsubscribe(subscriber)
 

@@ -1,4 +1,4 @@
-"""The record store: the only module that talks to SQLite (through aiosqlite).
+"""The store's rules: local appends, received batches, fork evidence, reads.
 
 The store enforces the log's rules itself, so no caller can break them:
 - a local append allocates idx, chains and writes inside one `BEGIN IMMEDIATE`
@@ -15,10 +15,9 @@ killed process. Rows go in with one `executemany` per batch, never one await per
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,8 +32,6 @@ from peer.errors import (
     GapError,
     InvalidRecord,
     LogFrozen,
-    SchemaTooNew,
-    StoreError,
     UnknownHost,
 )
 from peer.records import (
@@ -46,10 +43,14 @@ from peer.records import (
     check_tag,
     group_by_log,
 )
-from peer.schema import LATEST_VERSION, MIGRATIONS
+from peer.store.sqlite import Database, scalar
 
 RECORD_COLUMNS = "host, tag, idx, id, timestamp, version, payload, wrapped_key, prev, sig"
 _INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_SELECT_RANGE = (
+    f"SELECT {RECORD_COLUMNS} FROM records WHERE host = ? AND tag = ? AND idx >= ? "
+    "ORDER BY idx LIMIT ?"
+)
 _UPSERT_HEAD = (
     "INSERT INTO heads (host, tag, next_idx, head_hash) VALUES (?,?,?,?) "
     "ON CONFLICT (host, tag) DO UPDATE SET next_idx = excluded.next_idx, "
@@ -98,26 +99,13 @@ class _Fork:
 class Store:
     """One SQLite database of logs; open with `await Store.open(path)`, then close."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, max_ahead_ns: int) -> None:
-        self._db = db
-        self.path = path
+    def __init__(self, database: Database, max_ahead_ns: int) -> None:
+        self._database = database
+        self._db = database.writer  # only used inside write transactions
+        self.path = database.path
         self.max_ahead_ns = max_ahead_ns
         self._listeners: list[Callable[[], None]] = []
         self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
-
-    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call `listener` after every commit that adds records; returns an unsubscriber."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    def _changed(self) -> None:
-        for listener in list(self._listeners):
-            listener()
-
-    async def data_version(self) -> int:
-        """Changes whenever another connection (another process) commits to the store."""
-        with _translated("read the store version"):
-            return await self._scalar("PRAGMA data_version")
 
     @classmethod
     async def open(
@@ -131,23 +119,12 @@ class Store:
 
         `max_bytes` caps the database size: past it, writes fail as on a full disk.
         """
-        path = Path(path)
-        try:
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store {path}: {exc}") from exc
-        store = cls(db, path, max_ahead_ns)
-        try:
-            await store._configure(max_bytes)
-            await store._migrate()
-            store._keys = await store._read_keys()
-        except BaseException:
-            await db.close()
-            raise
+        store = cls(await Database.open(Path(path), max_bytes), max_ahead_ns)
+        store._keys = await store._read_keys()
         return store
 
     async def close(self) -> None:
-        await self._db.close()
+        await self._database.close()
 
     async def __aenter__(self) -> Store:
         return self
@@ -160,48 +137,21 @@ class Store:
     ) -> None:
         await self.close()
 
-    # -- setup ------------------------------------------------------------------
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after every commit that adds records; returns an unsubscriber."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
-    async def _configure(self, max_bytes: int | None) -> None:
-        with _translated("configure the store"):
-            await self._db.execute("PRAGMA busy_timeout = 30000")
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            await self._db.execute("PRAGMA synchronous = NORMAL")
-            if max_bytes is not None:
-                page_size = await self._scalar("PRAGMA page_size")
-                await self._db.execute(f"PRAGMA max_page_count = {max(max_bytes // page_size, 1)}")
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
-    async def _migrate(self) -> None:
-        async with self._write():
-            version = await self._scalar("PRAGMA user_version")
-            if version > LATEST_VERSION:
-                raise SchemaTooNew(
-                    f"the store {self.path} was written by a newer peer (schema {version}); "
-                    "upgrade peer to open it"
-                )
-            for target in range(version + 1, LATEST_VERSION + 1):
-                for statement in MIGRATIONS[target]:
-                    await self._db.execute(statement)
-                await self._db.execute(f"PRAGMA user_version = {target}")
+    async def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to the store."""
+        return await self._database.read_scalar("PRAGMA data_version")
 
-    # -- transactions -----------------------------------------------------------
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[None]:
-        """One write transaction: the lock is taken at BEGIN, so reads inside are current."""
-        with _translated("write to the store"):
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                await self._db.rollback()
-                raise
-            await self._db.commit()
-
-    async def _scalar(self, sql: str, params: Sequence[object] = ()) -> int:
-        async with self._db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+    def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        return self._database.write()
 
     # -- hosts ------------------------------------------------------------------
 
@@ -231,9 +181,7 @@ class Store:
         return {h: self._keys[h] for h in hosts if h in self._keys}
 
     async def _read_keys(self) -> dict[bytes, bytes]:
-        with _translated("read host keys"):
-            async with self._db.execute("SELECT host, public_key FROM hosts") as cursor:
-                return {h: k for h, k in await cursor.fetchall()}
+        return {h: k for h, k in await self._database.fetch("SELECT host, public_key FROM hosts")}
 
     # -- local appends ----------------------------------------------------------
 
@@ -403,9 +351,6 @@ class Store:
             return [], _Fork(log, mismatch, head.head_hash, group)
         return fresh, None
 
-    async def _stored_hashes(self, log: LogKey, start: int, count: int) -> list[bytes]:
-        return [record_hash(r) for r in await self._range(log, start, count)]
-
     async def _keep_forks(self, forks: Sequence[_Fork]) -> None:
         now = time.time_ns()
         for fork in forks:
@@ -427,7 +372,7 @@ class Store:
     # -- clock ------------------------------------------------------------------
 
     async def _clock_floor(self) -> int:
-        return await self._scalar("SELECT value FROM meta WHERE key = 'clock'")
+        return await scalar(self._db, "SELECT value FROM meta WHERE key = 'clock'")
 
     async def _set_clock_floor(self, floor: int) -> None:
         await self._db.execute(
@@ -445,8 +390,7 @@ class Store:
 
     async def clock_floor(self) -> int:
         """The largest timestamp this store has issued or accepted (the HLC state)."""
-        with _translated("read the clock"):
-            return await self._clock_floor()
+        return await self._database.read_scalar("SELECT value FROM meta WHERE key = 'clock'")
 
     # -- reads ------------------------------------------------------------------
 
@@ -465,48 +409,39 @@ class Store:
 
     async def index(self) -> dict[LogKey, Head]:
         """Every log held here with its length and head hash (from `heads`, no scan)."""
-        with _translated("read the index"):
-            async with self._db.execute(
-                "SELECT host, tag, next_idx, head_hash FROM heads ORDER BY host, tag"
-            ) as cursor:
-                rows = await cursor.fetchall()
+        rows = await self._database.fetch(
+            "SELECT host, tag, next_idx, head_hash FROM heads ORDER BY host, tag"
+        )
         return {LogKey(h, t): Head(n, d) for h, t, n, d in rows}
 
     async def frozen_logs(self) -> set[LogKey]:
         """Logs that hold fork evidence and accept nothing more."""
-        with _translated("read the index"):
-            async with self._db.execute("SELECT host, tag FROM heads WHERE frozen") as cursor:
-                rows = await cursor.fetchall()
+        rows = await self._database.fetch("SELECT host, tag FROM heads WHERE frozen")
         return {LogKey(h, t) for h, t in rows}
 
     async def read_range(self, host: bytes, tag: str, start: int, limit: int) -> list[Record]:
         """Up to `limit` records of one log from idx `start`, in idx order."""
         if not 0 <= start <= MAX_IDX or limit < 0:
             raise InvalidRecord(f"range start {start} / limit {limit} out of bounds")
-        with _translated("read records"):
-            return await self._range(LogKey(host, tag), start, limit)
-
-    async def _range(self, log: LogKey, start: int, limit: int) -> list[Record]:
-        async with self._db.execute(
-            f"SELECT {RECORD_COLUMNS} FROM records WHERE host = ? AND tag = ? AND idx >= ? "
-            "ORDER BY idx LIMIT ?",
-            (log.host, log.tag, start, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._database.fetch(_SELECT_RANGE, (host, tag, start, limit))
         return [_record(row) for row in rows]
+
+    async def _stored_hashes(self, log: LogKey, start: int, count: int) -> list[bytes]:
+        """Inside a write transaction: hashes of records already held (to spot forks)."""
+        async with self._db.execute(_SELECT_RANGE, (log.host, log.tag, start, count)) as cursor:
+            return [record_hash(_record(row)) for row in await cursor.fetchall()]
 
     async def record_sizes(
         self, host: bytes, tag: str, start: int, limit: int
     ) -> list[tuple[int, bool]]:
         """(approximate wire bytes, signed?) of up to `limit` records from idx `start`:
         lets a sender cut batches by size without loading the payloads."""
-        with _translated("read records"):
-            async with self._db.execute(
-                "SELECT length(payload) + length(wrapped_key) + 120, length(sig) > 0 "
-                "FROM records WHERE host = ? AND tag = ? AND idx >= ? ORDER BY idx LIMIT ?",
-                (host, check_tag(tag), start, limit),
-            ) as cursor:
-                return [(size, bool(signed)) for size, signed in await cursor.fetchall()]
+        rows = await self._database.fetch(
+            "SELECT length(payload) + length(wrapped_key) + 120, length(sig) > 0 "
+            "FROM records WHERE host = ? AND tag = ? AND idx >= ? ORDER BY idx LIMIT ?",
+            (host, check_tag(tag), start, limit),
+        )
+        return [(size, bool(signed)) for size, signed in rows]
 
     async def scan(
         self, *, tag: str | None = None, after: int = 0, limit: int = 1000
@@ -515,40 +450,36 @@ class Store:
         where, params = "seq > ?", list[object]([after])
         if tag is not None:
             where, params = where + " AND tag = ?", [*params, check_tag(tag)]
-        with _translated("read records"):
-            async with self._db.execute(
-                f"SELECT seq, {RECORD_COLUMNS} FROM records WHERE {where} ORDER BY seq LIMIT ?",
-                (*params, limit),
-            ) as cursor:
-                rows = await cursor.fetchall()
+        rows = await self._database.fetch(
+            f"SELECT seq, {RECORD_COLUMNS} FROM records WHERE {where} ORDER BY seq LIMIT ?",
+            (*params, limit),
+        )
         return [(row[0], _record(row[1:])) for row in rows]
 
     async def last_seq(self, tag: str | None = None, back: int = 0) -> int:
         """The arrival number `back` records before the newest (0 if there are fewer)."""
-        sql, params = "SELECT seq FROM records", []
+        sql, params = "SELECT seq FROM records", list[object]()
         if tag is not None:
             sql, params = sql + " WHERE tag = ?", [check_tag(tag)]
-        with _translated("read records"):
-            return await self._scalar(sql + " ORDER BY seq DESC LIMIT 1 OFFSET ?", (*params, back))
+        sql += " ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        return await self._database.read_scalar(sql, (*params, back))
 
     async def forks(self) -> list[ForkEvidence]:
         """All fork evidence held, oldest first."""
-        with _translated("read fork evidence"):
-            async with self._db.execute(
-                "SELECT fork_id, host, tag, idx, held_hash, detected_at FROM forks ORDER BY fork_id"
-            ) as cursor:
-                forks = await cursor.fetchall()
-            return [
-                ForkEvidence(LogKey(h, t), i, held, tuple(await self._fork_records(fid)), when)
-                for fid, h, t, i, held, when in forks
-            ]
+        forks = await self._database.fetch(
+            "SELECT fork_id, host, tag, idx, held_hash, detected_at FROM forks ORDER BY fork_id"
+        )
+        return [
+            ForkEvidence(LogKey(h, t), i, held, tuple(await self._fork_records(fid)), when)
+            for fid, h, t, i, held, when in forks
+        ]
 
     async def _fork_records(self, fork_id: int) -> list[Record]:
-        async with self._db.execute(
+        rows = await self._database.fetch(
             f"SELECT {RECORD_COLUMNS} FROM fork_records WHERE fork_id = ? ORDER BY position",
             (fork_id,),
-        ) as cursor:
-            return [_record(row) for row in await cursor.fetchall()]
+        )
+        return [_record(row) for row in rows]
 
 
 def _row(record: Record) -> tuple[object, ...]:
@@ -566,30 +497,10 @@ def _row(record: Record) -> tuple[object, ...]:
     )
 
 
-def _record(row: Sequence[object] | sqlite3.Row) -> Record:
+def _record(row: Sequence[object]) -> Record:
     host, tag, idx, rid, timestamp, version, payload, wrapped_key, prev, sig = row
     return Record(rid, host, tag, idx, timestamp, version, payload, wrapped_key, prev, sig)  # type: ignore[arg-type]
 
 
 class _RollBack(Exception):
     """Internal: leave a write transaction without committing it."""
-
-
-@contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Turn SQLite failures into StoreError with a message a user can act on."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StoreError(f"could not {action}: {_explain(exc)}") from exc
-
-
-def _explain(exc: sqlite3.Error) -> str:
-    text = str(exc)
-    if "full" in text:
-        return "the disk is full (free some space and retry)"
-    if "locked" in text or "busy" in text:
-        return "the database is busy (another peer process holds it); retry"
-    if "I/O" in text:
-        return f"an I/O error ({text}); check the disk"
-    return text

@@ -1,0 +1,130 @@
+"""Connections and transactions: one writer and one reader per store.
+
+Writes go through one connection, one transaction at a time (an asyncio lock: the
+daemon appends and receives concurrently). Reads go through a second connection, so
+in WAL mode they only ever see committed state: an index is never advertised from a
+batch that is still being written and may yet be rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from peer.errors import SchemaTooNew, StoreError
+from peer.store.schema import LATEST_VERSION, MIGRATIONS
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    """The two connections of one store file; open with `await Database.open(path)`."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self.writer = writer
+        self.reader = reader
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, max_bytes: int | None = None) -> Database:
+        connections: list[aiosqlite.Connection] = []
+        try:
+            with translated(f"open the store {path}"):
+                for _ in range(2):
+                    connections.append(await aiosqlite.connect(path, isolation_level=None))
+            database = cls(path, *connections)
+            await database._configure(max_bytes)
+            await database._migrate()
+        except BaseException:
+            for connection in connections:
+                await connection.close()
+            raise
+        return database
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self.reader.close()
+            await self.writer.close()
+
+    async def _configure(self, max_bytes: int | None) -> None:
+        with translated("configure the store"):
+            for connection in (self.writer, self.reader):
+                await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                await connection.execute("PRAGMA synchronous = NORMAL")
+            await self.writer.execute("PRAGMA journal_mode = WAL")
+            if max_bytes is not None:
+                page_size = await scalar(self.writer, "PRAGMA page_size")
+                limit = max(max_bytes // page_size, 1)
+                await self.writer.execute(f"PRAGMA max_page_count = {limit}")
+
+    async def _migrate(self) -> None:
+        async with self.write():
+            version = await scalar(self.writer, "PRAGMA user_version")
+            if version > LATEST_VERSION:
+                raise SchemaTooNew(
+                    f"the store {self.path} was written by a newer peer (schema {version}); "
+                    "upgrade peer to open it"
+                )
+            for target in range(version + 1, LATEST_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    await self.writer.execute(statement)
+                await self.writer.execute(f"PRAGMA user_version = {target}")
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction, one at a time; BEGIN IMMEDIATE takes the file lock
+        at once, so what is read inside is current (other processes wait)."""
+        async with self._lock:
+            with translated("write to the store"):
+                try:
+                    await self.writer.execute("BEGIN IMMEDIATE")
+                    yield self.writer
+                    await self.writer.commit()
+                except BaseException:
+                    # Queued after whatever the cancelled call left running, and shielded:
+                    # a cancelled write must never leave the connection mid-transaction.
+                    await asyncio.shield(self.writer.rollback())
+                    raise
+
+    async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """All rows of a query on the reader (committed state only)."""
+        with translated("read the store"):
+            async with self.reader.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+
+    async def read_scalar(self, sql: str, params: Sequence[object] = ()) -> int:
+        with translated("read the store"):
+            return await scalar(self.reader, sql, params)
+
+
+async def scalar(connection: aiosqlite.Connection, sql: str, params: Sequence[object] = ()) -> int:
+    async with connection.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+@contextmanager
+def translated(action: str) -> Iterator[None]:
+    """Turn SQLite failures into StoreError with a message a user can act on."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"could not {action}: {explain(exc)}") from exc
+
+
+def explain(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "full" in text:
+        return "the disk is full (free some space and retry)"
+    if "locked" in text or "busy" in text:
+        return "the database is busy (another peer process holds it); retry"
+    if "I/O" in text:
+        return f"an I/O error ({text}); check the disk"
+    return text
