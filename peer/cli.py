@@ -95,10 +95,20 @@ def build_parser() -> _Parser:
     serve.add_argument("--listen", default=None, help="HOST:PORT (default 127.0.0.1:7417)")
     serve.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
 
-    sync = _command(commands, "sync", cmd_sync, "sync now with the given peers")
-    sync.add_argument("peers", nargs="+", metavar="PEER", help="HOST:PORT of a peer")
+    sync = _command(commands, "sync", cmd_sync, "sync now with the given peers (or all)")
+    sync.add_argument("peers", nargs="*", metavar="PEER", help="HOST:PORT, node id or name")
     sync.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
     sync.add_argument("--batch", type=_positive, default=1000, help="records per message")
+
+    peers = commands.add_parser("peers", help="the trust list: who this node talks to")
+    peer_commands = peers.add_subparsers(title="peers commands", metavar="ACTION", required=True)
+    add = _command(peer_commands, "add", cmd_peers_add, "pin a node by its id")
+    add.add_argument("node_id", help="the other node's id (`peer id` there)")
+    add.add_argument("address", nargs="?", default="", help="HOST:PORT where it serves")
+    add.add_argument("--name", default="", help="a name for it")
+    _command(peer_commands, "list", cmd_peers_list, "the pinned nodes")
+    remove = _command(peer_commands, "remove", cmd_peers_remove, "unpin a node")
+    remove.add_argument("node_id", help="its node id, name or address")
 
     _command(commands, "status", cmd_status, "index, forks and identity")
     _command(commands, "verify", cmd_verify, "check chains, signatures and decryption")
@@ -168,31 +178,37 @@ async def cmd_init(args: argparse.Namespace) -> int:
     from peer.crypto import SyncKey
     from peer.node import Node
 
+    from peer.identity import format_node_id
+
     sync = SyncKey.from_text(args.key) if args.key else None
     node = await Node.init(_home(args), args.name, sync)
     await node.close()
     identity = node.identity
     key_id = identity.sync.key_id_text if identity.sync else None
+    node_id = format_node_id(identity.node_id)
     if args.json:
         _print_json(
             {
-                "node_id": identity.host.hex(),
+                "node_id": node_id,
                 "host": identity.host.hex(),
                 "key_id": key_id,
                 "home": str(node.home.root),
             }
         )
     else:
-        print(identity.host.hex())
+        print(node_id)
     return 0
 
 
 async def cmd_id(args: argparse.Namespace) -> int:
+    from peer.identity import format_node_id
+
     identity = _home(args).load()
+    node_id = format_node_id(identity.node_id)
     if args.json:
-        _print_json({"node_id": identity.host.hex(), "host": identity.host.hex()})
+        _print_json({"node_id": node_id, "host": identity.host.hex()})
     else:
-        print(identity.host.hex())
+        print(node_id)
     return 0
 
 
@@ -299,23 +315,26 @@ def _print_entries(entries: Sequence[Entry]) -> int:
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     from peer import daemon
+    from peer.identity import format_node_id
 
     listen = args.listen or daemon.DEFAULT_LISTEN
-    daemon.require_insecure(args.insecure)
-    daemon.require_loopback(listen)
+    if args.insecure:
+        daemon.require_loopback(listen)
     node = await _open(args)
+    node_id = format_node_id(node.identity.node_id)
 
     def ready(running: Any) -> None:
         host, _ = daemon.split_address(listen)
         address = f"[{host}]:{running.port}" if ":" in host else f"{host}:{running.port}"
+        mode = "plaintext, loopback only" if args.insecure else "mutual TLS"
         if args.json:
-            _print_json({"listen": address, "node_id": node.identity.host.hex()})
+            _print_json({"listen": address, "node_id": node_id, "tls": not args.insecure})
         else:
-            print(f"serving node {node.identity.host.hex()} on {address} (Ctrl-C to stop)")
+            print(f"serving node {node_id} on {address} ({mode}; Ctrl-C to stop)")
         sys.stdout.flush()
 
     try:
-        await daemon.serve(node, listen, ready)
+        await daemon.serve(node, listen, args.insecure, ready)
     finally:
         await node.close()
     return 0
@@ -323,11 +342,14 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 async def cmd_sync(args: argparse.Namespace) -> int:
     from peer import daemon
+    from peer.errors import UsageError
     from peer.progress import Progress
 
-    daemon.require_insecure(args.insecure)
-    for target in args.peers:
-        daemon.require_loopback(target)
+    if args.insecure:
+        if not args.peers:
+            raise UsageError("with --insecure, name the peers (HOST:PORT on loopback)")
+        for target in args.peers:
+            daemon.require_loopback(target)
     node = await _open(args)
     bars: list[Progress] = []
 
@@ -342,7 +364,7 @@ async def cmd_sync(args: argparse.Namespace) -> int:
         return update
 
     try:
-        results = await daemon.sync_peers(node, args.peers, args.batch, progress)
+        results = await daemon.sync_peers(node, args.peers, args.batch, progress, args.insecure)
     finally:
         await node.close()
     for bar in bars:
@@ -381,6 +403,74 @@ def _sync_json(result: Any) -> dict[str, Any]:
         "diverged": [{"host": log.host.hex(), "tag": log.tag} for log in summary.diverged],
         "error": None,
     }
+
+
+async def cmd_peers_add(args: argparse.Namespace) -> int:
+    from peer import daemon
+    from peer.identity import format_node_id, parse_node_id
+    from peer.store import TrustedPeer
+
+    node_id = parse_node_id(args.node_id)
+    if args.address:
+        daemon.split_address(args.address)
+    node = await _open(args)
+    try:
+        pinned = TrustedPeer(node_id, args.name, args.address)
+        await node.store.peers.add(pinned)
+        fetched = bool(args.address) and bool(await daemon.fetch_pinned(node, pinned))
+    finally:
+        await node.close()
+    shown = format_node_id(node_id)
+    if args.json:
+        _print_json(
+            {"node_id": shown, "name": args.name, "address": args.address, "certificate": fetched}
+        )
+    else:
+        where = f" at {args.address}" if args.address else " (no address yet)"
+        print(f"trusting {shown}{where}")
+    return 0
+
+
+async def cmd_peers_list(args: argparse.Namespace) -> int:
+    node = await _open(args)
+    try:
+        peers = await node.store.peers.all()
+    finally:
+        await node.close()
+    rows = [_peer_json(p) for p in peers]
+    if args.json:
+        _print_json({"peers": rows})
+    for row in [] if args.json else rows:
+        cert = "" if row["certificate"] else "  (certificate not known yet)"
+        print(f"{row['node_id']}  {row['name'] or '-'}  {row['address'] or '-'}{cert}")
+    return 0
+
+
+def _peer_json(peer: Any) -> dict[str, Any]:
+    from peer.identity import format_node_id
+
+    return {
+        "node_id": format_node_id(peer.node_id),
+        "name": peer.name,
+        "address": peer.address,
+        "certificate": peer.certificate is not None,
+    }
+
+
+async def cmd_peers_remove(args: argparse.Namespace) -> int:
+    from peer import daemon
+
+    node = await _open(args)
+    try:
+        peer = daemon.find_peer(await node.store.peers.all(), args.node_id)
+        await node.store.peers.remove(peer.node_id)
+    finally:
+        await node.close()
+    if args.json:
+        _print_json(_peer_json(peer))
+    else:
+        print(f"no longer trusting {_peer_json(peer)['node_id']}")
+    return 0
 
 
 async def cmd_status(args: argparse.Namespace) -> int:

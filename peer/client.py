@@ -8,6 +8,7 @@ ProtocolError, not a crash). Status codes become peer errors through
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 
@@ -16,11 +17,24 @@ from grpc import aio
 
 from peer import codec
 from peer.codec import RemoteIndex
+from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError
 from peer.records import LogKey, Range, Record
+from peer.trust import Credentials
 from peer.v1 import sync_pb2 as pb
 
 DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """Mutual TLS to one pinned peer: our credentials, and its certificate as the only
+    root (so only the pinned node, or one holding its key, can answer)."""
+
+    own: Credentials
+    server_certificate: bytes
+
+
 DEFAULT_STREAM_TIMEOUT_S = 3600.0
 Batch = tuple[list[Record], dict[bytes, bytes]]
 
@@ -44,13 +58,24 @@ class PeerClient:
         self,
         target: str,
         *,
+        tls: ClientTls | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         stream_timeout: float = DEFAULT_STREAM_TIMEOUT_S,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self.stream_timeout = stream_timeout
-        self._channel = aio.insecure_channel(target, options=channel_options())
+        self.tls = tls is not None
+        if tls is None:
+            self._channel = aio.insecure_channel(target, options=channel_options())
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.server_certificate,
+                private_key=tls.own.key,
+                certificate_chain=tls.own.certificate,
+            )
+            options = [*channel_options(), ("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+            self._channel = aio.secure_channel(target, credentials, options=options)
 
     async def close(self) -> None:
         await self._channel.close(None)
@@ -76,7 +101,7 @@ class PeerClient:
         try:
             raw = await call(codec.encode_get_index_request(), timeout=self.timeout)
         except aio.AioRpcError as exc:
-            raise _error(exc, self.target) from None
+            raise _error(exc, self.target, self.tls) from None
         return codec.decode_index(raw)
 
     async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
@@ -89,7 +114,7 @@ class PeerClient:
             async for raw in stream:
                 yield codec.decode_batch(pb.PullRecordsResponse, raw)
         except aio.AioRpcError as exc:
-            raise _error(exc, self.target) from None
+            raise _error(exc, self.target, self.tls) from None
         finally:
             stream.cancel()
 
@@ -106,7 +131,7 @@ class PeerClient:
         try:
             raw = await call(requests(), timeout=self.stream_timeout)
         except aio.AioRpcError as exc:
-            raise _error(exc, self.target) from None
+            raise _error(exc, self.target, self.tls) from None
         return codec.decode_push_response(raw)
 
     async def subscribe(
@@ -124,12 +149,12 @@ class PeerClient:
             async for raw in stream:
                 yield codec.decode_batch(pb.SubscribeResponse, raw)
         except aio.AioRpcError as exc:
-            raise _error(exc, self.target) from None
+            raise _error(exc, self.target, self.tls) from None
         finally:
             stream.cancel()
 
 
-def _error(exc: aio.AioRpcError, target: str) -> PeerError:
+def _error(exc: aio.AioRpcError, target: str, tls: bool) -> PeerError:
     metadata = dict(cast(Iterable[tuple[str, str]], exc.trailing_metadata() or ()))
     code = exc.code() if isinstance(exc.code(), grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-    return codec.error_for(code, exc.details() or "", metadata, target)
+    return codec.error_for(code, exc.details() or "", metadata, target, tls)

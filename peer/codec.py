@@ -370,7 +370,11 @@ def status_for(error: PeerError) -> tuple[grpc.StatusCode, tuple[tuple[str, str]
 
 
 def error_for(
-    code: grpc.StatusCode, details: str, metadata: Mapping[str, str | bytes], target: str = "peer"
+    code: grpc.StatusCode,
+    details: str,
+    metadata: Mapping[str, str | bytes],
+    target: str = "peer",
+    tls: bool = False,
 ) -> PeerError:
     """The peer error for a status a peer (or the channel to it) answered with."""
     expected = metadata.get(EXPECTED_IDX_KEY)
@@ -379,8 +383,16 @@ def error_for(
             return GapError(f"{target}: {details}", int(expected))
         except ValueError:
             pass
-    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
-        reason = "connection refused" if "refused" in details.lower() else "no answer"
+    lowered = details.lower()
+    handshake = "ssl" in lowered or "handshake" in lowered or (tls and "socket closed" in lowered)
+    if code == grpc.StatusCode.UNAVAILABLE and handshake:
+        return PeerRefused(
+            f"{target} refused the TLS handshake: it does not trust this node yet (run "
+            "`peer peers add` there with this node's `peer id`), or it is not the node "
+            "pinned here"
+        )
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in lowered:
+        reason = "connection refused" if "refused" in lowered else "no answer"
         return PeerUnavailable(f"cannot reach {target} ({reason}): is `peer serve` running there?")
     kind = ERROR_FOR_STATUS.get(code, PeerUnavailable)
     text = details or code.name.lower().replace("_", " ")

@@ -13,16 +13,26 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from cryptography.x509.oid import NameOID
 
 from peer.errors import DecryptionFailed, ForgeryError, InvalidRecord, KeyFormatError, WrongKey
 from peer.records import (
@@ -309,3 +319,33 @@ def _explain_link(before: Record, before_hash: bytes, record: Record) -> None:
 
 def _where(record: Record) -> str:
     return f"record {record.log}#{record.idx}"
+
+
+TLS_SERVER_NAME = "peer"  # every node's certificate names this; identity is the pin
+_VALID_FROM = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+_VALID_UNTIL = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+
+
+def generate_tls_identity() -> tuple[bytes, bytes]:
+    """A node's TLS key and self-signed certificate, as PEM (key, certificate).
+
+    ECDSA P-256 (grpc's handshake refuses Ed25519 certificates [M7]); valid from 2000
+    to 9999 so that no clock skew ever breaks TLS [M8]: the pin, not the dates, is the
+    security. The subject is unique per node, because TLS looks trusted certificates
+    up by subject name: two pinned certificates with one name would shadow each other.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"peer-{os.urandom(8).hex()}")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_VALID_FROM)
+        .not_valid_after(_VALID_UNTIL)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(TLS_SERVER_NAME)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return key_pem, certificate.public_bytes(Encoding.PEM)

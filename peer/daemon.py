@@ -1,7 +1,8 @@
 """Running a node on the network: serving its store, and syncing it with peers.
 
-Plaintext gRPC is allowed only on loopback addresses (`--insecure`): nothing readable
-about who talks to whom should cross a real network unauthenticated.
+By default every connection is mutual TLS between pinned nodes (`peer peers add`).
+Plaintext gRPC (`--insecure`) is allowed only on loopback addresses: nothing about who
+talks to whom should cross a real network unauthenticated.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from peer.client import PeerClient
+from peer.client import ClientTls, PeerClient
 from peer.errors import PeerError, UsageError
+from peer.identity import fetch_certificate, format_node_id, parse_node_id
 from peer.node import Node
 from peer.service import RunningServer, start_server
+from peer.store import TrustedPeer
 from peer.sync import Progress, SyncSummary, sync_with
+from peer.trust import Credentials
 
 DEFAULT_LISTEN = "127.0.0.1:7417"
 
@@ -44,18 +48,20 @@ def require_loopback(address: str) -> None:
         )
 
 
-def require_insecure(insecure: bool) -> None:
-    if not insecure:
-        raise UsageError(
-            "this version of peer speaks plaintext gRPC only: pass --insecure and use a "
-            "loopback address (mutual TLS between devices is not built yet)"
-        )
+def credentials(node: Node) -> Credentials:
+    return Credentials(node.identity.tls_key, node.identity.tls_certificate)
 
 
-async def serve(node: Node, listen: str, on_ready: Callable[[RunningServer], None]) -> None:
+async def serve(
+    node: Node, listen: str, insecure: bool, on_ready: Callable[[RunningServer], None]
+) -> None:
     """Serve the node's store until SIGINT or SIGTERM, then stop gracefully."""
     split_address(listen)
-    running = await start_server(node.store, node.identity.host.hex(), listen)
+    if insecure:
+        require_loopback(listen)
+    tls = None if insecure else credentials(node)
+    node_id = format_node_id(node.identity.node_id)
+    running = await start_server(node.store, node_id, listen, credentials=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -79,16 +85,76 @@ class PeerResult:
 
 
 async def sync_peers(
-    node: Node, targets: Sequence[str], batch: int, progress: Callable[[str], Progress]
+    node: Node,
+    targets: Sequence[str],
+    batch: int,
+    progress: Callable[[str], Progress],
+    insecure: bool = False,
 ) -> list[PeerResult]:
     """Sync with each peer in turn; one failing peer does not stop the others."""
     results: list[PeerResult] = []
-    for target in targets:
-        split_address(target)
+    for target in targets if insecure else await _trusted_targets(node, targets):
         try:
-            async with PeerClient(target) as peer:
-                summary = await sync_with(node.store, peer, batch=batch, progress=progress(target))
-            results.append(PeerResult(target, summary))
+            address, tls = await _connection(node, target, insecure)
+            async with PeerClient(address, tls=tls) as peer:
+                summary = await sync_with(node.store, peer, batch=batch, progress=progress(address))
+            results.append(PeerResult(address, summary))
         except PeerError as exc:
-            results.append(PeerResult(target, error=str(exc)))
+            results.append(PeerResult(_label(target), error=str(exc)))
     return results
+
+
+def _label(target: str | TrustedPeer) -> str:
+    if isinstance(target, str):
+        return target
+    return target.address or target.name or format_node_id(target.node_id)
+
+
+async def _connection(
+    node: Node, target: str | TrustedPeer, insecure: bool
+) -> tuple[str, ClientTls | None]:
+    if isinstance(target, str):
+        require_loopback(target)
+        return target, None
+    if not target.address:
+        raise UsageError(f"no address known for {_label(target)}: `peer peers add ID HOST:PORT`")
+    certificate = target.certificate or await fetch_pinned(node, target)
+    return target.address, ClientTls(credentials(node), certificate)
+
+
+async def fetch_pinned(node: Node, peer: TrustedPeer) -> bytes:
+    """Read a pinned peer's certificate from its address (checked against the pin)."""
+    loop = asyncio.get_running_loop()
+    certificate = await loop.run_in_executor(None, fetch_certificate, peer.address, peer.node_id)
+    await node.store.peers.add(TrustedPeer(peer.node_id, certificate=certificate))
+    return certificate
+
+
+async def _trusted_targets(node: Node, targets: Sequence[str]) -> list[str | TrustedPeer]:
+    """The pinned peers named by address, node id or name (all with an address if none)."""
+    peers = await node.store.peers.all()
+    if not targets:
+        chosen = [p for p in peers if p.address]
+        if not chosen:
+            raise UsageError(
+                "no peer to sync with: add one with `peer peers add NODE_ID HOST:PORT`"
+            )
+        return list(chosen)
+    return [find_peer(peers, target) for target in targets]
+
+
+def find_peer(peers: Sequence[TrustedPeer], target: str) -> TrustedPeer:
+    """A pinned peer by address, node id or name; UsageError if none matches."""
+    for peer in peers:
+        if target in (peer.address, peer.name):
+            return peer
+    try:
+        node_id = parse_node_id(target)
+    except UsageError:
+        node_id = b""
+    for peer in peers:
+        if peer.node_id == node_id:
+            return peer
+    raise UsageError(
+        f"{target} is not a trusted peer: pin it first with `peer peers add NODE_ID HOST:PORT`"
+    )

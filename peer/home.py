@@ -1,6 +1,8 @@
 """A node's home directory: where its keys, identity and store live.
 
     HOME/host.key    the host's Ed25519 signing key (32 bytes, mode 0600)
+    HOME/tls.key     the node's TLS key (ECDSA P-256, PEM, mode 0600)
+    HOME/tls.crt     the node's self-signed certificate; its hash is the node id
     HOME/sync.key    the sync key as one line of text (mode 0600); absent on a relay
     HOME/node.json   the node's name
     HOME/peer.db     the record store (SQLite, WAL)
@@ -18,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from peer.crypto import SigningKey, SyncKey
+from peer.crypto import SigningKey, SyncKey, generate_tls_identity
 from peer.errors import AlreadyInitialized, KeyFormatError, NotInitialized, UsageError
+from peer.identity import node_id_of
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -41,10 +44,16 @@ class Identity:
     signing: SigningKey
     sync: SyncKey | None
     name: str
+    tls_key: bytes
+    tls_certificate: bytes
 
     @property
     def host(self) -> bytes:
         return self.signing.host
+
+    @property
+    def node_id(self) -> bytes:
+        return node_id_of(self.tls_certificate)
 
 
 class Home:
@@ -54,6 +63,8 @@ class Home:
         self.root = root
         self.host_key = root / "host.key"
         self.sync_key = root / "sync.key"
+        self.tls_key = root / "tls.key"
+        self.tls_certificate = root / "tls.crt"
         self.node_file = root / "node.json"
         self.database = root / "peer.db"
 
@@ -73,14 +84,22 @@ class Home:
         if sync is not None:
             write_secret(self.sync_key, (sync.to_text() + "\n").encode())
         self.node_file.write_text(json.dumps({"name": name}) + "\n")
-        return Identity(signing, sync, name)
+        return Identity(signing, sync, name, *self._tls())
 
     def load(self) -> Identity:
         """The identity stored here; NotInitialized if there is none."""
         if not self.exists():
             raise NotInitialized(f"no peer identity in {self.root}: run `peer init` first")
         signing = SigningKey.from_bytes(self.host_key.read_bytes())
-        return Identity(signing, self.load_sync_key(), self._name())
+        return Identity(signing, self.load_sync_key(), self._name(), *self._tls())
+
+    def _tls(self) -> tuple[bytes, bytes]:
+        """The TLS key and certificate, made on first use (also for older homes)."""
+        if not self.tls_certificate.exists():
+            key, certificate = generate_tls_identity()
+            write_secret(self.tls_key, key)
+            self.tls_certificate.write_bytes(certificate)
+        return self.tls_key.read_bytes(), self.tls_certificate.read_bytes()
 
     def load_sync_key(self) -> SyncKey | None:
         if not self.sync_key.exists():

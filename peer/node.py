@@ -6,6 +6,7 @@ verify); each method is one thing a user asks for, returning plain data to print
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from peer.crypto import Author, ChainCheck, SyncKey, open_record
 from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity
+from peer.identity import format_node_id
 from peer.records import LogKey, Record, check_record
 from peer.store import Store
 
@@ -97,7 +99,7 @@ class Node:
                 "Start a fresh home with `peer init --key KEY` instead"
             )
         self.home.replace_sync_key(sync)
-        self.identity = Identity(self.identity.signing, sync, self.identity.name)
+        self.identity = dataclasses.replace(self.identity, sync=sync)
 
     async def _own_logs(self) -> dict[LogKey, int]:
         index = await self.store.index()
@@ -126,9 +128,10 @@ class Node:
         index = await self.store.index()
         frozen = await self.store.frozen_logs()
         forks = await self.store.forks()
+        peers = await self.store.peers.all()
         sync = self.identity.sync
         return {
-            "node_id": self.identity.host.hex(),
+            "node_id": format_node_id(self.identity.node_id),
             "host": self.identity.host.hex(),
             "name": self.identity.name,
             "key_id": sync.key_id_text if sync else None,
@@ -142,7 +145,15 @@ class Node:
                 }
                 for log, head in index.items()
             ],
-            "peers": [],
+            "peers": [
+                {
+                    "node_id": format_node_id(p.node_id),
+                    "name": p.name,
+                    "address": p.address,
+                    "certificate": p.certificate is not None,
+                }
+                for p in peers
+            ],
             "forks": [
                 {
                     "host": f.log.host.hex(),

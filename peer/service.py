@@ -8,6 +8,8 @@ else is logged here and answered with a fixed text: no Python detail reaches a p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 from collections import Counter
@@ -24,16 +26,18 @@ from grpc_reflection.v1alpha import reflection
 from peer import codec
 from peer.batches import DEFAULT_BATCH, Holdback, read_batches, split_for_wire
 from peer.codec import RemoteIndex, Subscription
-from peer.errors import LimitExceeded, PeerError, UsageError
+from peer.errors import LimitExceeded, PeerError, PeerRefused, UsageError
 from peer.feed import Feed
 from peer.records import LogKey, Range, Record
 from peer.store import Store
+from peer.trust import Credentials, Trust, caller_node_id
 from peer.v1 import sync_pb2 as pb
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Context = aio.ServicerContext[Any, Any]
 FAILURE_TEXT = "the node could not serve this request (see its log)"
+TRUST_POLL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +69,27 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
 class SyncServicer:
     """Serves one store to peers: its index, ranges of records, pushes, live feed."""
 
-    def __init__(self, store: Store, node_id: str, feed: Feed, limits: Limits) -> None:
+    def __init__(
+        self, store: Store, node_id: str, feed: Feed, limits: Limits, trust: Trust | None = None
+    ) -> None:
         self.store = store
         self.node_id = node_id
         self.feed = feed
         self.limits = limits
+        self.trust = trust
         self._streams: Counter[str] = Counter()
+        self._tasks: dict[str, set[asyncio.Task[Any]]] = {}
+
+    def drop(self, node_ids: set[bytes]) -> None:
+        """Cut the open streams of peers that are no longer trusted."""
+        for node_id in node_ids:
+            for task in self._tasks.get(node_id.hex(), set()):
+                task.cancel()
 
     # -- RPCs -----------------------------------------------------------------------
 
     async def get_index(self, request: bytes, context: Context) -> bytes:
+        self._admit(context)
         codec.decode_get_index_request(request)
         index = await self.store.index()
         frozen = frozenset(await self.store.frozen_logs())
@@ -156,22 +171,42 @@ class SyncServicer:
             return self.limits.default_batch
         return min(requested, self.limits.max_batch)
 
+    def _admit(self, context: Context) -> str:
+        """Who is calling, if they may: the pinned node id (mTLS), else the address."""
+        if self.trust is None:
+            return caller_id(context)
+        presented = list(context.auth_context().get("x509_pem_cert") or [b""])
+        node_id = caller_node_id(presented[0])
+        if node_id is None or not self.trust.admits(node_id):
+            raise PeerRefused(
+                "this node does not trust you: its owner must run `peer peers add` with "
+                "your node id (`peer id`)"
+            )
+        return node_id.hex()
+
     @contextmanager
     def _slot(self, context: Context) -> Iterator[None]:
-        """Count a caller's concurrent streams; past the cap it gets RESOURCE_EXHAUSTED."""
-        caller = caller_id(context)
+        """Count a caller's concurrent streams; past the cap it gets RESOURCE_EXHAUSTED.
+        The stream is registered so that removing the peer can cut it."""
+        caller = self._admit(context)
         if self._streams[caller] >= self.limits.streams_per_caller:
             raise LimitExceeded(
                 f"too many concurrent streams from one caller "
                 f"(limit {self.limits.streams_per_caller})"
             )
         self._streams[caller] += 1
+        task = asyncio.current_task()
+        tasks = self._tasks.setdefault(caller, set())
+        if task is not None:
+            tasks.add(task)
         try:
             yield
         finally:
             self._streams[caller] -= 1
+            tasks.discard(task)
             if not self._streams[caller]:
                 del self._streams[caller]
+                self._tasks.pop(caller, None)
 
 
 def _wants_log(wanted: Subscription, log: LogKey) -> bool:
@@ -266,31 +301,85 @@ class RunningServer:
     server: aio.Server
     port: int
     feed: Feed
+    watcher: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
         await self.server.stop(grace)
         await self.feed.close()
 
 
 async def start_server(
-    store: Store, node_id: str, listen: str, limits: Limits | None = None
+    store: Store,
+    node_id: str,
+    listen: str,
+    limits: Limits | None = None,
+    credentials: Credentials | None = None,
 ) -> RunningServer:
-    """Serve `store` on `listen` (HOST:PORT; port 0 picks one) with health and reflection."""
+    """Serve `store` on `listen` (HOST:PORT; port 0 picks one) with health and reflection.
+
+    With `credentials`, mutual TLS admits only the pinned peers of the store's trust
+    list, followed live; without, plaintext (the caller checks that it is loopback).
+    """
     limits = limits or Limits()
+    trust = Trust(credentials) if credentials is not None else None
     feed = Feed(store, queue_batches=limits.subscriber_queue)
     await feed.start()
+    servicer = SyncServicer(store, node_id, feed, limits, trust)
     server = aio.server(options=server_options(limits))
-    server.add_generic_rpc_handlers((method_handlers(SyncServicer(store, node_id, feed, limits)),))
+    server.add_generic_rpc_handlers((method_handlers(servicer),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (codec.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
+    watcher = None
     try:
-        port = server.add_insecure_port(listen)
+        if trust is None:
+            port = server.add_insecure_port(listen)
+        else:
+            trust.update(await store.peers.all())
+            port = server.add_secure_port(listen, _server_credentials(trust))
+            watcher = asyncio.create_task(_follow_trust(store, trust, servicer))
     except RuntimeError as exc:
         await feed.close()
         raise UsageError(f"cannot listen on {listen}: the address is in use or invalid") from exc
     await server.start()
     await health_servicer.set(codec.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, feed)
+    return RunningServer(server, port, feed, watcher)
+
+
+def _server_credentials(trust: Trust) -> grpc.ServerCredentials:
+    """mTLS whose trusted roots are re-read at every new connection (when changed)."""
+    served = {"version": -1}
+
+    def configuration() -> grpc.ServerCertificateConfiguration:
+        served["version"] = trust.version
+        own = (trust.own.key, trust.own.certificate)
+        return grpc.ssl_server_certificate_configuration([own], root_certificates=trust.roots())
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        return configuration() if trust.version != served["version"] else None
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(),
+        fetch,  # type: ignore[arg-type]  # grpc accepts None for "no change"
+        require_client_authentication=True,
+    )
+
+
+async def _follow_trust(store: Store, trust: Trust, servicer: SyncServicer) -> None:
+    """Apply trust list changes (made by `peer peers` in another process) within ~1 s."""
+    version = await store.data_version()
+    while True:
+        await asyncio.sleep(TRUST_POLL_S)
+        try:
+            current = await store.data_version()
+            if current != version:
+                version = current
+                servicer.drop(trust.update(await store.peers.all()))
+        except PeerError as exc:
+            log.warning("trust list: %s", exc)

@@ -29,6 +29,7 @@ from peer.crypto import SyncKey
 TIMEOUT_S = 60
 KEY_PREFIX = "peer-key-1:"
 HOST_ID = re.compile(r"[0-9a-f]{32}")
+NODE_ID = re.compile(r"([A-Z2-7]{7}-){7}[A-Z2-7]{7}")
 HASH = re.compile(r"[0-9a-f]{64}")
 TAIL_KEYS = {"host", "tag", "idx", "timestamp", "id", "data"}
 
@@ -105,7 +106,8 @@ def home(tmp_path: Path) -> Path:
 
 
 def node_id(home: Path) -> str:
-    return ok(home, "id").out.strip()
+    """The host id this home writes under (what `tail` and `status` show as host)."""
+    return str(ok(home, "id", "--json").json()["host"])
 
 
 def tail(home: Path, *args: str) -> list[dict[str, Any]]:
@@ -123,14 +125,14 @@ def damaged(key: str, position: int) -> str:
 # -- init, id, keys ----------------------------------------------------------------
 
 
-def test_init_prints_a_host_id_and_creates_key_files_only_the_owner_can_read(
+def test_init_prints_the_node_id_and_creates_key_files_only_the_owner_can_read(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
     run = ok(home, "init")
     assert len(run.lines) == 1
-    assert HOST_ID.fullmatch(run.lines[0])
-    for name in ("host.key", "sync.key"):
+    assert NODE_ID.fullmatch(run.lines[0])
+    for name in ("host.key", "sync.key", "tls.key"):
         mode = stat.S_IMODE((home / name).stat().st_mode)
         assert mode == 0o600, f"{name} has mode {mode:o}"
 
@@ -348,7 +350,8 @@ def test_status_json_has_identity_every_log_with_its_head_peers_and_forks(home: 
     status = ok(home, "status", "--json").json()
 
     me = node_id(home)
-    assert status["node_id"] == me
+    assert status["node_id"] == ok(home, "id").out.strip()
+    assert NODE_ID.fullmatch(status["node_id"])
     assert status["host"] == me
     assert status["peers"] == []
     assert status["forks"] == []

@@ -136,8 +136,11 @@ def test_sync_failures_are_one_line_per_peer_and_a_non_zero_exit(tmp_path: Path)
     assert plaintext_abroad.returncode == 2
     assert plaintext_abroad.stderr.count("\n") == 1
     assert "loopback" in plaintext_abroad.stderr
-    no_flag = peer(home, "serve")
-    assert no_flag.returncode == 2
-    assert "--insecure" in no_flag.stderr
-    for done in (refused, plaintext_abroad, no_flag):
+    serve_abroad = peer(home, "serve", "--insecure", "--listen", "192.0.2.1:7417")
+    assert serve_abroad.returncode == 2
+    assert "loopback" in serve_abroad.stderr
+    nobody = peer(home, "sync")
+    assert nobody.returncode == 2
+    assert "peer peers add" in nobody.stderr
+    for done in (refused, plaintext_abroad, serve_abroad, nobody):
         assert "Traceback" not in done.stderr + done.stdout

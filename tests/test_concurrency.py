@@ -143,7 +143,7 @@ def log_of(home: Path) -> list[dict[str, Any]]:
 
 def assert_log_holds_exactly(home: Path, writers: list[Writer]) -> None:
     """idx 0..N-1, every item once, each writer's items in its own order, verify ok."""
-    host = peer(home, "id").stdout.strip()
+    host = json.loads(peer(home, "id", "--json").stdout)["host"]
     records = sorted(log_of(home), key=lambda r: r["idx"])
     expected = [item for writer in writers for item in writer.items]
 

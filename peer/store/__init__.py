@@ -12,5 +12,15 @@ from peer.store.core import (
     Prepared,
     Store,
 )
+from peer.store.peers import TrustedPeer, TrustList
 
-__all__ = ["DEFAULT_CHUNK", "RECORD_COLUMNS", "ForkEvidence", "InsertResult", "Prepared", "Store"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "RECORD_COLUMNS",
+    "ForkEvidence",
+    "InsertResult",
+    "Prepared",
+    "Store",
+    "TrustList",
+    "TrustedPeer",
+]

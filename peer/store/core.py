@@ -43,6 +43,7 @@ from peer.records import (
     check_tag,
     group_by_log,
 )
+from peer.store.peers import TrustList
 from peer.store.sqlite import Database, scalar
 
 RECORD_COLUMNS = "host, tag, idx, id, timestamp, version, payload, wrapped_key, prev, sig"
@@ -106,6 +107,7 @@ class Store:
         self.max_ahead_ns = max_ahead_ns
         self._listeners: list[Callable[[], None]] = []
         self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
+        self.peers = TrustList(database)
 
     @classmethod
     async def open(

@@ -64,5 +64,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             value
         )""",
     ),
+    2: (
+        # The trust list: the nodes this node talks to, pinned by certificate hash.
+        """CREATE TABLE peers (
+            node_id BLOB PRIMARY KEY,
+            name TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '',
+            certificate BLOB,
+            added_at INTEGER NOT NULL
+        )""",
+    ),
 }
 LATEST_VERSION = max(MIGRATIONS)

@@ -1,0 +1,50 @@
+"""The trust list, kept in the store so a running daemon sees changes without a restart."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from peer.store.sqlite import Database
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedPeer:
+    """A pinned node: its id (certificate hash), and what we know to reach it."""
+
+    node_id: bytes
+    name: str = ""
+    address: str = ""
+    certificate: bytes | None = None
+
+
+class TrustList:
+    """Read and change the `peers` table."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def add(self, peer: TrustedPeer) -> None:
+        """Pin a node, or update its name, address or certificate (kept if not given)."""
+        async with self._database.write() as db:
+            await db.execute(
+                "INSERT INTO peers (node_id, name, address, certificate, added_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "name = CASE WHEN excluded.name != '' THEN excluded.name ELSE name END, "
+                "address = CASE WHEN excluded.address != '' THEN excluded.address "
+                "ELSE address END, "
+                "certificate = coalesce(excluded.certificate, certificate)",
+                (peer.node_id, peer.name, peer.address, peer.certificate, time.time_ns()),
+            )
+
+    async def remove(self, node_id: bytes) -> bool:
+        """Unpin a node; False if it was not pinned."""
+        async with self._database.write() as db:
+            cursor = await db.execute("DELETE FROM peers WHERE node_id = ?", (node_id,))
+            return cursor.rowcount > 0
+
+    async def all(self) -> list[TrustedPeer]:
+        rows = await self._database.fetch(
+            "SELECT node_id, name, address, certificate FROM peers ORDER BY added_at"
+        )
+        return [TrustedPeer(*row) for row in rows]
