@@ -74,6 +74,7 @@ def build_parser() -> _Parser:
     init = _command(commands, "init", cmd_init, "create identity, sync key and store")
     init.add_argument("--name", default="", help="a name for this node")
     init.add_argument("--key", help="use this sync key (from `peer key export`)")
+    init.add_argument("--relay", action="store_true", help="no sync key: store and forward only")
     _command(commands, "id", cmd_id, "print this node's id")
 
     key = commands.add_parser("key", help="export or import the sync key")
@@ -176,12 +177,11 @@ def entry_json(entry: Entry) -> dict[str, Any]:
 
 async def cmd_init(args: argparse.Namespace) -> int:
     from peer.crypto import SyncKey
+    from peer.identity import format_node_id
     from peer.node import Node
 
-    from peer.identity import format_node_id
-
     sync = SyncKey.from_text(args.key) if args.key else None
-    node = await Node.init(_home(args), args.name, sync)
+    node = await Node.init(_home(args), args.name, sync, relay=args.relay)
     await node.close()
     identity = node.identity
     key_id = identity.sync.key_id_text if identity.sync else None

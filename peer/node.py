@@ -55,9 +55,17 @@ class Node:
         self.store = store
 
     @classmethod
-    async def init(cls, home: Home, name: str = "", sync: SyncKey | None = None) -> Node:
-        """Create identity, sync key (a new one unless given) and store in `home`."""
-        identity = home.create(name, sync if sync is not None else SyncKey.generate())
+    async def init(
+        cls, home: Home, name: str = "", sync: SyncKey | None = None, relay: bool = False
+    ) -> Node:
+        """Create identity, sync key (a new one unless given) and store in `home`.
+
+        A relay gets no sync key: it stores, verifies and forwards records it cannot read.
+        """
+        if relay and sync is not None:
+            raise UsageError("a relay holds no sync key: drop --key or --relay")
+        key = None if relay else sync if sync is not None else SyncKey.generate()
+        identity = home.create(name, key)
         store = await Store.open(home.database)
         await store.add_host(identity.signing.public_key)
         return cls(home, identity, store)
