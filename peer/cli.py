@@ -33,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # refused handshakes are not news
     args = build_parser().parse_args(argv)
     if not hasattr(args, "handler"):
         return _fail("a command is required (see `peer --help`)", 2)

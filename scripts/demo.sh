@@ -42,11 +42,11 @@ run() {
 }
 
 
-# Start `peer serve` for a home in the background; sets PORT to the port it listens on.
+# Start `peer serve` (mutual TLS) for a home in the background; sets PORT to its port.
 serve() {
     local home=$1 out="$DEMO/$(basename "$1").serve"
-    show peer --home "$home" serve --insecure --listen 127.0.0.1:0 "&"
-    peer --home "$home" serve --insecure --listen 127.0.0.1:0 --json >"$out" 2>&1 &
+    show peer --home "$home" serve --listen 127.0.0.1:0 "&"
+    peer --home "$home" serve --listen 127.0.0.1:0 --json >"$out" 2>&1 &
     SERVERS+=($!)
     for _ in $(seq 100); do
         PORT=$(sed -n 's/.*"listen": "127.0.0.1:\([0-9]*\)".*/\1/p' "$out")
@@ -79,27 +79,43 @@ seq 1 2000 | peer --home "$A" append --tag numbers
 run peer --home "$B" append --tag notes "written on the server"
 run peer --home "$C" append --tag notes "written on the nas"
 
-step "Start the laptop and the server (plaintext on loopback only: --insecure)"
+step "Start all three (mutual TLS: each node talks only to the nodes it pins)"
 serve "$A"; PORT_A=$PORT
 serve "$B"; PORT_B=$PORT
-echo "laptop on 127.0.0.1:$PORT_A, server on 127.0.0.1:$PORT_B"
+serve "$C"; PORT_C=$PORT
+ID_A=$(peer --home "$A" id) ID_B=$(peer --home "$B" id) ID_C=$(peer --home "$C" id)
+echo "laptop $ID_A on 127.0.0.1:$PORT_A"
+echo "server $ID_B on 127.0.0.1:$PORT_B"
+echo "nas    $ID_C on 127.0.0.1:$PORT_C"
+
+step "Pin the line: laptop <-> server <-> nas (ids as printed by \`peer id\`)"
+run peer --home "$A" peers add "$ID_B" "127.0.0.1:$PORT_B" --name server
+run peer --home "$B" peers add "$ID_A" "127.0.0.1:$PORT_A" --name laptop
+run peer --home "$B" peers add "$ID_C" "127.0.0.1:$PORT_C" --name nas
+run peer --home "$C" peers add "$ID_B" "127.0.0.1:$PORT_B" --name server
+
+step "The laptop pins the nas, but the nas does not pin the laptop: the nas refuses it"
+run peer --home "$A" peers add "$ID_C" "127.0.0.1:$PORT_C" --name nas
+show peer --home laptop sync nas
+peer --home "$A" sync nas || true
+run peer --home "$A" peers remove nas
 
 step "The server syncs with the laptop: pulls what it lacks, pushes what the laptop lacks"
-run peer --home "$B" sync --insecure "127.0.0.1:$PORT_A"
+run peer --home "$B" sync laptop
 
 step "The nas syncs with the server only"
-run peer --home "$C" sync --insecure "127.0.0.1:$PORT_B"
+run peer --home "$C" sync server
 
 step "The nas now holds the laptop's records, relayed by the server"
 run peer --home "$C" status
 run peer --home "$C" tail --tag notes
 
 step "Run the line again: the laptop gets the nas's record through the server"
-run peer --home "$B" sync --insecure "127.0.0.1:$PORT_A" --json
+run peer --home "$B" sync laptop --json
 run peer --home "$A" tail --tag notes
 
 step "Nothing left to move: a second sync transfers nothing"
-run peer --home "$C" sync --insecure "127.0.0.1:$PORT_B"
+run peer --home "$C" sync
 
 step "Every node checks every chain, signature and decryption"
 run peer --home "$A" verify
