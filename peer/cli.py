@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+
+from peer import render
 
 if TYPE_CHECKING:
     from peer.node import Entry, Node
@@ -151,26 +152,6 @@ async def _open(args: argparse.Namespace) -> Node:
 
 def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
-
-
-def entry_json(entry: Entry) -> dict[str, Any]:
-    """The `peer tail --json` object of one record (SPEC §8)."""
-    record = entry.record
-    obj: dict[str, Any] = {
-        "host": record.host.hex(),
-        "tag": record.tag,
-        "idx": record.idx,
-        "timestamp": record.timestamp,
-        "id": record.id.hex(),
-    }
-    if entry.data is None:
-        obj["error"] = entry.error
-    else:
-        try:
-            obj["data"] = entry.data.decode("utf-8")
-        except UnicodeDecodeError:
-            obj["data_b64"] = base64.b64encode(entry.data).decode()
-    return obj
 
 
 # -- commands ----------------------------------------------------------------------
@@ -309,7 +290,7 @@ async def cmd_tail(args: argparse.Namespace) -> int:
 
 def _print_entries(entries: Sequence[Entry]) -> int:
     for entry in entries:
-        _print_json(entry_json(entry))
+        _print_json(render.entry_json(entry))
     sys.stdout.flush()
     return entries[-1].seq if entries else 0
 
@@ -370,40 +351,11 @@ async def cmd_sync(args: argparse.Namespace) -> int:
         await node.close()
     for bar in bars:
         bar.finish()
-    _print_sync_results(results, args.json)
+    if args.json:
+        _print_json({"peers": [render.sync_json(r) for r in results]})
+    else:
+        print("\n".join(render.sync_lines(results)))
     return 1 if any(r.error for r in results) else 0
-
-
-def _print_sync_results(results: Sequence[Any], as_json: bool) -> None:
-    if as_json:
-        _print_json({"peers": [_sync_json(r) for r in results]})
-        return
-    for result in results:
-        if result.error:
-            print(f"{result.target}: FAILED: {result.error}")
-            continue
-        summary = result.summary
-        print(f"{result.target}: pulled {summary.pulled}, pushed {summary.pushed} record(s)")
-        for log in summary.diverged:
-            print(f"  warning: {log} differs at the same length on both sides (a fork?)")
-
-
-def _sync_json(result: Any) -> dict[str, Any]:
-    summary = result.summary
-    if summary is None:
-        return {"peer": result.target, "error": result.error}
-    return {
-        "peer": result.target,
-        "node_id": summary.node_id,
-        "pulled": summary.pulled,
-        "pushed": summary.pushed,
-        "logs": [
-            {"host": log.host.hex(), "tag": log.tag, "pulled": counts[0], "pushed": counts[1]}
-            for log, counts in summary.per_log.items()
-        ],
-        "diverged": [{"host": log.host.hex(), "tag": log.tag} for log in summary.diverged],
-        "error": None,
-    }
 
 
 async def cmd_peers_add(args: argparse.Namespace) -> int:
@@ -438,24 +390,13 @@ async def cmd_peers_list(args: argparse.Namespace) -> int:
         peers = await node.store.peers.all()
     finally:
         await node.close()
-    rows = [_peer_json(p) for p in peers]
+    rows = [render.peer_json(p) for p in peers]
     if args.json:
         _print_json({"peers": rows})
     for row in [] if args.json else rows:
         cert = "" if row["certificate"] else "  (certificate not known yet)"
         print(f"{row['node_id']}  {row['name'] or '-'}  {row['address'] or '-'}{cert}")
     return 0
-
-
-def _peer_json(peer: Any) -> dict[str, Any]:
-    from peer.identity import format_node_id
-
-    return {
-        "node_id": format_node_id(peer.node_id),
-        "name": peer.name,
-        "address": peer.address,
-        "certificate": peer.certificate is not None,
-    }
 
 
 async def cmd_peers_remove(args: argparse.Namespace) -> int:
@@ -468,9 +409,9 @@ async def cmd_peers_remove(args: argparse.Namespace) -> int:
     finally:
         await node.close()
     if args.json:
-        _print_json(_peer_json(peer))
+        _print_json(render.peer_json(peer))
     else:
-        print(f"no longer trusting {_peer_json(peer)['node_id']}")
+        print(f"no longer trusting {render.peer_json(peer)['node_id']}")
     return 0
 
 
