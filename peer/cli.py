@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -112,6 +113,14 @@ def build_parser() -> _Parser:
     _command(peer_commands, "list", cmd_peers_list, "the pinned nodes")
     remove = _command(peer_commands, "remove", cmd_peers_remove, "unpin a node")
     remove.add_argument("node_id", help="its node id, name or address")
+
+    invite = _command(commands, "invite", cmd_invite, "print a one-time pairing code")
+    invite.add_argument("--relay", action="store_true", help="pair a relay (no sync key)")
+    invite.add_argument("--ttl", type=_positive, default=3600, help="seconds it stays valid")
+    invite.add_argument("--address", help="HOST:PORT the new device should use to reach us")
+    join = _command(commands, "join", cmd_join, "pair with a node using its code")
+    join.add_argument("code", help="the code `peer invite` printed on the other device")
+    join.add_argument("--name", default="", help="a name for this node (new homes)")
 
     _command(commands, "status", cmd_status, "index, forks and identity")
     _command(commands, "verify", cmd_verify, "check chains, signatures and decryption")
@@ -412,6 +421,63 @@ async def cmd_peers_remove(args: argparse.Namespace) -> int:
         _print_json(render.peer_json(peer))
     else:
         print(f"no longer trusting {render.peer_json(peer)['node_id']}")
+    return 0
+
+
+async def cmd_invite(args: argparse.Namespace) -> int:
+    from peer import daemon
+
+    node = await _open(args)
+    try:
+        invitation = await daemon.invite(node, args.relay, args.ttl, args.address)
+    finally:
+        await node.close()
+    code = invitation.to_code()
+    if args.json:
+        _print_json({"code": code, "expires_at": invitation.expires_at, "relay": args.relay})
+    else:
+        kind = "a relay (it gets no sync key)" if args.relay else "your own device"
+        print(code)
+        sys.stderr.write(f"run `peer join CODE` on {kind} within {args.ttl} s; it works once\n")
+    return 0
+
+
+async def cmd_join(args: argparse.Namespace) -> int:
+    from peer import daemon
+    from peer.identity import format_node_id
+    from peer.node import Node
+    from peer.pairing import Invitation
+
+    invitation = Invitation.from_code(args.code)
+    home = _home(args)
+    created = not home.exists() and not home.root.exists()
+    if home.exists():
+        node = await Node.open(home)
+    else:
+        node = await Node.init(home, args.name, relay=True)  # the key comes from the inviter
+    try:
+        name = await daemon.join(node, invitation)
+        has_key = node.identity.sync is not None
+    except BaseException:
+        await node.close()
+        if created:  # a failed join leaves no half-made home behind
+            shutil.rmtree(home.root, ignore_errors=True)
+        raise
+    await node.close()
+    shown = format_node_id(invitation.node_id)
+    if args.json:
+        _print_json(
+            {
+                "node_id": shown,
+                "name": name,
+                "address": invitation.address,
+                "sync_key": has_key,
+                "relay": invitation.relay,
+            }
+        )
+    else:
+        role = "as a relay (no sync key)" if invitation.relay else "with the sync key"
+        print(f"paired with {name or shown} at {invitation.address} {role}; now run `peer sync`")
     return 0
 
 

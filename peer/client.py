@@ -158,3 +158,27 @@ def _error(exc: aio.AioRpcError, target: str, tls: bool) -> PeerError:
     metadata = dict(cast(Iterable[tuple[str, str]], exc.trailing_metadata() or ()))
     code = exc.code() if isinstance(exc.code(), grpc.StatusCode) else grpc.StatusCode.UNKNOWN
     return codec.error_for(code, exc.details() or "", metadata, target, tls)
+
+
+async def join(
+    pairing_address: str, server_certificate: bytes, secret: bytes, own: Credentials, name: str
+) -> tuple[str, str]:
+    """Redeem an invitation at the inviter's pairing port; returns (sync key text, name).
+
+    Server-only TLS: the inviter is checked against its pinned certificate; we prove
+    the code's secret and send our certificate for the inviter to pin.
+    """
+    credentials = grpc.ssl_channel_credentials(root_certificates=server_certificate)
+    options = [("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+    async with aio.secure_channel(pairing_address, credentials, options=options) as channel:
+        call = channel.unary_unary(
+            f"/{codec.PAIRING_SERVICE_NAME}/Join",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        request = codec.encode_join_request(secret, own.certificate, name)
+        try:
+            raw = await call(request, timeout=DEFAULT_TIMEOUT_S)
+        except aio.AioRpcError as exc:
+            raise _error(exc, pairing_address, True) from None
+    return codec.decode_join_response(raw)

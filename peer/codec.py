@@ -39,6 +39,8 @@ from peer.v1 import sync_pb2 as pb
 
 PROTOCOL_VERSION = 1
 SERVICE_NAME = "peer.v1.SyncService"
+PAIRING_SERVICE_NAME = "peer.v1.PairingService"
+MAX_CERTIFICATE_BYTES = 16 << 10
 MAX_RECORDS_PER_MESSAGE = 4096
 MAX_HOSTS_PER_MESSAGE = 4096
 MAX_RANGES = 100_000
@@ -322,6 +324,29 @@ def decode_subscribe_request(raw: bytes) -> Subscription:
     for tag in message.tags:
         _log_of(bytes(16), tag)
     return Subscription(since, frozenset(message.hosts), frozenset(message.tags))
+
+
+# -- pairing ----------------------------------------------------------------------------
+
+
+def encode_join_request(secret: bytes, certificate: bytes, name: str) -> bytes:
+    return pb.JoinRequest(secret=secret, certificate=certificate, name=name).SerializeToString()
+
+
+def decode_join_request(raw: bytes) -> tuple[bytes, bytes, str]:
+    message = _parse(pb.JoinRequest, raw)
+    if len(message.certificate) > MAX_CERTIFICATE_BYTES or len(message.name) > 256:
+        raise ProtocolError("join request fields out of bounds")
+    return message.secret, message.certificate, message.name
+
+
+def encode_join_response(sync_key: str, name: str) -> bytes:
+    return pb.JoinResponse(sync_key=sync_key, name=name).SerializeToString()
+
+
+def decode_join_response(raw: bytes) -> tuple[str, str]:
+    message = _parse(pb.JoinResponse, raw)
+    return message.sync_key, message.name
 
 
 # -- errors <-> status codes ------------------------------------------------------------

@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from peer.client import ClientTls, PeerClient
+from peer.client import join as join_call
+from peer.crypto import SyncKey
 from peer.errors import PeerError, UsageError
 from peer.identity import fetch_certificate, format_node_id, parse_node_id
 from peer.node import Node
+from peer.pairing import Invitation, new_secret
+from peer.pairing_service import PairingServicer, start_pairing_server
 from peer.service import RunningServer, start_server
 from peer.store import TrustedPeer
 from peer.sync import Progress, SyncSummary, sync_with
@@ -31,6 +36,10 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"{address!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def join_host(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def require_loopback(address: str) -> None:
@@ -62,6 +71,13 @@ async def serve(
     tls = None if insecure else credentials(node)
     node_id = format_node_id(node.identity.node_id)
     running = await start_server(node.store, node_id, listen, credentials=tls)
+    pairing = None
+    if tls is not None:
+        host, _ = split_address(listen)
+        sync_key = node.identity.sync.to_text() if node.identity.sync else None
+        servicer = PairingServicer(node.store, node.identity.name, sync_key)
+        pairing, pairing_port = await start_pairing_server(servicer, tls, join_host(host, 0))
+        node.home.record_serving(join_host(host, running.port), join_host(host, pairing_port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -72,6 +88,9 @@ async def serve(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        node.home.serve_file.unlink(missing_ok=True)
+        if pairing is not None:
+            await pairing.stop(1.0)
         await running.stop(grace=2.0)
 
 
@@ -158,3 +177,43 @@ def find_peer(peers: Sequence[TrustedPeer], target: str) -> TrustedPeer:
     raise UsageError(
         f"{target} is not a trusted peer: pin it first with `peer peers add NODE_ID HOST:PORT`"
     )
+
+
+async def invite(node: Node, relay: bool, ttl_s: int, address: str | None) -> Invitation:
+    """A one-time invitation that the running `peer serve` of this home honours."""
+    serving = node.home.serving()
+    if serving is None:
+        raise UsageError("start `peer serve` first: the invitation names where it listens")
+    sync_address, pairing_address = serving
+    if address:
+        host, _ = split_address(address)
+        pairing_address = join_host(host, split_address(pairing_address)[1])
+        sync_address = address
+    expires = int(time.time()) + ttl_s
+    invitation = Invitation(
+        node.identity.node_id, sync_address, pairing_address, new_secret(), expires, relay
+    )
+    await node.store.invitations.create(invitation.secret_hash, relay, expires * 10**9)
+    return invitation
+
+
+async def join(node: Node, invitation: Invitation) -> str:
+    """Pair with the inviter: pin it, get pinned, and take the sync key if offered."""
+    if invitation.expires_at < time.time():
+        raise UsageError("this invitation has expired: ask for a new one (`peer invite`)")
+    loop = asyncio.get_running_loop()
+    certificate = await loop.run_in_executor(
+        None, fetch_certificate, invitation.pairing_address, invitation.node_id
+    )
+    key_text, name = await join_call(
+        invitation.pairing_address,
+        certificate,
+        invitation.secret,
+        credentials(node),
+        node.identity.name,
+    )
+    if key_text:
+        await node.import_sync_key(SyncKey.from_text(key_text))
+    trusted = TrustedPeer(invitation.node_id, name, invitation.address, certificate)
+    await node.store.peers.add(trusted)
+    return name

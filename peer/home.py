@@ -5,6 +5,7 @@
     HOME/tls.crt     the node's self-signed certificate; its hash is the node id
     HOME/sync.key    the sync key as one line of text (mode 0600); absent on a relay
     HOME/node.json   the node's name
+    HOME/serve.json  where a running `peer serve` listens (for `peer invite`)
     HOME/peer.db     the record store (SQLite, WAL)
 
 Secret files are created with mode 0600 from the start (never chmod after writing,
@@ -66,6 +67,7 @@ class Home:
         self.tls_key = root / "tls.key"
         self.tls_certificate = root / "tls.crt"
         self.node_file = root / "node.json"
+        self.serve_file = root / "serve.json"
         self.database = root / "peer.db"
 
     def exists(self) -> bool:
@@ -108,6 +110,19 @@ class Home:
             return SyncKey.from_text(self.sync_key.read_text())
         except KeyFormatError as exc:
             raise KeyFormatError(f"{self.sync_key} is damaged: {exc}") from exc
+
+    def record_serving(self, address: str, pairing_address: str) -> None:
+        self.serve_file.write_text(
+            json.dumps({"address": address, "pairing_address": pairing_address}) + "\n"
+        )
+
+    def serving(self) -> tuple[str, str] | None:
+        """(address, pairing address) of the running `peer serve`, if any."""
+        try:
+            fields = json.loads(self.serve_file.read_text())
+            return str(fields["address"]), str(fields["pairing_address"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def replace_sync_key(self, sync: SyncKey) -> None:
         write_secret(self.sync_key, (sync.to_text() + "\n").encode())

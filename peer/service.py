@@ -245,7 +245,7 @@ async def _abort(context: Context, error: BaseException) -> None:
     await context.abort(grpc.StatusCode.UNAVAILABLE, FAILURE_TEXT)
 
 
-def _guard_unary(
+def guard_unary(
     handler: Callable[[T, Context], Awaitable[bytes]],
 ) -> Callable[[T, Context], Awaitable[bytes]]:
     @functools.wraps(handler)
@@ -261,7 +261,7 @@ def _guard_unary(
     return guarded
 
 
-def _guard_stream(
+def guard_stream(
     handler: Callable[[bytes, Context], AsyncIterator[bytes]],
 ) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
     @functools.wraps(handler)
@@ -282,14 +282,12 @@ def method_handlers(servicer: SyncServicer) -> grpc.GenericRpcHandler[Any, Any]:
     return grpc.method_handlers_generic_handler(
         codec.SERVICE_NAME,
         {
-            "GetIndex": grpc.unary_unary_rpc_method_handler(_guard_unary(servicer.get_index)),
+            "GetIndex": grpc.unary_unary_rpc_method_handler(guard_unary(servicer.get_index)),
             "PullRecords": grpc.unary_stream_rpc_method_handler(
-                _guard_stream(servicer.pull_records)
+                guard_stream(servicer.pull_records)
             ),
-            "PushRecords": grpc.stream_unary_rpc_method_handler(
-                _guard_unary(servicer.push_records)
-            ),
-            "Subscribe": grpc.unary_stream_rpc_method_handler(_guard_stream(servicer.subscribe)),
+            "PushRecords": grpc.stream_unary_rpc_method_handler(guard_unary(servicer.push_records)),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(guard_stream(servicer.subscribe)),
         },
     )
 

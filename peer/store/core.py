@@ -43,7 +43,7 @@ from peer.records import (
     check_tag,
     group_by_log,
 )
-from peer.store.peers import TrustList
+from peer.store.peers import Invitations, TrustList
 from peer.store.sqlite import Database, scalar
 
 RECORD_COLUMNS = "host, tag, idx, id, timestamp, version, payload, wrapped_key, prev, sig"
@@ -108,6 +108,7 @@ class Store:
         self._listeners: list[Callable[[], None]] = []
         self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
         self.peers = TrustList(database)
+        self.invitations = Invitations(database)
 
     @classmethod
     async def open(

@@ -48,3 +48,28 @@ class TrustList:
             "SELECT node_id, name, address, certificate FROM peers ORDER BY added_at"
         )
         return [TrustedPeer(*row) for row in rows]
+
+
+class Invitations:
+    """One-time pairing invitations (`peer invite`), redeemed by the serving node."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def create(self, secret_hash: bytes, relay: bool, expires_at: int) -> None:
+        async with self._database.write() as db:
+            await db.execute(
+                "INSERT INTO invitations (secret_hash, relay, expires_at) VALUES (?, ?, ?)",
+                (secret_hash, int(relay), expires_at),
+            )
+
+    async def redeem(self, secret_hash: bytes, now: int) -> bool | None:
+        """Use an invitation once: its relay flag, or None if wrong, used or expired."""
+        async with self._database.write() as db:
+            cursor = await db.execute(
+                "UPDATE invitations SET used_at = ? WHERE secret_hash = ? AND used_at IS NULL "
+                "AND expires_at > ? RETURNING relay",
+                (now, secret_hash, now),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else bool(row[0])

@@ -74,5 +74,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             added_at INTEGER NOT NULL
         )""",
     ),
+    3: (
+        # One-time pairing invitations; only a hash of each secret is kept.
+        """CREATE TABLE invitations (
+            secret_hash BLOB PRIMARY KEY,
+            relay INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            used_at INTEGER
+        )""",
+    ),
 }
 LATEST_VERSION = max(MIGRATIONS)

@@ -129,3 +129,21 @@ class SubscribeResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[Record]
     hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("secret", "certificate", "name")
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    secret: bytes
+    certificate: bytes
+    name: str
+    def __init__(self, secret: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("sync_key", "name")
+    SYNC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    sync_key: str
+    name: str
+    def __init__(self, sync_key: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...

@@ -231,3 +231,84 @@ class SyncService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PairingServiceStub:
+    """Pairing, on its own port with server-only TLS (the joiner is not pinned yet): the
+    joiner pins the inviter by the node id in the code, and proves the code's secret.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Join = channel.unary_unary(
+                '/peer.v1.PairingService/Join',
+                request_serializer=peer_dot_v1_dot_sync__pb2.JoinRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_sync__pb2.JoinResponse.FromString,
+                _registered_method=True)
+
+
+class PairingServiceServicer:
+    """Pairing, on its own port with server-only TLS (the joiner is not pinned yet): the
+    joiner pins the inviter by the node id in the code, and proves the code's secret.
+    """
+
+    def Join(self, request, context):
+        """Redeem an invitation: both sides pin each other; the sync key comes back unless
+        the invitation was for a relay. A wrong, used or expired secret gets
+        PERMISSION_DENIED with the same text in every case.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PairingServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=peer_dot_v1_dot_sync__pb2.JoinRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_sync__pb2.JoinResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'peer.v1.PairingService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('peer.v1.PairingService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PairingService:
+    """Pairing, on its own port with server-only TLS (the joiner is not pinned yet): the
+    joiner pins the inviter by the node id in the code, and proves the code's secret.
+    """
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peer.v1.PairingService/Join',
+            peer_dot_v1_dot_sync__pb2.JoinRequest.SerializeToString,
+            peer_dot_v1_dot_sync__pb2.JoinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
