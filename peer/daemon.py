@@ -75,7 +75,7 @@ async def serve(
     if tls is not None:
         host, _ = split_address(listen)
         sync_key = node.identity.sync.to_text() if node.identity.sync else None
-        servicer = PairingServicer(node.store, node.identity.name, sync_key)
+        servicer = PairingServicer(node.store, node.identity.name, sync_key, running.refresh_trust)
         pairing, pairing_port = await start_pairing_server(servicer, tls, join_host(host, 0))
         node.home.record_serving(join_host(host, running.port), join_host(host, pairing_port))
     stop = asyncio.Event()

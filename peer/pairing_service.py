@@ -10,6 +10,7 @@ and expired secrets all get the same answer.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -33,6 +34,7 @@ class PairingServicer:
     store: Store
     name: str
     sync_key_text: str | None
+    after_join: Callable[[], Awaitable[None]]
 
     async def join(self, request: bytes, context: Context) -> bytes:
         secret, certificate, name = codec.decode_join_request(request)
@@ -41,6 +43,7 @@ class PairingServicer:
         if relay is None:
             raise PeerRefused(REFUSED)
         await self.store.peers.add(TrustedPeer(node_id, name, "", certificate))
+        await self.after_join()  # the sync port admits the new peer at once
         key = "" if relay or self.sync_key_text is None else self.sync_key_text
         return codec.encode_join_response(key, self.name)
 

@@ -300,6 +300,13 @@ class RunningServer:
     port: int
     feed: Feed
     watcher: asyncio.Task[None] | None = None
+    servicer: SyncServicer | None = None
+
+    async def refresh_trust(self) -> None:
+        """Re-read the trust list now (e.g. right after a pairing pinned a peer)."""
+        if self.servicer is not None and self.servicer.trust is not None:
+            peers = await self.servicer.store.peers.all()
+            self.servicer.drop(self.servicer.trust.update(peers))
 
     async def stop(self, grace: float = 1.0) -> None:
         if self.watcher is not None:
@@ -347,7 +354,7 @@ async def start_server(
     await server.start()
     await health_servicer.set(codec.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, feed, watcher)
+    return RunningServer(server, port, feed, watcher, servicer)
 
 
 def _server_credentials(trust: Trust) -> grpc.ServerCredentials:

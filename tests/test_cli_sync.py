@@ -33,9 +33,11 @@ def ok(home: Path, *args: str, stdin: str | None = None) -> str:
 
 
 class Server:
-    """`peer serve --insecure` on an ephemeral loopback port, stopped with SIGTERM."""
+    """`peer serve` on an ephemeral loopback port (plaintext unless `tls`), stopped
+    with SIGTERM."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, tls: bool = False) -> None:
+        mode = [] if tls else ["--insecure"]
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -44,7 +46,7 @@ class Server:
                 "--home",
                 str(home),
                 "serve",
-                "--insecure",
+                *mode,
                 "--listen",
                 "127.0.0.1:0",
                 "--json",
