@@ -28,6 +28,7 @@ from peer.batches import DEFAULT_BATCH, Holdback, read_batches, split_for_wire
 from peer.codec import RemoteIndex, Subscription
 from peer.errors import LimitExceeded, PeerError, PeerRefused, UsageError
 from peer.feed import Feed
+from peer.policy import CallerPolicy
 from peer.records import LogKey, Range, Record
 from peer.store import Store
 from peer.trust import Credentials, Trust, caller_node_id
@@ -77,6 +78,7 @@ class SyncServicer:
         self.feed = feed
         self.limits = limits
         self.trust = trust
+        self.policy = CallerPolicy()
         self._streams: Counter[str] = Counter()
         self._tasks: dict[str, set[asyncio.Task[Any]]] = {}
 
@@ -182,7 +184,17 @@ class SyncServicer:
                 "this node does not trust you: its owner must run `peer peers add` with "
                 "your node id (`peer id`)"
             )
+        self.policy.admit(node_id.hex())
         return node_id.hex()
+
+    def note_error(self, context: Context, error: BaseException) -> None:
+        """Count invalid data against a pinned caller (plaintext callers on loopback are
+        tests and tools: they have no identity to hold to account)."""
+        if self.trust is not None:
+            presented = list(context.auth_context().get("x509_pem_cert") or [b""])
+            node_id = caller_node_id(presented[0])
+            if node_id is not None:
+                self.policy.note(node_id.hex(), error)
 
     @contextmanager
     def _slot(self, context: Context) -> Iterator[None]:
@@ -245,8 +257,15 @@ async def _abort(context: Context, error: BaseException) -> None:
     await context.abort(grpc.StatusCode.UNAVAILABLE, FAILURE_TEXT)
 
 
+OnError = Callable[[Context, BaseException], None]
+
+
+def _ignore(context: Context, error: BaseException) -> None:
+    return None
+
+
 def guard_unary(
-    handler: Callable[[T, Context], Awaitable[bytes]],
+    handler: Callable[[T, Context], Awaitable[bytes]], on_error: OnError = _ignore
 ) -> Callable[[T, Context], Awaitable[bytes]]:
     @functools.wraps(handler)
     async def guarded(request: T, context: Context) -> bytes:
@@ -255,6 +274,7 @@ def guard_unary(
         except aio.AbortError:
             raise
         except Exception as error:
+            on_error(context, error)
             await _abort(context, error)
             raise  # unreachable: abort raises
 
@@ -262,7 +282,7 @@ def guard_unary(
 
 
 def guard_stream(
-    handler: Callable[[bytes, Context], AsyncIterator[bytes]],
+    handler: Callable[[bytes, Context], AsyncIterator[bytes]], on_error: OnError = _ignore
 ) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
     @functools.wraps(handler)
     async def guarded(request: bytes, context: Context) -> AsyncIterator[bytes]:
@@ -272,6 +292,7 @@ def guard_stream(
         except aio.AbortError:
             raise
         except Exception as error:
+            on_error(context, error)
             await _abort(context, error)
 
     return guarded
@@ -279,15 +300,20 @@ def guard_stream(
 
 def method_handlers(servicer: SyncServicer) -> grpc.GenericRpcHandler[Any, Any]:
     """The service's methods, all on raw bytes (see the module docstring)."""
+    note = servicer.note_error
     return grpc.method_handlers_generic_handler(
         codec.SERVICE_NAME,
         {
-            "GetIndex": grpc.unary_unary_rpc_method_handler(guard_unary(servicer.get_index)),
+            "GetIndex": grpc.unary_unary_rpc_method_handler(guard_unary(servicer.get_index, note)),
             "PullRecords": grpc.unary_stream_rpc_method_handler(
-                guard_stream(servicer.pull_records)
+                guard_stream(servicer.pull_records, note)
             ),
-            "PushRecords": grpc.stream_unary_rpc_method_handler(guard_unary(servicer.push_records)),
-            "Subscribe": grpc.unary_stream_rpc_method_handler(guard_stream(servicer.subscribe)),
+            "PushRecords": grpc.stream_unary_rpc_method_handler(
+                guard_unary(servicer.push_records, note)
+            ),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                guard_stream(servicer.subscribe, note)
+            ),
         },
     )
 

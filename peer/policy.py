@@ -1,0 +1,94 @@
+"""Per-caller limits: a request rate, and strikes for invalid data that cut a peer off.
+
+A peer that sends forged, tampered, gapped or malformed data gets a strike each time;
+at STRIKES_TO_BAN strikes within the window it is refused for BAN_S seconds (Hypercore
+backs off and tears down at repeated invalid requests, the same idea). Honest peers
+never hit either limit: a sync session is a handful of calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from peer.errors import (
+    ForgeryError,
+    GapError,
+    InvalidRecord,
+    LimitExceeded,
+    PeerError,
+    ProtocolError,
+)
+
+OFFENCES = (ForgeryError, InvalidRecord, ProtocolError, GapError)
+
+
+@dataclass
+class _Caller:
+    tokens: float
+    refilled: float
+    strikes: list[float] = field(default_factory=list)
+    banned_until: float = 0.0
+
+
+class CallerPolicy:
+    """Admits or refuses each call of a caller; counts its offences."""
+
+    def __init__(
+        self,
+        rate: float = 50.0,
+        burst: int = 200,
+        strikes_to_ban: int = 5,
+        window_s: float = 60.0,
+        ban_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate, self.burst = rate, burst
+        self.strikes_to_ban, self.window_s, self.ban_s = strikes_to_ban, window_s, ban_s
+        self.clock = clock
+        self._callers: dict[str, _Caller] = {}
+
+    def admit(self, caller: str) -> None:
+        """Raise LimitExceeded if the caller is cut off or calls too fast."""
+        now = self.clock()
+        state = self._state(caller, now)
+        if now < state.banned_until:
+            raise LimitExceeded(
+                f"too many invalid requests from you: refused for "
+                f"{state.banned_until - now:.0f} more seconds"
+            )
+        state.tokens = min(self.burst, state.tokens + (now - state.refilled) * self.rate)
+        state.refilled = now
+        if state.tokens < 1:
+            raise LimitExceeded(f"too many requests: at most {self.rate:.0f} per second")
+        state.tokens -= 1
+
+    def note(self, caller: str, error: BaseException) -> None:
+        """Count an offence (invalid data) against the caller."""
+        if not isinstance(error, OFFENCES):
+            return
+        now = self.clock()
+        state = self._state(caller, now)
+        state.strikes = [t for t in state.strikes if now - t < self.window_s] + [now]
+        if len(state.strikes) >= self.strikes_to_ban:
+            state.banned_until = now + self.ban_s
+            state.strikes.clear()
+
+    def strikes(self, caller: str) -> int:
+        state = self._callers.get(caller)
+        return 0 if state is None else len(state.strikes)
+
+    def banned(self, caller: str) -> bool:
+        state = self._callers.get(caller)
+        return state is not None and self.clock() < state.banned_until
+
+    def _state(self, caller: str, now: float) -> _Caller:
+        state = self._callers.get(caller)
+        if state is None:
+            state = self._callers[caller] = _Caller(float(self.burst), now)
+        return state
+
+
+def is_offence(error: PeerError) -> bool:
+    return isinstance(error, OFFENCES)
