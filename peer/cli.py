@@ -378,8 +378,11 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
     node = await _open(args)
     try:
         pinned = TrustedPeer(node_id, args.name, args.address)
+        if args.address:  # check the pin before trusting anything about it
+            certificate = await daemon.read_certificate(pinned)
+            pinned = TrustedPeer(node_id, args.name, args.address, certificate)
         await node.store.peers.add(pinned)
-        fetched = bool(args.address) and bool(await daemon.fetch_pinned(node, pinned))
+        fetched = pinned.certificate is not None
     finally:
         await node.close()
     shown = format_node_id(node_id)

@@ -141,10 +141,15 @@ async def _connection(
     return target.address, ClientTls(credentials(node), certificate)
 
 
-async def fetch_pinned(node: Node, peer: TrustedPeer) -> bytes:
-    """Read a pinned peer's certificate from its address (checked against the pin)."""
+async def read_certificate(peer: TrustedPeer) -> bytes:
+    """A peer's certificate, read from its address and checked against its pin."""
     loop = asyncio.get_running_loop()
-    certificate = await loop.run_in_executor(None, fetch_certificate, peer.address, peer.node_id)
+    return await loop.run_in_executor(None, fetch_certificate, peer.address, peer.node_id)
+
+
+async def fetch_pinned(node: Node, peer: TrustedPeer) -> bytes:
+    """Read a pinned peer's certificate from its address and remember it."""
+    certificate = await read_certificate(peer)
     await node.store.peers.add(TrustedPeer(peer.node_id, certificate=certificate))
     return certificate
 

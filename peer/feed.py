@@ -31,6 +31,12 @@ class Subscriber:
         self.queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(size)
         self.overflowed = False
 
+    def interrupt(self) -> None:
+        """Wake the reader now (it then finds out why: overflow or revocation)."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
     def offer(self, records: list[Record]) -> None:
         if self.overflowed:
             return
@@ -38,9 +44,7 @@ class Subscriber:
             self.queue.put_nowait(records)
         except asyncio.QueueFull:
             self.overflowed = True
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(None)
+            self.interrupt()
 
 
 class Feed:

@@ -80,13 +80,13 @@ class SyncServicer:
         self.trust = trust
         self.policy = CallerPolicy()
         self._streams: Counter[str] = Counter()
-        self._tasks: dict[str, set[asyncio.Task[Any]]] = {}
+        self._slots: dict[str, set[_Slot]] = {}
 
     def drop(self, node_ids: set[bytes]) -> None:
         """Cut the open streams of peers that are no longer trusted."""
         for node_id in node_ids:
-            for task in self._tasks.get(node_id.hex(), set()):
-                task.cancel()
+            for slot in self._slots.get(node_id.hex(), set()):
+                slot.revoke()
 
     # -- RPCs -----------------------------------------------------------------------
 
@@ -101,19 +101,21 @@ class SyncServicer:
 
     async def pull_records(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         ranges, max_batch = codec.decode_pull_request(request)
-        with self._slot(context):
+        with self._slot(context) as slot:
             frozen = await self.store.frozen_logs()
             wanted = [r for r in ranges if r.log not in frozen]
             sent: set[bytes] = set()
             async for batch in read_batches(self.store, wanted, self._batch_size(max_batch)):
+                slot.check()
                 keys = await self._new_keys(batch, sent)
                 yield codec.encode_batch(pb.PullRecordsResponse, batch, keys)
 
     async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
         added = duplicates = 0
         stream_keys: dict[bytes, bytes] = {}  # a key may come in an earlier message
-        with self._slot(context):
+        with self._slot(context) as slot:
             async for raw in requests:
+                slot.check()
                 records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
                 stream_keys.update(keys)
                 if records:
@@ -124,8 +126,9 @@ class SyncServicer:
 
     async def subscribe(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         wanted = codec.decode_subscribe_request(request)
-        with self._slot(context):
+        with self._slot(context) as slot:
             subscriber = self.feed.subscribe()
+            slot.wake = subscriber.interrupt
             try:
                 delivered: dict[LogKey, int] = dict(wanted.since)
                 sent: set[bytes] = set()
@@ -134,6 +137,7 @@ class SyncServicer:
                 holdback = Holdback()
                 while True:
                     records = await subscriber.queue.get()
+                    slot.check()
                     if records is None:
                         raise LimitExceeded("subscriber fell too far behind; resubscribe")
                     fresh = holdback.release(_unseen(records, wanted, delivered))
@@ -197,7 +201,7 @@ class SyncServicer:
                 self.policy.note(node_id.hex(), error)
 
     @contextmanager
-    def _slot(self, context: Context) -> Iterator[None]:
+    def _slot(self, context: Context) -> Iterator[_Slot]:
         """Count a caller's concurrent streams; past the cap it gets RESOURCE_EXHAUSTED.
         The stream is registered so that removing the peer can cut it."""
         caller = self._admit(context)
@@ -207,18 +211,34 @@ class SyncServicer:
                 f"(limit {self.limits.streams_per_caller})"
             )
         self._streams[caller] += 1
-        task = asyncio.current_task()
-        tasks = self._tasks.setdefault(caller, set())
-        if task is not None:
-            tasks.add(task)
+        slot = _Slot()
+        slots = self._slots.setdefault(caller, set())
+        slots.add(slot)
         try:
-            yield
+            yield slot
         finally:
             self._streams[caller] -= 1
-            tasks.discard(task)
+            slots.discard(slot)
             if not self._streams[caller]:
                 del self._streams[caller]
-                self._tasks.pop(caller, None)
+                self._slots.pop(caller, None)
+
+
+class _Slot:
+    """One open stream of a caller; revoked when the caller is unpinned."""
+
+    def __init__(self) -> None:
+        self.revoked = False
+        self.wake: Callable[[], None] | None = None  # to interrupt a stream that waits
+
+    def revoke(self) -> None:
+        self.revoked = True
+        if self.wake is not None:
+            self.wake()
+
+    def check(self) -> None:
+        if self.revoked:
+            raise PeerRefused("this node no longer trusts you (you were removed from its peers)")
 
 
 def _wants_log(wanted: Subscription, log: LogKey) -> bool:
@@ -265,7 +285,8 @@ def _ignore(context: Context, error: BaseException) -> None:
 
 
 def guard_unary(
-    handler: Callable[[T, Context], Awaitable[bytes]], on_error: OnError = _ignore
+    handler: Callable[[T, Context], Awaitable[bytes]],
+    on_error: OnError = _ignore,
 ) -> Callable[[T, Context], Awaitable[bytes]]:
     @functools.wraps(handler)
     async def guarded(request: T, context: Context) -> bytes:
@@ -282,7 +303,8 @@ def guard_unary(
 
 
 def guard_stream(
-    handler: Callable[[bytes, Context], AsyncIterator[bytes]], on_error: OnError = _ignore
+    handler: Callable[[bytes, Context], AsyncIterator[bytes]],
+    on_error: OnError = _ignore,
 ) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
     @functools.wraps(handler)
     async def guarded(request: bytes, context: Context) -> AsyncIterator[bytes]:
