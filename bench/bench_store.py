@@ -31,8 +31,8 @@ from typing import Any
 
 from peer.crypto import Author, SigningKey, SyncKey
 from peer.records import Record
-from peer.store.schema import MIGRATIONS
 from peer.store import RECORD_COLUMNS, Store
+from peer.store.schema import MIGRATIONS
 
 TAG = "bench"
 PAYLOAD_BYTES = 256

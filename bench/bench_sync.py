@@ -55,11 +55,12 @@ from bench_store import (
     positive,
 )
 
-from peer.client import PeerClient
-from peer.crypto import Author, SigningKey, SyncKey
+from peer.client import ClientTls, PeerClient
+from peer.crypto import Author, SigningKey, SyncKey, generate_tls_identity
 from peer.records import Head, LogKey
 from peer.store import Store
 from peer.sync import SyncSummary, sync_with
+from peer.trust import Credentials
 
 SYNC_BATCH = 1000  # max_batch asked of A: records per message (cut to end on a signed record)
 HOSTS, TAGS = 4, 5  # initial sync: 20 logs
@@ -111,11 +112,15 @@ def place(pin: bool) -> Placement:
 class NodeA:
     """bench/sync_node.py serving one store; stopped by closing its stdin."""
 
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, tls: ClientTls | None) -> None:
         self.process = process
         self.port = port
         self.target = f"127.0.0.1:{port}"
+        self.tls = tls
         self._ticks = os.sysconf("SC_CLK_TCK")
+
+    def client(self) -> PeerClient:
+        return PeerClient(self.target, tls=self.tls)
 
     def cpu_seconds(self) -> float:
         """The child's CPU time so far (user + system, all threads), from /proc."""
@@ -127,11 +132,23 @@ class NodeA:
         return (int(fields[11]) + int(fields[12])) / self._ticks  # utime, stime
 
 
+def make_tls(workdir: Path) -> ClientTls:
+    """Identities for A (served) and B (this process), as files for the child."""
+    a_key, a_cert = generate_tls_identity()
+    b_key, b_cert = generate_tls_identity()
+    for name, data in (("a.key", a_key), ("a.crt", a_cert), ("b.crt", b_cert)):
+        (workdir / name).write_bytes(data)
+    return ClientTls(Credentials(b_key, b_cert), a_cert)
+
+
 @contextlib.asynccontextmanager
-async def node_a(db: Path, cpu: int | None) -> AsyncIterator[NodeA]:
+async def node_a(db: Path, cpu: int | None, tls: bool) -> AsyncIterator[NodeA]:
     command = [sys.executable, str(NODE_SCRIPT), str(db)]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
+    client_tls = make_tls(db.parent) if tls else None
+    if tls:
+        command += ["--tls", str(db.parent)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -141,7 +158,7 @@ async def node_a(db: Path, cpu: int | None) -> AsyncIterator[NodeA]:
         )
         if not line.startswith("ready "):
             raise RuntimeError(f"node A did not start (said {line.strip()!r})")
-        yield NodeA(process, int(line.split()[1]))
+        yield NodeA(process, int(line.split()[1]), client_tls)
     finally:
         if process.stdin is not None:
             process.stdin.close()
@@ -217,7 +234,7 @@ async def timed_sync(node: NodeA, path: Path, expected: Mapping[LogKey, Head]) -
     try:
         a_cpu = node.cpu_seconds()
         clock = Clock()
-        async with PeerClient(node.target) as client:
+        async with node.client() as client:
             summary = await sync_with(store, client, batch=SYNC_BATCH)
         timing = clock.stop(summary.pulled)
         a_cpu = node.cpu_seconds() - a_cpu
@@ -245,7 +262,7 @@ async def profile_sync(node: NodeA, path: Path, expected: Mapping[LogKey, Head])
 
 
 async def initial_sync(
-    workdir: Path, n: int, runs: int, placement: Placement, profile: bool
+    workdir: Path, n: int, runs: int, placement: Placement, profile: bool, tls: bool
 ) -> dict[str, Any]:
     log(f"building node A: {n:,} records x {PAYLOAD_BYTES} B in {HOSTS * TAGS} logs")
     started = time.perf_counter()
@@ -258,7 +275,7 @@ async def initial_sync(
     results: list[dict[str, Timing]] = []
     a_cpu: list[float] = []
     profile_text = ""
-    async with node_a(a_path, placement.node_a) as node:
+    async with node_a(a_path, placement.node_a, tls) as node:
         for run in range(1, runs + 1):
             log(f"run {run}/{runs}")
             timings: dict[str, Timing] = {}
@@ -303,7 +320,9 @@ async def initial_sync(
     }
 
 
-async def noop_sync(workdir: Path, n: int, syncs: int, placement: Placement) -> dict[str, Any]:
+async def noop_sync(
+    workdir: Path, n: int, syncs: int, placement: Placement, tls: bool
+) -> dict[str, Any]:
     logs = NOOP_HOSTS * NOOP_TAGS
     log(f"no-op sync: building node A with {n:,} records in {logs} logs")
     started = time.perf_counter()
@@ -316,12 +335,12 @@ async def noop_sync(workdir: Path, n: int, syncs: int, placement: Placement) -> 
             shutil.copy(source, f"{b_path}{suffix}")
     log(f"  built and copied in {time.perf_counter() - started:.1f} s")
     times: list[float] = []
-    async with node_a(a_path, placement.node_a) as node:
+    async with node_a(a_path, placement.node_a, tls) as node:
         store = await Store.open(b_path)
         try:
             if await store.index() != index:
                 raise RuntimeError("the copy of A does not hold A's index")
-            async with PeerClient(node.target) as client:
+            async with node.client() as client:
                 clock = Clock()
                 check(await sync_with(store, client, batch=SYNC_BATCH))
                 first = clock.stop(0).wall
@@ -360,19 +379,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     placement = place(not args.no_pin)
     log(f"placement: {placement.describe()}")
+    log(f"transport: {'plaintext' if args.insecure else 'mutual TLS'} over loopback")
     summary: dict[str, Any] = {
         "runs": args.runs,
         "payload_bytes": PAYLOAD_BYTES,
         "placement": placement.describe(),
+        "transport": "plaintext" if args.insecure else "mutual TLS",
         "tmpdir": tempfile.gettempdir(),
     }
     with tempfile.TemporaryDirectory(prefix="peer-bench-sync-") as tmp:
         summary["initial"] = await initial_sync(
-            Path(tmp), args.n, args.runs, placement, args.profile
+            Path(tmp), args.n, args.runs, placement, args.profile, not args.insecure
         )
     if not args.skip_noop:
         with tempfile.TemporaryDirectory(prefix="peer-bench-noop-") as tmp:
-            summary["noop"] = await noop_sync(Path(tmp), args.noop_n, args.noop_syncs, placement)
+            summary["noop"] = await noop_sync(
+                Path(tmp), args.noop_n, args.noop_syncs, placement, not args.insecure
+            )
     summary["wall_s"] = time.perf_counter() - started
     return summary
 
@@ -384,7 +407,7 @@ def table(summary: Mapping[str, Any]) -> str:
     lines = [
         f"peer sync bench: N={initial['n']:,} records x {summary['payload_bytes']} B payload "
         f"in {initial['logs']}, median of {summary['runs']} runs (tmp: {summary['tmpdir']})",
-        f"placement: {summary['placement']}",
+        f"placement: {summary['placement']}; transport: {summary['transport']}",
         "",
         f"{'measurement':<18}{'rate rec/s':>12}{'wall s':>9}{'cpu s':>8}  per run rec/s",
     ]
@@ -429,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--noop-n", type=positive, default=1_000_000, help="no-op store size")
     parser.add_argument("--noop-syncs", type=positive, default=20, help="timed no-op syncs")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
+    parser.add_argument("--insecure", action="store_true", help="plaintext instead of mTLS")
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one more sync (node B) to stderr"
     )
