@@ -1,6 +1,6 @@
 """Per-caller limits: a request rate, and strikes for invalid data that cut a peer off.
 
-A peer that sends forged, tampered, gapped or malformed data gets a strike each time;
+A peer that sends forged, tampered, gapped, forked or malformed data gets a strike;
 at STRIKES_TO_BAN strikes within the window it is refused for BAN_S seconds (Hypercore
 backs off and tears down at repeated invalid requests, the same idea). Honest peers
 never hit either limit: a sync session is a handful of calls.
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from peer.errors import (
     ForgeryError,
+    ForkDetected,
     GapError,
     InvalidRecord,
     LimitExceeded,
@@ -21,7 +22,9 @@ from peer.errors import (
     ProtocolError,
 )
 
-OFFENCES = (ForgeryError, InvalidRecord, ProtocolError, GapError)
+# A fork is authentic data, but presenting one is how a keyed node rewrites its past;
+# an honest relay stops offering a log once we hold it frozen (it shows in our index).
+OFFENCES = (ForgeryError, InvalidRecord, ProtocolError, GapError, ForkDetected)
 
 
 @dataclass
