@@ -57,6 +57,7 @@ KEY_TEXT_PREFIX = "peer-key-1:"
 WRAP_V1 = 0x01
 WRAPPED_KEY_LEN = 1 + KEY_ID_LEN + 12 + SYNC_KEY_LEN + 16
 _ZERO_NONCE = bytes(12)
+_FRESH = 10 + SYNC_KEY_LEN + 12  # per record: id randomness, content key, wrapping nonce
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -154,10 +155,13 @@ def seal(sync: SyncKey, record: Record, plaintext: bytes) -> tuple[bytes, bytes]
     return _seal(sync, associated_data(record), plaintext)
 
 
-def _seal(sync: SyncKey, aad: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
-    content_key = os.urandom(SYNC_KEY_LEN)
+def _seal(
+    sync: SyncKey, aad: bytes, plaintext: bytes, fresh: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """`fresh`: 44 random bytes (content key, wrapping nonce), drawn in bulk by writers."""
+    fresh = fresh or os.urandom(SYNC_KEY_LEN + 12)
+    content_key, nonce = fresh[:SYNC_KEY_LEN], fresh[SYNC_KEY_LEN:]
     payload = AESGCM(content_key).encrypt(_ZERO_NONCE, plaintext, aad)
-    nonce = os.urandom(12)
     wrapped = sync.aead.encrypt(nonce, content_key, aad)
     return payload, bytes((WRAP_V1,)) + sync.key_id + nonce + wrapped
 
@@ -209,10 +213,12 @@ class Author:
         last = head.next_idx + len(plaintexts) - 1
         idx = head.next_idx
         unsigned = 0
+        randomness = os.urandom(_FRESH * len(plaintexts))  # one system call, not three each
         for timestamp, plaintext in zip(timestamps, plaintexts, strict=True):
-            rid = new_record_id()
+            fresh = randomness[(idx - head.next_idx) * _FRESH : (idx - head.next_idx + 1) * _FRESH]
+            rid = new_record_id(fresh[:10])
             meta = metadata_of(rid, self.host, tag, idx, timestamp, self.version)
-            payload, wrapped_key = _seal(self.sync, AAD_PREFIX_V1 + meta, plaintext)
+            payload, wrapped_key = _seal(self.sync, AAD_PREFIX_V1 + meta, plaintext, fresh[10:])
             digest = hashlib.sha256(hash_input_of(meta, payload, wrapped_key, prev)).digest()
             unsigned += len(payload)
             signs = idx == last or must_sign(idx) or unsigned >= SIGN_BYTES

@@ -36,6 +36,8 @@ _U64 = struct.Struct(">Q")
 _U64X2 = struct.Struct(">QQ")
 _U32 = struct.Struct(">I")
 _LENGTHS = [bytes((n,)) for n in range(256)]
+_VERSION_7 = [bytes((0x70 | (n & 0x0F),)) for n in range(256)]
+_VARIANT_10 = [bytes((0x80 | (n & 0x3F),)) for n in range(256)]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -293,15 +295,21 @@ def uuid7(unix_ms: int, random_bytes: bytes) -> bytes:
     """A UUIDv7 (RFC 9562): 48-bit milliseconds, version 7, variant 10, 74 random bits."""
     if len(random_bytes) != 10:
         raise ValueError("uuid7 needs 10 random bytes")
-    value = (unix_ms & (2**48 - 1)) << 80 | int.from_bytes(random_bytes, "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    return value.to_bytes(16, "big")
+    r = random_bytes
+    return b"".join(
+        (
+            (unix_ms & (2**48 - 1)).to_bytes(6, "big"),
+            _VERSION_7[r[0]],  # version 7 in the high nibble
+            r[1:2],
+            _VARIANT_10[r[2]],  # variant 0b10 in the two high bits
+            r[3:],
+        )
+    )
 
 
-def new_record_id() -> bytes:
+def new_record_id(random_bytes: bytes | None = None) -> bytes:
     """A fresh UUIDv7 for a record id: time-ordered, unique without coordination."""
-    return uuid7(time.time_ns() // 1_000_000, os.urandom(10))
+    return uuid7(time.time_ns() // 1_000_000, random_bytes or os.urandom(10))
 
 
 def group_by_log(records: Iterable[Record]) -> dict[LogKey, list[Record]]:
