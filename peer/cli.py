@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -69,6 +68,16 @@ def _fail(message: str, code: int) -> int:
 
 
 def build_parser() -> _Parser:
+    from peer.cli_net import (  # the network commands live beside, in their own module
+        cmd_invite,
+        cmd_join,
+        cmd_peers_add,
+        cmd_peers_list,
+        cmd_peers_remove,
+        cmd_serve,
+        cmd_sync,
+    )
+
     parser = _Parser(prog="peer", description="Serverless, end-to-end encrypted log sync.")
     parser.add_argument("--home", type=Path, help="node home directory (default: $PEER_HOME)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
@@ -147,19 +156,19 @@ def _positive(text: str) -> int:
 # -- helpers -----------------------------------------------------------------------
 
 
-def _home(args: argparse.Namespace) -> Any:
+def home_of(args: argparse.Namespace) -> Any:
     from peer.home import Home, default_home
 
     return Home(args.home if args.home else default_home(os.environ))
 
 
-async def _open(args: argparse.Namespace) -> Node:
+async def open_node(args: argparse.Namespace) -> Node:
     from peer.node import Node
 
-    return await Node.open(_home(args))
+    return await Node.open(home_of(args))
 
 
-def _print_json(value: object) -> None:
+def print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
 
 
@@ -172,13 +181,13 @@ async def cmd_init(args: argparse.Namespace) -> int:
     from peer.node import Node
 
     sync = SyncKey.from_text(args.key) if args.key else None
-    node = await Node.init(_home(args), args.name, sync, relay=args.relay)
+    node = await Node.init(home_of(args), args.name, sync, relay=args.relay)
     await node.close()
     identity = node.identity
     key_id = identity.sync.key_id_text if identity.sync else None
     node_id = format_node_id(identity.node_id)
     if args.json:
-        _print_json(
+        print_json(
             {
                 "node_id": node_id,
                 "host": identity.host.hex(),
@@ -194,10 +203,10 @@ async def cmd_init(args: argparse.Namespace) -> int:
 async def cmd_id(args: argparse.Namespace) -> int:
     from peer.identity import format_node_id
 
-    identity = _home(args).load()
+    identity = home_of(args).load()
     node_id = format_node_id(identity.node_id)
     if args.json:
-        _print_json({"node_id": node_id, "host": identity.host.hex()})
+        print_json({"node_id": node_id, "host": identity.host.hex()})
     else:
         print(node_id)
     return 0
@@ -206,11 +215,11 @@ async def cmd_id(args: argparse.Namespace) -> int:
 async def cmd_key_export(args: argparse.Namespace) -> int:
     from peer.errors import UsageError
 
-    identity = _home(args).load()
+    identity = home_of(args).load()
     if identity.sync is None:
         raise UsageError("this node holds no sync key (it is a relay)")
     if args.json:
-        _print_json({"key": identity.sync.to_text(), "key_id": identity.sync.key_id_text})
+        print_json({"key": identity.sync.to_text(), "key_id": identity.sync.key_id_text})
     else:
         print(identity.sync.to_text())
     return 0
@@ -221,20 +230,20 @@ async def cmd_key_import(args: argparse.Namespace) -> int:
 
     text = sys.stdin.readline() if args.key == "-" else args.key
     sync = SyncKey.from_text(text)
-    node = await _open(args)
+    node = await open_node(args)
     try:
         await node.import_sync_key(sync)
     finally:
         await node.close()
     if args.json:
-        _print_json({"key_id": sync.key_id_text})
+        print_json({"key_id": sync.key_id_text})
     else:
         print(f"sync key {sync.key_id_text} imported")
     return 0
 
 
 async def cmd_append(args: argparse.Namespace) -> int:
-    node = await _open(args)
+    node = await open_node(args)
     try:
         if args.data is not None:
             records = await node.append(args.tag, [os.fsencode(args.data)])
@@ -245,7 +254,7 @@ async def cmd_append(args: argparse.Namespace) -> int:
         await node.close()
     count = sum(last - first + 1 for first, last in ranges)
     if args.json:
-        _print_json(
+        print_json(
             {
                 "host": node.identity.host.hex(),
                 "tag": args.tag,
@@ -283,7 +292,7 @@ def _stdin_lines() -> Iterator[bytes]:
 
 
 async def cmd_tail(args: argparse.Namespace) -> int:
-    node = await _open(args)
+    node = await open_node(args)
     try:
         entries = await node.tail(args.tag, args.limit)
         last = _print_entries(entries)
@@ -299,199 +308,19 @@ async def cmd_tail(args: argparse.Namespace) -> int:
 
 def _print_entries(entries: Sequence[Entry]) -> int:
     for entry in entries:
-        _print_json(render.entry_json(entry))
+        print_json(render.entry_json(entry))
     sys.stdout.flush()
     return entries[-1].seq if entries else 0
 
 
-async def cmd_serve(args: argparse.Namespace) -> int:
-    from peer import daemon
-    from peer.identity import format_node_id
-
-    listen = args.listen or daemon.DEFAULT_LISTEN
-    if args.insecure:
-        daemon.require_loopback(listen)
-    node = await _open(args)
-    node_id = format_node_id(node.identity.node_id)
-
-    def ready(running: Any) -> None:
-        host, _ = daemon.split_address(listen)
-        address = f"[{host}]:{running.port}" if ":" in host else f"{host}:{running.port}"
-        mode = "plaintext, loopback only" if args.insecure else "mutual TLS"
-        if args.json:
-            _print_json({"listen": address, "node_id": node_id, "tls": not args.insecure})
-        else:
-            print(f"serving node {node_id} on {address} ({mode}; Ctrl-C to stop)")
-        sys.stdout.flush()
-
-    try:
-        await daemon.serve(node, listen, args.insecure, ready)
-    finally:
-        await node.close()
-    return 0
-
-
-async def cmd_sync(args: argparse.Namespace) -> int:
-    from peer import daemon
-    from peer.errors import UsageError
-    from peer.progress import Progress
-
-    if args.insecure:
-        if not args.peers:
-            raise UsageError("with --insecure, name the peers (HOST:PORT on loopback)")
-        for target in args.peers:
-            daemon.require_loopback(target)
-    node = await _open(args)
-    bars: list[Progress] = []
-
-    def progress(target: str) -> Callable[[int, int], None]:
-        bar = Progress(f"sync {target}")
-        bars.append(bar)
-
-        def update(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done)
-
-        return update
-
-    try:
-        results = await daemon.sync_peers(node, args.peers, args.batch, progress, args.insecure)
-    finally:
-        await node.close()
-    for bar in bars:
-        bar.finish()
-    if args.json:
-        _print_json({"peers": [render.sync_json(r) for r in results]})
-    else:
-        print("\n".join(render.sync_lines(results)))
-    return 1 if any(r.error for r in results) else 0
-
-
-async def cmd_peers_add(args: argparse.Namespace) -> int:
-    from peer import daemon
-    from peer.identity import format_node_id, parse_node_id
-    from peer.store import TrustedPeer
-
-    node_id = parse_node_id(args.node_id)
-    if args.address:
-        daemon.split_address(args.address)
-    node = await _open(args)
-    try:
-        pinned = TrustedPeer(node_id, args.name, args.address)
-        if args.address:  # check the pin before trusting anything about it
-            certificate = await daemon.read_certificate(pinned)
-            pinned = TrustedPeer(node_id, args.name, args.address, certificate)
-        await node.store.peers.add(pinned)
-        fetched = pinned.certificate is not None
-    finally:
-        await node.close()
-    shown = format_node_id(node_id)
-    if args.json:
-        _print_json(
-            {"node_id": shown, "name": args.name, "address": args.address, "certificate": fetched}
-        )
-    else:
-        where = f" at {args.address}" if args.address else " (no address yet)"
-        print(f"trusting {shown}{where}")
-    return 0
-
-
-async def cmd_peers_list(args: argparse.Namespace) -> int:
-    node = await _open(args)
-    try:
-        peers = await node.store.peers.all()
-    finally:
-        await node.close()
-    rows = [render.peer_json(p) for p in peers]
-    if args.json:
-        _print_json({"peers": rows})
-    for row in [] if args.json else rows:
-        cert = "" if row["certificate"] else "  (certificate not known yet)"
-        print(f"{row['node_id']}  {row['name'] or '-'}  {row['address'] or '-'}{cert}")
-    return 0
-
-
-async def cmd_peers_remove(args: argparse.Namespace) -> int:
-    from peer import daemon
-
-    node = await _open(args)
-    try:
-        peer = daemon.find_peer(await node.store.peers.all(), args.node_id)
-        await node.store.peers.remove(peer.node_id)
-    finally:
-        await node.close()
-    if args.json:
-        _print_json(render.peer_json(peer))
-    else:
-        print(f"no longer trusting {render.peer_json(peer)['node_id']}")
-    return 0
-
-
-async def cmd_invite(args: argparse.Namespace) -> int:
-    from peer import daemon
-
-    node = await _open(args)
-    try:
-        invitation = await daemon.invite(node, args.relay, args.ttl, args.address)
-    finally:
-        await node.close()
-    code = invitation.to_code()
-    if args.json:
-        _print_json({"code": code, "expires_at": invitation.expires_at, "relay": args.relay})
-    else:
-        kind = "a relay (it gets no sync key)" if args.relay else "your own device"
-        print(code)
-        sys.stderr.write(f"run `peer join CODE` on {kind} within {args.ttl} s; it works once\n")
-    return 0
-
-
-async def cmd_join(args: argparse.Namespace) -> int:
-    from peer import daemon
-    from peer.identity import format_node_id
-    from peer.node import Node
-    from peer.pairing import Invitation
-
-    invitation = Invitation.from_code(args.code)
-    home = _home(args)
-    created = not home.exists() and not home.root.exists()
-    if home.exists():
-        node = await Node.open(home)
-    else:
-        node = await Node.init(home, args.name, relay=True)  # the key comes from the inviter
-    try:
-        name = await daemon.join(node, invitation)
-        has_key = node.identity.sync is not None
-    except BaseException:
-        await node.close()
-        if created:  # a failed join leaves no half-made home behind
-            shutil.rmtree(home.root, ignore_errors=True)
-        raise
-    await node.close()
-    shown = format_node_id(invitation.node_id)
-    if args.json:
-        _print_json(
-            {
-                "node_id": shown,
-                "name": name,
-                "address": invitation.address,
-                "sync_key": has_key,
-                "relay": invitation.relay,
-            }
-        )
-    else:
-        role = "as a relay (no sync key)" if invitation.relay else "with the sync key"
-        print(f"paired with {name or shown} at {invitation.address} {role}; now run `peer sync`")
-    return 0
-
-
 async def cmd_status(args: argparse.Namespace) -> int:
-    node = await _open(args)
+    node = await open_node(args)
     try:
         status = await node.status()
     finally:
         await node.close()
     if args.json:
-        _print_json(status)
+        print_json(status)
         return 0
     print(f"node {status['node_id']}  name {status['name'] or '-'}  key {status['key_id']}")
     print(f"{len(status['logs'])} log(s):")
@@ -504,13 +333,13 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
-    node = await _open(args)
+    node = await open_node(args)
     try:
         report = await node.verify()
     finally:
         await node.close()
     if args.json:
-        _print_json(
+        print_json(
             {
                 "ok": report.ok,
                 "logs": report.logs,

@@ -4,15 +4,10 @@
 connections and transactions, `schema` the migrations.
 """
 
-from peer.store.core import (
-    DEFAULT_CHUNK,
-    RECORD_COLUMNS,
-    ForkEvidence,
-    InsertResult,
-    Prepared,
-    Store,
-)
+from peer.store.core import DEFAULT_CHUNK, InsertResult, Prepared, Store
+from peer.store.forks import ForkEvidence
 from peer.store.peers import TrustedPeer, TrustList
+from peer.store.rows import RECORD_COLUMNS
 
 __all__ = [
     "DEFAULT_CHUNK",

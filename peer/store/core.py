@@ -15,7 +15,6 @@ killed process. Rows go in with one `executemany` per batch, never one await per
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -43,10 +42,11 @@ from peer.records import (
     check_tag,
     group_by_log,
 )
+from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.peers import Invitations, TrustList
+from peer.store.rows import RECORD_COLUMNS, from_row, to_row
 from peer.store.sqlite import Database, scalar
 
-RECORD_COLUMNS = "host, tag, idx, id, timestamp, version, payload, wrapped_key, prev, sig"
 _INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 _SELECT_RANGE = (
     f"SELECT {RECORD_COLUMNS} FROM records WHERE host = ? AND tag = ? AND idx >= ? "
@@ -76,25 +76,6 @@ class Prepared:
     hashes: dict[LogKey, list[bytes]]
     keys: dict[bytes, bytes]
     timestamps: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class ForkEvidence:
-    """Two authentic records of one host at one idx: ours, and the conflicting chain."""
-
-    log: LogKey
-    idx: int
-    held_hash: bytes
-    offered: tuple[Record, ...]
-    detected_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Fork:
-    log: LogKey
-    idx: int
-    held_hash: bytes
-    offered: list[Record]
 
 
 class Store:
@@ -198,7 +179,7 @@ class Store:
             head = await self._head_for_append(log, len(plaintexts))
             timestamps = await self._issue_timestamps(len(plaintexts))
             records = author.write(tag, head, timestamps, plaintexts)
-            await self._db.executemany(_INSERT_RECORD, [_row(r) for r in records])
+            await self._db.executemany(_INSERT_RECORD, [to_row(r) for r in records])
             await self._set_head(log, Head(records[-1].idx + 1, record_hash(records[-1])))
         self._changed()
         return records
@@ -282,7 +263,7 @@ class Store:
         except _RollBack:
             async with self._write():
                 await self._save_keys(prepared.keys)
-                await self._keep_forks(forks)
+                await keep_forks(self._db, forks)
             raise ForkDetected(
                 f"log {forks[0].log} forked at idx {forks[0].idx}: its host signed two "
                 "different records there; evidence kept, log frozen"
@@ -313,10 +294,10 @@ class Store:
 
     async def _apply_groups(
         self, groups: Mapping[LogKey, list[Record]], hashes: Mapping[LogKey, list[bytes]]
-    ) -> tuple[InsertResult, list[_Fork]]:
+    ) -> tuple[InsertResult, list[Fork]]:
         duplicates = 0
         rows: list[tuple[object, ...]] = []
-        forks: list[_Fork] = []
+        forks: list[Fork] = []
         for log, group in groups.items():
             head, frozen = await self._read_head(log)
             if frozen:
@@ -327,14 +308,14 @@ class Store:
                 continue
             duplicates += len(group) - len(fresh)
             if fresh:
-                rows.extend(_row(r) for r in fresh)
+                rows.extend(to_row(r) for r in fresh)
                 await self._set_head(log, Head(fresh[-1].idx + 1, hashes[log][-1]))
         await self._db.executemany(_INSERT_RECORD, rows)
         return InsertResult(len(rows), duplicates), forks
 
     async def _split_known(
         self, log: LogKey, head: Head, group: list[Record], hashes: list[bytes]
-    ) -> tuple[list[Record], _Fork | None]:
+    ) -> tuple[list[Record], Fork | None]:
         """The records of `group` not yet held, or the fork they prove."""
         first = group[0].idx
         if first > head.next_idx:
@@ -347,30 +328,16 @@ class Store:
             stored = await self._stored_hashes(log, first, min(held, len(group)))
             for offset, digest in enumerate(stored):
                 if digest != hashes[offset]:
-                    return [], _Fork(log, first + offset, digest, group[offset:])
+                    return [], Fork(log, first + offset, digest, group[offset:])
         fresh = group[max(held, 0) :]
         if fresh and fresh[0].prev != head.head_hash:
             mismatch = fresh[0].idx - 1
-            return [], _Fork(log, mismatch, head.head_hash, group)
+            return [], Fork(log, mismatch, head.head_hash, group)
         return fresh, None
 
-    async def _keep_forks(self, forks: Sequence[_Fork]) -> None:
-        now = time.time_ns()
-        for fork in forks:
-            cursor = await self._db.execute(
-                "INSERT INTO forks (host, tag, idx, held_hash, detected_at) VALUES (?,?,?,?,?)",
-                (fork.log.host, fork.log.tag, fork.idx, fork.held_hash, now),
-            )
-            fork_id = cursor.lastrowid
-            await self._db.executemany(
-                f"INSERT INTO fork_records (fork_id, position, {RECORD_COLUMNS}) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(fork_id, n, *_row(r)) for n, r in enumerate(fork.offered)],
-            )
-            await self._db.execute(
-                "UPDATE heads SET frozen = 1 WHERE host = ? AND tag = ?",
-                (fork.log.host, fork.log.tag),
-            )
+    async def forks(self) -> list[ForkEvidence]:
+        """All fork evidence held, oldest first."""
+        return await read_forks(self._database)
 
     # -- clock ------------------------------------------------------------------
 
@@ -427,12 +394,12 @@ class Store:
         if not 0 <= start <= MAX_IDX or limit < 0:
             raise InvalidRecord(f"range start {start} / limit {limit} out of bounds")
         rows = await self._database.fetch(_SELECT_RANGE, (host, tag, start, limit))
-        return [_record(row) for row in rows]
+        return [from_row(row) for row in rows]
 
     async def _stored_hashes(self, log: LogKey, start: int, count: int) -> list[bytes]:
         """Inside a write transaction: hashes of records already held (to spot forks)."""
         async with self._db.execute(_SELECT_RANGE, (log.host, log.tag, start, count)) as cursor:
-            return [record_hash(_record(row)) for row in await cursor.fetchall()]
+            return [record_hash(from_row(row)) for row in await cursor.fetchall()]
 
     async def record_sizes(
         self, host: bytes, tag: str, start: int, limit: int
@@ -457,7 +424,7 @@ class Store:
             f"SELECT seq, {RECORD_COLUMNS} FROM records WHERE {where} ORDER BY seq LIMIT ?",
             (*params, limit),
         )
-        return [(row[0], _record(row[1:])) for row in rows]
+        return [(row[0], from_row(row[1:])) for row in rows]
 
     async def last_seq(self, tag: str | None = None, back: int = 0) -> int:
         """The arrival number `back` records before the newest (0 if there are fewer)."""
@@ -466,43 +433,6 @@ class Store:
             sql, params = sql + " WHERE tag = ?", [check_tag(tag)]
         sql += " ORDER BY seq DESC LIMIT 1 OFFSET ?"
         return await self._database.read_scalar(sql, (*params, back))
-
-    async def forks(self) -> list[ForkEvidence]:
-        """All fork evidence held, oldest first."""
-        forks = await self._database.fetch(
-            "SELECT fork_id, host, tag, idx, held_hash, detected_at FROM forks ORDER BY fork_id"
-        )
-        return [
-            ForkEvidence(LogKey(h, t), i, held, tuple(await self._fork_records(fid)), when)
-            for fid, h, t, i, held, when in forks
-        ]
-
-    async def _fork_records(self, fork_id: int) -> list[Record]:
-        rows = await self._database.fetch(
-            f"SELECT {RECORD_COLUMNS} FROM fork_records WHERE fork_id = ? ORDER BY position",
-            (fork_id,),
-        )
-        return [_record(row) for row in rows]
-
-
-def _row(record: Record) -> tuple[object, ...]:
-    return (
-        record.host,
-        record.tag,
-        record.idx,
-        record.id,
-        record.timestamp,
-        record.version,
-        record.payload,
-        record.wrapped_key,
-        record.prev,
-        record.sig,
-    )
-
-
-def _record(row: Sequence[object]) -> Record:
-    host, tag, idx, rid, timestamp, version, payload, wrapped_key, prev, sig = row
-    return Record(rid, host, tag, idx, timestamp, version, payload, wrapped_key, prev, sig)  # type: ignore[arg-type]
 
 
 class _RollBack(Exception):
