@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from peer.crypto import Author, SigningKey, SyncKey
+from peer.crypto import Author, SigningKey, SyncKey, record_hash
+from peer.records import Head, Record
 from peer.store import Store
 
 settings.register_profile(
@@ -48,6 +49,18 @@ def rng() -> random.Random:
 def new_author(sync: SyncKey | None = None) -> Author:
     """A fresh host with its own signing key, writing under `sync` (or a new key)."""
     return Author(SigningKey.generate(), sync if sync is not None else SyncKey.generate())
+
+
+def signed_chain(author: Author, tag: str, count: int, start: Head | None = None) -> list[Record]:
+    """What `count` single-record appends write (every record signed, so any cut of
+    the chain is a valid batch), without a store."""
+    head = start or Head(0)
+    records: list[Record] = []
+    for n in range(count):
+        (record,) = author.write(tag, head, [1_000 + head.next_idx], [b"r%d" % n])
+        records.append(record)
+        head = Head(record.idx + 1, record_hash(record))
+    return records
 
 
 async def open_store(path: Path, *authors: Author, **options: int) -> Store:

@@ -16,7 +16,7 @@ from types import TracebackType
 
 from peer.client import Batch, PeerClient
 from peer.crypto import Author, SyncKey, record_hash
-from peer.records import Head, LogKey, Record
+from peer.records import LogKey, Record
 from peer.service import Limits, RunningServer, start_server
 from peer.store import Store
 from peer.sync import SyncSummary, sync_with
@@ -152,17 +152,6 @@ async def assert_converged(*stores: Store) -> dict[LogKey, list[Record]]:
         assert [r.idx for r in records] == list(range(index[log].next_idx))
         assert record_hash(records[-1]) == index[log].head_hash
     return first
-
-
-def signed_chain(author: Author, tag: str, count: int, start: Head | None = None) -> list[Record]:
-    """What `count` single-record appends write (every record signed), without a store."""
-    head = start or Head(0)
-    records: list[Record] = []
-    for n in range(count):
-        (record,) = author.write(tag, head, [1_000 + head.next_idx], [b"r%d" % n])
-        records.append(record)
-        head = Head(record.idx + 1, record_hash(record))
-    return records
 
 
 async def batches_of(*items: Batch) -> AsyncIterator[Batch]:

@@ -35,8 +35,8 @@ from peer.errors import (
 from peer.records import Record
 from peer.service import Limits
 from peer.v1 import sync_pb2 as pb
-from tests.conftest import new_author
-from tests.nodes import Node, Nodes, batches_of, closing_gen, keys_of, signed_chain
+from tests.conftest import new_author, signed_chain
+from tests.nodes import Node, Nodes, batches_of, closing_gen, keys_of
 
 BODIES_PER_RPC = 1000
 CONCURRENCY = 48

@@ -25,18 +25,7 @@ from peer.errors import (
 )
 from peer.records import Head, LogKey, Record
 from peer.store import Store
-from tests.conftest import new_author, open_store
-
-
-def signed_each(author: Author, tag: str, count: int, start: Head | None = None) -> list[Record]:
-    """`count` records written one per append, so every one is signed (any cut is valid)."""
-    head = start or Head(0)
-    records: list[Record] = []
-    for n in range(count):
-        (record,) = author.write(tag, head, [1_000 + head.next_idx], [b"r%d" % n])
-        records.append(record)
-        head = Head(record.idx + 1, record_hash(record))
-    return records
+from tests.conftest import new_author, open_store, signed_chain
 
 
 def keys_of(*authors: Author) -> dict[bytes, bytes]:
@@ -98,7 +87,7 @@ async def test_re_inserting_held_records_is_a_no_op(
 
 
 async def test_an_overlapping_batch_adds_only_what_is_new(replica: Store, author: Author) -> None:
-    records = signed_each(author, "notes", 10)
+    records = signed_chain(author, "notes", 10)
     await replica.insert_batch(records[:6], keys_of(author))
     result = await replica.insert_batch(records[3:])
     assert (result.added, result.duplicates) == (4, 3)
@@ -106,7 +95,7 @@ async def test_an_overlapping_batch_adds_only_what_is_new(replica: Store, author
 
 
 async def test_a_gap_is_rejected_with_the_idx_expected(replica: Store, author: Author) -> None:
-    records = signed_each(author, "notes", 10)
+    records = signed_chain(author, "notes", 10)
     await replica.insert_batch(records[:4], keys_of(author))
     with pytest.raises(GapError) as caught:
         await replica.insert_batch(records[6:])
@@ -137,9 +126,9 @@ async def test_a_fork_is_detected_kept_as_evidence_and_freezes_the_log(
 
 
 async def test_a_batch_that_links_to_another_head_is_a_fork(replica: Store, author: Author) -> None:
-    records = signed_each(author, "notes", 3)
+    records = signed_chain(author, "notes", 3)
     await replica.insert_batch(records, keys_of(author))
-    other_past = signed_each(author, "notes", 4)  # same host, different history
+    other_past = signed_chain(author, "notes", 4)  # same host, different history
     with pytest.raises(ForkDetected):
         await replica.insert_batch(other_past[3:])
     assert await replica.frozen_logs() == {LogKey(author.host, "notes")}
@@ -172,8 +161,8 @@ async def test_out_of_range_fields_are_a_clear_error_not_an_overflow(
 
 
 async def test_a_call_is_all_or_nothing_across_logs(replica: Store, author: Author) -> None:
-    good = signed_each(author, "good", 5)
-    bad = signed_each(author, "bad", 5)
+    good = signed_chain(author, "good", 5)
+    bad = signed_chain(author, "bad", 5)
     bad[2] = dataclasses.replace(bad[2], payload=b"tampered")
     with pytest.raises(ForgeryError):
         await replica.insert_batch(good + bad, keys_of(author))
@@ -181,7 +170,7 @@ async def test_a_call_is_all_or_nothing_across_logs(replica: Store, author: Auth
 
 
 async def test_an_unknown_host_or_a_wrong_key_is_refused(replica: Store, author: Author) -> None:
-    records = signed_each(author, "notes", 2)
+    records = signed_chain(author, "notes", 2)
     with pytest.raises(UnknownHost):
         await replica.insert_batch(records)
     with pytest.raises(ForgeryError, match="not its key"):
@@ -229,7 +218,7 @@ async def test_any_delivery_order_with_duplicates_converges_to_the_source(
     """Batches cut anywhere, shuffled and repeated: gaps are refused and retried later,
     duplicates are no-ops, and the replica always holds a contiguous prefix."""
     authors = [new_author(), new_author()]
-    source = {a.host: signed_each(a, "t", data.draw(st.integers(1, 25))) for a in authors}
+    source = {a.host: signed_chain(a, "t", data.draw(st.integers(1, 25))) for a in authors}
     batches: list[list[Record]] = []
     for records in source.values():
         cuts = sorted(data.draw(st.sets(st.integers(1, max(len(records) - 1, 1)), max_size=6)))

@@ -22,7 +22,7 @@ from peer.errors import LimitExceeded, PeerError
 from peer.records import LogKey, Record
 from peer.service import Limits
 from peer.v1 import sync_pb2 as pb
-from tests.conftest import new_author, open_store
+from tests.conftest import new_author, open_store, signed_chain
 from tests.nodes import (
     Node,
     Nodes,
@@ -30,7 +30,6 @@ from tests.nodes import (
     batches_of,
     ends_signed,
     keys_of,
-    signed_chain,
     sync,
 )
 

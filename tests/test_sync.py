@@ -32,7 +32,7 @@ from peer.errors import (
 from peer.records import Head, LogKey, Range, Record
 from peer.store import Store
 from peer.sync import sync_with
-from tests.conftest import new_author, open_store
+from tests.conftest import new_author, open_store, signed_chain
 from tests.nodes import (
     SESSION_TIMEOUT_S,
     Node,
@@ -42,7 +42,6 @@ from tests.nodes import (
     everything,
     keys_of,
     next_idx,
-    signed_chain,
     sync,
 )
 
