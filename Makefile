@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROTO := proto/peer/v1/sync.proto
+PROTO := proto/peer/v1/sync.proto proto/peer/v1/local.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iproto
 
 .PHONY: test lint typecheck pytest demo bench proto proto-check clean

@@ -18,10 +18,17 @@ from peer.cli import home_of, open_node, print_json
 async def cmd_serve(args: argparse.Namespace) -> int:
     from peer import daemon
     from peer.identity import format_node_id
+    from peer.mesh import Schedule
 
     listen = args.listen or daemon.DEFAULT_LISTEN
     if args.insecure:
         daemon.require_loopback(listen)
+    options = daemon.DaemonOptions(
+        listen=listen,
+        insecure=args.insecure,
+        auto_sync=not args.no_sync,
+        schedule=Schedule(interval=args.interval) if args.interval else Schedule(),
+    )
     node = await open_node(args)
     node_id = format_node_id(node.identity.node_id)
 
@@ -36,7 +43,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     try:
-        await daemon.serve(node, listen, args.insecure, ready)
+        await daemon.serve(node, options, ready)
     finally:
         await node.close()
     return 0
@@ -80,6 +87,7 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 
 async def cmd_peers_add(args: argparse.Namespace) -> int:
     from peer import daemon
+    from peer.errors import PeerUnavailable
     from peer.identity import format_node_id, parse_node_id
     from peer.store import TrustedPeer
 
@@ -87,11 +95,15 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
     if args.address:
         daemon.split_address(args.address)
     node = await open_node(args)
+    offline = ""
     try:
         pinned = TrustedPeer(node_id, args.name, args.address)
-        if args.address:  # check the pin before trusting anything about it
-            certificate = await daemon.read_certificate(pinned)
-            pinned = TrustedPeer(node_id, args.name, args.address, certificate)
+        if args.address:  # check the pin now if we can; else at the first contact
+            try:
+                certificate = await daemon.read_certificate(pinned)
+                pinned = TrustedPeer(node_id, args.name, args.address, certificate)
+            except PeerUnavailable as exc:
+                offline = str(exc)
         await node.store.peers.add(pinned)
         fetched = pinned.certificate is not None
     finally:
@@ -99,11 +111,19 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
     shown = format_node_id(node_id)
     if args.json:
         print_json(
-            {"node_id": shown, "name": args.name, "address": args.address, "certificate": fetched}
+            {
+                "node_id": shown,
+                "name": args.name,
+                "address": args.address,
+                "certificate": fetched,
+                "unreachable": offline or None,
+            }
         )
     else:
         where = f" at {args.address}" if args.address else " (no address yet)"
         print(f"trusting {shown}{where}")
+        if offline:
+            print(f"note: {offline}; its certificate is checked at the first contact")
     return 0
 
 

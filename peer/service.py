@@ -81,6 +81,7 @@ class SyncServicer:
         self.policy = CallerPolicy()
         self._streams: Counter[str] = Counter()
         self._slots: dict[str, set[_Slot]] = {}
+        self.on_contact: Callable[[bytes], None] | None = None  # a pinned peer called
 
     def drop(self, node_ids: set[bytes]) -> None:
         """Cut the open streams of peers that are no longer trusted."""
@@ -189,6 +190,8 @@ class SyncServicer:
                 "your node id (`peer id`)"
             )
         self.policy.admit(node_id.hex())
+        if self.on_contact is not None:
+            self.on_contact(node_id)
         return node_id.hex()
 
     def note_error(self, context: Context, error: BaseException) -> None:
