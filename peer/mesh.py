@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.client import PeerClient
-from peer.errors import PeerError
+from peer.errors import ForkDetected, LogFrozen, PeerError
 from peer.identity import format_node_id
 from peer.records import LogKey, Record
 from peer.store import Store, TrustedPeer
@@ -107,6 +107,7 @@ class Link:
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self.task: asyncio.Task[None] | None = None
+        self._frozen: set[LogKey] = set()
 
     @property
     def address(self) -> str:
@@ -205,24 +206,32 @@ class Link:
     async def _follow(self, client: PeerClient) -> None:
         """Store what the peer stores, as it arrives, from where our index stands."""
         since = {log: head.next_idx for log, head in (await self.store.index()).items()}
+        self._frozen = await self.store.frozen_logs()
         keys: dict[bytes, bytes] = {}
         self.state.live = True
         async for records, new_keys in client.subscribe(since):
             keys.update(new_keys)
-            fresh = await self._storable(records)
-            if fresh:
-                result = await self.store.insert_batch(fresh, keys)
-                self.state.received_live += result.added
-                self._note_heads(fresh)
+            await self._store(records, keys)
 
-    async def _storable(self, records: list[Record]) -> list[Record]:
-        """Leave out logs frozen here by fork evidence (they are neither taken nor given)."""
-        if not records:
-            return records
-        frozen = await self.store.frozen_logs()
-        if not frozen:
-            return records
-        return [r for r in records if r.log not in frozen]
+    async def _store(self, records: list[Record], keys: dict[bytes, bytes]) -> None:
+        """Insert a live batch, leaving out logs frozen here by fork evidence (neither
+        taken nor given). The frozen set is re-read only when the store says a log is
+        frozen (perhaps by another process, or by this very batch), then once retried."""
+        for attempt in range(2):
+            fresh = [r for r in records if r.log not in self._frozen]
+            if not fresh:
+                return
+            try:
+                result = await self.store.insert_batch(fresh, keys)
+            except (LogFrozen, ForkDetected):
+                frozen = await self.store.frozen_logs()
+                if attempt or frozen == self._frozen:
+                    raise
+                self._frozen = frozen
+                continue
+            self.state.received_live += result.added
+            self._note_heads(fresh)
+            return
 
     def _note_heads(self, records: list[Record]) -> None:
         heads = self.state.remote_heads
