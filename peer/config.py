@@ -215,10 +215,12 @@ SETTINGS: dict[str, Setting] = {
     "limits.streams_per_caller": Setting(_integer(1, 1024), "concurrent streams per peer"),
     "limits.max_batch": Setting(_integer(1, 100_000), "most records sent in one message"),
     "limits.subscriber_queue": Setting(
-        _integer(1, 100_000), "records queued per live subscriber before it is cut off"
+        _integer(1, 100_000), "batches queued per live subscriber before it is cut off"
     ),
     "limits.rate": Setting(POSITIVE, "calls per second allowed to each peer"),
-    "limits.burst": Setting(_integer(1, 1_000_000), "calls a peer may make at once above the rate"),
+    "limits.burst": Setting(
+        _integer(1, 1_000_000), "calls a peer may make in a burst before the rate applies"
+    ),
 }
 
 SECTIONS: dict[str, type[SyncConfig | DiscoveryConfig | LimitsConfig]] = {

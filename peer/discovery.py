@@ -26,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import ifaddr
 from zeroconf import (
@@ -154,7 +155,7 @@ class Discovery:
         self._found: dict[str, Found] = {}  # by service name
         self._zeroconf: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
-        self._announcing: Awaitable[None] | None = None
+        self._announcing: Awaitable[object] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -177,10 +178,12 @@ class Discovery:
         if self._zeroconf is not None or self._closed:
             raise UsageError("LAN discovery was already started")
         addresses = self.interfaces if self.interfaces is not None else local_addresses()
+        # IPv6 only where we have an address to announce on it: hosts without IPv6 exist.
+        ipv6 = any(":" in address for address in addresses)
         try:
             self._zeroconf = AsyncZeroconf(
                 interfaces=self.interfaces if self.interfaces is not None else InterfaceChoice.All,
-                ip_version=None if self.interfaces is not None else IPVersion.All,
+                ip_version=IPVersion.All if ipv6 else IPVersion.V4Only,
             )
             info = self.service_info(addresses)
             self._announcing = await self._zeroconf.async_register_service(
@@ -213,7 +216,11 @@ class Discovery:
     async def close(self) -> None:
         """Withdraw our announcement (goodbye packets) and stop browsing; idempotent."""
         self._closed = True
-        tasks, self._tasks = list(self._tasks), set()
+        announcing, self._announcing = self._announcing, None
+        tasks: list[asyncio.Future[Any]] = [*self._tasks]
+        self._tasks = set()
+        if isinstance(announcing, asyncio.Future):
+            tasks.append(announcing)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -223,9 +230,6 @@ class Discovery:
         if self._zeroconf is not None:
             zeroconf, self._zeroconf = self._zeroconf, None
             await zeroconf.async_close()
-        announcing, self._announcing = self._announcing, None
-        if isinstance(announcing, asyncio.Future):
-            announcing.cancel()
 
     def learn(self, service_name: str, info: ServiceInfo) -> None:
         """Take in one resolved service: record it and tell `on_found` if it is a

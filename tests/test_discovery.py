@@ -262,8 +262,9 @@ async def test_two_nodes_find_each_other_on_a_lan(
         "address": address_of_a,
         "name": f"alpha {format_node_id(ME)[:15]}",
     }
-    assert a.returncode == 0
-    assert b.returncode == 0
+    for process in (a, b):
+        assert process.returncode == 0
+        assert await process.stderr.read() == b""  # no warning, no traceback
 
 
 async def test_an_address_this_machine_lacks_is_refused_in_words(lan: tuple[str, str]) -> None:
