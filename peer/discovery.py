@@ -176,7 +176,7 @@ class Discovery:
         """Register our service and browse for the others; UsageError if the
         interfaces cannot be used (e.g. an address this machine does not have)."""
         if self._zeroconf is not None or self._closed:
-            raise UsageError("LAN discovery was already started")
+            raise UsageError("this LAN discovery was already started (make a new one)")
         addresses = self.interfaces if self.interfaces is not None else local_addresses()
         # IPv6 only where we have an address to announce on it: hosts without IPv6 exist.
         ipv6 = any(":" in address for address in addresses)
@@ -191,11 +191,12 @@ class Discovery:
             )
         except (OSError, ValueError, ZeroconfError) as exc:
             await self.close()
-            where = ", ".join(self.interfaces) if self.interfaces else "all interfaces"
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if self.interfaces is None:
+                raise UsageError(f"cannot start LAN discovery: {reason}") from exc
             raise UsageError(
-                f"cannot start LAN discovery on {where}: {reason} (discovery interfaces must "
-                "be IP addresses of this machine; leave them empty for all)"
+                f"cannot start LAN discovery on {', '.join(self.interfaces)}: {reason} "
+                "(discovery interfaces must be IP addresses of this machine; empty for all)"
             ) from exc
         self._browser = AsyncServiceBrowser(
             self._zeroconf.zeroconf, SERVICE_TYPE, handlers=[self._on_change]
@@ -236,10 +237,10 @@ class Discovery:
         new node or a new address; ignore our own and malformed announcements."""
         node_id = node_id_from_txt(info.properties)
         address = dial_address(info.parsed_addresses(), info.port)
-        if node_id is None or address is None:
-            log.debug("ignoring the LAN announcement %r: not a peer v1 node", service_name)
-            return
-        if node_id == self.node_id:
+        if node_id is None or address is None or node_id == self.node_id:
+            if node_id != self.node_id:
+                log.debug("ignoring the LAN announcement %r: not a peer v1 node", service_name)
+            self._found.pop(service_name, None)  # it may have been valid before
             return
         found = Found(node_id, address, service_name.removesuffix("." + SERVICE_TYPE))
         if self._found.get(service_name) == found:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zeroconf import ServiceInfo
+from zeroconf import ServiceInfo, ServiceStateChange
 
 from peer.discovery import (
     SERVICE_TYPE,
@@ -145,6 +145,17 @@ def test_our_own_malformed_and_unreachable_announcements_are_ignored() -> None:
     discovery.learn(name, announcement({"v": "1", "id": "garbage"}, ["198.18.0.2"]))
     discovery.learn(name, announcement(txt_properties(OTHER), ["fe80::1"]))
     assert seen == []
+    assert discovery.found() == []
+
+
+def test_a_withdrawn_or_spoiled_announcement_leaves_the_view() -> None:
+    discovery = Discovery(ME, 7417)
+    name = f"laptop.{SERVICE_TYPE}"
+    discovery.learn(name, announcement(txt_properties(OTHER), ["198.18.0.2"]))
+    discovery.learn(name, announcement({"v": "2", "id": format_node_id(OTHER)}, ["198.18.0.2"]))
+    assert discovery.found() == []
+    discovery.learn(name, announcement(txt_properties(OTHER), ["198.18.0.2"]))
+    discovery._on_change(None, SERVICE_TYPE, name, ServiceStateChange.Removed)  # type: ignore[arg-type]
     assert discovery.found() == []
 
 
