@@ -5,6 +5,7 @@
     HOME/tls.crt     the node's self-signed certificate; its hash is the node id
     HOME/sync.key    the sync key as one line of text (mode 0600); absent on a relay
     HOME/node.json   the node's name
+    HOME/config.toml settings of `peer serve` (optional; see peer/config.py)
     HOME/serve.json  where a running `peer serve` listens (for `peer invite`, programs)
     HOME/serve.lock  held (flock) by the running `peer serve`: one daemon per home
     HOME/peer.sock   the running daemon's local API (Unix socket, mode 0600)
@@ -91,6 +92,7 @@ class Home:
         self.tls_key = root / "tls.key"
         self.tls_certificate = root / "tls.crt"
         self.node_file = root / "node.json"
+        self.config_file = root / "config.toml"
         self.serve_file = root / "serve.json"
         self.database = root / "peer.db"
 
