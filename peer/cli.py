@@ -105,10 +105,19 @@ def build_parser() -> _Parser:
     tail.add_argument("--follow", action="store_true", help="keep printing new records")
 
     serve = _command(commands, "serve", cmd_serve, "serve this node to peers until stopped")
-    serve.add_argument("--listen", default=None, help="HOST:PORT (default 127.0.0.1:7417)")
+    serve.add_argument(
+        "--listen", default=None, help="HOST:PORT (default 127.0.0.1:7417; config.toml)"
+    )
     serve.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
     serve.add_argument("--no-sync", action="store_true", help="serve only: no automatic sync")
-    serve.add_argument("--interval", type=float, default=None, help="seconds between syncs")
+    serve.add_argument(
+        "--interval",
+        "--sync-interval",
+        dest="interval",
+        default=None,
+        help="seconds between syncs with each peer",
+    )
+    serve.add_argument("--no-discovery", action="store_true", help="do not use LAN discovery")
 
     sync = _command(commands, "sync", cmd_sync, "sync now with the given peers (or all)")
     sync.add_argument("peers", nargs="*", metavar="PEER", help="HOST:PORT, node id or name")

@@ -17,10 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from peer.addresses import join_host, split_address
 from peer.client import ClientTls, PeerClient
 from peer.client import join as join_call
 from peer.codec import Appended
+from peer.config import Config
 from peer.crypto import SyncKey
+from peer.discovery import Discovery, Found
 from peer.errors import PeerError, UsageError
 from peer.home import Serving
 from peer.identity import fetch_certificate, format_node_id, parse_node_id
@@ -38,28 +41,28 @@ from peer.trust import Credentials
 DEFAULT_LISTEN = "127.0.0.1:7417"
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """HOST:PORT (or [IPv6]:PORT) as (host, port), with a clear error when malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"{address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def join_host(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _listen_interfaces(host: str) -> list[str]:
+    """Announce on the address we listen on; on all interfaces for a wildcard."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    return [] if address.is_unspecified else [host]
 
 
 def require_loopback(address: str) -> None:
     """Plaintext is only for this machine: refuse any non-loopback address."""
     host, _ = split_address(address)
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise UsageError(
             f"--insecure is only allowed on a loopback address (127.0.0.1, ::1), not {host}"
         )
@@ -80,6 +83,34 @@ class DaemonOptions:
     limits: Limits = field(default_factory=Limits)
     discovery: bool = False
     interfaces: tuple[str, ...] = ()
+    peers: tuple[TrustedPeer, ...] = ()  # pinned at start (the config's [[peers]])
+
+    @classmethod
+    def from_config(cls, config: Config) -> DaemonOptions:
+        sync, limits = config.sync, config.limits
+        return cls(
+            listen=config.listen,
+            insecure=config.insecure,
+            auto_sync=sync.auto,
+            schedule=Schedule(
+                sync.interval,
+                sync.jitter,
+                sync.backoff_initial,
+                sync.backoff_max,
+                sync.batch,
+                sync.live,
+            ),
+            limits=Limits(
+                streams_per_caller=limits.streams_per_caller,
+                max_batch=limits.max_batch,
+                subscriber_queue=limits.subscriber_queue,
+                rate=limits.rate,
+                burst=limits.burst,
+            ),
+            discovery=config.discovery.enabled,
+            interfaces=config.discovery.interfaces,
+            peers=tuple(TrustedPeer(p.node_id, p.name, p.address or "") for p in config.peers),
+        )
 
 
 class Daemon:
@@ -92,6 +123,8 @@ class Daemon:
         self.started_at = time.time()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.sync_address = ""
+        self.discovery: Discovery | None = None
+        self.discovery_note = "off"
 
     @property
     def node_id(self) -> str:
@@ -121,12 +154,49 @@ class Daemon:
         node.home.record_serving(
             Serving(self.sync_address, pairing_address, str(local.socket), os.getpid())
         )
+        await self._pin_configured_peers()
         if options.auto_sync:
             if running.servicer is not None:
                 running.servicer.on_contact = self.mesh.contacted
             await self.mesh.start()
             self._closers.append(self.mesh.close)
+        await self._start_discovery(host, running.port)
         return running
+
+    async def _pin_configured_peers(self) -> None:
+        """The config's [[peers]]: pinned (or updated) before anything connects."""
+        pinned = {p.node_id: p for p in await self.node.store.peers.all()}
+        for peer in self.options.peers:
+            known = pinned.get(peer.node_id)
+            name = peer.name or (known.name if known else "")
+            address = peer.address or (known.address if known else "")
+            if known is None or (known.name, known.address) != (name, address):
+                certificate = known.certificate if known else None
+                await self.node.store.peers.add(
+                    TrustedPeer(peer.node_id, name, address, certificate)
+                )
+
+    async def _start_discovery(self, host: str, port: int) -> None:
+        """Announce and browse on the LAN, unless off or only reachable on loopback."""
+        if not self.options.discovery:
+            return
+        if is_loopback(host) or self.options.insecure:
+            self.discovery_note = "off: this node listens on loopback only"
+            return
+        interfaces = list(self.options.interfaces) or _listen_interfaces(host)
+        self.discovery = Discovery(
+            self.node.identity.node_id,
+            port,
+            self.node.identity.name,
+            interfaces or None,
+            self._found,
+        )
+        await self.discovery.start()
+        self._closers.append(self.discovery.close)
+        self.discovery_note = "on"
+
+    def _found(self, found: Found) -> None:
+        self.mesh.found(found.node_id, found.address)
 
     async def _start_pairing(
         self, running: RunningServer, tls: Credentials | None, host: str
@@ -179,7 +249,11 @@ class Daemon:
             "listen": self.sync_address,
             "tls": not self.options.insecure,
             "auto_sync": self.options.auto_sync,
-            "discovery": self.options.discovery,
+            "discovery": self.discovery_note,
+            "discovered": [
+                {"node_id": format_node_id(f.node_id), "address": f.address, "name": f.name}
+                for f in (self.discovery.found() if self.discovery else [])
+            ],
             "uptime_s": round(time.time() - self.started_at, 3),
         }
         return status

@@ -50,6 +50,8 @@ class Limits:
     default_batch: int = DEFAULT_BATCH
     subscriber_queue: int = 64
     max_message_bytes: int = codec.MAX_MESSAGE_BYTES
+    rate: float = 50.0  # calls per second per caller (mTLS callers)
+    burst: int = 200
 
 
 def server_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -78,7 +80,7 @@ class SyncServicer:
         self.feed = feed
         self.limits = limits
         self.trust = trust
-        self.policy = CallerPolicy()
+        self.policy = CallerPolicy(rate=limits.rate, burst=limits.burst)
         self._streams: Counter[str] = Counter()
         self._slots: dict[str, set[_Slot]] = {}
         self.on_contact: Callable[[bytes], None] | None = None  # a pinned peer called
