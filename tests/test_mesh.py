@@ -202,18 +202,23 @@ async def test_a_peer_dying_mid_stream_is_not_reported_as_refusing_our_certifica
 ) -> None:
     a, b = daemons.homes("a", "b")
     mesh([a, b])
-    _, daemon_b = daemons.start(a, b)
-    await until(lambda: daemons.linked(a, b), "a to follow b", 15)
-    daemon_b.kill()
+    daemons.start(a)
 
     async def first_error() -> str | None:  # polled fast: the next attempt is 1 s later
         now = await daemons.link(a, b)
         return now["last_error"] if now and now["failures"] == 1 else None
 
-    error = await until(first_error, "a to notice that b is gone", 5)
-    print(f"a's first error for b after SIGKILL: {error}")
-    assert "peer peers add" not in error
-    assert "refused the TLS handshake" not in error
+    errors = []
+    for _ in range(3):  # how the socket dies varies (FIN or RST): up to three deaths
+        (daemon_b,) = daemons.start(b)
+        await until(lambda: daemons.linked(a, b), "a to follow b", 15)
+        daemon_b.kill()
+        errors.append(await until(first_error, "a to notice that b is gone", 5))
+        print(f"a's first error for b after SIGKILL: {errors[-1]}")
+        if "peer peers add" in errors[-1]:
+            break
+    assert not any("peer peers add" in error for error in errors)
+    assert not any("refused the TLS handshake" in error for error in errors)
 
 
 # -- the trust list, changed while running --------------------------------------------
