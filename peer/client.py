@@ -18,7 +18,7 @@ from grpc import aio
 from peer import codec
 from peer.codec import Appended, RemoteIndex
 from peer.crypto import TLS_SERVER_NAME
-from peer.errors import PeerError
+from peer.errors import PeerError, PeerUnavailable
 from peer.records import LogKey, Range, Record
 from peer.trust import Credentials
 from peer.v1 import sync_pb2 as pb
@@ -66,6 +66,7 @@ class PeerClient:
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self.tls = tls is not None
+        self.answered = False  # the peer has answered on this channel: TLS got through
         if tls is None:
             self._channel = aio.insecure_channel(target, options=channel_options())
         else:
@@ -79,6 +80,13 @@ class PeerClient:
 
     async def close(self) -> None:
         await self._channel.close(None)
+
+    def _failure(self, exc: aio.AioRpcError) -> PeerError:
+        """The peer error for a failed call. Once the peer has answered on this channel,
+        a closed socket is a lost connection, not a refused handshake."""
+        if self.answered and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            return PeerUnavailable(f"lost the connection to {self.target} ({exc.details()})")
+        return _error(exc, self.target, self.tls)
 
     async def __aenter__(self) -> Self:
         return self
@@ -101,7 +109,8 @@ class PeerClient:
         try:
             raw = await call(codec.encode_get_index_request(), timeout=self.timeout)
         except aio.AioRpcError as exc:
-            raise _error(exc, self.target, self.tls) from None
+            raise self._failure(exc) from None
+        self.answered = True
         return codec.decode_index(raw)
 
     async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
@@ -112,9 +121,10 @@ class PeerClient:
         stream = call(codec.encode_pull_request(ranges, max_batch), timeout=self.stream_timeout)
         try:
             async for raw in stream:
+                self.answered = True
                 yield codec.decode_batch(pb.PullRecordsResponse, raw)
         except aio.AioRpcError as exc:
-            raise _error(exc, self.target, self.tls) from None
+            raise self._failure(exc) from None
         finally:
             stream.cancel()
 
@@ -131,7 +141,7 @@ class PeerClient:
         try:
             raw = await call(requests(), timeout=self.stream_timeout)
         except aio.AioRpcError as exc:
-            raise _error(exc, self.target, self.tls) from None
+            raise self._failure(exc) from None
         return codec.decode_push_response(raw)
 
     async def subscribe(
@@ -147,9 +157,10 @@ class PeerClient:
         stream = call(codec.encode_subscribe_request(since or {}, hosts, tags))
         try:
             async for raw in stream:
+                self.answered = True
                 yield codec.decode_batch(pb.SubscribeResponse, raw)
         except aio.AioRpcError as exc:
-            raise _error(exc, self.target, self.tls) from None
+            raise self._failure(exc) from None
         finally:
             stream.cancel()
 

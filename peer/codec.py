@@ -474,8 +474,9 @@ def error_for(
     if code == grpc.StatusCode.UNAVAILABLE and handshake:
         return PeerRefused(
             f"{target} refused the TLS handshake: it does not trust this node yet (run "
-            "`peer peers add` there with this node's `peer id`), or it is not the node "
-            "pinned here"
+            "`peer peers add` there with this node's `peer id`), or it pinned this node "
+            "but has not read its certificate yet (it reads it from this node's address "
+            "while `peer serve` runs here), or it is not the node pinned here"
         )
     if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in lowered:
         reason = "connection refused" if "refused" in lowered else "no answer"

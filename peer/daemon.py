@@ -8,6 +8,7 @@ talks to whom should cross a real network unauthenticated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -39,6 +40,13 @@ from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials
 
 DEFAULT_LISTEN = "127.0.0.1:7417"
+CERTIFICATE_POLL_S = 2.0
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def is_loopback(host: str) -> bool:
@@ -160,6 +168,9 @@ class Daemon:
                 running.servicer.on_contact = self.mesh.contacted
             await self.mesh.start()
             self._closers.append(self.mesh.close)
+        else:  # the links would read them; without links, read them here
+            learner = asyncio.create_task(self._learn_certificates(), name="certificates")
+            self._closers.append(lambda: _cancel(learner))
         await self._start_discovery(host, running.port)
         return running
 
@@ -175,6 +186,16 @@ class Daemon:
                 await self.node.store.peers.add(
                     TrustedPeer(peer.node_id, name, address, certificate)
                 )
+
+    async def _learn_certificates(self) -> None:
+        """Read the certificates of peers pinned while they were offline, so that their
+        calls pass our TLS (which admits only certificates it knows)."""
+        while True:
+            for peer in await self.node.store.peers.all():
+                if peer.certificate is None and peer.address:
+                    with contextlib.suppress(PeerError):
+                        await fetch_pinned(self.node, peer)
+            await asyncio.sleep(CERTIFICATE_POLL_S)
 
     async def _start_discovery(self, host: str, port: int) -> None:
         """Announce and browse on the LAN, unless off or only reachable on loopback."""
@@ -331,9 +352,7 @@ async def _connection(
 
 async def read_certificate(peer: TrustedPeer, address: str = "") -> bytes:
     """A peer's certificate, read from its address and checked against its pin."""
-    loop = asyncio.get_running_loop()
-    target = address or peer.address
-    return await loop.run_in_executor(None, fetch_certificate, target, peer.node_id)
+    return await fetch_certificate(address or peer.address, peer.node_id)
 
 
 async def fetch_pinned(node: Node, peer: TrustedPeer, address: str = "") -> bytes:
@@ -397,10 +416,7 @@ async def join(node: Node, invitation: Invitation) -> str:
     """Pair with the inviter: pin it, get pinned, and take the sync key if offered."""
     if invitation.expires_at < time.time():
         raise UsageError("this invitation has expired: ask for a new one (`peer invite`)")
-    loop = asyncio.get_running_loop()
-    certificate = await loop.run_in_executor(
-        None, fetch_certificate, invitation.pairing_address, invitation.node_id
-    )
+    certificate = await fetch_certificate(invitation.pairing_address, invitation.node_id)
     key_text, name = await join_call(
         invitation.pairing_address,
         certificate,

@@ -8,9 +8,9 @@ a mistyped letter fails its block's check instead of pinning the wrong node.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import socket
 import ssl
 
 from peer.errors import PeerUnavailable, UsageError
@@ -60,11 +60,12 @@ def _luhn32(block: str) -> str:
     return ALPHABET[(32 - total % 32) % 32]
 
 
-def fetch_certificate(address: str, expected: bytes | None = None) -> bytes:
+async def fetch_certificate(address: str, expected: bytes | None = None) -> bytes:
     """The certificate a node serves at HOST:PORT (PEM), checked against a pinned id.
 
-    Blocking; no certificate checks happen here beyond the pin, which is the point:
-    the pin is what we trust, and it is checked before the certificate is used.
+    No certificate checks happen here beyond the pin, which is the point: the pin is
+    what we trust, and it is checked before the certificate is used. Asynchronous (no
+    thread), so a daemon that stops is never held up by a peer that does not answer.
     """
     host, _, port = address.rpartition(":")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -72,13 +73,17 @@ def fetch_certificate(address: str, expected: bytes | None = None) -> bytes:
     context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["h2"])
     try:
-        with (
-            socket.create_connection((host.strip("[]"), int(port)), FETCH_TIMEOUT_S) as raw,
-            context.wrap_socket(raw) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-    except (OSError, ValueError) as exc:
-        raise PeerUnavailable(f"cannot reach {address} to read its certificate: {exc}") from exc
+        async with asyncio.timeout(FETCH_TIMEOUT_S):
+            _, writer = await asyncio.open_connection(
+                host.strip("[]"), int(port), ssl=context, server_hostname=None
+            )
+        try:
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        finally:
+            writer.close()
+    except (OSError, ValueError, TimeoutError) as exc:
+        reason = str(exc) or "no answer"
+        raise PeerUnavailable(f"cannot reach {address} to read its certificate: {reason}") from exc
     if der is None:
         raise PeerUnavailable(f"{address} presented no certificate")
     if expected is not None and hashlib.sha256(der).digest() != expected:

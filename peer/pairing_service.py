@@ -52,7 +52,9 @@ async def start_pairing_server(
     servicer: PairingServicer, credentials: Credentials, listen: str
 ) -> tuple[aio.Server, int]:
     """Serve PairingService on `listen` with server-only TLS; returns (server, port)."""
-    server = aio.server(options=[("grpc.server_handshake_timeout_ms", 5_000)])
+    server = aio.server(
+        options=[("grpc.server_handshake_timeout_ms", 5_000), ("grpc.so_reuseport", 0)]
+    )
     handler = grpc.unary_unary_rpc_method_handler(guard_unary(servicer.join))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(codec.PAIRING_SERVICE_NAME, {"Join": handler}),)

@@ -66,6 +66,7 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.server_handshake_timeout_ms", 5_000),
         ("grpc.max_connection_idle_ms", 600_000),
+        ("grpc.so_reuseport", 0),  # a port another daemon serves is in use, not shared
     ]
 
 

@@ -176,30 +176,33 @@ async def test_status_text_tells_what_the_daemon_and_each_peer_are_doing(
     assert f"{b.node_id}" in stopped  # the trust list is still shown
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a --no-sync daemon never fetches the certificate of a peer pinned while "
-    "offline, so its server refuses that peer's `peer sync` (telling it to run `peer peers "
-    "add`, already done)",
-)
-async def test_peer_sync_reaches_a_no_sync_daemon_that_pinned_it_while_offline(
+async def test_a_no_sync_daemon_reads_the_certificate_of_a_peer_pinned_while_offline(
     daemons: Daemons,
 ) -> None:
+    """TLS admits only certificates the server knows, so a peer pinned by id and address
+    while it was offline can call once the daemon has read its certificate: the daemon
+    does so in the background as soon as the peer serves (links do it when syncing)."""
     a, b = daemons.homes("a", "b")
     mesh([a, b])  # `peer peers add ID HOST:PORT` while the other was offline
     daemons.start(a, flags=["--no-sync"])
     await aok(b.root, "append", "--tag", "notes", "b0")
-    done = peer(b.root, "sync", "--json")  # b is not serving: only b calls
+    refused = peer(b.root, "sync", "--json")  # b is not serving: a cannot know b yet
+    error = json.loads(refused.stdout)["peers"][0]["error"]
+    assert refused.returncode == 1 and "has not read its certificate yet" in error, error
+    (daemon_b,) = daemons.start(b, flags=["--no-sync"])
+
+    async def a_knows_b() -> bool:
+        listed = json.loads(await aok(a.root, "peers", "list", "--json"))["peers"]
+        return bool(listed[0]["certificate"])
+
+    await until(a_knows_b, "a to read b's certificate", 10)
+    daemon_b.stop()
+    done = peer(b.root, "sync", "--json")
     print(f"`peer sync` from b to a: exit {done.returncode}: {done.stdout}")
     assert done.returncode == 0
     assert logs_of(cli_status(a.root)) == {(b.host, "notes"): 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: peer/service.py server_options leaves gRPC's SO_REUSEPORT on, so a second "
-    "daemon (another home) binds a port already served and the two split its connections",
-)
 async def test_a_daemon_refuses_a_port_another_daemon_serves(daemons: Daemons) -> None:
     a, b = daemons.homes("a", "b")
     daemons.start(a)
@@ -219,12 +222,6 @@ async def test_a_daemon_refuses_a_port_another_daemon_serves(daemons: Daemons) -
     assert "in use" in second.stderr()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a link reading a pinned peer's certificate blocks in a default-executor "
-    "thread (peer/daemon.py read_certificate -> identity.fetch_certificate, 5 s timeout) "
-    "that asyncio.run joins at exit, so SIGTERM waits for a silent peer",
-)
 async def test_sigterm_is_prompt_while_a_link_waits_on_a_silent_peer(daemons: Daemons) -> None:
     a, silent = daemons.homes("a", "silent")
     with socket.socket() as listener:  # accepts TCP (the kernel does), never speaks TLS

@@ -191,12 +191,6 @@ async def test_a_killed_peer_is_backed_off_then_caught_up_when_it_returns(
     await daemons.converged([a, b], {**expected, (b.host, "notes"): 1}, timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: peer/codec.py error_for calls any 'Socket closed' on a TLS channel a "
-    "refused handshake, so a peer that dies mid-stream is reported as 'does not trust this "
-    "node yet (run `peer peers add` there…)'",
-)
 async def test_a_peer_dying_mid_stream_is_not_reported_as_refusing_our_certificate(
     daemons: Daemons,
 ) -> None:
