@@ -19,7 +19,7 @@ from peer.store import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POLL_S = 0.02
+DEFAULT_POLL_S = 0.05  # other processes' commits (the CLI) are seen within this
 DEFAULT_QUEUE_BATCHES = 64
 SCAN_LIMIT = 2000
 

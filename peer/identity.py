@@ -83,7 +83,10 @@ async def fetch_certificate(address: str, expected: bytes | None = None) -> byte
             writer.close()
     except (OSError, ValueError, TimeoutError) as exc:
         reason = str(exc) or "no answer"
-        raise PeerUnavailable(f"cannot reach {address} to read its certificate: {reason}") from exc
+        raise PeerUnavailable(
+            f"cannot reach {address} to read its certificate ({reason}): "
+            "is `peer serve` running there?"
+        ) from exc
     if der is None:
         raise PeerUnavailable(f"{address} presented no certificate")
     if expected is not None and hashlib.sha256(der).digest() != expected:
