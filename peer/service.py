@@ -26,7 +26,15 @@ from grpc_reflection.v1alpha import reflection
 from peer import codec
 from peer.batches import DEFAULT_BATCH, Holdback, read_batches, split_for_wire
 from peer.codec import RemoteIndex, Subscription
-from peer.errors import LimitExceeded, PeerError, PeerRefused, UsageError
+from peer.errors import (
+    IntegrityError,
+    InvalidRecord,
+    LimitExceeded,
+    PeerError,
+    PeerRefused,
+    ProtocolError,
+    UsageError,
+)
 from peer.feed import Feed
 from peer.policy import CallerPolicy
 from peer.records import LogKey, Range, Record
@@ -39,6 +47,7 @@ T = TypeVar("T")
 Context = aio.ServicerContext[Any, Any]
 FAILURE_TEXT = "the node could not serve this request (see its log)"
 TRUST_POLL_S = 0.5
+REJECTIONS = (IntegrityError, InvalidRecord, ProtocolError)  # invalid data, counted by class
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,7 @@ class SyncServicer:
         self.trust = trust
         self.policy = CallerPolicy(rate=limits.rate, burst=limits.burst)
         self._streams: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()  # invalid data refused, by reason (class)
         self._slots: dict[str, set[_Slot]] = {}
         self.on_contact: Callable[[bytes], None] | None = None  # a pinned peer called
 
@@ -197,8 +207,10 @@ class SyncServicer:
         return node_id.hex()
 
     def note_error(self, context: Context, error: BaseException) -> None:
-        """Count invalid data against a pinned caller (plaintext callers on loopback are
-        tests and tools: they have no identity to hold to account)."""
+        """Count invalid data by reason, and against a pinned caller (plaintext callers
+        on loopback are tests and tools: they have no identity to hold to account)."""
+        if isinstance(error, REJECTIONS):
+            self.rejected[type(error).__name__] += 1
         if self.trust is not None:
             presented = list(context.auth_context().get("x509_pem_cert") or [b""])
             node_id = caller_node_id(presented[0])
