@@ -61,6 +61,7 @@ class Limits:
     max_message_bytes: int = codec.MAX_MESSAGE_BYTES
     rate: float = 50.0  # calls per second per caller (mTLS callers)
     burst: int = 200
+    idle_s: float = 60.0  # a push stream that sends nothing for this long is closed
 
 
 def server_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -127,7 +128,16 @@ class SyncServicer:
         added = duplicates = 0
         stream_keys: dict[bytes, bytes] = {}  # a key may come in an earlier message
         with self._slot(context) as slot:
-            async for raw in requests:
+            messages = aiter(requests)
+            while True:
+                try:
+                    raw = await asyncio.wait_for(anext(messages), self.limits.idle_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise LimitExceeded(
+                        f"no message for {self.limits.idle_s:.0f} s: idle stream closed"
+                    ) from None
                 slot.check()
                 records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
                 stream_keys.update(keys)
