@@ -35,7 +35,7 @@ from peer.errors import (
     ProtocolError,
     UsageError,
 )
-from peer.feed import Feed
+from peer.feed import Feed, Subscriber
 from peer.policy import CallerPolicy
 from peer.records import LogKey, Range, Record
 from peer.store import Store
@@ -62,6 +62,7 @@ class Limits:
     rate: float = 50.0  # calls per second per caller (mTLS callers)
     burst: int = 200
     idle_s: float = 60.0  # a push stream that sends nothing for this long is closed
+    write_idle_s: float = 10.0  # a subscriber that fell behind and reads nothing: cut
 
 
 def server_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -152,6 +153,8 @@ class SyncServicer:
         with self._slot(context) as slot:
             subscriber = self.feed.subscribe()
             slot.wake = subscriber.interrupt
+            handler = asyncio.current_task()
+            watchdog = asyncio.create_task(self._cut_if_stuck(subscriber, handler))
             try:
                 delivered: dict[LogKey, int] = dict(wanted.since)
                 sent: set[bytes] = set()
@@ -167,7 +170,20 @@ class SyncServicer:
                     for message in split_for_wire(fresh, self.limits.default_batch):
                         yield await self._subscribe_message(message, sent)
             finally:
+                watchdog.cancel()
                 self.feed.unsubscribe(subscriber)
+
+    async def _cut_if_stuck(
+        self, subscriber: Subscriber, handler: asyncio.Task[Any] | None
+    ) -> None:
+        """A subscriber that fell a queue behind learns it at its next read; one that
+        reads nothing leaves the handler blocked in a write (the transport buffers a few
+        MB per stream [M10]), so after write_idle_s its call is cancelled."""
+        await subscriber.fell_behind.wait()
+        await asyncio.sleep(self.limits.write_idle_s)
+        if handler is not None:
+            log.info("cancelling a subscriber that reads nothing")
+            handler.cancel()
 
     # -- helpers --------------------------------------------------------------------
 
