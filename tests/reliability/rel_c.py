@@ -35,6 +35,8 @@ NOT_OK_ALLOWED = {
     "ABORTED",
 }
 RAW: dict[str, Any] = {"request_serializer": None, "response_deserializer": None}
+# Every non-OK status `answer` saw in this session, for C19's aggregate check.
+SEEN: list[tuple[str, str]] = []
 
 
 def method(name: str) -> str:
@@ -79,6 +81,7 @@ async def answer(
     except aio.AioRpcError as exc:
         if rpc == "Subscribe" and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return "OK", ""
+        SEEN.append((exc.code().name, exc.details() or ""))
         return exc.code().name, exc.details() or ""
     return "OK", ""
 

@@ -391,14 +391,33 @@ async def _honest_syncs(node: Pinned, peers: range, records: int, tmp: Path) -> 
     return list(await asyncio.gather(*(one(n) for n in peers)))
 
 
+async def _until_idle(pid: int, quiet_s: float = 0.3, limit_s: float = 10.0) -> None:
+    """Until process `pid` used no CPU for `quiet_s` (bounded by `limit_s`)."""
+
+    def cpu_ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    last, quiet = cpu_ticks(), 0.0
+    for _ in range(int(limit_s / 0.1)):
+        await asyncio.sleep(0.1)
+        now = cpu_ticks()
+        quiet = quiet + 0.1 if now == last else 0.0
+        last = now
+        if quiet >= quiet_s:
+            return
+
+
 async def test_c14_slowloris_streams(tmp_path: Path, tier: Tier, report: Report) -> None:
-    honest_peers, records = tier.pick((8, 500), (19, 2000))
-    idle_s = 4.0
+    honest_peers, records = tier.pick((10, 1000), (19, 2000))
+    idle_s = 6.0
     limits = Limits(idle_s=idle_s)
-    async with pinned_node(tmp_path / "baseline", honest_peers + 1, limits) as node:
-        baseline = await _honest_syncs(node, range(1, honest_peers + 1), records, tmp_path)
-    async with pinned_node(tmp_path / "attacked", honest_peers + 1, limits) as node:
-        slow = Hostile(node.spec(0, mode="slowloris", connections=10, streams=10, hold_s=10))
+    async with pinned_node(tmp_path / "baseline", honest_peers + 2, limits) as node:
+        await _honest_syncs(node, range(1, 2), records, tmp_path)  # warm-up, not measured
+        baseline = await _honest_syncs(node, range(2, honest_peers + 2), records, tmp_path)
+    async with pinned_node(tmp_path / "attacked", honest_peers + 2, limits) as node:
+        await _honest_syncs(node, range(1, 2), records, tmp_path)  # the same warm-up
+        slow = Hostile(node.spec(0, mode="slowloris", connections=10, streams=10, hold_s=14))
         servicer = node.running.servicer
         assert servicer is not None
         hostile_id = node_id_of(node.clients[0].certificate).hex()
@@ -407,7 +426,8 @@ async def test_c14_slowloris_streams(tmp_path: Path, tier: Tier, report: Report)
                 break
             await asyncio.sleep(0.1)
         held = servicer._streams.get(hostile_id, 0)
-        attacked = await _honest_syncs(node, range(1, honest_peers + 1), records, tmp_path)
+        await _until_idle(slow.process.pid)  # its start-up burst is over: only the streams
+        attacked = await _honest_syncs(node, range(2, honest_peers + 2), records, tmp_path)
         still_held = servicer._streams.get(hostile_id, 0)  # the syncs ran under attack
         result = await slow.result(30)
     closed = result["closed"]
@@ -425,7 +445,7 @@ async def test_c14_slowloris_streams(tmp_path: Path, tier: Tier, report: Report)
         and len(idled) == limits.streams_per_caller
         and idle_in_time
         and held == still_held == limits.streams_per_caller
-        and p99 <= 2 * p99_base + 0.5
+        and p99 <= 2 * p99_base
     )
     report(
         "a pinned peer holds 10 connections x 10 push streams that send nothing while honest "
@@ -447,7 +467,7 @@ async def test_c14_slowloris_streams(tmp_path: Path, tier: Tier, report: Report)
     assert len(capped) + len(idled) == 100, result
     assert len(idled) == limits.streams_per_caller and idle_in_time
     assert held == still_held == limits.streams_per_caller
-    assert p99 <= 2 * p99_base + 0.5  # +0.5 s: scheduling noise on a shared 2-core box
+    assert p99 <= 2 * p99_base
 
 
 # -- C17: slow and stuck subscribers -------------------------------------------------------
