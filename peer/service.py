@@ -36,7 +36,7 @@ from peer.errors import (
     UsageError,
 )
 from peer.feed import Feed, Subscriber
-from peer.policy import CallerPolicy
+from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range, Record
 from peer.store import Store
 from peer.trust import Credentials, Trust, caller_node_id
@@ -237,7 +237,7 @@ class SyncServicer:
         on loopback are tests and tools: they have no identity to hold to account)."""
         if isinstance(error, REJECTIONS):
             self.rejected[type(error).__name__] += 1
-        if self.trust is not None:
+        if self.trust is not None and isinstance(error, PeerError) and is_offence(error):
             presented = list(context.auth_context().get("x509_pem_cert") or [b""])
             node_id = caller_node_id(presented[0])
             if node_id is not None:
