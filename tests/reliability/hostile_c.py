@@ -6,7 +6,8 @@ Modes:
   `cancels` Subscribe streams each cancelled right after it starts (rapid reset);
 - slowloris: `connections` x `streams` PushRecords streams that never send a message,
   held until the server closes them or `hold_s` passes;
-- subscribers: slow and stuck Subscribe streams.
+- subscribers: slow and stuck Subscribe streams;
+- pull: an honest peer pulling everything for `seconds` (its throughput).
 
 It prints one JSON line: status codes seen, and timings. Every call has a deadline.
 """
@@ -27,6 +28,8 @@ from grpc import aio
 
 from peer import codec
 from peer.crypto import TLS_SERVER_NAME
+from peer.records import Range
+from peer.v1 import sync_pb2 as pb
 
 RAW: dict[str, Any] = {"request_serializer": None, "response_deserializer": None}
 
@@ -137,9 +140,34 @@ async def subscribers(spec: dict[str, Any]) -> dict[str, Any]:
     return {"codes": dict(outcomes)}
 
 
+async def pull(spec: dict[str, Any]) -> dict[str, Any]:
+    """An honest peer: pulls everything the node holds, again and again, for `seconds`
+    (after one warm-up pull); records per second, decoded as a real client does."""
+    async with channel(spec) as chan:
+        raw = await chan.unary_unary(f"/{codec.SERVICE_NAME}/GetIndex", **RAW)(
+            codec.encode_get_index_request(), timeout=10
+        )
+        index = codec.decode_index(raw)
+        ranges = [Range(log.host, log.tag, 0, head.next_idx) for log, head in index.logs.items()]
+        call = chan.unary_stream(f"/{codec.SERVICE_NAME}/PullRecords", **RAW)
+        request = codec.encode_pull_request(ranges, 0)
+
+        async def once() -> int:
+            got = 0
+            async for message in call(request, timeout=30):
+                got += len(codec.decode_batch(pb.PullRecordsResponse, message)[0])
+            return got
+
+        await once()
+        got, started = 0, time.monotonic()
+        while time.monotonic() - started < spec["seconds"]:
+            got += await once()
+        return {"records": got, "seconds": time.monotonic() - started}
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    modes = {"flood": flood, "slowloris": slowloris, "subscribers": subscribers}
+    modes = {"flood": flood, "slowloris": slowloris, "subscribers": subscribers, "pull": pull}
     result = asyncio.run(modes[spec["mode"]](spec))
     print(json.dumps(result), flush=True)
 
