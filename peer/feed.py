@@ -30,6 +30,7 @@ class Subscriber:
     def __init__(self, size: int) -> None:
         self.queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(size)
         self.overflowed = False
+        self.fell_behind = asyncio.Event()  # set once the queue overflowed
 
     def interrupt(self) -> None:
         """Wake the reader now (it then finds out why: overflow or revocation)."""
@@ -44,6 +45,7 @@ class Subscriber:
             self.queue.put_nowait(records)
         except asyncio.QueueFull:
             self.overflowed = True
+            self.fell_behind.set()
             self.interrupt()
 
 

@@ -2,8 +2,9 @@
 
 A peer that sends forged, tampered, gapped, forked or malformed data gets a strike;
 at STRIKES_TO_BAN strikes within the window it is refused for BAN_S seconds (Hypercore
-backs off and tears down at repeated invalid requests, the same idea). Honest peers
-never hit either limit: a sync session is a handful of calls.
+backs off and tears down at repeated invalid requests, the same idea). A caller that
+keeps calling over the rate limit (flood_to_ban refusals within the window) is cut off
+the same way. Honest peers never hit these limits: a sync session is a handful of calls.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class _Caller:
     refilled: float
     strikes: list[float] = field(default_factory=list)
     banned_until: float = 0.0
+    refused: int = 0  # calls refused by the rate limit since `refused_since`
+    refused_since: float = 0.0
+    ban_reason: str = ""
 
 
 class CallerPolicy:
@@ -46,10 +50,13 @@ class CallerPolicy:
         window_s: float = 60.0,
         ban_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        flood_to_ban: int = 1000,
     ) -> None:
         self.rate, self.burst = rate, burst
         self.strikes_to_ban, self.window_s, self.ban_s = strikes_to_ban, window_s, ban_s
+        self.flood_to_ban = flood_to_ban  # calls over the rate within the window: a flood
         self.clock = clock
+        self.bans = 0  # how many times a caller was cut off (peer_backoffs)
         self._callers: dict[str, _Caller] = {}
 
     def admit(self, caller: str) -> None:
@@ -58,12 +65,16 @@ class CallerPolicy:
         state = self._state(caller, now)
         if now < state.banned_until:
             raise LimitExceeded(
-                f"too many invalid requests from you: refused for "
-                f"{state.banned_until - now:.0f} more seconds"
+                f"{state.ban_reason}: refused for {state.banned_until - now:.0f} more seconds"
             )
         state.tokens = min(self.burst, state.tokens + (now - state.refilled) * self.rate)
         state.refilled = now
         if state.tokens < 1:
+            if now - state.refused_since > self.window_s:
+                state.refused, state.refused_since = 0, now
+            state.refused += 1
+            if state.refused >= self.flood_to_ban:  # it keeps calling: cut it off
+                self._ban(state, now, "too many requests over the rate limit from you")
             raise LimitExceeded(f"too many requests: at most {self.rate:.0f} per second")
         state.tokens -= 1
 
@@ -75,8 +86,14 @@ class CallerPolicy:
         state = self._state(caller, now)
         state.strikes = [t for t in state.strikes if now - t < self.window_s] + [now]
         if len(state.strikes) >= self.strikes_to_ban:
-            state.banned_until = now + self.ban_s
-            state.strikes.clear()
+            self._ban(state, now, "too many invalid requests from you")
+
+    def _ban(self, state: _Caller, now: float, reason: str) -> None:
+        state.banned_until = now + self.ban_s
+        state.ban_reason = reason
+        state.strikes.clear()
+        state.refused = 0
+        self.bans += 1
 
     def strikes(self, caller: str) -> int:
         state = self._callers.get(caller)

@@ -26,9 +26,17 @@ from grpc_reflection.v1alpha import reflection
 from peer import codec
 from peer.batches import DEFAULT_BATCH, Holdback, read_batches, split_for_wire
 from peer.codec import RemoteIndex, Subscription
-from peer.errors import LimitExceeded, PeerError, PeerRefused, UsageError
-from peer.feed import Feed
-from peer.policy import CallerPolicy
+from peer.errors import (
+    IntegrityError,
+    InvalidRecord,
+    LimitExceeded,
+    PeerError,
+    PeerRefused,
+    ProtocolError,
+    UsageError,
+)
+from peer.feed import Feed, Subscriber
+from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range, Record
 from peer.store import Store
 from peer.trust import Credentials, Trust, caller_node_id
@@ -39,6 +47,7 @@ T = TypeVar("T")
 Context = aio.ServicerContext[Any, Any]
 FAILURE_TEXT = "the node could not serve this request (see its log)"
 TRUST_POLL_S = 0.5
+REJECTIONS = (IntegrityError, InvalidRecord, ProtocolError)  # invalid data, counted by class
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,8 @@ class Limits:
     max_message_bytes: int = codec.MAX_MESSAGE_BYTES
     rate: float = 50.0  # calls per second per caller (mTLS callers)
     burst: int = 200
+    idle_s: float = 60.0  # a push stream that sends nothing for this long is closed
+    write_idle_s: float = 10.0  # a subscriber that fell behind and reads nothing: cut
 
 
 def server_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -83,6 +94,7 @@ class SyncServicer:
         self.trust = trust
         self.policy = CallerPolicy(rate=limits.rate, burst=limits.burst)
         self._streams: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()  # invalid data refused, by reason (class)
         self._slots: dict[str, set[_Slot]] = {}
         self.on_contact: Callable[[bytes], None] | None = None  # a pinned peer called
 
@@ -118,7 +130,16 @@ class SyncServicer:
         added = duplicates = 0
         stream_keys: dict[bytes, bytes] = {}  # a key may come in an earlier message
         with self._slot(context) as slot:
-            async for raw in requests:
+            messages = aiter(requests)
+            while True:
+                try:
+                    raw = await asyncio.wait_for(anext(messages), self.limits.idle_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise LimitExceeded(
+                        f"no message for {self.limits.idle_s:.0f} s: idle stream closed"
+                    ) from None
                 slot.check()
                 records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
                 stream_keys.update(keys)
@@ -133,6 +154,8 @@ class SyncServicer:
         with self._slot(context) as slot:
             subscriber = self.feed.subscribe()
             slot.wake = subscriber.interrupt
+            handler = asyncio.current_task()
+            watchdog = asyncio.create_task(self._cut_if_stuck(subscriber, handler))
             try:
                 delivered: dict[LogKey, int] = dict(wanted.since)
                 sent: set[bytes] = set()
@@ -148,7 +171,20 @@ class SyncServicer:
                     for message in split_for_wire(fresh, self.limits.default_batch):
                         yield await self._subscribe_message(message, sent)
             finally:
+                watchdog.cancel()
                 self.feed.unsubscribe(subscriber)
+
+    async def _cut_if_stuck(
+        self, subscriber: Subscriber, handler: asyncio.Task[Any] | None
+    ) -> None:
+        """A subscriber that fell a queue behind learns it at its next read; one that
+        reads nothing leaves the handler blocked in a write (the transport buffers a few
+        MB per stream [M10]), so after write_idle_s its call is cancelled."""
+        await subscriber.fell_behind.wait()
+        await asyncio.sleep(self.limits.write_idle_s)
+        if handler is not None:
+            log.info("cancelling a subscriber that reads nothing")
+            handler.cancel()
 
     # -- helpers --------------------------------------------------------------------
 
@@ -198,9 +234,11 @@ class SyncServicer:
         return node_id.hex()
 
     def note_error(self, context: Context, error: BaseException) -> None:
-        """Count invalid data against a pinned caller (plaintext callers on loopback are
-        tests and tools: they have no identity to hold to account)."""
-        if self.trust is not None:
+        """Count invalid data by reason, and against a pinned caller (plaintext callers
+        on loopback are tests and tools: they have no identity to hold to account)."""
+        if isinstance(error, REJECTIONS):
+            self.rejected[type(error).__name__] += 1
+        if self.trust is not None and isinstance(error, PeerError) and is_offence(error):
             presented = list(context.auth_context().get("x509_pem_cert") or [b""])
             node_id = caller_node_id(presented[0])
             if node_id is not None:

@@ -82,6 +82,12 @@ async def _plan(
     frozen = await store.frozen_logs() | remote.frozen
     summary.diverged = [log for log in plan.diverged if log not in frozen]
     pulls = [r for r in plan.pull if r.log not in frozen]
+    # Equal lengths, different heads: one side holds a fork. Pull the peer's head record
+    # so that the store proves it (keeps the evidence, freezes the log) instead of both
+    # nodes diverging silently; last, so that the other logs are stored first.
+    for log in summary.diverged:
+        head = remote.logs[log]
+        pulls.append(Range(log.host, log.tag, head.next_idx - 1, head.next_idx))
     pushes = [r for r in plan.push if r.log not in frozen]
     return pulls, pushes
 

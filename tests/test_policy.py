@@ -65,6 +65,26 @@ def test_the_request_rate_is_capped_per_caller() -> None:
     policy.admit("eager")
 
 
+def test_a_caller_that_keeps_calling_over_the_rate_is_cut_off() -> None:
+    clock = FakeClock()
+    policy = CallerPolicy(rate=10, burst=5, flood_to_ban=20, ban_s=60, clock=clock)
+    for _ in range(5):
+        policy.admit("flooder")
+    for _ in range(19):
+        with pytest.raises(LimitExceeded, match="per second"):
+            policy.admit("flooder")
+    assert not policy.banned("flooder")
+    with pytest.raises(LimitExceeded, match="per second"):
+        policy.admit("flooder")  # the 20th refusal in the window: cut off
+    assert policy.banned("flooder") and policy.bans == 1
+    clock.now += 1  # tokens again, but the ban holds
+    with pytest.raises(LimitExceeded, match="over the rate limit from you: refused for"):
+        policy.admit("flooder")
+    policy.admit("honest")
+    clock.now += 60
+    policy.admit("flooder")
+
+
 async def test_a_pinned_peer_that_keeps_sending_forgeries_is_cut_off(tmp_path: Path) -> None:
     server_key, server_cert = generate_tls_identity()
     client_key, client_cert = generate_tls_identity()

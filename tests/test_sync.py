@@ -558,6 +558,29 @@ async def test_a_fork_is_refused_kept_and_its_log_is_frozen_everywhere_it_is_see
     assert set(await everything(c.store)) == {a.log("u")}
 
 
+async def test_equal_lengths_with_different_heads_prove_the_fork_instead_of_diverging(
+    nodes: Nodes,
+) -> None:
+    """Two nodes hold the same number of records of a log but different last records (a
+    cloned key wrote both): the session pulls the peer's head so the fork is proven and
+    kept, rather than both nodes diverging silently (reliability C9)."""
+    key = SyncKey.generate()
+    a = await nodes.node("a", sync=key)
+    b = await nodes.node("b", sync=key, serve=False)
+    honest = await a.append_each("t", 3)
+    keys = {a.host: a.author.signing.public_key}
+    await b.store.insert_batch(honest[:2], keys)
+    fork = a.author.write("t", Head(2, record_hash(honest[1])), [9], [b"other"])
+    await b.store.insert_batch(fork, keys)  # b holds 3 records too, the last one different
+    with pytest.raises(ForkDetected):
+        await sync(b, a)
+    (evidence,) = await b.store.forks()
+    assert (evidence.log, evidence.idx, evidence.offered) == (a.log("t"), 2, (honest[2],))
+    assert await b.store.read_range(a.host, "t", 0, 10) == [*honest[:2], *fork]  # kept
+    again = await sync(b, a)  # frozen now: left alone, the session completes
+    assert a.log("t") not in again.per_log and again.diverged == []
+
+
 # -- concurrent writers in one node --------------------------------------------------------
 
 
