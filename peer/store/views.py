@@ -205,6 +205,12 @@ class Views:
             "SELECT coalesce(sum(next_idx), 0) FROM view_cursors"
         )
 
+    async def sizes(self) -> tuple[int, int]:
+        """(live kv keys, history entries)."""
+        keys = await self._database.read_scalar("SELECT count(*) FROM kv WHERE value IS NOT NULL")
+        entries = await self._database.read_scalar("SELECT count(*) FROM history")
+        return keys, entries
+
     # -- kv ----------------------------------------------------------------------
 
     async def kv_get(self, ns: str, key: str) -> bytes | None:
