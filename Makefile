@@ -32,6 +32,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_sync.py
+	$(BIN)/python bench/bench_apps.py
 
 # Regenerate the checked-in stubs (commit the result).
 proto: $(STAMP)
