@@ -202,12 +202,19 @@ async def cmd_history_import(args: argparse.Namespace) -> int:
     mtime = path.stat().st_mtime_ns
     entries = imports.to_entries(parsed.commands, fmt, socket.gethostname(), mtime)
     node = await open_node(args)
-    progress = Progress(f"importing {path.name}", total=len(entries))
+    bars = [Progress(f"importing {path.name}", total=len(entries))]
+
+    def viewing(count: int) -> None:
+        if len(bars) == 1:  # the append is done: close its bar, open the view's
+            bars[0].finish()
+            bars.append(Progress("updating the history view"))
+        bars[-1].update(count)
+
     try:
-        result = await node.history.import_entries(entries, progress.update)
+        result = await node.history.import_entries(entries, bars[0].update, viewing)
     finally:
         await node.close()
-    progress.finish()
+    bars[-1].finish()
     problems = [{"line": p.line, "reason": p.reason} for p in parsed.problems]
     if args.json:
         print_json(

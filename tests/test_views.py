@@ -295,3 +295,20 @@ async def test_record_fields_reach_the_kv_view_as_written(tmp_path: Path) -> Non
         KvRow("bin", "bytes", bytes(range(256)), 7, host.host, record.idx)
     ]
     await store.close()
+
+
+async def test_bulk_writes_applied_from_plaintexts_equal_a_rebuild(tmp_path: Path) -> None:
+    sync = SyncKey.generate()
+    author = Author(SigningKey.generate(), sync)
+    store, views = await open_replica(tmp_path / "a.db", sync)
+    await store.add_host(author.signing.public_key)
+    kv_app = Kv(views, author)
+    await kv_app.set("k0", "set one by one first")
+    async for _ in kv_app.set_many(((f"k{n % 300}", b"%d" % n) for n in range(25_000)), "bulk"):
+        pass
+    assert await store.views.applied() == 25_001
+    assert await kv_app.get("k299", "bulk") == b"24899"
+    written = await snapshot(store)
+    await views.rebuild()
+    assert await snapshot(store) == written
+    await store.close()

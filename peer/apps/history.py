@@ -12,7 +12,6 @@ content (`import_id`), so importing the same file twice adds nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
 
 TAG = "history"
 MAX_COMMAND = 256 * 1024
+IMPORT_CHUNK = 10_000  # entries per transaction (and per view update) of an import
 
 
 def encode_create(entry: HistoryEntry) -> bytes:
@@ -83,7 +83,7 @@ def new_id() -> str:
 
 def import_id(source: Sequence[object]) -> str:
     """A deterministic id from what identifies an imported command (see `imports`)."""
-    text = json.dumps(list(source), ensure_ascii=False, separators=(",", ":"))
+    text = payload.dump_text(list(source))
     return hashlib.sha256(b"peer.history.import.v1\x00" + text.encode()).hexdigest()[:32]
 
 
@@ -138,18 +138,23 @@ class History:
         return await self._store.views.history_search(text, limit)
 
     async def import_entries(
-        self, entries: Sequence[HistoryEntry], progress: Callable[[int], None] | None = None
+        self,
+        entries: Sequence[HistoryEntry],
+        progress: Callable[[int], None] | None = None,
+        view_progress: Callable[[int], None] | None = None,
     ) -> ImportResult:
-        """Append the entries this node does not hold yet (by id), in bulk."""
+        """Append the entries this node does not hold yet (by id), in bulk, applying each
+        chunk to the view from its plaintexts; `progress`: entries written so far;
+        `view_progress`: records a final catch-up had left to apply (usually none)."""
         await self._views.catch_up(required=True)
         unique = list({e.id: e for e in entries}.values())
         known = await self._store.views.history_known([e.id for e in unique])
         fresh = [e for e in unique if e.id not in known]
-        written = 0
-        stream = (encode_create(e) for e in fresh)
-        async for first, last in self._store.append_many(self._writer(), TAG, stream):
-            written += last - first + 1
+        for start in range(0, len(fresh), IMPORT_CHUNK):
+            plaintexts = [encode_create(e) for e in fresh[start : start + IMPORT_CHUNK]]
+            records = await self._store.append(self._writer(), TAG, plaintexts)
+            await self._views.apply_written(records, plaintexts)  # no need to decrypt
             if progress is not None:
-                progress(written)
-        await self._views.catch_up()
+                progress(start + len(records))
+        await self._views.catch_up(progress=view_progress)
         return ImportResult(len(fresh), len(entries) - len(fresh))

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 TAG = "kv"
 DEFAULT_NS = "default"
 MAX_NAME = 1024  # characters of a namespace or key
+BULK_CHUNK = 10_000  # sets per transaction (and per view update) of `set_many`
 
 
 def encode_set(ns: str, key: str, value: bytes) -> bytes:
@@ -102,11 +103,22 @@ class Kv:
     ) -> AsyncIterator[int]:
         """Bulk set in large transactions; yields the count written so far."""
         count = 0
-        encoded = (encode_set(ns, k, v) for k, v in items)
-        async for first, last in self._store.append_many(self._writer(), TAG, encoded):
-            count += last - first + 1
+        batch: list[bytes] = []
+        for key, value in items:
+            batch.append(encode_set(ns, key, value))
+            if len(batch) >= BULK_CHUNK:
+                count += await self._write_bulk(batch)
+                batch = []
+                yield count
+        if batch:
+            count += await self._write_bulk(batch)
             yield count
         await self._views.catch_up()
+
+    async def _write_bulk(self, plaintexts: list[bytes]) -> int:
+        records = await self._store.append(self._writer(), TAG, plaintexts)
+        await self._views.apply_written(records, plaintexts)
+        return len(records)
 
     async def delete(self, key: str, ns: str = DEFAULT_NS) -> bool:
         """Delete `key` (a tombstone, so it stays deleted everywhere); was it set?"""

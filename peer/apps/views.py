@@ -86,33 +86,52 @@ class ViewEngine:
                 progress(report.applied)
             start = chunk.end
 
+    async def apply_written(self, records: Sequence[Record], plaintexts: Sequence[bytes]) -> None:
+        """Apply records this node just wrote from their plaintexts (no decryption).
+
+        A no-op unless the view had caught up to just before them (the cursor check in
+        `Views.apply`); then the next `catch_up` applies them the usual way.
+        """
+        if self.sync is not None and records:
+            await self.store.views.apply(self._chunk(records[0].log, records, plaintexts))
+
     def decide(self, log: LogKey, records: Sequence[Record]) -> ViewChunk:
         """What a run of one log's records does to the views (pure but for decryption)."""
-        assert self.sync is not None
+        return self._chunk(log, records, [self._open(record) for record in records])
+
+    def _open(self, record: Record) -> bytes | None:
+        """The plaintext, or None when the record cannot be (or need not be) opened."""
+        if record.version != VERSION or self.sync is None:
+            return None
+        try:
+            return open_record(self.sync, record)
+        except CryptoError:
+            return None
+
+    def _chunk(
+        self, log: LogKey, records: Sequence[Record], plaintexts: Sequence[bytes | None]
+    ) -> ViewChunk:
         kv_rows: list[KvRow] = []
         creates: list[HistoryCreate] = []
         deletes: list[str] = []
         undecryptable = unknown = malformed = 0
-        for record in records:
+        for record, plaintext in zip(records, plaintexts, strict=True):
             if record.version != VERSION:
                 unknown += 1
-                continue
-            try:
-                plaintext = open_record(self.sync, record)
-            except CryptoError:
+            elif plaintext is None:
                 undecryptable += 1
-                continue
-            try:
-                if log.tag == kv.TAG:
-                    kv_rows.append(kv.decide(record, plaintext))
-                else:
-                    decided = history.decide(record, plaintext)
-                    if isinstance(decided, str):
-                        deletes.append(decided)
+            else:
+                try:
+                    if log.tag == kv.TAG:
+                        kv_rows.append(kv.decide(record, plaintext))
                     else:
-                        creates.append(decided)
-            except Malformed:
-                malformed += 1
+                        decided = history.decide(record, plaintext)
+                        if isinstance(decided, str):
+                            deletes.append(decided)
+                        else:
+                            creates.append(decided)
+                except Malformed:
+                    malformed += 1
         skipped = Skipped(undecryptable, unknown, malformed)
         end = records[-1].idx + 1
         return ViewChunk(log, records[0].idx, end, kv_rows, creates, deletes, skipped)
