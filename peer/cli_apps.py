@@ -171,7 +171,7 @@ async def cmd_history_add(args: argparse.Namespace) -> int:
     entry = HistoryEntry(
         new_id(),
         " ".join(args.command),
-        args.cwd if args.cwd is not None else os.getcwd(),
+        args.cwd if args.cwd is not None else _cwd(),
         args.exit,
         duration,
         started,
@@ -188,6 +188,13 @@ async def cmd_history_add(args: argparse.Namespace) -> int:
     else:
         print(entry.id)
     return 0
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed under the shell
+        return os.environ.get("PWD", "")
 
 
 async def cmd_history_import(args: argparse.Namespace) -> int:
