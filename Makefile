@@ -3,10 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROTO := proto/peer/v1/sync.proto
+PROTO := proto/peer/v1/sync.proto proto/peer/v1/local.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iproto
 
-.PHONY: test lint typecheck pytest demo bench proto proto-check clean
+.PHONY: test lint typecheck pytest demo bench proto proto-check clean reliability soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,20 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_sync.py
+	$(BIN)/python bench/bench_daemon.py
 	$(BIN)/python bench/bench_apps.py
+
+# The reliability suite (pr tier) on its own, then its table (also in docs/reliability.md).
+reliability: $(STAMP)
+	rm -f build/reliability.jsonl build/soak.jsonl
+	$(BIN)/pytest -q tests/reliability
+	$(BIN)/python tests/reliability/table.py build/reliability.jsonl --write docs/reliability.md
+
+# The soak tier: the same tests with the larger counts (PEER_SOAK=1), about 30-45 min.
+soak: $(STAMP)
+	rm -f build/soak.jsonl
+	PEER_SOAK=1 PEER_REPORT=build/soak.jsonl $(BIN)/pytest -q -p no:cacheprovider tests/reliability
+	$(BIN)/python tests/reliability/table.py build/reliability.jsonl build/soak.jsonl --write docs/reliability.md
 
 # Regenerate the checked-in stubs (commit the result).
 proto: $(STAMP)

@@ -67,7 +67,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def build_parser() -> _Parser:
+def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
     from peer.cli_apps import register as register_apps
     from peer.cli_net import (  # the network commands live beside, in their own module
         cmd_invite,
@@ -106,8 +106,19 @@ def build_parser() -> _Parser:
     tail.add_argument("--follow", action="store_true", help="keep printing new records")
 
     serve = _command(commands, "serve", cmd_serve, "serve this node to peers until stopped")
-    serve.add_argument("--listen", default=None, help="HOST:PORT (default 127.0.0.1:7417)")
+    serve.add_argument(
+        "--listen", default=None, help="HOST:PORT (default 127.0.0.1:7417; config.toml)"
+    )
     serve.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
+    serve.add_argument("--no-sync", action="store_true", help="serve only: no automatic sync")
+    serve.add_argument(
+        "--interval",
+        "--sync-interval",
+        dest="interval",
+        default=None,
+        help="seconds between syncs with each peer",
+    )
+    serve.add_argument("--no-discovery", action="store_true", help="do not use LAN discovery")
 
     sync = _command(commands, "sync", cmd_sync, "sync now with the given peers (or all)")
     sync.add_argument("peers", nargs="*", metavar="PEER", help="HOST:PORT, node id or name")
@@ -316,22 +327,35 @@ def _print_entries(entries: Sequence[Entry]) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    node = await open_node(args)
-    try:
-        status = await node.status()
-    finally:
-        await node.close()
+    status = await _daemon_status(args)
+    if status is None:
+        node = await open_node(args)
+        try:
+            status = await node.status()
+        finally:
+            await node.close()
+        status["daemon"] = None
     if args.json:
         print_json(status)
-        return 0
-    print(f"node {status['node_id']}  name {status['name'] or '-'}  key {status['key_id']}")
-    print(f"{len(status['logs'])} log(s):")
-    for log in status["logs"]:
-        mark = "  FROZEN (fork)" if log["frozen"] else ""
-        print(f"  {log['host'][:16]}  {log['tag']:<16} {log['next_idx']:>10,} records{mark}")
-    for fork in status["forks"]:
-        print(f"fork: {fork['host'][:16]}/{fork['tag']} at idx {fork['idx']}")
+    else:
+        print("\n".join(render.status_lines(status)))
     return 0
+
+
+async def _daemon_status(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The live status of the home's running daemon, or None if none answers."""
+    from peer.client import LocalClient
+    from peer.errors import PeerUnavailable
+
+    serving = home_of(args).serving()
+    if serving is None:
+        return None
+    try:
+        async with LocalClient(serving.socket) as client:
+            value: dict[str, Any] = json.loads(await client.status())
+            return value
+    except PeerUnavailable:
+        return None  # it just stopped: fall back to reading the store
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:

@@ -17,29 +17,42 @@ from peer.cli import home_of, open_node, print_json
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     from peer import daemon
+    from peer.addresses import split_address
+    from peer.config import load_config
     from peer.identity import format_node_id
 
-    listen = args.listen or daemon.DEFAULT_LISTEN
-    if args.insecure:
-        daemon.require_loopback(listen)
+    home = home_of(args)
+    config = load_config(home, overrides=serve_overrides(args))
+    options = daemon.DaemonOptions.from_config(config)
     node = await open_node(args)
     node_id = format_node_id(node.identity.node_id)
 
     def ready(running: Any) -> None:
-        host, _ = daemon.split_address(listen)
+        host, _ = split_address(options.listen)
         address = f"[{host}]:{running.port}" if ":" in host else f"{host}:{running.port}"
-        mode = "plaintext, loopback only" if args.insecure else "mutual TLS"
+        mode = "plaintext, loopback only" if options.insecure else "mutual TLS"
         if args.json:
-            print_json({"listen": address, "node_id": node_id, "tls": not args.insecure})
+            print_json({"listen": address, "node_id": node_id, "tls": not options.insecure})
         else:
             print(f"serving node {node_id} on {address} ({mode}; Ctrl-C to stop)")
         sys.stdout.flush()
 
     try:
-        await daemon.serve(node, listen, args.insecure, ready)
+        await daemon.serve(node, options, ready)
     finally:
         await node.close()
     return 0
+
+
+def serve_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The flags of `peer serve` as config overrides (None: not given on the command line)."""
+    return {
+        "listen": args.listen,
+        "insecure": True if args.insecure else None,
+        "sync.auto": False if args.no_sync else None,
+        "sync.interval": args.interval,
+        "discovery.enabled": False if args.no_discovery else None,
+    }
 
 
 async def cmd_sync(args: argparse.Namespace) -> int:
@@ -80,18 +93,24 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 
 async def cmd_peers_add(args: argparse.Namespace) -> int:
     from peer import daemon
+    from peer.addresses import split_address
+    from peer.errors import PeerUnavailable
     from peer.identity import format_node_id, parse_node_id
     from peer.store import TrustedPeer
 
     node_id = parse_node_id(args.node_id)
     if args.address:
-        daemon.split_address(args.address)
+        split_address(args.address)
     node = await open_node(args)
+    offline = ""
     try:
         pinned = TrustedPeer(node_id, args.name, args.address)
-        if args.address:  # check the pin before trusting anything about it
-            certificate = await daemon.read_certificate(pinned)
-            pinned = TrustedPeer(node_id, args.name, args.address, certificate)
+        if args.address:  # check the pin now if we can; else at the first contact
+            try:
+                certificate = await daemon.read_certificate(pinned)
+                pinned = TrustedPeer(node_id, args.name, args.address, certificate)
+            except PeerUnavailable as exc:
+                offline = str(exc)
         await node.store.peers.add(pinned)
         fetched = pinned.certificate is not None
     finally:
@@ -99,11 +118,19 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
     shown = format_node_id(node_id)
     if args.json:
         print_json(
-            {"node_id": shown, "name": args.name, "address": args.address, "certificate": fetched}
+            {
+                "node_id": shown,
+                "name": args.name,
+                "address": args.address,
+                "certificate": fetched,
+                "unreachable": offline or None,
+            }
         )
     else:
         where = f" at {args.address}" if args.address else " (no address yet)"
         print(f"trusting {shown}{where}")
+        if offline:
+            print(f"note: {offline}; its certificate is checked at the first contact")
     return 0
 
 

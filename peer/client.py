@@ -7,16 +7,16 @@ ProtocolError, not a crash). Status codes become peer errors through
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import grpc
 from grpc import aio
 
 from peer import codec
-from peer.codec import RemoteIndex
+from peer.codec import Appended, RemoteIndex
 from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError
 from peer.records import LogKey, Range, Record
@@ -80,7 +80,7 @@ class PeerClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
-    async def __aenter__(self) -> PeerClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -152,6 +152,36 @@ class PeerClient:
             raise _error(exc, self.target, self.tls) from None
         finally:
             stream.cancel()
+
+
+class LocalClient(PeerClient):
+    """A node's own daemon over its Unix socket: SyncService plus the local API."""
+
+    def __init__(self, socket: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        super().__init__(f"unix:{socket}", timeout=timeout)
+        self.socket = socket
+
+    async def _call(self, method: str, request: bytes) -> bytes:
+        call = self._channel.unary_unary(  # bytes in, bytes out
+            f"/{codec.LOCAL_SERVICE_NAME}/{method}",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        try:
+            return cast(bytes, await call(request, timeout=self.timeout))
+        except aio.AioRpcError as exc:
+            raise _error(exc, "the local daemon", False) from None
+
+    async def append(self, tag: str, items: Sequence[bytes]) -> Appended:
+        """Append records as the node's host, in one transaction of the daemon."""
+        raw = await self._call("Append", codec.encode_append_request(tag, items))
+        return codec.decode_append_response(raw)
+
+    async def status(self) -> str:
+        """The daemon's live state, as the JSON text of `peer status --json`."""
+        return codec.decode_status_response(
+            await self._call("GetStatus", codec.encode_status_request())
+        )
 
 
 def _error(exc: aio.AioRpcError, target: str, tls: bool) -> PeerError:

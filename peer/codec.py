@@ -35,11 +35,14 @@ from peer.errors import (
     UsageError,
 )
 from peer.records import MAX_IDX, Head, LogKey, Range, Record, check_record, check_tag
+from peer.v1 import local_pb2 as local_pb
 from peer.v1 import sync_pb2 as pb
 
 PROTOCOL_VERSION = 1
 SERVICE_NAME = "peer.v1.SyncService"
 PAIRING_SERVICE_NAME = "peer.v1.PairingService"
+LOCAL_SERVICE_NAME = "peer.v1.LocalService"
+MAX_APPEND_ITEMS = 10_000
 MAX_CERTIFICATE_BYTES = 16 << 10
 MAX_RECORDS_PER_MESSAGE = 4096
 MAX_HOSTS_PER_MESSAGE = 4096
@@ -347,6 +350,64 @@ def encode_join_response(sync_key: str, name: str) -> bytes:
 def decode_join_response(raw: bytes) -> tuple[str, str]:
     message = _parse(pb.JoinResponse, raw)
     return message.sync_key, message.name
+
+
+# -- local API --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where an Append through the local API put its records."""
+
+    host: bytes
+    tag: str
+    first_idx: int
+    count: int
+    timestamps: tuple[int, ...]
+
+
+def encode_append_request(tag: str, items: Sequence[bytes]) -> bytes:
+    return local_pb.AppendRequest(tag=tag, items=items).SerializeToString()
+
+
+def decode_append_request(raw: bytes) -> tuple[str, list[bytes]]:
+    count_field(raw, 2, MAX_APPEND_ITEMS)
+    message = _parse(local_pb.AppendRequest, raw)
+    check_tag(message.tag)
+    if not message.items:
+        raise ProtocolError("an append needs at least one item")
+    return message.tag, list(message.items)
+
+
+def encode_append_response(appended: Appended) -> bytes:
+    return local_pb.AppendResponse(
+        host=appended.host,
+        tag=appended.tag,
+        first_idx=appended.first_idx,
+        count=appended.count,
+        timestamps=appended.timestamps,
+    ).SerializeToString()
+
+
+def decode_append_response(raw: bytes) -> Appended:
+    m = _parse(local_pb.AppendResponse, raw)
+    return Appended(m.host, m.tag, m.first_idx, m.count, tuple(m.timestamps))
+
+
+def encode_status_request() -> bytes:
+    return local_pb.GetStatusRequest().SerializeToString()
+
+
+def decode_status_request(raw: bytes) -> None:
+    _parse(local_pb.GetStatusRequest, raw)
+
+
+def encode_status_response(status_json: str) -> bytes:
+    return local_pb.GetStatusResponse(status_json=status_json).SerializeToString()
+
+
+def decode_status_response(raw: bytes) -> str:
+    return _parse(local_pb.GetStatusResponse, raw).status_json
 
 
 # -- errors <-> status codes ------------------------------------------------------------

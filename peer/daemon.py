@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
+import os
 import signal
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from peer.addresses import join_host, split_address
 from peer.client import ClientTls, PeerClient
 from peer.client import join as join_call
+from peer.codec import Appended
+from peer.config import Config
 from peer.crypto import SyncKey
+from peer.discovery import Discovery, Found
 from peer.errors import PeerError, UsageError
+from peer.home import Serving
 from peer.identity import fetch_certificate, format_node_id, parse_node_id
+from peer.local_service import LocalServicer, start_local_server
+from peer.mesh import Mesh, Schedule
 from peer.node import Node
 from peer.pairing import Invitation, new_secret
 from peer.pairing_service import PairingServicer, start_pairing_server
-from peer.service import RunningServer, start_server
+from peer.records import LogKey
+from peer.service import Limits, RunningServer, start_server
 from peer.store import TrustedPeer
 from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials
@@ -30,28 +41,28 @@ from peer.trust import Credentials
 DEFAULT_LISTEN = "127.0.0.1:7417"
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """HOST:PORT (or [IPv6]:PORT) as (host, port), with a clear error when malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"{address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def join_host(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _listen_interfaces(host: str) -> list[str]:
+    """Announce on the address we listen on; on all interfaces for a wildcard."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    return [] if address.is_unspecified else [host]
 
 
 def require_loopback(address: str) -> None:
     """Plaintext is only for this machine: refuse any non-loopback address."""
     host, _ = split_address(address)
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise UsageError(
             f"--insecure is only allowed on a loopback address (127.0.0.1, ::1), not {host}"
         )
@@ -61,37 +72,214 @@ def credentials(node: Node) -> Credentials:
     return Credentials(node.identity.tls_key, node.identity.tls_certificate)
 
 
+@dataclass(frozen=True)
+class DaemonOptions:
+    """How `peer serve` runs (from the config file, PEER_* variables and flags)."""
+
+    listen: str = DEFAULT_LISTEN
+    insecure: bool = False
+    auto_sync: bool = True
+    schedule: Schedule = field(default_factory=Schedule)
+    limits: Limits = field(default_factory=Limits)
+    discovery: bool = False
+    interfaces: tuple[str, ...] = ()
+    peers: tuple[TrustedPeer, ...] = ()  # pinned at start (the config's [[peers]])
+
+    @classmethod
+    def from_config(cls, config: Config) -> DaemonOptions:
+        sync, limits = config.sync, config.limits
+        return cls(
+            listen=config.listen,
+            insecure=config.insecure,
+            auto_sync=sync.auto,
+            schedule=Schedule(
+                sync.interval,
+                sync.jitter,
+                sync.backoff_initial,
+                sync.backoff_max,
+                sync.batch,
+                sync.live,
+            ),
+            limits=Limits(
+                streams_per_caller=limits.streams_per_caller,
+                max_batch=limits.max_batch,
+                subscriber_queue=limits.subscriber_queue,
+                rate=limits.rate,
+                burst=limits.burst,
+            ),
+            discovery=config.discovery.enabled,
+            interfaces=config.discovery.interfaces,
+            peers=tuple(TrustedPeer(p.node_id, p.name, p.address or "") for p in config.peers),
+        )
+
+
+class Daemon:
+    """A node on the network: sync server, pairing server, local API, links to peers."""
+
+    def __init__(self, node: Node, options: DaemonOptions) -> None:
+        self.node = node
+        self.options = options
+        self.mesh = Mesh(node.store, options.schedule, self._connect)
+        self.started_at = time.time()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.sync_address = ""
+        self.discovery: Discovery | None = None
+        self.discovery_note = "off"
+
+    @property
+    def node_id(self) -> str:
+        return format_node_id(self.node.identity.node_id)
+
+    async def start(self) -> RunningServer:
+        """Start serving and syncing; everything started is stopped by `stop`."""
+        options, node = self.options, self.node
+        split_address(options.listen)
+        if options.insecure:
+            require_loopback(options.listen)
+        tls = None if options.insecure else credentials(node)
+        running = await start_server(node.store, self.node_id, options.listen, options.limits, tls)
+        self._closers.append(lambda: running.stop(grace=2.0))
+        host, _ = split_address(options.listen)
+        self.sync_address = join_host(host, running.port)
+        pairing_address = await self._start_pairing(running, tls, host)
+        local = await start_local_server(
+            node.home.root,
+            node.store,
+            running.feed,
+            self.node_id,
+            LocalServicer(self.append, self.status_json),
+            options.limits,
+        )
+        self._closers.append(local.stop)
+        node.home.record_serving(
+            Serving(self.sync_address, pairing_address, str(local.socket), os.getpid())
+        )
+        await self._pin_configured_peers()
+        if options.auto_sync:
+            if running.servicer is not None:
+                running.servicer.on_contact = self.mesh.contacted
+            await self.mesh.start()
+            self._closers.append(self.mesh.close)
+        await self._start_discovery(host, running.port)
+        return running
+
+    async def _pin_configured_peers(self) -> None:
+        """The config's [[peers]]: pinned (or updated) before anything connects."""
+        pinned = {p.node_id: p for p in await self.node.store.peers.all()}
+        for peer in self.options.peers:
+            known = pinned.get(peer.node_id)
+            name = peer.name or (known.name if known else "")
+            address = peer.address or (known.address if known else "")
+            if known is None or (known.name, known.address) != (name, address):
+                certificate = known.certificate if known else None
+                await self.node.store.peers.add(
+                    TrustedPeer(peer.node_id, name, address, certificate)
+                )
+
+    async def _start_discovery(self, host: str, port: int) -> None:
+        """Announce and browse on the LAN, unless off or only reachable on loopback."""
+        if not self.options.discovery:
+            return
+        if is_loopback(host) or self.options.insecure:
+            self.discovery_note = "off: this node listens on loopback only"
+            return
+        interfaces = list(self.options.interfaces) or _listen_interfaces(host)
+        self.discovery = Discovery(
+            self.node.identity.node_id,
+            port,
+            self.node.identity.name,
+            interfaces or None,
+            self._found,
+        )
+        await self.discovery.start()
+        self._closers.append(self.discovery.close)
+        self.discovery_note = "on"
+
+    def _found(self, found: Found) -> None:
+        self.mesh.found(found.node_id, found.address)
+
+    async def _start_pairing(
+        self, running: RunningServer, tls: Credentials | None, host: str
+    ) -> str:
+        if tls is None:
+            return ""
+        sync = self.node.identity.sync
+        servicer = PairingServicer(
+            self.node.store,
+            self.node.identity.name,
+            sync.to_text() if sync else None,
+            running.refresh_trust,
+        )
+        pairing, port = await start_pairing_server(servicer, tls, join_host(host, 0))
+        self._closers.append(lambda: pairing.stop(1.0))
+        return join_host(host, port)
+
+    async def stop(self) -> None:
+        """Stop in reverse order of starting: links, local API, pairing, server."""
+        while self._closers:
+            await self._closers.pop()()
+
+    async def append(self, tag: str, items: list[bytes]) -> Appended:
+        records = await self.node.append(tag, items)
+        first = records[0]
+        return Appended(
+            first.host, tag, first.idx, len(records), tuple(r.timestamp for r in records)
+        )
+
+    async def _connect(self, peer: TrustedPeer, address: str) -> PeerClient:
+        certificate = peer.certificate or await fetch_pinned(self.node, peer, address)
+        return PeerClient(address, tls=ClientTls(credentials(self.node), certificate))
+
+    async def status(self) -> dict[str, Any]:
+        """`peer status` of this node, with what the daemon knows live of each peer."""
+        status = await self.node.status()
+        links = {format_node_id(s.node_id): s for s in self.mesh.states()}
+        for peer in status["peers"]:
+            state = links.get(peer["node_id"])
+            peer["link"] = state.as_json() if state is not None else None
+        for entry in status["logs"]:
+            log = LogKey(bytes.fromhex(entry["host"]), entry["tag"])
+            entry["peers"] = {
+                node_id: state.remote_heads[log]
+                for node_id, state in links.items()
+                if log in state.remote_heads
+            }
+        status["daemon"] = {
+            "pid": os.getpid(),
+            "listen": self.sync_address,
+            "tls": not self.options.insecure,
+            "auto_sync": self.options.auto_sync,
+            "discovery": self.discovery_note,
+            "discovered": [
+                {"node_id": format_node_id(f.node_id), "address": f.address, "name": f.name}
+                for f in (self.discovery.found() if self.discovery else [])
+            ],
+            "uptime_s": round(time.time() - self.started_at, 3),
+        }
+        return status
+
+    async def status_json(self) -> str:
+        return json.dumps(await self.status(), sort_keys=True)
+
+
 async def serve(
-    node: Node, listen: str, insecure: bool, on_ready: Callable[[RunningServer], None]
+    node: Node, options: DaemonOptions, on_ready: Callable[[RunningServer], None]
 ) -> None:
-    """Serve the node's store until SIGINT or SIGTERM, then stop gracefully."""
-    split_address(listen)
-    if insecure:
-        require_loopback(listen)
-    tls = None if insecure else credentials(node)
-    node_id = format_node_id(node.identity.node_id)
-    running = await start_server(node.store, node_id, listen, credentials=tls)
-    pairing = None
-    if tls is not None:
-        host, _ = split_address(listen)
-        sync_key = node.identity.sync.to_text() if node.identity.sync else None
-        servicer = PairingServicer(node.store, node.identity.name, sync_key, running.refresh_trust)
-        pairing, pairing_port = await start_pairing_server(servicer, tls, join_host(host, 0))
-        node.home.record_serving(join_host(host, running.port), join_host(host, pairing_port))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        on_ready(running)
-        await stop.wait()
-    finally:
+    """Serve the node until SIGINT or SIGTERM, then stop gracefully (exit 0)."""
+    with node.home.lock_serving():
+        daemon = Daemon(node, options)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        node.home.serve_file.unlink(missing_ok=True)
-        if pairing is not None:
-            await pairing.stop(1.0)
-        await running.stop(grace=2.0)
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            running = await daemon.start()
+            on_ready(running)
+            await stop.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            await daemon.stop()
 
 
 @dataclass
@@ -141,15 +329,16 @@ async def _connection(
     return target.address, ClientTls(credentials(node), certificate)
 
 
-async def read_certificate(peer: TrustedPeer) -> bytes:
+async def read_certificate(peer: TrustedPeer, address: str = "") -> bytes:
     """A peer's certificate, read from its address and checked against its pin."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, fetch_certificate, peer.address, peer.node_id)
+    target = address or peer.address
+    return await loop.run_in_executor(None, fetch_certificate, target, peer.node_id)
 
 
-async def fetch_pinned(node: Node, peer: TrustedPeer) -> bytes:
+async def fetch_pinned(node: Node, peer: TrustedPeer, address: str = "") -> bytes:
     """Read a pinned peer's certificate from its address and remember it."""
-    certificate = await read_certificate(peer)
+    certificate = await read_certificate(peer, address)
     await node.store.peers.add(TrustedPeer(peer.node_id, certificate=certificate))
     return certificate
 
@@ -187,9 +376,11 @@ def find_peer(peers: Sequence[TrustedPeer], target: str) -> TrustedPeer:
 async def invite(node: Node, relay: bool, ttl_s: int, address: str | None) -> Invitation:
     """A one-time invitation that the running `peer serve` of this home honours."""
     serving = node.home.serving()
-    if serving is None:
-        raise UsageError("start `peer serve` first: the invitation names where it listens")
-    sync_address, pairing_address = serving
+    if serving is None or not serving.pairing_address:
+        raise UsageError(
+            "start `peer serve` (with TLS) first: the invitation names where it listens"
+        )
+    sync_address, pairing_address = serving.address, serving.pairing_address
     if address:
         host, _ = split_address(address)
         pairing_address = join_host(host, split_address(pairing_address)[1])

@@ -3,6 +3,7 @@
     PeerError                      base; `retryable` says whether trying again may help
     ├── UsageError                 the user asked for something impossible (bad flag, bad text)
     │   ├── NotInitialized         no identity in this home: run `peer init`
+    │   ├── ConfigError            config.toml, a PEER_* variable or a flag holds a bad value
     │   └── AlreadyInitialized     `peer init` on a home that already has an identity
     ├── NotFound                   the key or history entry asked for does not exist
     ├── InvalidRecord              a field is out of its bounds (malformed input)
@@ -50,6 +51,10 @@ class UsageError(PeerError):
 
 class NotInitialized(UsageError):
     """The home directory has no identity yet; run `peer init` first."""
+
+
+class ConfigError(UsageError):
+    """A setting is invalid; the message names its source (file, variable, flag) and the fix."""
 
 
 class AlreadyInitialized(UsageError):

@@ -92,8 +92,11 @@ class Feed:
             woken = self._wake.is_set()
             self._wake.clear()
             try:
+                if woken:  # a commit by this process: no need to ask SQLite first
+                    await self._publish_new()
+                    continue
                 current = await self.store.data_version()
-                if woken or current != version:
+                if current != version:
                     version = current
                     await self._publish_new()
             except StoreError as exc:  # e.g. the disk is busy: try again at the next tick

@@ -5,7 +5,10 @@
     HOME/tls.crt     the node's self-signed certificate; its hash is the node id
     HOME/sync.key    the sync key as one line of text (mode 0600); absent on a relay
     HOME/node.json   the node's name
-    HOME/serve.json  where a running `peer serve` listens (for `peer invite`)
+    HOME/config.toml settings of `peer serve` (optional; see peer/config.py)
+    HOME/serve.json  where a running `peer serve` listens (for `peer invite`, programs)
+    HOME/serve.lock  held (flock) by the running `peer serve`: one daemon per home
+    HOME/peer.sock   the running daemon's local API (Unix socket, mode 0600)
     HOME/peer.db     the record store (SQLite, WAL)
 
 Secret files are created with mode 0600 from the start (never chmod after writing,
@@ -14,10 +17,12 @@ which would leave a window where another user could read them).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +62,26 @@ class Identity:
         return node_id_of(self.tls_certificate)
 
 
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Where a running daemon listens: sync port, pairing port, local socket; its pid."""
+
+    address: str
+    pairing_address: str
+    socket: str
+    pid: int
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Home:
     """Paths and files of one home directory."""
 
@@ -67,6 +92,7 @@ class Home:
         self.tls_key = root / "tls.key"
         self.tls_certificate = root / "tls.crt"
         self.node_file = root / "node.json"
+        self.config_file = root / "config.toml"
         self.serve_file = root / "serve.json"
         self.database = root / "peer.db"
 
@@ -111,18 +137,47 @@ class Home:
         except KeyFormatError as exc:
             raise KeyFormatError(f"{self.sync_key} is damaged: {exc}") from exc
 
-    def record_serving(self, address: str, pairing_address: str) -> None:
-        self.serve_file.write_text(
-            json.dumps({"address": address, "pairing_address": pairing_address}) + "\n"
-        )
+    def record_serving(self, serving: Serving) -> None:
+        fields = {
+            "address": serving.address,
+            "pairing_address": serving.pairing_address,
+            "socket": serving.socket,
+            "pid": serving.pid,
+        }
+        self.serve_file.write_text(json.dumps(fields) + "\n")
 
-    def serving(self) -> tuple[str, str] | None:
-        """(address, pairing address) of the running `peer serve`, if any."""
+    def serving(self) -> Serving | None:
+        """Where the running `peer serve` of this home listens, if one runs."""
         try:
             fields = json.loads(self.serve_file.read_text())
-            return str(fields["address"]), str(fields["pairing_address"])
+            serving = Serving(
+                str(fields["address"]),
+                str(fields["pairing_address"]),
+                str(fields["socket"]),
+                int(fields["pid"]),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        return serving if _alive(serving.pid) else None
+
+    @contextlib.contextmanager
+    def lock_serving(self) -> Iterator[None]:
+        """Hold the home's daemon lock: a second `peer serve` of one home is refused."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(
+                    f"a `peer serve` already runs for {self.root}; stop it first"
+                ) from None
+            try:
+                yield
+            finally:
+                self.serve_file.unlink(missing_ok=True)
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def replace_sync_key(self, sync: SyncKey) -> None:
         write_secret(self.sync_key, (sync.to_text() + "\n").encode())

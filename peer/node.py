@@ -15,6 +15,7 @@ from typing import Any
 from peer.apps.history import History
 from peer.apps.kv import Kv
 from peer.apps.views import APP_TAGS, ViewEngine
+from peer.config import config_template
 from peer.crypto import Author, ChainCheck, SyncKey, open_record
 from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity
@@ -70,6 +71,8 @@ class Node:
             raise UsageError("a relay holds no sync key: drop --key or --relay")
         key = None if relay else sync if sync is not None else SyncKey.generate()
         identity = home.create(name, key)
+        if not home.config_file.exists():  # every setting, commented, to edit later
+            home.config_file.write_text(config_template())
         store = await Store.open(home.database)
         await store.add_host(identity.signing.public_key)
         return cls(home, identity, store)

@@ -6,6 +6,7 @@ Pure functions from results to dicts and text; the CLI decides where they go.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -78,3 +79,58 @@ def peer_json(peer: TrustedPeer) -> dict[str, Any]:
         "address": peer.address,
         "certificate": peer.certificate is not None,
     }
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """`peer status` for people: the node, its logs, its peers and links, forks."""
+    lines = [f"node {status['node_id']}  name {status['name'] or '-'}  key {status['key_id']}"]
+    daemon = status.get("daemon")
+    if daemon:
+        mode = "mutual TLS" if daemon["tls"] else "plaintext, loopback only"
+        auto = "automatic sync" if daemon["auto_sync"] else "automatic sync off"
+        lines.append(f"daemon: pid {daemon['pid']} on {daemon['listen']} ({mode}; {auto})")
+    else:
+        lines.append("daemon: not running (`peer serve` starts it)")
+    lines.append(f"{len(status['logs'])} log(s):")
+    for log in status["logs"]:
+        mark = "  FROZEN (fork)" if log["frozen"] else ""
+        held = "".join(
+            f"  {node_id[:9]}:{count:,}" for node_id, count in sorted(log.get("peers", {}).items())
+        )
+        lines.append(
+            f"  {log['host'][:16]}  {log['tag']:<16} {log['next_idx']:>10,} records{mark}{held}"
+        )
+    lines.append(f"{len(status['peers'])} peer(s):")
+    lines += [_peer_line(peer) for peer in status["peers"]]
+    lines += [
+        f"fork: {fork['host'][:16]}/{fork['tag']} at idx {fork['idx']}" for fork in status["forks"]
+    ]
+    return lines
+
+
+def _peer_line(peer: dict[str, Any]) -> str:
+    name = f"{peer['name'] or '-'} {peer['node_id']} {peer['address'] or '(no address)'}"
+    link = peer.get("link")
+    if not link:
+        return f"  {name}"
+    if link["connected"]:
+        state = "connected, live" if link["live"] else "connected"
+    elif link["last_error"]:
+        retry = link["retry_in"]
+        state = f"FAILING: {link['last_error']}"
+        if retry is not None:
+            state += f" (retry in {retry:.0f} s)"
+    else:
+        state = "not connected"
+    last = link["last_sync"]
+    synced = f"; last sync {_ago(last)}" if last else "; never synced"
+    return f"  {name}: {state}{synced}"
+
+
+def _ago(when: float) -> str:
+    seconds = max(0.0, time.time() - when)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"

@@ -50,6 +50,8 @@ class Limits:
     default_batch: int = DEFAULT_BATCH
     subscriber_queue: int = 64
     max_message_bytes: int = codec.MAX_MESSAGE_BYTES
+    rate: float = 50.0  # calls per second per caller (mTLS callers)
+    burst: int = 200
 
 
 def server_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -78,9 +80,10 @@ class SyncServicer:
         self.feed = feed
         self.limits = limits
         self.trust = trust
-        self.policy = CallerPolicy()
+        self.policy = CallerPolicy(rate=limits.rate, burst=limits.burst)
         self._streams: Counter[str] = Counter()
         self._slots: dict[str, set[_Slot]] = {}
+        self.on_contact: Callable[[bytes], None] | None = None  # a pinned peer called
 
     def drop(self, node_ids: set[bytes]) -> None:
         """Cut the open streams of peers that are no longer trusted."""
@@ -189,6 +192,8 @@ class SyncServicer:
                 "your node id (`peer id`)"
             )
         self.policy.admit(node_id.hex())
+        if self.on_contact is not None:
+            self.on_contact(node_id)
         return node_id.hex()
 
     def note_error(self, context: Context, error: BaseException) -> None:

@@ -34,6 +34,7 @@ class SyncSummary:
     pushed: int = 0
     per_log: dict[LogKey, list[int]] = field(default_factory=dict)  # [pulled, pushed]
     diverged: list[LogKey] = field(default_factory=list)
+    remote_heads: dict[LogKey, int] = field(default_factory=dict)  # next_idx held there
 
     def count(self, log: LogKey, pulled: int = 0, pushed: int = 0) -> None:
         entry = self.per_log.setdefault(log, [0, 0])
@@ -41,6 +42,8 @@ class SyncSummary:
         entry[1] += pushed
         self.pulled += pulled
         self.pushed += pushed
+        if pushed:
+            self.remote_heads[log] = self.remote_heads.get(log, 0) + pushed
 
 
 async def sync_with(
@@ -58,6 +61,7 @@ async def sync_with(
             f"this node speaks {PROTOCOL_VERSION}: upgrade the older one"
         )
     summary = SyncSummary(peer.target, remote.node_id)
+    summary.remote_heads = {log: head.next_idx for log, head in remote.logs.items()}
     pulls, pushes = await _plan(store, remote, summary)
     total = sum(len(r) for r in pulls) + sum(len(r) for r in pushes)
     report = progress or (lambda done, total: None)

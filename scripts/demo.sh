@@ -42,15 +42,14 @@ run() {
 }
 
 
-# Start `peer serve` (mutual TLS) for a home in the background; sets PORT to its port.
+# Start the daemon of a home in the background on a given port; waits until it serves.
 serve() {
-    local home=$1 out="$DEMO/$(basename "$1").serve"
-    show peer --home "$home" serve --listen 127.0.0.1:0 "&"
-    peer --home "$home" serve --listen 127.0.0.1:0 --json >"$out" 2>&1 &
+    local home=$1 port=$2 out="$DEMO/$(basename "$1").serve"
+    show peer --home "$home" serve --listen "127.0.0.1:$port" --interval 10 "&"
+    peer --home "$home" serve --listen "127.0.0.1:$port" --interval 10 --json >"$out" 2>&1 &
     SERVERS+=($!)
     for _ in $(seq 100); do
-        PORT=$(sed -n 's/.*"listen": "127.0.0.1:\([0-9]*\)".*/\1/p' "$out")
-        [[ -n $PORT ]] && return 0
+        grep -q '"listen"' "$out" && return 0
         sleep 0.1
     done
     echo "demo: the node in $home did not start:" >&2
@@ -58,9 +57,25 @@ serve() {
     return 1
 }
 
+# Wait until a home holds `count` records in all (the daemons sync by themselves).
+await_records() {
+    local home=$1 count=$2 held=0
+    for _ in $(seq 200); do
+        held=$(peer --home "$home" status --json | python3 -c \
+            'import json, sys; print(sum(l["next_idx"] for l in json.load(sys.stdin)["logs"]))')
+        if [[ $held -ge $count ]]; then
+            echo "$(basename "$home") holds $held records"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "demo: $(basename "$home") holds only $held of $count records" >&2
+    return 1
+}
+
 A="$DEMO/laptop" B="$DEMO/server" C="$DEMO/nas"
-echo "peer demo: three nodes on this machine (laptop, server, nas), in $DEMO"
-echo "They sync along a line: laptop <-> server <-> nas. The nas never talks to the laptop."
+echo "peer demo: three devices on this machine (laptop, server, nas), in $DEMO"
+echo "Each runs the daemon; they find each other, sync by themselves and stay connected."
 
 step "Create the laptop: a signing identity, a new sync key, a store"
 run peer --home "$A" init --name laptop
@@ -72,58 +87,71 @@ peer --home "$B" init --name server --key "$KEY"
 show peer --home "$C" init --name nas --key '$(peer --home laptop key export)'
 peer --home "$C" init --name nas --key "$KEY"
 
-step "Each device writes to its own log"
+step "Each device writes to its own log, before any network"
 run peer --home "$A" append --tag notes "written on the laptop"
 printf '%s$ seq 1 2000 | peer --home laptop append --tag numbers%s\n' "$dim" "$reset"
 seq 1 2000 | peer --home "$A" append --tag numbers
 run peer --home "$B" append --tag notes "written on the server"
 run peer --home "$C" append --tag notes "written on the nas"
 
-step "Start all three (mutual TLS: each node talks only to the nodes it pins)"
-serve "$A"; PORT_A=$PORT
-serve "$B"; PORT_B=$PORT
-serve "$C"; PORT_C=$PORT
+step "Pin each other (mutual TLS: a node talks only to the node ids it pins)"
+read -r PORT_A PORT_B PORT_C < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
 ID_A=$(peer --home "$A" id) ID_B=$(peer --home "$B" id) ID_C=$(peer --home "$C" id)
-echo "laptop $ID_A on 127.0.0.1:$PORT_A"
-echo "server $ID_B on 127.0.0.1:$PORT_B"
-echo "nas    $ID_C on 127.0.0.1:$PORT_C"
-
-step "Pin the line: laptop <-> server <-> nas (ids as printed by \`peer id\`)"
 run peer --home "$A" peers add "$ID_B" "127.0.0.1:$PORT_B" --name server
+run peer --home "$A" peers add "$ID_C" "127.0.0.1:$PORT_C" --name nas
 run peer --home "$B" peers add "$ID_A" "127.0.0.1:$PORT_A" --name laptop
 run peer --home "$B" peers add "$ID_C" "127.0.0.1:$PORT_C" --name nas
+run peer --home "$C" peers add "$ID_A" "127.0.0.1:$PORT_A" --name laptop
 run peer --home "$C" peers add "$ID_B" "127.0.0.1:$PORT_B" --name server
 
-step "The laptop pins the nas, but the nas does not pin the laptop: the nas refuses it"
-run peer --home "$A" peers add "$ID_C" "127.0.0.1:$PORT_C" --name nas
-show peer --home laptop sync nas
-peer --home "$A" sync nas || true
-run peer --home "$A" peers remove nas
+step "Start the three daemons: no \`peer sync\` anywhere, they mesh by themselves"
+serve "$A" "$PORT_A"
+serve "$B" "$PORT_B"
+serve "$C" "$PORT_C"
+await_records "$A" 2003
+await_records "$B" 2003
+await_records "$C" 2003
 
-step "The server syncs with the laptop: pulls what it lacks, pushes what the laptop lacks"
-run peer --home "$B" sync laptop
+step "Live: a program on the nas follows the notes; the laptop writes, the nas sees it at once"
+show python3 follow.py "(peer.api: subscribe on the nas, append on the laptop)"
+python3 - "$A" "$C" <<'PY'
+import asyncio, sys, time
+from peer import api
 
-step "The nas syncs with the server only"
-run peer --home "$C" sync server
+async def main(laptop: str, nas: str) -> None:
+    async with await api.connect(nas) as on_nas, await api.connect(laptop) as on_laptop:
+        since = await on_nas.get_index()  # start from what the nas holds now
+        follow = on_nas.subscribe(tags=["notes"], since=since)
+        for n in range(3):
+            sent = time.perf_counter()
+            await on_laptop.append("notes", f"live note {n} from the laptop")
+            message = await asyncio.wait_for(anext(follow), 5)
+            ms = (time.perf_counter() - sent) * 1000
+            print(f"nas received {message.text!r} (idx {message.idx}) {ms:.1f} ms after the write")
+        await follow.aclose()
 
-step "The nas now holds the laptop's records, relayed by the server"
-run peer --home "$C" status
-run peer --home "$C" tail --tag notes
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+PY
 
-step "Run the line again: the laptop gets the nas's record through the server"
-run peer --home "$B" sync laptop --json
+step "A write from the command line reaches the others too"
+run peer --home "$B" append --tag notes "written on the server, while everything runs"
+await_records "$A" 2007
 run peer --home "$A" tail --tag notes
 
-step "Nothing left to move: a second sync transfers nothing"
-run peer --home "$C" sync
+step "The laptop's view of the mesh: each peer's link and how much of each log it holds"
+run peer --home "$A" status
 
 step "Every node checks every chain, signature and decryption"
 run peer --home "$A" verify
 run peer --home "$B" verify
 run peer --home "$C" verify
 
-step "Status as JSON, for scripts (pretty-printed here)"
+step "Status as JSON, for scripts (pretty-printed here; the daemon part)"
 show peer --home nas status --json "|" python3 -m json.tool
-peer --home "$C" status --json | python3 -m json.tool
+peer --home "$C" status --json | python3 -c 'import json, sys; d = json.load(sys.stdin); print(json.dumps({"daemon": d["daemon"], "peers": d["peers"]}, indent=2))'
 
-printf '\n%sdone: three devices, one line of syncs, the same logs everywhere.%s\n' "$bold" "$reset"
+printf '\n%sdone: three daemons meshed by themselves; writes anywhere reach everyone live.%s\n' "$bold" "$reset"

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +91,35 @@ async def replica(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await open_store(tmp_path / "b.db")
     yield opened
     await opened.close()
+
+
+# -- a LAN of two network namespaces (discovery tests) ------------------------------------
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def lan() -> Iterator[tuple[str, str]]:
+    """Two namespaces joined by a veth pair: 198.18.0.1 + 2001:db8::1 in one,
+    198.18.0.2 + 2001:db8::2 in the other. Removed afterwards, whatever happens."""
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("the namespace test needs Linux, root and the `ip` command")
+    a, b = f"peer-disc-a-{os.getpid()}", f"peer-disc-b-{os.getpid()}"
+    try:
+        _ip("netns", "add", a)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot create a network namespace: {exc.stderr.decode().strip()}")
+    try:
+        _ip("netns", "add", b)
+        _ip("-n", a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", b)
+        for ns, n in ((a, 1), (b, 2)):
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "addr", "add", f"198.18.0.{n}/24", "dev", "veth0")
+            _ip("-n", ns, "addr", "add", f"2001:db8::{n}/64", "dev", "veth0", "nodad")
+            _ip("-n", ns, "link", "set", "veth0", "multicast", "on", "up")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=10)

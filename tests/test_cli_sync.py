@@ -46,6 +46,7 @@ class Server:
                 "--home",
                 str(home),
                 "serve",
+                "--no-sync",  # these tests sync by hand
                 *mode,
                 "--listen",
                 "127.0.0.1:0",

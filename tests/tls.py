@@ -263,6 +263,7 @@ class TlsServer:
                 "--home",
                 str(home),
                 "serve",
+                "--no-sync",  # these tests sync by hand
                 "--listen",
                 "127.0.0.1:0",
                 "--json",

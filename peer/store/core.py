@@ -89,6 +89,7 @@ class Store:
         self.max_ahead_ns = max_ahead_ns
         self._listeners: list[Callable[[], None]] = []
         self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
+        self._floor_seen = 0  # a clock floor this store has read or written (it only rises)
         self.peers = TrustList(database)
         self.invitations = Invitations(database)
         self.views = Views(database)
@@ -260,7 +261,7 @@ class Store:
                 result, forks = await self._apply_groups(prepared.groups, prepared.hashes)
                 if forks:
                     raise _RollBack
-                await self._save_keys(prepared.keys)
+                await self._save_keys(self._unsaved(prepared.keys))
                 await self._observe_timestamps(prepared.timestamps)
         except _RollBack:
             async with self._write():
@@ -289,7 +290,12 @@ class Store:
             known[host] = public_key
         return known
 
+    def _unsaved(self, keys: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+        return {host: key for host, key in keys.items() if host not in self._keys}
+
     async def _save_keys(self, keys: Mapping[bytes, bytes]) -> None:
+        if not keys:
+            return
         await self._db.executemany(
             "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)", list(keys.items())
         )
@@ -344,16 +350,21 @@ class Store:
     # -- clock ------------------------------------------------------------------
 
     async def _clock_floor(self) -> int:
-        return await scalar(self._db, "SELECT value FROM meta WHERE key = 'clock'")
+        floor: int = await scalar(self._db, "SELECT value FROM meta WHERE key = 'clock'")
+        self._floor_seen = max(self._floor_seen, floor)
+        return floor
 
     async def _set_clock_floor(self, floor: int) -> None:
+        self._floor_seen = max(self._floor_seen, floor)
         await self._db.execute(
             "INSERT INTO meta (key, value) VALUES ('clock', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
             (floor,),
         )
 
-    async def _observe_timestamps(self, stamps: Iterable[int]) -> None:
+    async def _observe_timestamps(self, stamps: Sequence[int]) -> None:
+        if max(stamps, default=0) <= self._floor_seen:
+            return  # the floor only rises, and it is already at least this high
         floor = await self._clock_floor()
         wall = clock.wall_clock_ns()
         new_floor = clock.observe(floor, stamps, wall, self.max_ahead_ns)

@@ -1,0 +1,28 @@
+"""HOST:PORT text, the one form addresses take in flags, config, status and discovery.
+
+IPv6 hosts are written in brackets (`[::1]:7417`), so the port is always what follows
+the last colon and the host never has to be guessed.
+"""
+
+from __future__ import annotations
+
+from peer.errors import UsageError
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (or [IPv6]:PORT) as (host, port), with a clear error when malformed."""
+    host, sep, port = address.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    malformed = not sep or not host or not port.isascii() or not port.isdigit()
+    if malformed or int(port) > 65535 or (":" in host and not bracketed):
+        raise UsageError(
+            f"{address!r} is not HOST:PORT (an IPv6 host goes in brackets: [::1]:7417)"
+        )
+    return host, int(port)
+
+
+def join_host(host: str, port: int) -> str:
+    """The HOST:PORT text of a host and a port, bracketing an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

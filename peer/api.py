@@ -1,0 +1,131 @@
+"""The Python API for programs: append to, read from and follow your own node.
+
+A program talks to the running `peer serve` of a home over the home's Unix socket
+(mode 0600: the file system, not TLS, decides who may connect). Records arrive
+decrypted with the home's sync key; writes are signed and sealed by the daemon.
+
+    import asyncio
+    from peer import api
+
+    async def main() -> None:
+        async with await api.connect() as node:  # --home: api.connect("/path/to/home")
+            await node.append("notes", "hello from a program")
+            async for message in node.subscribe(tags=["notes"]):
+                print(message.host.hex()[:8], message.idx, message.text)
+
+    asyncio.run(main())
+
+`subscribe` first delivers what the node already holds (past `since`, per log), then
+every record the node stores from then on, in idx order per log. To resume after a
+restart, keep `since[message.log] = message.idx + 1` and pass it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from peer.client import LocalClient
+from peer.codec import Appended
+from peer.crypto import SyncKey, open_record
+from peer.errors import CryptoError, UsageError
+from peer.home import Home, default_home
+from peer.records import LogKey, Record
+
+__all__ = ["Appended", "Connection", "Message", "connect"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One record as a program sees it: metadata, and the plaintext (or why not)."""
+
+    host: bytes
+    tag: str
+    idx: int
+    timestamp: int
+    id: bytes
+    data: bytes | None
+    error: str | None = None
+
+    @property
+    def log(self) -> LogKey:
+        return LogKey(self.host, self.tag)
+
+    @property
+    def text(self) -> str | None:
+        """The plaintext as UTF-8 text (with replacement characters if it is not)."""
+        return None if self.data is None else self.data.decode("utf-8", "replace")
+
+
+class Connection:
+    """An open connection to a node's daemon; close it (or use `async with`)."""
+
+    def __init__(self, client: LocalClient, sync_key: SyncKey | None, home: Path) -> None:
+        self._client = client
+        self._sync_key = sync_key
+        self.home = home
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def append(self, tag: str, *items: bytes | str) -> Appended:
+        """Append one record per item to this node's log `tag`, in one transaction."""
+        if not items:
+            raise UsageError("append needs at least one item")
+        data = [item.encode() if isinstance(item, str) else item for item in items]
+        return await self._client.append(tag, data)
+
+    async def get_index(self) -> dict[LogKey, int]:
+        """Every log the node holds, with its next idx (= the records held)."""
+        remote = await self._client.get_index()
+        return {log: head.next_idx for log, head in remote.logs.items()}
+
+    async def status(self) -> dict[str, Any]:
+        """The daemon's live state (the object `peer status --json` prints)."""
+        value: dict[str, Any] = json.loads(await self._client.status())
+        return value
+
+    async def subscribe(
+        self,
+        tags: Iterable[str] = (),
+        hosts: Iterable[bytes] = (),
+        since: Mapping[LogKey, int] | None = None,
+    ) -> AsyncIterator[Message]:
+        """Held records past `since`, then live ones; only `tags`/`hosts` if given."""
+        async for records, _ in self._client.subscribe(since, hosts, tags):
+            for record in records:
+                yield self._open(record)
+
+    def _open(self, record: Record) -> Message:
+        fields = (record.host, record.tag, record.idx, record.timestamp, record.id)
+        if self._sync_key is None:
+            return Message(*fields, None, "this node holds no sync key (a relay)")
+        try:
+            return Message(*fields, open_record(self._sync_key, record))
+        except CryptoError as exc:
+            return Message(*fields, None, str(exc))
+
+
+async def connect(home: str | os.PathLike[str] | None = None) -> Connection:
+    """Connect to the running daemon of `home` ($PEER_HOME or the default if None)."""
+    where = Home(Path(home) if home is not None else default_home(os.environ))
+    serving = where.serving()
+    if serving is None:
+        raise UsageError(f"no `peer serve` runs for {where.root}: start it first")
+    return Connection(LocalClient(serving.socket), where.load_sync_key(), where.root)

@@ -1,0 +1,314 @@
+"""Keeping every trusted peer in sync by itself: sync rounds on a schedule, live streams.
+
+One `Link` per pinned peer. A link syncs at start, then keeps a `Subscribe` stream open
+to the peer, storing what the peer stores the moment it arrives, and still runs a full
+round (pull and push) every interval, with jitter so a mesh does not sync in lockstep.
+A peer that fails is retried after an exponential backoff (capped); a peer that shows up
+again (it calls us, or discovery sees it) is retried at once. The `Mesh` follows the
+trust list, so `peer peers add/remove` in another process takes effect within a second.
+
+Every link keeps a `LinkState` in words and numbers, so `peer status` can always say
+what is going on with a peer: never a silent "stuck".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from peer.client import PeerClient
+from peer.errors import ForkDetected, LogFrozen, PeerError
+from peer.identity import format_node_id
+from peer.records import LogKey, Record
+from peer.store import Store, TrustedPeer
+from peer.sync import SyncSummary, sync_with
+
+log = logging.getLogger(__name__)
+
+TRUST_POLL_S = 0.5
+Connect = Callable[[TrustedPeer, str], Awaitable[PeerClient]]
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When links sync: the interval (with jitter), the backoff, the batch size."""
+
+    interval: float = 60.0
+    jitter: float = 0.1
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    batch: int = 1000
+    live: bool = True
+
+    def next_round(self, rng: random.Random) -> float:
+        """Seconds to the next round: the interval, give or take `jitter` of it."""
+        return self.interval * (1.0 + rng.uniform(-self.jitter, self.jitter))
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after `failures` failures in a row: doubling, capped."""
+        if failures <= 0:
+            return 0.0
+        return min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 62))
+
+
+@dataclass
+class LinkState:
+    """What we know of one peer's link, for `peer status`."""
+
+    node_id: bytes
+    name: str = ""
+    address: str = ""
+    connected: bool = False
+    live: bool = False
+    last_sync: float | None = None  # wall clock seconds of the last completed round
+    last_error: str | None = None
+    failures: int = 0
+    retry_at: float | None = None  # wall clock seconds of the next attempt after a failure
+    pulled: int = 0
+    pushed: int = 0
+    received_live: int = 0
+    remote_heads: dict[LogKey, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "node_id": format_node_id(self.node_id),
+            "name": self.name,
+            "address": self.address,
+            "connected": self.connected,
+            "live": self.live,
+            "last_sync": self.last_sync,
+            "last_error": self.last_error,
+            "failures": self.failures,
+            "retry_in": None if self.retry_at is None else max(0.0, self.retry_at - time.time()),
+            "pulled": self.pulled,
+            "pushed": self.pushed,
+            "received_live": self.received_live,
+        }
+
+
+class Link:
+    """Keeps one pinned peer in sync until cancelled."""
+
+    def __init__(
+        self, peer: TrustedPeer, store: Store, schedule: Schedule, connect: Connect
+    ) -> None:
+        self.peer = peer
+        self.store = store
+        self.schedule = schedule
+        self.connect = connect
+        self.discovered = ""  # an address found on the LAN, fresher than the pinned one
+        self.state = LinkState(peer.node_id, peer.name, peer.address)
+        self._wake = asyncio.Event()
+        self._rng = random.Random()
+        self.task: asyncio.Task[None] | None = None
+        self._frozen: set[LogKey] = set()
+
+    @property
+    def address(self) -> str:
+        return self.discovered or self.peer.address
+
+    def poke(self) -> None:
+        """Sync now instead of waiting for the interval or the backoff."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"link-{self.peer.node_id.hex()[:8]}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def run(self) -> None:
+        delay = 0.0
+        while True:
+            await self._sleep(delay)
+            delay = await self._attempt()
+
+    async def _attempt(self) -> float:
+        """One connection: a round, then live until it breaks; the delay to the next."""
+        self.state.address = self.address
+        if not self.address:
+            self.state.last_error = (
+                "no address known: add one with `peer peers add ID HOST:PORT` "
+                "or let discovery find it on the LAN"
+            )
+            return self.schedule.interval
+        try:
+            async with await self.connect(self.peer, self.address) as client:
+                await self._round(client)
+                self.state.connected = True
+                if not self.schedule.live:
+                    return self.schedule.next_round(self._rng)
+                await self._stay_connected(client)
+        except PeerError as exc:
+            return self._failed(exc)
+        finally:
+            self.state.connected = self.state.live = False
+        return self.schedule.backoff_initial  # the peer ended the stream (it restarts?)
+
+    def _failed(self, error: PeerError) -> float:
+        self.state.failures += 1
+        self.state.last_error = str(error)
+        delay = self.schedule.backoff(self.state.failures)
+        self.state.retry_at = time.time() + delay
+        log.info("peer %s: %s (retry in %.1f s)", self._label, error, delay)
+        return delay
+
+    @property
+    def _label(self) -> str:
+        return self.peer.name or self.address or format_node_id(self.peer.node_id)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait `seconds`, or less if poked."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _round(self, client: PeerClient) -> SyncSummary:
+        summary = await sync_with(self.store, client, batch=self.schedule.batch)
+        state = self.state
+        state.pulled += summary.pulled
+        state.pushed += summary.pushed
+        state.remote_heads.update(summary.remote_heads)
+        state.last_sync = time.time()
+        state.last_error, state.failures, state.retry_at = None, 0, None
+        return summary
+
+    async def _stay_connected(self, client: PeerClient) -> None:
+        """Follow the peer live; run a full round every interval (or when poked) too.
+        Returns when the peer closes the stream; raises when something failed."""
+        stream = asyncio.create_task(self._follow(client))
+        rounds = asyncio.create_task(self._rounds(client))
+        try:
+            done, _ = await asyncio.wait({stream, rounds}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raise the failure, if any
+        finally:
+            for task in (stream, rounds):
+                task.cancel()
+            for task in (stream, rounds):
+                with contextlib.suppress(asyncio.CancelledError, PeerError):
+                    await task
+
+    async def _rounds(self, client: PeerClient) -> None:
+        while True:
+            await self._sleep(self.schedule.next_round(self._rng))
+            await self._round(client)
+
+    async def _follow(self, client: PeerClient) -> None:
+        """Store what the peer stores, as it arrives, from where our index stands."""
+        since = {log: head.next_idx for log, head in (await self.store.index()).items()}
+        self._frozen = await self.store.frozen_logs()
+        keys: dict[bytes, bytes] = {}
+        self.state.live = True
+        async for records, new_keys in client.subscribe(since):
+            keys.update(new_keys)
+            await self._store(records, keys)
+
+    async def _store(self, records: list[Record], keys: dict[bytes, bytes]) -> None:
+        """Insert a live batch, leaving out logs frozen here by fork evidence (neither
+        taken nor given). The frozen set is re-read only when the store says a log is
+        frozen (perhaps by another process, or by this very batch), then once retried."""
+        for attempt in range(2):
+            fresh = [r for r in records if r.log not in self._frozen]
+            if not fresh:
+                return
+            try:
+                result = await self.store.insert_batch(fresh, keys)
+            except (LogFrozen, ForkDetected):
+                frozen = await self.store.frozen_logs()
+                if attempt or frozen == self._frozen:
+                    raise
+                self._frozen = frozen
+                continue
+            self.state.received_live += result.added
+            self._note_heads(fresh)
+            return
+
+    def _note_heads(self, records: list[Record]) -> None:
+        heads = self.state.remote_heads
+        for record in records:
+            heads[record.log] = max(heads.get(record.log, 0), record.idx + 1)
+
+
+class Mesh:
+    """All links of a node, following the trust list and what discovery finds."""
+
+    def __init__(self, store: Store, schedule: Schedule, connect: Connect) -> None:
+        self.store = store
+        self.schedule = schedule
+        self.connect = connect
+        self.links: dict[bytes, Link] = {}
+        self.discovered: dict[bytes, str] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._watcher = asyncio.create_task(self._follow_trust(), name="mesh-trust")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await asyncio.gather(*(link.stop() for link in self.links.values()))
+        self.links.clear()
+
+    async def refresh(self) -> None:
+        """Links for the pinned peers: start new ones, stop removed ones."""
+        peers = {p.node_id: p for p in await self.store.peers.all()}
+        for node_id in set(self.links) - set(peers):
+            await self.links.pop(node_id).stop()
+        for node_id, peer in peers.items():
+            link = self.links.get(node_id)
+            if link is None:
+                link = self.links[node_id] = Link(peer, self.store, self.schedule, self.connect)
+                link.discovered = self.discovered.get(node_id, "")
+                link.start()
+            elif _reachability(link.peer) != _reachability(peer):
+                link.peer = peer
+                link.state.name = peer.name
+                link.poke()
+
+    def found(self, node_id: bytes, address: str) -> None:
+        """Discovery saw `node_id` at `address`: use it, and sync now if it is pinned."""
+        if self.discovered.get(node_id) == address:
+            return
+        self.discovered[node_id] = address
+        link = self.links.get(node_id)
+        if link is not None:
+            link.discovered = address
+            link.poke()
+
+    def contacted(self, node_id: bytes) -> None:
+        """A pinned peer called us: if we were backing off from it, it is back."""
+        link = self.links.get(node_id)
+        if link is not None and not link.state.connected:
+            link.poke()
+
+    def states(self) -> list[LinkState]:
+        return [link.state for link in self.links.values()]
+
+    async def _follow_trust(self) -> None:
+        version = await self.store.data_version()
+        while True:
+            await asyncio.sleep(TRUST_POLL_S)
+            try:
+                current = await self.store.data_version()
+                if current != version:
+                    version = current
+                    await self.refresh()
+            except PeerError as exc:
+                log.warning("trust list: %s", exc)
+
+
+def _reachability(peer: TrustedPeer) -> tuple[str, str, bytes | None]:
+    return peer.address, peer.name, peer.certificate
