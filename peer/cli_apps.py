@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from peer.cli import _command, _positive, open_node, print_json
 
 if TYPE_CHECKING:
+    from peer.apps.history import ImportResult
     from peer.apps.views import ViewReport
+    from peer.node import Node
     from peer.store import HistoryEntry, KvItem
 
 DEFAULT_NS = "default"  # peer.apps.kv.DEFAULT_NS, without importing it at startup
@@ -201,7 +203,6 @@ async def cmd_history_import(args: argparse.Namespace) -> int:
     import socket
 
     from peer.apps import imports
-    from peer.progress import Progress
 
     path: Path = args.file
     fmt = args.format or imports.guess_format(path)
@@ -209,19 +210,10 @@ async def cmd_history_import(args: argparse.Namespace) -> int:
     mtime = path.stat().st_mtime_ns
     entries = imports.to_entries(parsed.commands, fmt, socket.gethostname(), mtime)
     node = await open_node(args)
-    bars = [Progress(f"importing {path.name}", total=len(entries))]
-
-    def viewing(count: int) -> None:
-        if len(bars) == 1:  # the append is done: close its bar, open the view's
-            bars[0].finish()
-            bars.append(Progress("updating the history view"))
-        bars[-1].update(count)
-
     try:
-        result = await node.history.import_entries(entries, bars[0].update, viewing)
+        result = await _import_with_progress(node, path, entries)
     finally:
         await node.close()
-    bars[-1].finish()
     problems = [{"line": p.line, "reason": p.reason} for p in parsed.problems]
     if args.json:
         print_json(
@@ -235,15 +227,38 @@ async def cmd_history_import(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    for problem in problems[:MAX_PROBLEMS_SHOWN]:
-        sys.stderr.write(f"peer: {path}: line {problem['line']}: {problem['reason']}, skipped\n")
-    if len(problems) > MAX_PROBLEMS_SHOWN:
-        sys.stderr.write(f"peer: … and {len(problems) - MAX_PROBLEMS_SHOWN} more lines skipped\n")
+    _warn_skipped(path, problems)
     print(
         f"imported {result.added} command(s) from {path} ({fmt}); {result.already} already "
         f"held, {len(problems)} line(s) skipped"
     )
     return 0
+
+
+async def _import_with_progress(
+    node: Node, path: Path, entries: list[HistoryEntry]
+) -> ImportResult:
+    """Two stages on stderr: writing the records, then (rarely) catching the view up."""
+    from peer.progress import Progress
+
+    bars = [Progress(f"importing {path.name}", total=len(entries))]
+
+    def viewing(count: int) -> None:
+        if len(bars) == 1:  # the append is done: close its bar, open the view's
+            bars[0].finish()
+            bars.append(Progress("updating the history view"))
+        bars[-1].update(count)
+
+    result = await node.history.import_entries(entries, bars[0].update, viewing)
+    bars[-1].finish()
+    return result
+
+
+def _warn_skipped(path: Path, problems: list[dict[str, Any]]) -> None:
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        sys.stderr.write(f"peer: {path}: line {problem['line']}: {problem['reason']}, skipped\n")
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        sys.stderr.write(f"peer: … and {len(problems) - MAX_PROBLEMS_SHOWN} more lines skipped\n")
 
 
 async def cmd_history_list(args: argparse.Namespace) -> int:
