@@ -67,7 +67,8 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def build_parser() -> _Parser:
+def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
+    from peer.cli_apps import register as register_apps
     from peer.cli_net import (  # the network commands live beside, in their own module
         cmd_invite,
         cmd_join,
@@ -144,6 +145,7 @@ def build_parser() -> _Parser:
 
     _command(commands, "status", cmd_status, "index, forks and identity")
     _command(commands, "verify", cmd_verify, "check chains, signatures and decryption")
+    register_apps(commands)  # kv, history, store: in their own module
     return parser
 
 

@@ -20,10 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import (
@@ -32,7 +29,6 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
-from cryptography.x509.oid import NameOID
 
 from peer.errors import DecryptionFailed, ForgeryError, InvalidRecord, KeyFormatError, WrongKey
 from peer.records import (
@@ -340,6 +336,13 @@ def generate_tls_identity() -> tuple[bytes, bytes]:
     security. The subject is unique per node, because TLS looks trusted certificates
     up by subject name: two pinned certificates with one name would shadow each other.
     """
+    # Imported here: x509 costs ~40 ms at start-up, and only `init` makes certificates
+    # (a shell hook running `peer history add` must start fast).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"peer-{os.urandom(8).hex()}")])
     certificate = (

@@ -5,6 +5,7 @@
     │   ├── NotInitialized         no identity in this home: run `peer init`
     │   ├── ConfigError            config.toml, a PEER_* variable or a flag holds a bad value
     │   └── AlreadyInitialized     `peer init` on a home that already has an identity
+    ├── NotFound                   the key or history entry asked for does not exist
     ├── InvalidRecord              a field is out of its bounds (malformed input)
     ├── IntegrityError             a record or batch breaks a rule of the log
     │   ├── GapError               a batch would leave a hole; carries the idx expected
@@ -58,6 +59,10 @@ class ConfigError(UsageError):
 
 class AlreadyInitialized(UsageError):
     """`peer init` found an identity already; use another `--home` or keep this one."""
+
+
+class NotFound(PeerError):
+    """The KV key or history entry asked for does not exist (or was deleted)."""
 
 
 class InvalidRecord(PeerError):

@@ -1,7 +1,8 @@
 """A local node: one home's identity and store, and what a user does with them.
 
 This is the library face of the CLI's local commands (init, append, tail, status,
-verify); each method is one thing a user asks for, returning plain data to print.
+verify, and the kv and history apps); each method is one thing a user asks for,
+returning plain data to print.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from peer.apps.history import History
+from peer.apps.kv import Kv
+from peer.apps.views import APP_TAGS, ViewEngine
 from peer.config import config_template
 from peer.crypto import Author, ChainCheck, SyncKey, open_record
 from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
@@ -91,7 +95,27 @@ class Node:
 
     async def append(self, tag: str, items: Sequence[bytes]) -> list[Record]:
         """Append records to this host's log `tag` in one transaction."""
-        return await self.store.append(self.author, tag, items)
+        records = await self.store.append(self.author, tag, items)
+        if tag in APP_TAGS:
+            await self.views.catch_up()
+        return records
+
+    @property
+    def views(self) -> ViewEngine:
+        """The kv and history views (catch up after syncing: `await node.views.catch_up()`)."""
+        return ViewEngine(self.store, self.identity.sync)
+
+    @property
+    def kv(self) -> Kv:
+        return Kv(self.views, self._writer())
+
+    @property
+    def history(self) -> History:
+        return History(self.views, self._writer())
+
+    def _writer(self) -> Author | None:
+        sync = self.identity.sync
+        return None if sync is None else Author(self.identity.signing, sync)
 
     def append_many(self, tag: str, items: Iterable[bytes]) -> AsyncIterator[tuple[int, int]]:
         """Bulk append in large transactions; yields the (first, last) idx of each."""
@@ -140,6 +164,7 @@ class Node:
         frozen = await self.store.frozen_logs()
         forks = await self.store.forks()
         peers = await self.store.peers.all()
+        skipped = await self.store.views.skipped()
         sync = self.identity.sync
         return {
             "node_id": format_node_id(self.identity.node_id),
@@ -165,6 +190,12 @@ class Node:
                 }
                 for p in peers
             ],
+            "views": {
+                "applied": await self.store.views.applied(),
+                "undecryptable": skipped.undecryptable,
+                "unknown_version": skipped.unknown_version,
+                "malformed": skipped.malformed,
+            },
             "forks": [
                 {
                     "host": f.log.host.hex(),

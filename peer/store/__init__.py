@@ -1,21 +1,40 @@
 """The record store: the only package that talks to SQLite (through aiosqlite).
 
 `core` holds the log's rules (appends, received batches, forks, reads), `sqlite` the
-connections and transactions, `schema` the migrations.
+connections and transactions, `schema` the migrations, `views` the kv and history
+tables, `atuin` the reader of an atuin `history.db` (for imports).
 """
 
 from peer.store.core import DEFAULT_CHUNK, InsertResult, Prepared, Store
 from peer.store.forks import ForkEvidence
 from peer.store.peers import TrustedPeer, TrustList
 from peer.store.rows import RECORD_COLUMNS
+from peer.store.views import (
+    HistoryCreate,
+    HistoryEntry,
+    KvItem,
+    KvRow,
+    Pending,
+    Skipped,
+    ViewChunk,
+    Views,
+)
 
 __all__ = [
     "DEFAULT_CHUNK",
     "RECORD_COLUMNS",
     "ForkEvidence",
+    "HistoryCreate",
+    "HistoryEntry",
     "InsertResult",
+    "KvItem",
+    "KvRow",
+    "Pending",
     "Prepared",
+    "Skipped",
     "Store",
     "TrustList",
     "TrustedPeer",
+    "ViewChunk",
+    "Views",
 ]

@@ -46,6 +46,7 @@ from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.peers import Invitations, TrustList
 from peer.store.rows import RECORD_COLUMNS, from_row, to_row
 from peer.store.sqlite import Database, scalar
+from peer.store.views import Views
 
 _INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 _SELECT_RANGE = (
@@ -91,6 +92,7 @@ class Store:
         self._floor_seen = 0  # a clock floor this store has read or written (it only rises)
         self.peers = TrustList(database)
         self.invitations = Invitations(database)
+        self.views = Views(database)
 
     @classmethod
     async def open(

@@ -83,5 +83,46 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             used_at INTEGER
         )""",
     ),
+    4: (
+        # Views on the kv and history logs (peer.store.views). `view_cursors.next_idx`:
+        # every record of the log below it is applied; it moves in the same transaction
+        # as the view rows, so a crash never leaves a view stale or applied twice.
+        """CREATE TABLE view_cursors (
+            host BLOB NOT NULL,
+            tag TEXT NOT NULL,
+            next_idx INTEGER NOT NULL,
+            undecryptable INTEGER NOT NULL DEFAULT 0,
+            unknown_version INTEGER NOT NULL DEFAULT 0,
+            malformed INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (host, tag)
+        )""",
+        # One row per (namespace, key): the winner so far; value NULL is a tombstone,
+        # kept so that an older set arriving later still loses.
+        """CREATE TABLE kv (
+            ns TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value BLOB,
+            timestamp INTEGER NOT NULL,
+            host BLOB NOT NULL,
+            idx INTEGER NOT NULL,
+            PRIMARY KEY (ns, key)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE history (
+            id TEXT PRIMARY KEY,
+            command TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            exit INTEGER,
+            duration INTEGER,
+            timestamp INTEGER NOT NULL,
+            hostname TEXT NOT NULL,
+            session TEXT NOT NULL,
+            record_timestamp INTEGER NOT NULL,
+            host BLOB NOT NULL,
+            idx INTEGER NOT NULL
+        )""",
+        "CREATE INDEX history_by_time ON history (timestamp, id)",
+        # Deleted entry ids, kept even for ids not created yet (the delete may arrive first).
+        "CREATE TABLE history_deleted (id TEXT PRIMARY KEY) WITHOUT ROWID",
+    ),
 }
 LATEST_VERSION = max(MIGRATIONS)

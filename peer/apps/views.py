@@ -1,0 +1,142 @@
+"""The catch-up engine: brings the kv and history views up to the records held.
+
+Per log with an app tag, records past the view cursor are read in bounded chunks,
+decrypted and decided here (CPU, outside any transaction), then applied together
+with the cursor in one store transaction per chunk. So a crash (even `kill -9`)
+leaves every log's view either before or after a whole chunk, and the next catch-up
+continues from the cursor. Records this node cannot open, of an unknown version, or
+not following their format are skipped and counted, never a crash.
+
+Reads call `catch_up()` first, so they see records a daemon (or another process)
+stored since; with nothing pending that costs one query on the `heads` table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from peer.apps import history, kv
+from peer.apps.payload import Malformed
+from peer.crypto import SyncKey, open_record
+from peer.errors import CryptoError, UsageError
+from peer.records import LogKey, Record
+from peer.store import HistoryCreate, KvRow, Pending, Skipped, Store, ViewChunk
+
+VERSION = "v1"  # the payload version these views understand
+APP_TAGS = (kv.TAG, history.TAG)
+CHUNK = 5000
+Progress = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class ViewReport:
+    """What a catch-up (or a rebuild) did: records applied, and those skipped, by reason."""
+
+    applied: int = 0
+    skipped: Skipped = field(default_factory=Skipped)
+
+
+class ViewEngine:
+    """Keeps one store's views current for a node holding `sync` (None on a relay)."""
+
+    def __init__(self, store: Store, sync: SyncKey | None, chunk: int = CHUNK) -> None:
+        self.store = store
+        self.sync = sync
+        self.chunk = chunk
+
+    async def catch_up(
+        self, required: bool = False, progress: Progress | None = None
+    ) -> ViewReport:
+        """Apply every record past the cursors; `required`: refuse on a relay."""
+        report = ViewReport()
+        if self.sync is None:
+            if required:
+                raise UsageError("this node holds no sync key (a relay), so it has no views")
+            return report
+        previous: list[Pending] = []
+        while (pending := await self.store.views.pending(APP_TAGS)) and pending != previous:
+            previous = pending  # no progress in a whole pass (a missing record): stop
+            for log in pending:
+                await self._catch_up_log(log, report, progress)
+        return report
+
+    async def rebuild(self, progress: Progress | None = None) -> ViewReport:
+        """Drop the views and recompute them from the log (same result as incremental)."""
+        if self.sync is None:
+            raise UsageError("this node holds no sync key (a relay), so it has no views")
+        await self.store.views.clear()
+        return await self.catch_up(progress=progress)
+
+    async def _catch_up_log(
+        self, pending: Pending, report: ViewReport, progress: Progress | None
+    ) -> None:
+        start = pending.applied
+        while start < pending.held:
+            limit = min(self.chunk, pending.held - start)
+            records = await self.store.read_range(pending.log.host, pending.log.tag, start, limit)
+            if not records or records[0].idx != start:
+                return  # the log changed under us (cannot happen: logs only grow)
+            chunk = self.decide(pending.log, records)
+            if not await self.store.views.apply(chunk):
+                return  # another process applied it first; `catch_up` re-reads the cursors
+            report.applied += len(records)
+            report.skipped += chunk.skipped
+            if progress is not None:
+                progress(report.applied)
+            start = chunk.end
+
+    async def apply_written(self, records: Sequence[Record], plaintexts: Sequence[bytes]) -> None:
+        """Apply records this node just wrote from their plaintexts (no decryption).
+
+        A no-op unless the view had caught up to just before them (the cursor check in
+        `Views.apply`); then the next `catch_up` applies them the usual way.
+        """
+        if self.sync is not None and records:
+            await self.store.views.apply(self._chunk(records[0].log, records, plaintexts))
+
+    def decide(self, log: LogKey, records: Sequence[Record]) -> ViewChunk:
+        """What a run of one log's records does to the views (pure but for decryption)."""
+        return self._chunk(log, records, [self._open(record) for record in records])
+
+    def _open(self, record: Record) -> bytes | None:
+        """The plaintext, or None when the record cannot be (or need not be) opened."""
+        if record.version != VERSION or self.sync is None:
+            return None
+        try:
+            return open_record(self.sync, record)
+        except CryptoError:
+            return None
+
+    def _chunk(
+        self, log: LogKey, records: Sequence[Record], plaintexts: Sequence[bytes | None]
+    ) -> ViewChunk:
+        kv_rows: list[KvRow] = []
+        creates: list[HistoryCreate] = []
+        deletes: list[str] = []
+        undecryptable = unknown = malformed = 0
+        for record, plaintext in zip(records, plaintexts, strict=True):
+            if record.version != VERSION:
+                unknown += 1
+            elif plaintext is None:
+                undecryptable += 1
+            else:
+                try:
+                    if log.tag == kv.TAG:
+                        kv_rows.append(kv.decide(record, plaintext))
+                    else:
+                        decided = history.decide(record, plaintext)
+                        if isinstance(decided, str):
+                            deletes.append(decided)
+                        else:
+                            creates.append(decided)
+                except Malformed:
+                    malformed += 1
+        skipped = Skipped(undecryptable, unknown, malformed)
+        end = records[-1].idx + 1
+        return ViewChunk(log, records[0].idx, end, kv_rows, creates, deletes, skipped)
+
+
+async def catch_up(store: Store, sync: SyncKey | None) -> ViewReport:
+    """Bring the views up to date (for the daemon, after it stores synced batches)."""
+    return await ViewEngine(store, sync).catch_up()

@@ -1,0 +1,352 @@
+"""The CLI's app commands: `peer kv`, `peer history` and `peer store rebuild`.
+
+Same rules as `peer.cli`: build objects, call one library function, print. `kv set`
+and `history add` run from shell hooks, so this module imports nothing heavy at the
+top (no grpc): check with `python -X importtime -m peer.cli history add -- true`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from peer.cli import _command, _positive, open_node, print_json
+
+if TYPE_CHECKING:
+    from peer.apps.history import ImportResult
+    from peer.apps.views import ViewReport
+    from peer.node import Node
+    from peer.store import HistoryEntry, KvItem
+
+DEFAULT_NS = "default"  # peer.apps.kv.DEFAULT_NS, without importing it at startup
+MAX_PROBLEMS_SHOWN = 20
+
+
+def register(commands: Any) -> None:
+    """Add the kv, history and store commands to the top-level subparsers."""
+    _register_kv(commands)
+    _register_history(commands)
+    store = commands.add_parser("store", help="maintain the local store")
+    store_commands = store.add_subparsers(title="store commands", metavar="ACTION", required=True)
+    _command(store_commands, "rebuild", cmd_store_rebuild, "recompute the views from the log")
+
+
+def _register_kv(commands: Any) -> None:
+    kv = commands.add_parser("kv", help="a key-value store shared by your devices")
+    actions = kv.add_subparsers(title="kv commands", metavar="ACTION", required=True)
+    kv_set = _namespaced(_command(actions, "set", cmd_kv_set, "set KEY to VALUE"))
+    kv_set.add_argument("key")
+    kv_set.add_argument("value")
+    get = _namespaced(_command(actions, "get", cmd_kv_get, "print the value of KEY"))
+    get.add_argument("key")
+    delete = _namespaced(_command(actions, "delete", cmd_kv_delete, "delete KEY"))
+    delete.add_argument("key")
+    listing = _namespaced(_command(actions, "list", cmd_kv_list, "the keys and their values"))
+    listing.add_argument("--all", action="store_true", help="every namespace")
+
+
+def _namespaced(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("-n", "--namespace", default=DEFAULT_NS, help="default: %(default)s")
+    return parser
+
+
+def _register_history(commands: Any) -> None:
+    history = commands.add_parser("history", help="your shell history, on every device")
+    actions = history.add_subparsers(title="history commands", metavar="ACTION", required=True)
+    add = _command(actions, "add", cmd_history_add, "record one command (for shell hooks)")
+    add.add_argument("--cwd", help="where it ran (default: here)")
+    add.add_argument("--exit", type=int, help="its exit status")
+    add.add_argument("--duration", type=int, help="how long it ran, in nanoseconds")
+    add.add_argument("--session", default="", help="the shell session it ran in")
+    add.add_argument("command", nargs="+", help="the command (after --)")
+    imp = _command(actions, "import", cmd_history_import, "import a shell's history file")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--format", choices=("bash", "zsh", "fish", "atuin"), help="default: guess")
+    listing = _command(actions, "list", cmd_history_list, "the latest commands, oldest first")
+    listing.add_argument("--limit", type=_positive, help="only the last N")
+    search = _command(actions, "search", cmd_history_search, "commands containing QUERY")
+    search.add_argument("query")
+    search.add_argument("--limit", type=_positive, help="only the newest N")
+    delete = _command(actions, "delete", cmd_history_delete, "delete one entry, everywhere")
+    delete.add_argument("id")
+
+
+# -- kv ----------------------------------------------------------------------------
+
+
+async def cmd_kv_set(args: argparse.Namespace) -> int:
+    node = await open_node(args)
+    try:
+        record = await node.kv.set(args.key, os.fsencode(args.value), args.namespace)
+    finally:
+        await node.close()
+    if args.json:
+        print_json(
+            {
+                "ns": args.namespace,
+                "key": args.key,
+                "host": record.host.hex(),
+                "idx": record.idx,
+                "timestamp": record.timestamp,
+            }
+        )
+    return 0
+
+
+async def cmd_kv_get(args: argparse.Namespace) -> int:
+    from peer.errors import NotFound
+
+    node = await open_node(args)
+    try:
+        value = await node.kv.get(args.key, args.namespace)
+    finally:
+        await node.close()
+    if value is None:
+        raise NotFound(f"no key {args.key!r} in namespace {args.namespace!r}")
+    if args.json:
+        print_json({"ns": args.namespace, "key": args.key, **_value_json(value)})
+    else:
+        sys.stdout.buffer.write(value + b"\n")
+    return 0
+
+
+async def cmd_kv_delete(args: argparse.Namespace) -> int:
+    node = await open_node(args)
+    try:
+        existed = await node.kv.delete(args.key, args.namespace)
+    finally:
+        await node.close()
+    if args.json:
+        print_json({"ns": args.namespace, "key": args.key, "existed": existed})
+    elif not existed:
+        print(f"{args.key} was not set (deleted anyway, on every device)")
+    return 0
+
+
+async def cmd_kv_list(args: argparse.Namespace) -> int:
+    node = await open_node(args)
+    try:
+        items = await node.kv.items(None if args.all else args.namespace)
+    finally:
+        await node.close()
+    if args.json:
+        print_json([_kv_json(item) for item in items])
+    for item in [] if args.json else items:
+        value = item.value.decode("utf-8", "backslashreplace")
+        print(f"{item.ns}\t{item.key}\t{value}" if args.all else f"{item.key}\t{value}")
+    return 0
+
+
+def _kv_json(item: KvItem) -> dict[str, Any]:
+    return {
+        "ns": item.ns,
+        "key": item.key,
+        **_value_json(item.value),
+        "timestamp": item.timestamp,
+        "host": item.host.hex(),
+    }
+
+
+def _value_json(value: bytes) -> dict[str, str]:
+    try:
+        return {"value": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"value_b64": base64.b64encode(value).decode()}
+
+
+# -- history -----------------------------------------------------------------------
+
+
+async def cmd_history_add(args: argparse.Namespace) -> int:
+    import socket
+
+    from peer.apps.history import new_id
+    from peer.store import HistoryEntry
+
+    duration = args.duration
+    started = time.time_ns() - (duration or 0)
+    entry = HistoryEntry(
+        new_id(),
+        " ".join(args.command),
+        args.cwd if args.cwd is not None else _cwd(),
+        args.exit,
+        duration,
+        started,
+        socket.gethostname(),
+        args.session,
+    )
+    node = await open_node(args)
+    try:
+        await node.history.add(entry)
+    finally:
+        await node.close()
+    if args.json:
+        print_json(_entry_json(entry))
+    else:
+        print(entry.id)
+    return 0
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed under the shell
+        return os.environ.get("PWD", "")
+
+
+async def cmd_history_import(args: argparse.Namespace) -> int:
+    import socket
+
+    from peer.apps import imports
+
+    path: Path = args.file
+    fmt = args.format or imports.guess_format(path)
+    parsed = imports.load(path, fmt)
+    mtime = path.stat().st_mtime_ns
+    entries = imports.to_entries(parsed.commands, fmt, socket.gethostname(), mtime)
+    node = await open_node(args)
+    try:
+        result = await _import_with_progress(node, path, entries)
+    finally:
+        await node.close()
+    problems = [{"line": p.line, "reason": p.reason} for p in parsed.problems]
+    if args.json:
+        print_json(
+            {
+                "format": fmt,
+                "read": len(entries),
+                "added": result.added,
+                "already": result.already,
+                "deleted_in_source": parsed.deleted,
+                "problems": problems,
+            }
+        )
+        return 0
+    _warn_skipped(path, problems)
+    print(
+        f"imported {result.added} command(s) from {path} ({fmt}); {result.already} already "
+        f"held, {len(problems)} line(s) skipped"
+    )
+    return 0
+
+
+async def _import_with_progress(
+    node: Node, path: Path, entries: list[HistoryEntry]
+) -> ImportResult:
+    """Two stages on stderr: writing the records, then (rarely) catching the view up."""
+    from peer.progress import Progress
+
+    bars = [Progress(f"importing {path.name}", total=len(entries))]
+
+    def viewing(count: int) -> None:
+        if len(bars) == 1:  # the append is done: close its bar, open the view's
+            bars[0].finish()
+            bars.append(Progress("updating the history view"))
+        bars[-1].update(count)
+
+    result = await node.history.import_entries(entries, bars[0].update, viewing)
+    bars[-1].finish()
+    return result
+
+
+def _warn_skipped(path: Path, problems: list[dict[str, Any]]) -> None:
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        sys.stderr.write(f"peer: {path}: line {problem['line']}: {problem['reason']}, skipped\n")
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        sys.stderr.write(f"peer: … and {len(problems) - MAX_PROBLEMS_SHOWN} more lines skipped\n")
+
+
+async def cmd_history_list(args: argparse.Namespace) -> int:
+    node = await open_node(args)
+    try:
+        entries = await node.history.recent(args.limit)
+    finally:
+        await node.close()
+    _print_entries(entries, args.json)
+    return 0
+
+
+async def cmd_history_search(args: argparse.Namespace) -> int:
+    node = await open_node(args)
+    try:
+        entries = await node.history.search(args.query, args.limit)
+    finally:
+        await node.close()
+    _print_entries(entries, args.json)
+    return 0
+
+
+async def cmd_history_delete(args: argparse.Namespace) -> int:
+    node = await open_node(args)
+    try:
+        entry = await node.history.delete(args.id)
+    finally:
+        await node.close()
+    if args.json:
+        print_json(_entry_json(entry))
+    else:
+        print(f"deleted {entry.id}: {entry.command}")
+    return 0
+
+
+def _print_entries(entries: list[HistoryEntry], as_json: bool) -> None:
+    if as_json:
+        print_json([_entry_json(e) for e in entries])
+        return
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.timestamp // 10**9))
+        print(f"{when}  {e.id}  {e.command}")
+
+
+def _entry_json(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "command": entry.command,
+        "cwd": entry.cwd,
+        "exit": entry.exit,
+        "duration": entry.duration,
+        "timestamp": entry.timestamp,
+        "hostname": entry.hostname,
+        "session": entry.session,
+    }
+
+
+# -- store -------------------------------------------------------------------------
+
+
+async def cmd_store_rebuild(args: argparse.Namespace) -> int:
+    from peer.progress import Progress
+
+    node = await open_node(args)
+    progress = Progress("rebuilding views")
+    try:
+        report = await node.views.rebuild(progress.update)
+        keys, entries = await node.store.views.sizes()
+    finally:
+        await node.close()
+    progress.finish()
+    if args.json:
+        print_json({**_report_json(report), "kv_keys": keys, "history_entries": entries})
+    else:
+        s = report.skipped
+        print(
+            f"rebuilt the views from {report.applied} record(s): {keys} key(s), {entries} "
+            f"history entries; skipped {s.undecryptable} undecryptable, {s.unknown_version} "
+            f"of an unknown version, {s.malformed} malformed"
+        )
+    return 0
+
+
+def _report_json(report: ViewReport) -> dict[str, int]:
+    s = report.skipped
+    return {
+        "applied": report.applied,
+        "undecryptable": s.undecryptable,
+        "unknown_version": s.unknown_version,
+        "malformed": s.malformed,
+    }
