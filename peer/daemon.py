@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import signal
 import time
@@ -41,6 +42,8 @@ from peer.trust import Credentials
 
 DEFAULT_LISTEN = "127.0.0.1:7417"
 CERTIFICATE_POLL_S = 2.0
+VIEWS_DELAY_S = 0.2
+log = logging.getLogger(__name__)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -172,7 +175,26 @@ class Daemon:
             learner = asyncio.create_task(self._learn_certificates(), name="certificates")
             self._closers.append(lambda: _cancel(learner))
         await self._start_discovery(host, running.port)
+        views = asyncio.create_task(self._keep_views_current(), name="views")
+        self._closers.append(lambda: _cancel(views))
         return running
+
+    async def _keep_views_current(self) -> None:
+        """Apply what arrives (synced or written) to the kv and history views soon after,
+        so the first read after a large sync does not pay for it."""
+        changed = asyncio.Event()
+        stop_listening = self.node.store.on_change(changed.set)
+        try:
+            while True:
+                await changed.wait()
+                await asyncio.sleep(VIEWS_DELAY_S)  # let a burst of batches land first
+                changed.clear()
+                try:
+                    await self.node.views.catch_up()
+                except PeerError as exc:
+                    log.warning("views: %s", exc)
+        finally:
+            stop_listening()
 
     async def _pin_configured_peers(self) -> None:
         """The config's [[peers]]: pinned (or updated) before anything connects."""

@@ -236,3 +236,24 @@ async def test_sigterm_is_prompt_while_a_link_waits_on_a_silent_peer(daemons: Da
     print(f"SIGTERM with a link waiting on a silent peer: exit {code} after {took:.2f} s")
     assert code == 0
     assert took < 2.0
+
+
+async def test_the_daemon_applies_synced_records_to_the_views_without_a_read(
+    daemons: Daemons,
+) -> None:
+    """kv and history records that arrive by sync reach the views by themselves, so the
+    first `peer kv get` after a large sync does not pay for the catch-up."""
+    a, b = daemons.homes("a", "b")
+    mesh([a, b])
+    daemons.start(a, b)
+    await until(lambda: daemons.linked(b, a), "b to follow a", 15)
+    await aok(a.root, "kv", "set", "colour", "green")
+    await aok(a.root, "history", "add", "--", "make", "test")
+
+    async def applied_on_b() -> int | None:
+        views = (await daemons.status(b))["views"]
+        return views["applied"] if views["applied"] >= 2 else None  # status reads, no catch-up
+
+    applied = await until(applied_on_b, "b's daemon to apply a's records to its views", 10)
+    print(f"records applied to b's views by its daemon: {applied}")
+    assert ok(b.root, "kv", "get", "colour").strip() == "green"
