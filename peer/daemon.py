@@ -39,6 +39,7 @@ from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials
 
 DEFAULT_LISTEN = "127.0.0.1:7417"
+MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; lower if ours are more frequent
 
 
 def is_loopback(host: str) -> bool:
@@ -99,6 +100,8 @@ class DaemonOptions:
                 sync.backoff_max,
                 sync.batch,
                 sync.live,
+                sync.keepalive,
+                sync.keepalive_timeout,
             ),
             limits=Limits(
                 streams_per_caller=limits.streams_per_caller,
@@ -106,6 +109,7 @@ class DaemonOptions:
                 subscriber_queue=limits.subscriber_queue,
                 rate=limits.rate,
                 burst=limits.burst,
+                min_ping_interval=min(MIN_PING_INTERVAL_S, sync.keepalive),
             ),
             discovery=config.discovery.enabled,
             interfaces=config.discovery.interfaces,
@@ -228,7 +232,12 @@ class Daemon:
 
     async def _connect(self, peer: TrustedPeer, address: str) -> PeerClient:
         certificate = peer.certificate or await fetch_pinned(self.node, peer, address)
-        return PeerClient(address, tls=ClientTls(credentials(self.node), certificate))
+        schedule = self.options.schedule
+        return PeerClient(
+            address,
+            tls=ClientTls(credentials(self.node), certificate),
+            keepalive=(schedule.keepalive, schedule.keepalive_timeout),
+        )
 
     async def status(self) -> dict[str, Any]:
         """`peer status` of this node, with what the daemon knows live of each peer."""

@@ -45,6 +45,8 @@ class Schedule:
     backoff_max: float = 300.0
     batch: int = 1000
     live: bool = True
+    keepalive: float = 30.0  # seconds between pings; a dead link fails after this + timeout
+    keepalive_timeout: float = 10.0
 
     def next_round(self, rng: random.Random) -> float:
         """Seconds to the next round: the interval, give or take `jitter` of it."""

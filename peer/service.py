@@ -52,6 +52,7 @@ class Limits:
     max_message_bytes: int = codec.MAX_MESSAGE_BYTES
     rate: float = 50.0  # calls per second per caller (mTLS callers)
     burst: int = 200
+    min_ping_interval: float = 10.0  # seconds; pings more frequent than this are strikes
 
 
 def server_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -62,7 +63,7 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.server_handshake_timeout_ms", 5_000),
         ("grpc.max_connection_idle_ms", 600_000),
