@@ -53,6 +53,9 @@ def channel_options(
         ("grpc.max_send_message_length", codec.MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", int(every * 1000)),
         ("grpc.keepalive_timeout_ms", int(timeout * 1000)),
+        # grpcio 1.85 ends a transport whose ping goes unanswered only by this one:
+        # with keepalive_timeout_ms alone, a silently dropped peer hung a stream forever
+        ("grpc.http2.ping_timeout_ms", int(timeout * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     ]

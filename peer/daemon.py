@@ -39,7 +39,7 @@ from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials
 
 DEFAULT_LISTEN = "127.0.0.1:7417"
-MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; lower if ours are more frequent
+MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; half our keepalive if lower
 
 
 def is_loopback(host: str) -> bool:
@@ -109,7 +109,7 @@ class DaemonOptions:
                 subscriber_queue=limits.subscriber_queue,
                 rate=limits.rate,
                 burst=limits.burst,
-                min_ping_interval=min(MIN_PING_INTERVAL_S, sync.keepalive),
+                min_ping_interval=min(MIN_PING_INTERVAL_S, sync.keepalive / 2),
             ),
             discovery=config.discovery.enabled,
             interfaces=config.discovery.interfaces,

@@ -49,8 +49,16 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-async def cli(home: Path, *args: str, prefix: Sequence[str] = (), check: bool = True) -> str:
-    """One `peer` command as a subprocess; its stdout (stderr in the error)."""
+async def cli(
+    home: Path,
+    *args: str,
+    prefix: Sequence[str] = (),
+    check: bool = True,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """One `peer` command as a subprocess; its stdout (stderr in the error, or appended
+    when `check` is false)."""
     process = await asyncio.create_subprocess_exec(
         *prefix,
         sys.executable,
@@ -59,12 +67,14 @@ async def cli(home: Path, *args: str, prefix: Sequence[str] = (), check: bool = 
         "--home",
         str(home),
         *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=clean_env(),
+        env=clean_env(env),
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_S)
+        feed = stdin.encode() if stdin is not None else None
+        out, err = await asyncio.wait_for(process.communicate(feed), CLI_TIMEOUT_S)
     except TimeoutError:
         process.kill()
         await process.wait()
@@ -213,7 +223,7 @@ class Faults:
     latency: float = 0.0  # seconds added before each chunk is forwarded
     reset_every: int = 0  # bytes per connection, then RST both sides (0: never)
     stall: bool = False  # hold the bytes until the stall ends, then forward them
-    flip_after: int = 0  # flip one bit at this offset of the next server->client stream
+    flip_after: int = 0  # flip one bit at this offset of a stream (once per `set`)
 
 
 class FaultProxy:
@@ -225,6 +235,7 @@ class FaultProxy:
         self.flips = 0
         self.resets = 0
         self.connections = 0
+        self._flip_armed = False
         self._unstalled = asyncio.Event()
         self._unstalled.set()
         self._open: set[asyncio.StreamWriter] = set()
@@ -241,6 +252,7 @@ class FaultProxy:
 
     def set(self, **faults: Any) -> None:
         self.faults = Faults(**faults)
+        self._flip_armed = self.faults.flip_after > 0
         if self.faults.stall:
             self._unstalled.clear()
         else:
@@ -276,12 +288,11 @@ class FaultProxy:
             return
         self._open |= {writer, up_writer}
         budget = [self.faults.reset_every]
-        flip = [self.faults.flip_after]
         pair = (writer, up_writer)
         try:
             await asyncio.gather(
-                self._pipe(reader, up_writer, pair, budget, None),
-                self._pipe(up_reader, writer, pair, budget, flip),
+                self._pipe(reader, up_writer, pair, budget),
+                self._pipe(up_reader, writer, pair, budget),
             )
         finally:
             for w in pair:
@@ -294,7 +305,6 @@ class FaultProxy:
         writer: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
         budget: list[int],
-        flip: list[int] | None,
     ) -> None:
         offset = 0
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
@@ -305,10 +315,10 @@ class FaultProxy:
                 await self._unstalled.wait()
                 if faults.latency:
                     await asyncio.sleep(faults.latency)
-                if flip is not None and flip[0] and offset <= flip[0] < offset + len(chunk):
-                    at = flip[0] - offset
+                at = faults.flip_after - offset
+                if self._flip_armed and 0 <= at < len(chunk):
                     chunk = chunk[:at] + bytes([chunk[at] ^ 0x10]) + chunk[at + 1 :]
-                    flip[0] = 0
+                    self._flip_armed = False
                     self.flips += 1
                 offset += len(chunk)
                 if budget[0]:
@@ -337,7 +347,8 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 
 
 class Network(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def listen(self, i: int) -> str: ...
     def address(self, i: int, j: int) -> str: ...
@@ -410,12 +421,17 @@ def _ip(*args: str) -> None:
 
 class NetnsNetwork:
     """One namespace per node (198.18.7.i+1), veths into a hub namespace's bridge.
-    A partition adds blackhole routes inside the namespaces: packets vanish, no RST."""
+    A partition drops the other side's packets silently (no RST, no ICMP): with
+    `iptables -j DROP` on input inside each namespace, or, without iptables, with
+    blackhole routes (only iproute2; the sender's own stack discards them)."""
 
-    kind = "network namespaces + blackhole routes"
     PORT = 7400
 
     def __init__(self, count: int) -> None:
+        self.iptables = shutil.which("iptables") is not None
+        self.kind = "network namespaces + " + (
+            "iptables DROP" if self.iptables else "blackhole routes"
+        )
         self.count = count
         tag = f"{os.getpid() % 100000}"
         self.hub = f"pd-hub-{tag}"
@@ -458,13 +474,25 @@ class NetnsNetwork:
         for i in range(self.count):
             for j in range(self.count):
                 if i != j and _apart(groups, i, j):
-                    _ip("-n", self.names[i], "route", "add", "blackhole", f"{self.ip_of(j)}/32")
+                    self._block(i, j, add=True)
                     self.blocked.append((i, j))
+
+    def _block(self, i: int, j: int, add: bool) -> None:
+        if self.iptables:
+            rule = ["INPUT", "-s", self.ip_of(j), "-j", "DROP"]
+            command = ["ip", "netns", "exec", self.names[i], "iptables", "-w"]
+            command += ["-A" if add else "-D", *rule]
+            done = subprocess.run(command, capture_output=True, timeout=10, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"iptables: {done.stderr.decode().strip()}")
+        else:
+            verb = "add" if add else "del"
+            _ip("-n", self.names[i], "route", verb, "blackhole", f"{self.ip_of(j)}/32")
 
     async def heal(self) -> None:
         while self.blocked:
             i, j = self.blocked.pop()
-            _ip("-n", self.names[i], "route", "del", "blackhole", f"{self.ip_of(j)}/32")
+            self._block(i, j, add=False)
 
     async def close(self) -> None:
         for ns in reversed(self.made):
