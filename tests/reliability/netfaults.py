@@ -500,6 +500,42 @@ class NetnsNetwork:
         self.made.clear()
 
 
+class SkewNetwork:
+    """Loopback, direct (no proxy); node i runs under `faketime` with offset skews[i]."""
+
+    kind = "loopback + faketime"
+
+    def __init__(self, skews: Sequence[str]) -> None:
+        self.skews = list(skews)
+        self.ports = [free_port() for _ in skews]
+
+    def listen(self, i: int) -> str:
+        return f"127.0.0.1:{self.ports[i]}"
+
+    def address(self, i: int, j: int) -> str:
+        return self.listen(j)
+
+    def prefix(self, i: int) -> list[str]:
+        return faketime(self.skews[i])
+
+    async def partition(self, groups: Sequence[Sequence[int]]) -> None:
+        raise NotImplementedError("no partitions here")
+
+    async def heal(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+FAKETIME_ENV = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def faketime(offset: str) -> list[str]:
+    """The command prefix running a process with its clock moved by `offset` (-3d...)."""
+    return ["faketime", "-f", offset] if offset else []
+
+
 async def make_network(count: int) -> ProxyNetwork | NetnsNetwork:
     """Namespaces when root can make them, else loopback proxies (PEER_NET=proxy forces
     the proxies, to exercise the unprivileged path as root)."""
@@ -525,7 +561,9 @@ async def start_mesh(
     for i, (home, _) in enumerate(homes):
         pins = [(homes[j][1], network.address(i, j)) for j in range(count) if j != i]
         write_config(home, settings, pins)
-        daemons.append(Daemon(f"n{i}", home, network.listen(i), network.prefix(i)))
+        prefix = network.prefix(i)
+        env = FAKETIME_ENV if prefix[:1] == ["faketime"] else {}
+        daemons.append(Daemon(f"n{i}", home, network.listen(i), prefix, env))
     for daemon in daemons:
         await daemon.start()
     return daemons
