@@ -446,6 +446,16 @@ class NetnsNetwork:
         await asyncio.to_thread(self._start)
 
     def _start(self) -> None:
+        self._create()
+        if self.iptables:  # the binary may be there without netfilter in namespaces
+            probe = ["ip", "netns", "exec", self.names[0], "iptables", "-w", "-L", "INPUT"]
+            done = subprocess.run(probe, capture_output=True, timeout=10, check=False)
+            self.iptables = done.returncode == 0
+            self.kind = "network namespaces + " + (
+                "iptables DROP" if self.iptables else "blackhole routes"
+            )
+
+    def _create(self) -> None:
         _ip("netns", "add", self.hub)
         self.made.append(self.hub)
         _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")

@@ -18,6 +18,7 @@ import asyncio
 import functools
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.reliability.conftest import Report, Tier
 from tests.reliability.netfaults import (
@@ -83,7 +84,7 @@ async def test_d4_proxy_faults(tmp_path: Path, tier: Tier, report: Report) -> No
     await network.start()
     proxies = list(network.proxies.values())
     daemons: list[Daemon] = []
-    faults = {
+    faults: dict[str, dict[str, Any]] = {
         "latency 200 ms": {"latency": 0.2},
         f"reset every {RESET_EVERY // 1024} KB": {"reset_every": RESET_EVERY},
         f"stall {stall_s:.0f} s": {"stall": True},
