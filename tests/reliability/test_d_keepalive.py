@@ -72,9 +72,9 @@ async def test_d2_blackhole_detected_by_keepalive(tmp_path: Path, report: Report
 
         detect_s = await eventually(a_noticed, "A to notice the dead link", 60)
         errors.append(str((await link(a)).get("last_error")))
+        await cli(b.home, "append", "--tag", "k", "after")  # held by B while cut off
         await network.heal()
         healed = time.monotonic()
-        await cli(b.home, "append", "--tag", "k", "after")
         await eventually(lambda: holds(a, 2), "the record sent after the heal", 30)
         await eventually(both_live, "live streams again", 30)
         reconnect_s = time.monotonic() - healed
