@@ -32,6 +32,7 @@ from peer.errors import PeerError
 CLI_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 30.0
 POLL_S = 0.1
+STATUS_TIMEOUT_S = 5.0
 
 
 def free_port() -> int:
@@ -151,26 +152,31 @@ class Daemon:
     async def kill(self) -> None:
         """kill -9 (after SIGCONT if paused, so the kernel can reap it)."""
         if self.process is not None and self.process.returncode is None:
-            self.process.kill()
+            self._signal(signal.SIGKILL)
             if self.paused:
-                self.process.send_signal(signal.SIGCONT)
+                self._signal(signal.SIGCONT)
             await asyncio.wait_for(self.process.wait(), 20)
         self.paused = False
 
     def pause(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
         self.paused = True
 
     def resume(self) -> None:
         if self.process is not None and self.paused and self.process.returncode is None:
-            self.process.send_signal(signal.SIGCONT)
+            self._signal(signal.SIGCONT)
         self.paused = False
+
+    def _signal(self, signum: int) -> None:
+        """Signal the daemon (the process itself: no wrapper forks in between)."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signum)
 
     async def status(self) -> dict[str, Any] | None:
         """The daemon's live status (`peer status --json`), or None if it does not answer."""
         try:
-            async with LocalClient(self.socket, timeout=2.0) as client:
+            async with LocalClient(self.socket, timeout=STATUS_TIMEOUT_S) as client:
                 value: dict[str, Any] = json.loads(await client.status())
                 return value
         except PeerError:
@@ -511,9 +517,9 @@ class NetnsNetwork:
 
 
 class SkewNetwork:
-    """Loopback, direct (no proxy); node i runs under `faketime` with offset skews[i]."""
+    """Loopback, direct (no proxy); node i runs with its clock moved by skews[i]."""
 
-    kind = "loopback + faketime"
+    kind = "loopback + libfaketime"
 
     def __init__(self, skews: Sequence[str]) -> None:
         self.skews = list(skews)
@@ -526,7 +532,10 @@ class SkewNetwork:
         return self.listen(j)
 
     def prefix(self, i: int) -> list[str]:
-        return faketime(self.skews[i])
+        return []
+
+    def env(self, i: int) -> dict[str, str]:
+        return faketime_env(self.skews[i])
 
     async def partition(self, groups: Sequence[Sequence[int]]) -> None:
         raise NotImplementedError("no partitions here")
@@ -538,12 +547,29 @@ class SkewNetwork:
         return None
 
 
-FAKETIME_ENV = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+LIBFAKETIME = [
+    Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+    Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
+    Path("/usr/lib/faketime/libfaketime.so.1"),
+]
 
 
-def faketime(offset: str) -> list[str]:
-    """The command prefix running a process with its clock moved by `offset` (-3d...)."""
-    return ["faketime", "-f", offset] if offset else []
+def libfaketime() -> Path | None:
+    return next((p for p in LIBFAKETIME if p.exists()), None)
+
+
+def faketime_env(offset: str) -> dict[str, str]:
+    """The environment running a process with its clock moved by `offset` (-3d, +5y):
+    libfaketime preloaded into the process itself (the `faketime` wrapper forks, and a
+    kill -9 of the wrapper would leave the daemon running)."""
+    library = libfaketime()
+    if not offset or library is None:
+        return {}
+    return {
+        "LD_PRELOAD": str(library),
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 async def make_network(count: int) -> ProxyNetwork | NetnsNetwork:
@@ -571,9 +597,8 @@ async def start_mesh(
     for i, (home, _) in enumerate(homes):
         pins = [(homes[j][1], network.address(i, j)) for j in range(count) if j != i]
         write_config(home, settings, pins)
-        prefix = network.prefix(i)
-        env = FAKETIME_ENV if prefix[:1] == ["faketime"] else {}
-        daemons.append(Daemon(f"n{i}", home, network.listen(i), prefix, env))
+        env = network.env(i) if isinstance(network, SkewNetwork) else {}
+        daemons.append(Daemon(f"n{i}", home, network.listen(i), network.prefix(i), env))
     for daemon in daemons:
         await daemon.start()
     return daemons
@@ -583,6 +608,17 @@ async def stop_all(daemons: Sequence[Daemon]) -> None:
     for daemon in daemons:
         with contextlib.suppress(Exception):
             await daemon.kill()
+
+
+def leftovers(root: Path) -> list[int]:
+    """Processes still running a `peer` command on a home under `root` (should be none)."""
+    marker = f"--home\0{root}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if marker in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
 
 
 async def tail_data(daemon: Daemon, tag: str) -> list[dict[str, Any]]:

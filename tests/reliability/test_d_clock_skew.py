@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import functools
 import itertools
-import shutil
 import time
 from pathlib import Path
 
@@ -24,15 +23,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from peer.crypto import TLS_SERVER_NAME
 from tests.reliability.conftest import Report
 from tests.reliability.netfaults import (
-    FAKETIME_ENV,
     Daemon,
     SkewNetwork,
     all_heads_equal,
     cli,
     eventually,
-    faketime,
+    faketime_env,
     free_port,
     init_homes,
+    leftovers,
+    libfaketime,
     start_mesh,
     stop_all,
     tail_data,
@@ -78,15 +78,14 @@ async def short_cert_failure(tmp_path: Path, skewed: Daemon) -> str:
     try:
         await server.start()
         await cli(skewed.home, "peers", "add", short_id, server.listen, "--name", "short")
-        prefix = faketime("+5y")
-        return await cli(skewed.home, "sync", "short", prefix=prefix, env=FAKETIME_ENV, check=False)
+        return await cli(skewed.home, "sync", "short", env=faketime_env("+5y"), check=False)
     finally:
         await server.kill()
 
 
 async def test_d5_clock_skew_tls_and_sync(tmp_path: Path, report: Report) -> None:
-    if shutil.which("faketime") is None:
-        pytest.skip("faketime is not installed (apt-get install faketime)")
+    if libfaketime() is None:
+        pytest.skip("libfaketime is not installed (apt-get install faketime)")
     network = SkewNetwork(SKEWS)
     daemons: list[Daemon] = []
     try:
@@ -100,8 +99,7 @@ async def test_d5_clock_skew_tls_and_sync(tmp_path: Path, report: Report) -> Non
                 "--tag",
                 TAG,
                 stdin=lines,
-                prefix=network.prefix(i),
-                env=FAKETIME_ENV,
+                env=network.env(i),
             )
         await eventually(
             functools.partial(all_heads_equal, daemons, len(daemons)), "convergence", 60
@@ -112,6 +110,7 @@ async def test_d5_clock_skew_tls_and_sync(tmp_path: Path, report: Report) -> Non
         failure = await short_cert_failure(tmp_path, daemons[1])
     finally:
         await stop_all(daemons)
+    left = leftovers(tmp_path)  # faketime forks: the whole process group must be gone
     now = time.time()
     complete = sum(1 for read in reads if len(read) == RECORDS * len(SKEWS))
     skew_seen = {}
@@ -144,6 +143,7 @@ async def test_d5_clock_skew_tls_and_sync(tmp_path: Path, report: Report) -> Non
         converge_s=round(converge_s, 2),
         clear_error=clear,
     )
+    assert not left, f"processes left running: {left}"
     assert clocks_ok, skew_seen
     assert complete == len(SKEWS)
     assert verify_ok == len(SKEWS), verified

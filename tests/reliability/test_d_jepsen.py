@@ -30,6 +30,7 @@ from tests.reliability.netfaults import (
     cli,
     eventually,
     heads,
+    leftovers,
     make_network,
     start_mesh,
     stop_all,
@@ -220,7 +221,7 @@ async def test_d1_jepsen_set_partitions_kills_pauses(
     finally:
         await stop_all(daemons)
         await network.close()
-
+    assert not leftovers(tmp_path), "daemons left running"
     acked = len(set().union(*(h.acked for h in logs)))
     indeterminate = sum(len(h.indeterminate) for h in logs)
     v = check_set(reads, statuses, logs)
