@@ -39,13 +39,23 @@ DEFAULT_STREAM_TIMEOUT_S = 3600.0
 Batch = tuple[list[Record], dict[bytes, bytes]]
 
 
-def channel_options() -> list[tuple[str, Any]]:
-    """Client options; keepalive pings no more often than the server permits."""
+DEFAULT_KEEPALIVE_S = (30.0, 10.0)  # ping every 30 s; dead if no answer within 10 s
+
+
+def channel_options(
+    keepalive: tuple[float, float] = DEFAULT_KEEPALIVE_S,
+) -> list[tuple[str, Any]]:
+    """Client options; keepalive pings no more often than the server permits (a peer
+    that stops answering, e.g. behind a silent blackhole, fails after time + timeout)."""
+    every, timeout = keepalive
     return [
         ("grpc.max_receive_message_length", codec.MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", codec.MAX_MESSAGE_BYTES),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_time_ms", int(every * 1000)),
+        ("grpc.keepalive_timeout_ms", int(timeout * 1000)),
+        # grpcio 1.85 ends a transport whose ping goes unanswered only by this one:
+        # with keepalive_timeout_ms alone, a silently dropped peer hung a stream forever
+        ("grpc.http2.ping_timeout_ms", int(timeout * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     ]
@@ -61,6 +71,7 @@ class PeerClient:
         tls: ClientTls | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         stream_timeout: float = DEFAULT_STREAM_TIMEOUT_S,
+        keepalive: tuple[float, float] = DEFAULT_KEEPALIVE_S,
     ) -> None:
         self.target = target
         self.timeout = timeout
@@ -68,14 +79,17 @@ class PeerClient:
         self.tls = tls is not None
         self.answered = False  # the peer has answered on this channel: TLS got through
         if tls is None:
-            self._channel = aio.insecure_channel(target, options=channel_options())
+            self._channel = aio.insecure_channel(target, options=channel_options(keepalive))
         else:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=tls.server_certificate,
                 private_key=tls.own.key,
                 certificate_chain=tls.own.certificate,
             )
-            options = [*channel_options(), ("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+            options = [
+                *channel_options(keepalive),
+                ("grpc.ssl_target_name_override", TLS_SERVER_NAME),
+            ]
             self._channel = aio.secure_channel(target, credentials, options=options)
 
     async def close(self) -> None:

@@ -455,6 +455,14 @@ def status_for(error: PeerError) -> tuple[grpc.StatusCode, tuple[tuple[str, str]
     return code, ()
 
 
+# What BoringSSL says (verifying, or in the other side's alert) of a certificate's dates.
+CERTIFICATE_DATES = (
+    "certificate has expired",
+    "certificate is not yet valid",
+    "certificate expired",
+)
+
+
 def error_for(
     code: grpc.StatusCode,
     details: str,
@@ -471,6 +479,13 @@ def error_for(
             pass
     lowered = details.lower()
     handshake = "ssl" in lowered or "handshake" in lowered or (tls and "socket closed" in lowered)
+    dates = next((words for words in CERTIFICATE_DATES if words in lowered), None)
+    if code == grpc.StatusCode.UNAVAILABLE and handshake and dates:
+        return PeerRefused(
+            f"TLS handshake with {target} failed: {dates} (a certificate outside its "
+            "validity dates: is the clock wrong on this machine or there? certificates "
+            "made by `peer init` are valid from 2000 to 9999)"
+        )
     if code == grpc.StatusCode.UNAVAILABLE and handshake:
         return PeerRefused(
             f"{target} refused the TLS handshake: it does not trust this node yet (run "

@@ -45,6 +45,8 @@ class SyncConfig:
     backoff_max: float = 300.0
     batch: int = 1000
     live: bool = True
+    keepalive: float = 30.0
+    keepalive_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +212,12 @@ SETTINGS: dict[str, Setting] = {
     "sync.backoff_max": Setting(SECONDS, "the longest wait after failures, in seconds"),
     "sync.batch": Setting(_integer(1, 100_000), "records per message asked of peers"),
     "sync.live": Setting(BOOLEAN, "keep Subscribe streams to reachable peers (live propagation)"),
+    "sync.keepalive": Setting(
+        SECONDS, "seconds between pings on a quiet connection (a dead peer is noticed)"
+    ),
+    "sync.keepalive_timeout": Setting(
+        SECONDS, "seconds to wait for a ping's answer before the connection counts as dead"
+    ),
     "discovery.enabled": Setting(BOOLEAN, "announce this node and find peers on the LAN (mDNS)"),
     "discovery.interfaces": Setting(IP_LIST, "IP addresses to announce on; empty = all"),
     "limits.streams_per_caller": Setting(_integer(1, 1024), "concurrent streams per peer"),

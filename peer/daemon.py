@@ -52,6 +52,9 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
+MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; half our keepalive if lower
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -110,6 +113,8 @@ class DaemonOptions:
                 sync.backoff_max,
                 sync.batch,
                 sync.live,
+                sync.keepalive,
+                sync.keepalive_timeout,
             ),
             limits=Limits(
                 streams_per_caller=limits.streams_per_caller,
@@ -117,6 +122,7 @@ class DaemonOptions:
                 subscriber_queue=limits.subscriber_queue,
                 rate=limits.rate,
                 burst=limits.burst,
+                min_ping_interval=min(MIN_PING_INTERVAL_S, sync.keepalive / 2),
             ),
             discovery=config.discovery.enabled,
             interfaces=config.discovery.interfaces,
@@ -271,7 +277,12 @@ class Daemon:
 
     async def _connect(self, peer: TrustedPeer, address: str) -> PeerClient:
         certificate = peer.certificate or await fetch_pinned(self.node, peer, address)
-        return PeerClient(address, tls=ClientTls(credentials(self.node), certificate))
+        schedule = self.options.schedule
+        return PeerClient(
+            address,
+            tls=ClientTls(credentials(self.node), certificate),
+            keepalive=(schedule.keepalive, schedule.keepalive_timeout),
+        )
 
     async def status(self) -> dict[str, Any]:
         """`peer status` of this node, with what the daemon knows live of each peer."""

@@ -45,6 +45,8 @@ class Schedule:
     backoff_max: float = 300.0
     batch: int = 1000
     live: bool = True
+    keepalive: float = 30.0  # seconds between pings; a dead link fails after this + timeout
+    keepalive_timeout: float = 10.0
 
     def next_round(self, rng: random.Random) -> float:
         """Seconds to the next round: the interval, give or take `jitter` of it."""
@@ -108,6 +110,7 @@ class Link:
         self._rng = random.Random()
         self.task: asyncio.Task[None] | None = None
         self._frozen: set[LogKey] = set()
+        self.contact_poked = False  # a call from the peer cut this failure streak short
 
     @property
     def address(self) -> str:
@@ -180,6 +183,7 @@ class Link:
         state.remote_heads.update(summary.remote_heads)
         state.last_sync = time.time()
         state.last_error, state.failures, state.retry_at = None, 0, None
+        self.contact_poked = False
         return summary
 
     async def _stay_connected(self, client: PeerClient) -> None:
@@ -289,9 +293,13 @@ class Mesh:
             link.poke()
 
     def contacted(self, node_id: bytes) -> None:
-        """A pinned peer called us: if we were backing off from it, it is back."""
+        """A pinned peer called us: if we were backing off from it, it is back. Once
+        per failure streak: two peers whose links both fail (a fault that lets calls
+        through but breaks them) would otherwise wake each other in a tight loop of
+        handshakes, with no backoff at all."""
         link = self.links.get(node_id)
-        if link is not None and not link.state.connected:
+        if link is not None and not link.state.connected and not link.contact_poked:
+            link.contact_poked = True
             link.poke()
 
     def states(self) -> list[LinkState]:

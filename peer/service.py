@@ -63,6 +63,7 @@ class Limits:
     burst: int = 200
     idle_s: float = 60.0  # a push stream that sends nothing for this long is closed
     write_idle_s: float = 10.0  # a subscriber that fell behind and reads nothing: cut
+    min_ping_interval: float = 10.0  # seconds; pings more frequent than this are strikes
 
 
 def server_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -72,8 +73,9 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", limits.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.ping_timeout_ms", 10_000),  # keepalive_timeout alone does not end it
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.server_handshake_timeout_ms", 5_000),
         ("grpc.max_connection_idle_ms", 600_000),

@@ -111,6 +111,8 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "PEER_SYNC_BACKOFF_MAX": "4",
         "PEER_SYNC_BATCH": "3",
         "PEER_SYNC_LIVE": "0",
+        "PEER_SYNC_KEEPALIVE": "9",
+        "PEER_SYNC_KEEPALIVE_TIMEOUT": "4",
         "PEER_DISCOVERY": "no",
         "PEER_DISCOVERY_INTERFACES": "198.18.0.1, 198.18.0.2",
         "PEER_LIMITS_STREAMS_PER_CALLER": "1",
@@ -123,7 +125,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert load_config(tmp_path, env) == Config(
         listen="127.0.0.1:0",
         insecure=True,
-        sync=SyncConfig(False, 1.0, 0.0, 2.0, 4.0, 3, False),
+        sync=SyncConfig(False, 1.0, 0.0, 2.0, 4.0, 3, False, 9.0, 4.0),
         discovery=DiscoveryConfig(False, ("198.18.0.1", "198.18.0.2")),
         limits=LimitsConfig(1, 5, 6, 7.0, 8),
     )

@@ -382,6 +382,19 @@ def test_a_gap_keeps_its_expected_idx_through_trailing_metadata() -> None:
     assert not isinstance(garbled, GapError)
 
 
+def test_a_handshake_failing_on_certificate_dates_names_the_clock() -> None:
+    """What grpc says when the peer's certificate has expired (our clock, or theirs)."""
+    details = (
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Tls "
+        "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL "
+        "routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: certificate has expired: OK"
+    )
+    error = error_for(grpc.StatusCode.UNAVAILABLE, details, {}, "127.0.0.1:1", tls=True)
+    assert "certificate has expired" in str(error)
+    assert "clock" in str(error)
+    assert "does not trust" not in str(error)
+
+
 async def test_a_gap_over_the_wire_carries_the_expected_idx(nodes: Nodes) -> None:
     node = await nodes.node("n")
     author = new_author()
