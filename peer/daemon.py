@@ -42,6 +42,7 @@ from peer.trust import Credentials
 
 DEFAULT_LISTEN = "127.0.0.1:7417"
 CERTIFICATE_POLL_S = 2.0
+MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; half our keepalive if lower
 VIEWS_DELAY_S = 0.2
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; half our keepalive if lower
 
 
 def is_loopback(host: str) -> bool:
