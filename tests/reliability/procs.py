@@ -62,11 +62,18 @@ def _payload(name: str, tag: str, n: int, size: int) -> bytes:
     return f"{name}-{tag}-{n}".encode().ljust(size, b".")
 
 
-def make_homes(sender: Path, receiver: Path, logs: dict[str, int], per: int, size: int = 0) -> None:
+async def new_homes(
+    sender: Path, receiver: Path, logs: dict[str, int], per: int, size: int = 0
+) -> None:
     """A sender holding `logs`, and an empty receiver with the same sync key."""
     sync = SyncKey.generate()
-    asyncio.run(make_home(sender, "s", sync, logs, per, size))
-    asyncio.run(make_home(receiver, "r", sync, {}, per))
+    await make_home(sender, "s", sync, logs, per, size)
+    await make_home(receiver, "r", sync, {}, per)
+
+
+def make_homes(sender: Path, receiver: Path, logs: dict[str, int], per: int, size: int = 0) -> None:
+    """`new_homes` for tests that run no event loop."""
+    asyncio.run(new_homes(sender, receiver, logs, per, size))
 
 
 class Daemon:
