@@ -11,6 +11,7 @@ import random
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -19,7 +20,7 @@ from peer.records import LogKey, Record
 from peer.store import Store
 from tests.conftest import new_author, signed_chain
 from tests.nodes import Nodes, assert_converged, batches_of, keys_of, next_idx, sync
-from tests.reliability.conftest import Report, Tier
+from tests.reliability.conftest import Report, Tier, current_tier
 from tests.test_convergence import Convergence
 from tests.test_sync import PAGING_CASES, _source_and_receiver
 
@@ -240,6 +241,7 @@ async def test_b6_stale_or_regressed_peer(tmp_path: Path, report: Report) -> Non
     assert passed
 
 
+@pytest.mark.timeout(1800 if current_tier().soak else 300)
 def test_b7_sync_state_machine(tier: Tier, report: Report) -> None:
     examples, steps = tier.pick(8, 300), 40
     started = time.monotonic()
