@@ -65,7 +65,7 @@ def _resume(home: Path, address: str, source: Audit) -> tuple[bool, float, list[
 def test_a1_kill9_receiver_during_sync(
     tmp_path: Path, tier: Tier, rng: random.Random, report: Report
 ) -> None:
-    cycles, per_log = tier.pick(10, 200), 600
+    cycles, per_log = tier.pick(8, 200), 600
     sender, template, total = _setup(tmp_path, per_log)
     source = audit(sender / "peer.db")
     bad, mid, converged, resumes, problems = 0, 0, 0, list[float](), list[str]()
@@ -114,7 +114,7 @@ def test_a1_kill9_receiver_during_sync(
 def test_a2_kill9_sender_during_sync(
     tmp_path: Path, tier: Tier, rng: random.Random, report: Report
 ) -> None:
-    cycles, per_log = tier.pick(8, 200), 600
+    cycles, per_log = tier.pick(6, 200), 600
     # 1 kB records: more than the transport buffers, so the sender is still sending
     sender, template, total = _setup(tmp_path, per_log, SENDER_KILL_RECORD_BYTES)
     source = audit(sender / "peer.db")
@@ -189,7 +189,7 @@ async def _append_until_cut(home: Path, tag: str, rng: random.Random) -> list[tu
 async def test_a3_kill9_local_append_acked(
     tmp_path: Path, tier: Tier, rng: random.Random, report: Report
 ) -> None:
-    cycles = tier.pick(10, 100)
+    cycles = tier.pick(8, 100)
     home = tmp_path / "w"
     await make_home(home, "w", SyncKey.generate(), {}, PER)
     acked: list[tuple[str, int, int]] = []

@@ -91,7 +91,7 @@ def test_a5_disk_full_mid_sync(
 ) -> None:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("the disk-full test mounts a tmpfs: it needs root (store-level: test_store)")
-    points = tier.pick(4, 20)
+    points = tier.pick(3, 20)
     sender, template = tmp_path / "s", tmp_path / "r0"
     make_homes(sender, template, {"big": RECORDS}, PER, 1000)
     source = audit(sender / "peer.db")

@@ -35,7 +35,7 @@ def _log(count: int) -> tuple[list[Record], dict[bytes, bytes]]:
 
 
 async def test_b3_20_concurrent_pushers(tmp_path: Path, tier: Tier, report: Report) -> None:
-    per, relayed = tier.pick(5000, 10_000), tier.pick(1000, 2000)
+    per, relayed = tier.pick(3000, 10_000), tier.pick(1000, 2000)
     logs = [_log(per) for _ in range(PUSHERS)]
     extra = [_log(relayed) for _ in range(RELAYERS)]
     server_key, server_cert = generate_tls_identity()

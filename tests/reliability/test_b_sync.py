@@ -243,7 +243,7 @@ async def test_b6_stale_or_regressed_peer(tmp_path: Path, report: Report) -> Non
 
 @pytest.mark.timeout(1800 if current_tier().soak else 300)
 def test_b7_sync_state_machine(tier: Tier, report: Report) -> None:
-    examples, steps = tier.pick(8, 300), 40
+    examples, steps = tier.pick(5, 300), 40
     started = time.monotonic()
     failure = ""
     try:
