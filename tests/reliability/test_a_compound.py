@@ -154,7 +154,10 @@ async def _served(path: Path, receiver: Path) -> tuple[list[Record], str]:
         return [], "refused"
     ending = "ok"
     try:
-        running = await start_server(store, "corrupt", "127.0.0.1:0")
+        try:
+            running = await start_server(store, "corrupt", "127.0.0.1:0")
+        except StoreError:  # refusing to start with a clear error is a pass
+            return [], "refused"
         fresh = await Store.open(receiver)
         try:
             async with PeerClient(f"127.0.0.1:{running.port}") as peer:
