@@ -128,6 +128,11 @@ def translated(action: str) -> Iterator[None]:
         full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
         kind = StoreFull if full else StoreError
         raise kind(f"could not {action}: {explain(exc)}") from exc
+    except UnicodeDecodeError as exc:  # a damaged TEXT value (e.g. a tag) read back
+        raise StoreError(
+            f"could not {action}: the database is corrupt (a text value is not UTF-8); "
+            "restore it from a backup"
+        ) from exc
 
 
 def explain(exc: sqlite3.Error) -> str:
