@@ -31,6 +31,7 @@ from peer.errors import (
     PeerUnavailable,
     ProtocolError,
     StoreError,
+    StoreFull,
     UnknownHost,
     UsageError,
 )
@@ -429,6 +430,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[PeerError], grpc.StatusCode], ...] = (
     (PeerRefused, grpc.StatusCode.PERMISSION_DENIED),
     (PeerTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (PeerUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StoreFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StoreError, grpc.StatusCode.UNAVAILABLE),
     (PeerError, grpc.StatusCode.FAILED_PRECONDITION),
 )

@@ -18,6 +18,7 @@
     │   └── DecryptionFailed       the ciphertext or its metadata was altered
     ├── KeyFormatError             a key text or key file is not a peer key
     ├── StoreError                 the database failed (disk full, I/O error, locked)
+    │   ├── StoreFull              the disk (or the database's size cap) is full
     │   └── SchemaTooNew           the database was written by a newer peer
     ├── ProtocolError              a peer sent a malformed or out-of-bounds message
     ├── LimitExceeded              a peer asked for more than a limit allows (streams, size)
@@ -126,6 +127,10 @@ class StoreError(PeerError):
     """The database failed; the message says why (disk full, I/O error, locked)."""
 
     retryable = True
+
+
+class StoreFull(StoreError):
+    """The disk, or the size cap of the database, is full: free space; writes resume."""
 
 
 class SchemaTooNew(StoreError):

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Context = aio.ServicerContext[Any, Any]
 FAILURE_TEXT = "the node could not serve this request (see its log)"
+# A refused push reads on (discarding) until the client half-closes, at most this long:
+# a grpc.aio client that writes after our status reports INTERNAL "Internal error from
+# Core" instead of it (grpc/grpc#36066), so the pusher would never learn why.
+DRAIN_S = 2.0
 TRUST_POLL_S = 0.5
 REJECTIONS = (IntegrityError, InvalidRecord, ProtocolError)  # invalid data, counted by class
 
@@ -133,22 +137,26 @@ class SyncServicer:
         stream_keys: dict[bytes, bytes] = {}  # a key may come in an earlier message
         with self._slot(context) as slot:
             messages = aiter(requests)
-            while True:
-                try:
-                    raw = await asyncio.wait_for(anext(messages), self.limits.idle_s)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise LimitExceeded(
-                        f"no message for {self.limits.idle_s:.0f} s: idle stream closed"
-                    ) from None
-                slot.check()
-                records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
-                stream_keys.update(keys)
-                if records:
-                    result = await self.store.insert_batch(records, stream_keys)
-                    added += result.added
-                    duplicates += result.duplicates
+            try:
+                while True:
+                    try:
+                        raw = await asyncio.wait_for(anext(messages), self.limits.idle_s)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise LimitExceeded(
+                            f"no message for {self.limits.idle_s:.0f} s: idle stream closed"
+                        ) from None
+                    slot.check()
+                    records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
+                    stream_keys.update(keys)
+                    if records:
+                        result = await self.store.insert_batch(records, stream_keys)
+                        added += result.added
+                        duplicates += result.duplicates
+            except PeerError:
+                await _drain(messages)
+                raise
         return codec.encode_push_response(added, duplicates)
 
     async def subscribe(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
@@ -309,6 +317,14 @@ def caller_id(context: Context) -> str:
     """Who is calling: the address without its port (mTLS replaces it with the node id)."""
     peer = context.peer() or "unknown"
     return peer.rsplit(":", 1)[0] if peer.count(":") > 1 else peer
+
+
+async def _drain(requests: AsyncIterator[bytes]) -> None:
+    """Discard what the client still sends, until it half-closes or DRAIN_S passes."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in requests:
+                pass
 
 
 # -- guarding handlers ------------------------------------------------------------------

@@ -9,6 +9,7 @@ from peer.store.core import DEFAULT_CHUNK, InsertResult, Prepared, Store
 from peer.store.forks import ForkEvidence
 from peer.store.peers import TrustedPeer, TrustList
 from peer.store.rows import RECORD_COLUMNS
+from peer.store.sqlite import Faults
 from peer.store.views import (
     HistoryCreate,
     HistoryEntry,
@@ -23,6 +24,7 @@ from peer.store.views import (
 __all__ = [
     "DEFAULT_CHUNK",
     "RECORD_COLUMNS",
+    "Faults",
     "ForkEvidence",
     "HistoryCreate",
     "HistoryEntry",

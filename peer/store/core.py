@@ -45,7 +45,7 @@ from peer.records import (
 from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.peers import Invitations, TrustList
 from peer.store.rows import RECORD_COLUMNS, from_row, to_row
-from peer.store.sqlite import Database, scalar
+from peer.store.sqlite import Database, Faults, scalar
 from peer.store.views import Views
 
 _INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -101,12 +101,14 @@ class Store:
         *,
         max_ahead_ns: int = clock.DEFAULT_MAX_AHEAD_NS,
         max_bytes: int | None = None,
+        faults: Faults | None = None,
     ) -> Store:
         """Open (creating and migrating if needed) the database at `path`.
 
         `max_bytes` caps the database size: past it, writes fail as on a full disk.
+        `faults` (tests only) makes chosen write statements fail like a failing disk.
         """
-        store = cls(await Database.open(Path(path), max_bytes), max_ahead_ns)
+        store = cls(await Database.open(Path(path), max_bytes, faults), max_ahead_ns)
         store._keys = await store._read_keys()
         return store
 

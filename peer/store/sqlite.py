@@ -13,11 +13,11 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
-from peer.errors import SchemaTooNew, StoreError
+from peer.errors import SchemaTooNew, StoreError, StoreFull
 from peer.store.schema import LATEST_VERSION, MIGRATIONS
 
 BUSY_TIMEOUT_MS = 30_000
@@ -26,20 +26,28 @@ BUSY_TIMEOUT_MS = 30_000
 class Database:
     """The two connections of one store file; open with `await Database.open(path)`."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(
+        self,
+        path: Path,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        faults: Faults | None = None,
+    ):
         self.path = path
-        self.writer = writer
+        self.writer = writer if faults is None else cast(Any, _Faulty(writer, faults))
         self.reader = reader
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, max_bytes: int | None = None) -> Database:
+    async def open(
+        cls, path: Path, max_bytes: int | None = None, faults: Faults | None = None
+    ) -> Database:
         connections: list[aiosqlite.Connection] = []
         try:
             with translated(f"open the store {path}"):
                 for _ in range(2):
                     connections.append(await aiosqlite.connect(path, isolation_level=None))
-            database = cls(path, *connections)
+            database = cls(path, connections[0], connections[1], faults)
             await database._configure(max_bytes)
             await database._migrate()
         except BaseException:
@@ -112,11 +120,19 @@ async def scalar(connection: aiosqlite.Connection, sql: str, params: Sequence[ob
 
 @contextmanager
 def translated(action: str) -> Iterator[None]:
-    """Turn SQLite failures into StoreError with a message a user can act on."""
+    """Turn SQLite failures into StoreError (StoreFull for a full disk or database)
+    with a message a user can act on."""
     try:
         yield
     except sqlite3.Error as exc:
-        raise StoreError(f"could not {action}: {explain(exc)}") from exc
+        full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+        kind = StoreFull if full else StoreError
+        raise kind(f"could not {action}: {explain(exc)}") from exc
+    except UnicodeDecodeError as exc:  # a damaged TEXT value (e.g. a tag) read back
+        raise StoreError(
+            f"could not {action}: the database is corrupt (a text value is not UTF-8); "
+            "restore it from a backup"
+        ) from exc
 
 
 def explain(exc: sqlite3.Error) -> str:
@@ -128,3 +144,52 @@ def explain(exc: sqlite3.Error) -> str:
     if "I/O" in text:
         return f"an I/O error ({text}); check the disk"
     return text
+
+
+class Faults:
+    """A test hook, off unless passed to `Store.open`: once armed, the `at`-th write
+    statement (BEGIN, each statement, COMMIT) fails as a failing disk does, and with
+    `persist` every one after it too (SQLite's I/O-error loop, moved to this store)."""
+
+    def __init__(self) -> None:
+        self.at = 0
+        self.persist = False
+        self.count = 0
+        self.fired = 0
+
+    def arm(self, at: int, persist: bool = False) -> None:
+        self.at, self.persist, self.count, self.fired = at, persist, 0, 0
+
+    def disarm(self) -> None:
+        self.at = 0
+
+    def tick(self) -> None:
+        if not self.at:
+            return
+        self.count += 1
+        if self.count == self.at or (self.persist and self.count > self.at):
+            self.fired += 1
+            raise sqlite3.OperationalError("disk I/O error")
+
+
+class _Faulty:
+    """The writer connection with `Faults` consulted before each statement."""
+
+    def __init__(self, connection: aiosqlite.Connection, faults: Faults) -> None:
+        self._connection = connection
+        self._faults = faults
+
+    def execute(self, sql: str, parameters: Any = None) -> Any:
+        self._faults.tick()
+        return self._connection.execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any) -> Any:
+        self._faults.tick()
+        return self._connection.executemany(sql, parameters)
+
+    async def commit(self) -> None:
+        self._faults.tick()
+        await self._connection.commit()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
