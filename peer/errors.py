@@ -149,6 +149,11 @@ class LimitExceeded(PeerError):
     retryable = True
 
 
+class Throttled(LimitExceeded):
+    """A caller over its request rate, or cut off for a while: answered slowly, so that
+    a flood costs the flooder time rather than costing this node CPU."""
+
+
 class PeerRefused(PeerError):
     """A peer refused to serve us; the message says why and what to do."""
 

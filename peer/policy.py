@@ -18,9 +18,9 @@ from peer.errors import (
     ForkDetected,
     GapError,
     InvalidRecord,
-    LimitExceeded,
     PeerError,
     ProtocolError,
+    Throttled,
 )
 
 # A fork is authentic data, but presenting one is how a keyed node rewrites its past;
@@ -60,11 +60,11 @@ class CallerPolicy:
         self._callers: dict[str, _Caller] = {}
 
     def admit(self, caller: str) -> None:
-        """Raise LimitExceeded if the caller is cut off or calls too fast."""
+        """Raise Throttled if the caller is cut off or calls too fast."""
         now = self.clock()
         state = self._state(caller, now)
         if now < state.banned_until:
-            raise LimitExceeded(
+            raise Throttled(
                 f"{state.ban_reason}: refused for {state.banned_until - now:.0f} more seconds"
             )
         state.tokens = min(self.burst, state.tokens + (now - state.refilled) * self.rate)
@@ -75,7 +75,7 @@ class CallerPolicy:
             state.refused += 1
             if state.refused >= self.flood_to_ban:  # it keeps calling: cut it off
                 self._ban(state, now, "too many requests over the rate limit from you")
-            raise LimitExceeded(f"too many requests: at most {self.rate:.0f} per second")
+            raise Throttled(f"too many requests: at most {self.rate:.0f} per second")
         state.tokens -= 1
 
     def note(self, caller: str, error: BaseException) -> None:

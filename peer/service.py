@@ -33,6 +33,7 @@ from peer.errors import (
     PeerError,
     PeerRefused,
     ProtocolError,
+    Throttled,
     UsageError,
 )
 from peer.feed import Feed, Subscriber
@@ -51,6 +52,7 @@ FAILURE_TEXT = "the node could not serve this request (see its log)"
 # Core" instead of it (grpc/grpc#36066), so the pusher would never learn why.
 DRAIN_S = 2.0
 TRUST_POLL_S = 0.5
+THROTTLE_DELAY_S = 0.25  # before refusing a throttled call (at most 100 wait per connection)
 REJECTIONS = (IntegrityError, InvalidRecord, ProtocolError)  # invalid data, counted by class
 
 
@@ -84,6 +86,7 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.server_handshake_timeout_ms", 5_000),
         ("grpc.max_connection_idle_ms", 600_000),
         ("grpc.so_reuseport", 0),  # a port another daemon serves is in use, not shared
+        ("grpc.max_concurrent_streams", 100),  # bounds the calls in flight per connection
     ]
 
 
@@ -331,6 +334,8 @@ async def _drain(requests: AsyncIterator[bytes]) -> None:
 
 
 async def _abort(context: Context, error: BaseException) -> None:
+    if isinstance(error, Throttled):  # a tarpit: the flooder waits; this node does no work
+        await asyncio.sleep(THROTTLE_DELAY_S)
     if isinstance(error, PeerError):
         code, metadata = codec.status_for(error)
         context.set_trailing_metadata(metadata)
