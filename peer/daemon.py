@@ -139,6 +139,7 @@ class Daemon:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.sync_address = ""
         self.discovery: Discovery | None = None
+        self.running: RunningServer | None = None
         self.discovery_note = "off"
 
     @property
@@ -153,6 +154,7 @@ class Daemon:
             require_loopback(options.listen)
         tls = None if options.insecure else credentials(node)
         running = await start_server(node.store, self.node_id, options.listen, options.limits, tls)
+        self.running = running
         self._closers.append(lambda: running.stop(grace=2.0))
         host, _ = split_address(options.listen)
         self.sync_address = join_host(host, running.port)
@@ -220,8 +222,16 @@ class Daemon:
             for peer in await self.node.store.peers.all():
                 if peer.certificate is None and peer.address:
                     with contextlib.suppress(PeerError):
-                        await fetch_pinned(self.node, peer)
+                        await self._learn_certificate(peer, peer.address)
             await asyncio.sleep(CERTIFICATE_POLL_S)
+
+    async def _learn_certificate(self, peer: TrustedPeer, address: str) -> bytes:
+        """Read and remember a pinned peer's certificate, and admit it at once (the
+        server would otherwise notice the new certificate only at its next poll)."""
+        certificate = await fetch_pinned(self.node, peer, address)
+        if self.running is not None:
+            await self.running.refresh_trust()
+        return certificate
 
     async def _start_discovery(self, host: str, port: int) -> None:
         """Announce and browse on the LAN, unless off or only reachable on loopback."""
@@ -274,7 +284,7 @@ class Daemon:
         )
 
     async def _connect(self, peer: TrustedPeer, address: str) -> PeerClient:
-        certificate = peer.certificate or await fetch_pinned(self.node, peer, address)
+        certificate = peer.certificate or await self._learn_certificate(peer, address)
         schedule = self.options.schedule
         return PeerClient(
             address,
