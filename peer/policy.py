@@ -28,6 +28,9 @@ from peer.errors import (
 OFFENCES = (ForgeryError, InvalidRecord, ProtocolError, GapError, ForkDetected)
 
 
+MAX_BAN_DOUBLINGS = 6
+
+
 @dataclass
 class _Caller:
     tokens: float
@@ -37,6 +40,7 @@ class _Caller:
     refused: int = 0  # calls refused by the rate limit since `refused_since`
     refused_since: float = 0.0
     ban_reason: str = ""
+    bans: int = 0  # how often this caller was cut off: each ban lasts twice the last
 
 
 class CallerPolicy:
@@ -89,7 +93,10 @@ class CallerPolicy:
             self._ban(state, now, "too many invalid requests from you")
 
     def _ban(self, state: _Caller, now: float, reason: str) -> None:
-        state.banned_until = now + self.ban_s
+        """Cut the caller off; a repeat offender for twice as long each time (up to 64x),
+        so that one that keeps flooding stays cut off."""
+        state.bans += 1
+        state.banned_until = now + self.ban_s * 2 ** min(state.bans - 1, MAX_BAN_DOUBLINGS)
         state.ban_reason = reason
         state.strikes.clear()
         state.refused = 0

@@ -42,6 +42,19 @@ def test_strikes_within_the_window_cut_a_caller_off_for_a_while() -> None:
     policy.admit("mallory")  # the ban ends
 
 
+def test_a_repeat_offender_is_cut_off_twice_as_long_each_time() -> None:
+    clock = FakeClock()
+    policy = CallerPolicy(strikes_to_ban=1, window_s=10, ban_s=60, clock=clock)
+    for seconds in (60, 120, 240):
+        policy.note("mallory", ForgeryError("forged"))
+        clock.now += seconds - 1
+        with pytest.raises(LimitExceeded, match="invalid requests"):
+            policy.admit("mallory")
+        clock.now += 2
+        policy.admit("mallory")  # this ban has ended
+    assert policy.bans == 3
+
+
 def test_old_strikes_expire_and_honest_failures_are_not_offences() -> None:
     clock = FakeClock()
     policy = CallerPolicy(strikes_to_ban=3, window_s=10, clock=clock)
