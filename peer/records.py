@@ -71,6 +71,54 @@ class Record:
         return LogKey(self.host, self.tag)
 
 
+def _fast_record_init() -> None:
+    """Give Record an `__init__` that sets its slots through their descriptors.
+
+    A frozen dataclass's generated `__init__` assigns each field through
+    `object.__setattr__` (about 3 µs for Record's ten fields); a record is built for every
+    record received, read or written, so that was a fifth of a sync's CPU. The
+    descriptors' own setters do the same assignment in about 0.6 µs, and the instance
+    stays frozen (attribute assignment still raises FrozenInstanceError).
+    """
+    names = ("id", "host", "tag", "idx", "timestamp", "version")
+    set_id, set_host, set_tag, set_idx, set_timestamp, set_version = (
+        Record.__dict__[name].__set__ for name in names
+    )
+    set_payload, set_wrapped_key, set_prev, set_sig = (
+        Record.__dict__[name].__set__ for name in ("payload", "wrapped_key", "prev", "sig")
+    )
+
+    def __init__(  # noqa: N807 - it is Record's __init__
+        self: Record,
+        id: bytes,
+        host: bytes,
+        tag: str,
+        idx: int,
+        timestamp: int,
+        version: str,
+        payload: bytes,
+        wrapped_key: bytes,
+        prev: bytes,
+        sig: bytes = b"",
+    ) -> None:
+        set_id(self, id)
+        set_host(self, host)
+        set_tag(self, tag)
+        set_idx(self, idx)
+        set_timestamp(self, timestamp)
+        set_version(self, version)
+        set_payload(self, payload)
+        set_wrapped_key(self, wrapped_key)
+        set_prev(self, prev)
+        set_sig(self, sig)
+
+    __init__.__qualname__ = "Record.__init__"
+    setattr(Record, "__init__", __init__)  # noqa: B010 - mypy forbids assigning a method
+
+
+_fast_record_init()
+
+
 @dataclass(frozen=True, slots=True)
 class Head:
     """What a node holds of one log: the count of records and the hash of the last."""
