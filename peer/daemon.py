@@ -134,7 +134,7 @@ class Daemon:
     def __init__(self, node: Node, options: DaemonOptions) -> None:
         self.node = node
         self.options = options
-        self.mesh = Mesh(node.store, options.schedule, self._connect)
+        self.mesh = Mesh(node.store, options.schedule, self._connect, node.identity.host)
         self.started_at = time.time()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.sync_address = ""
@@ -366,7 +366,13 @@ async def sync_peers(
         try:
             address, tls = await _connection(node, target, insecure)
             async with PeerClient(address, tls=tls) as peer:
-                summary = await sync_with(node.store, peer, batch=batch, progress=progress(address))
+                summary = await sync_with(
+                    node.store,
+                    peer,
+                    batch=batch,
+                    progress=progress(address),
+                    own_host=node.identity.host,
+                )
             results.append(PeerResult(address, summary))
         except PeerError as exc:
             results.append(PeerResult(_label(target), error=str(exc)))
