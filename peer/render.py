@@ -118,6 +118,12 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         for peer in status["peers"]
         if (link := peer.get("link")) and link.get("own_log_warning")
     ]
+    unpinned = [d for d in (daemon or {}).get("discovered", []) if not d.get("pinned", True)]
+    if unpinned:
+        lines.append(f"seen on the LAN, not pinned ({len(unpinned)}): to sync with one, pin it")
+        lines += [
+            f"  {d['name']} at {d['address']}: `peer peers add {d['node_id']}`" for d in unpinned
+        ]
     lines += [
         f"fork: {fork['host'][:16]}/{fork['tag']} at idx {fork['idx']}" for fork in status["forks"]
     ]

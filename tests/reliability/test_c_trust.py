@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from peer import api
 from peer.client import ClientTls, PeerClient
 from peer.errors import PeerRefused
 from peer.trust import Credentials
 from tests.daemons import Daemons, Home, aok, daemons_fixture, mesh, pin, until
 from tests.reliability.conftest import Report
+from tests.test_daemon_discovery import peer, serve_in, stop
 
 CALL_S = 5.0
 REVOKE_LIMIT_S = 10.0
@@ -159,7 +161,7 @@ async def test_c3_mutual_add_required(daemons: Daemons, report: Report) -> None:
         f"running daemon); before it, a refused at the handshake {failures + 1}+ times, "
         f"0 records either way (both stores checked). Pending list: none on loopback (b's "
         "TLS refuses an unpinned certificate inside grpc, before the daemon sees who it "
-        "was); on a LAN, b lists a as seen but not pinned (test_c3_lan...)"
+        "was); on a LAN, b lists a as seen but not pinned (test_c3_lan_...)"
     )
     print(f"a's error before: {error}")
     report(
@@ -169,3 +171,80 @@ async def test_c3_mutual_add_required(daemons: Daemons, report: Report) -> None:
         seconds=round(took, 3),
     )
     assert passed, (before, b_peers, took)
+
+
+async def test_c3_lan_unpinned_node_is_listed_and_added(
+    lan: tuple[str, str], tmp_path: Path, report: Report
+) -> None:
+    """C3's pending list, where one can exist: on a LAN, b's discovery sees a's
+    announcement, and `peer status` lists a as seen but not pinned, with the command."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    peer(a, "init", "--name", "alpha")
+    peer(b, "init", "--name", "beta", "--key", peer(a, "key", "export").strip())
+    a_id, b_id = peer(a, "id").strip(), peer(b, "id").strip()
+    peer(a, "peers", "add", b_id)  # by id only: discovery supplies the address
+    peer(a, "append", "--tag", "notes", "a0")
+    peer(b, "append", "--tag", "notes", "b0")
+    started = time.monotonic()
+    processes = [serve_in(lan[0], a, "198.18.0.1:7001"), serve_in(lan[1], b, "198.18.0.2:7002")]
+    connections: list[api.Connection] = []
+    try:
+        at_a, at_b = await api.connect(a), await api.connect(b)
+        connections += [at_a, at_b]
+
+        async def listed() -> dict[str, Any] | None:
+            found = (await at_b.status())["daemon"]["discovered"]
+            return next((d for d in found if d["node_id"] == a_id and not d["pinned"]), None)
+
+        async def a_refused() -> str | None:
+            peers = (await at_a.status())["peers"]
+            error = (peers[0]["link"] or {}).get("last_error") or ""
+            return error if "refused the TLS handshake" in error else None
+
+        entry = await until(listed, "b to list a as seen on the LAN, not pinned", 60)
+        seen_s = time.monotonic() - started
+        await until(a_refused, "a to dial b (found on the LAN) and be refused", 60)
+        text = await asyncio.to_thread(peer, b, "status")
+        logs = {
+            name: {(log["host"], log["next_idx"]) for log in (await conn.status())["logs"]}
+            for name, conn in (("a", at_a), ("b", at_b))
+        }
+        apart = all(len(held) == 1 for held in logs.values())
+        hint = f"`peer peers add {a_id}`"
+        in_text = "seen on the LAN, not pinned" in text and hint in text
+
+        await asyncio.to_thread(peer, b, "peers", "add", a_id)  # no address: discovery's
+        added = time.monotonic()
+
+        async def both() -> bool:
+            counts = [len((await conn.status())["logs"]) for conn in (at_a, at_b)]
+            return counts == [2, 2]
+
+        try:
+            await until(both, "a and b to converge after b adds a", CONVERGE_LIMIT_S * 4)
+            took = time.monotonic() - added
+        except AssertionError:
+            took = float("inf")
+        still_listed = await listed()
+    finally:
+        for connection in connections:
+            await connection.close()
+        codes = [stop(process) for process in processes]
+    passed = (
+        in_text and apart and took <= CONVERGE_LIMIT_S and still_listed is None and codes == [0, 0]
+    )
+    figure = (
+        f"on a LAN (two network namespaces): a listed on b as 'seen on the LAN, not pinned' "
+        f"with the `peer peers add` command {seen_s:.1f} s after start, 0 records either way; "
+        f"time to first sync after add: {took:.2f} s"
+    )
+    print(f"b's entry for a: {entry}")
+    report(
+        "before: no data either way and A appears in B's list of unpinned nodes (LAN); "
+        "after B adds A: converged within 5 s",
+        figure,
+        passed,
+        seconds=round(took, 3),
+        listed_s=round(seen_s, 3),
+    )
+    assert passed, (in_text, text, logs, took, still_listed, codes)
