@@ -44,6 +44,7 @@ DEFAULT_LISTEN = "127.0.0.1:7417"
 CERTIFICATE_POLL_S = 2.0
 MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; half our keepalive if lower
 VIEWS_DELAY_S = 0.2
+MAX_UNPINNED_SHOWN = 32  # nodes seen on the LAN but not pinned, in `peer status`
 log = logging.getLogger(__name__)
 
 
@@ -134,7 +135,7 @@ class Daemon:
     def __init__(self, node: Node, options: DaemonOptions) -> None:
         self.node = node
         self.options = options
-        self.mesh = Mesh(node.store, options.schedule, self._connect)
+        self.mesh = Mesh(node.store, options.schedule, self._connect, node.identity.host)
         self.started_at = time.time()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.sync_address = ""
@@ -312,13 +313,27 @@ class Daemon:
             "tls": not self.options.insecure,
             "auto_sync": self.options.auto_sync,
             "discovery": self.discovery_note,
-            "discovered": [
-                {"node_id": format_node_id(f.node_id), "address": f.address, "name": f.name}
-                for f in (self.discovery.found() if self.discovery else [])
-            ],
+            "discovered": self._discovered({p["node_id"] for p in status["peers"]}),
             "uptime_s": round(time.time() - self.started_at, 3),
         }
         return status
+
+    def _discovered(self, pinned: set[str]) -> list[dict[str, Any]]:
+        """The nodes announced on the LAN, each marked pinned or not. The unpinned ones
+        are the nearest thing to a list of who would like to sync with us (a refused
+        handshake happens inside grpc's TLS, before we could learn who it was); the
+        last MAX_UNPINNED_SHOWN of them are listed, so the status stays bounded."""
+        shown: list[dict[str, Any]] = []
+        unpinned = 0
+        for found in reversed(self.discovery.found() if self.discovery else []):
+            node_id = format_node_id(found.node_id)
+            if node_id not in pinned:
+                unpinned += 1
+                if unpinned > MAX_UNPINNED_SHOWN:
+                    continue
+            entry = {"node_id": node_id, "address": found.address, "name": found.name}
+            shown.append({**entry, "pinned": node_id in pinned})
+        return shown[::-1]
 
     async def status_json(self) -> str:
         return json.dumps(await self.status(), sort_keys=True)
@@ -366,7 +381,13 @@ async def sync_peers(
         try:
             address, tls = await _connection(node, target, insecure)
             async with PeerClient(address, tls=tls) as peer:
-                summary = await sync_with(node.store, peer, batch=batch, progress=progress(address))
+                summary = await sync_with(
+                    node.store,
+                    peer,
+                    batch=batch,
+                    progress=progress(address),
+                    own_host=node.identity.host,
+                )
             results.append(PeerResult(address, summary))
         except PeerError as exc:
             results.append(PeerResult(_label(target), error=str(exc)))

@@ -76,6 +76,8 @@ class LinkState:
     pushed: int = 0
     received_live: int = 0
     remote_heads: dict[LogKey, int] = field(default_factory=dict)
+    own_log_alarms: int = 0  # rounds in which the peer held more of our own log than we
+    own_log_behind: dict[LogKey, tuple[int, int]] = field(default_factory=dict)  # the last
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,14 @@ class LinkState:
             "pulled": self.pulled,
             "pushed": self.pushed,
             "received_live": self.received_live,
+            "own_log_alarms": self.own_log_alarms,
+            "own_log_behind": [
+                {"host": log.host.hex(), "tag": log.tag, "ours": ours, "theirs": theirs}
+                for log, (ours, theirs) in sorted(self.own_log_behind.items())
+            ],
+            "own_log_warning": (
+                own_log_warning(self.own_log_behind) if self.own_log_alarms else None
+            ),
         }
 
 
@@ -98,12 +108,18 @@ class Link:
     """Keeps one pinned peer in sync until cancelled."""
 
     def __init__(
-        self, peer: TrustedPeer, store: Store, schedule: Schedule, connect: Connect
+        self,
+        peer: TrustedPeer,
+        store: Store,
+        schedule: Schedule,
+        connect: Connect,
+        own_host: bytes | None = None,
     ) -> None:
         self.peer = peer
         self.store = store
         self.schedule = schedule
         self.connect = connect
+        self.own_host = own_host  # this node's host id: its own log is watched
         self.discovered = ""  # an address found on the LAN, fresher than the pinned one
         self.state = LinkState(peer.node_id, peer.name, peer.address)
         self._wake = asyncio.Event()
@@ -176,8 +192,12 @@ class Link:
         self._wake.clear()
 
     async def _round(self, client: PeerClient) -> SyncSummary:
-        summary = await sync_with(self.store, client, batch=self.schedule.batch)
+        summary = await sync_with(
+            self.store, client, batch=self.schedule.batch, own_host=self.own_host
+        )
         state = self.state
+        if summary.own_log_behind:
+            self._alarm(summary.own_log_behind)
         state.pulled += summary.pulled
         state.pushed += summary.pushed
         state.remote_heads.update(summary.remote_heads)
@@ -185,6 +205,13 @@ class Link:
         state.last_error, state.failures, state.retry_at = None, 0, None
         self.contact_poked = False
         return summary
+
+    def _alarm(self, behind: dict[LogKey, tuple[int, int]]) -> None:
+        """The peer held records of our own log past ours (now pulled back): count it
+        and say it once per detection; a restored backup, or a clone of this node."""
+        self.state.own_log_alarms += 1
+        self.state.own_log_behind = dict(behind)
+        log.warning("peer %s: %s", self._label, own_log_warning(behind))
 
     async def _stay_connected(self, client: PeerClient) -> None:
         """Follow the peer live; run a full round every interval (or when poked) too.
@@ -246,10 +273,13 @@ class Link:
 class Mesh:
     """All links of a node, following the trust list and what discovery finds."""
 
-    def __init__(self, store: Store, schedule: Schedule, connect: Connect) -> None:
+    def __init__(
+        self, store: Store, schedule: Schedule, connect: Connect, own_host: bytes | None = None
+    ) -> None:
         self.store = store
         self.schedule = schedule
         self.connect = connect
+        self.own_host = own_host
         self.links: dict[bytes, Link] = {}
         self.discovered: dict[bytes, str] = {}
         self._watcher: asyncio.Task[None] | None = None
@@ -274,7 +304,9 @@ class Mesh:
         for node_id, peer in peers.items():
             link = self.links.get(node_id)
             if link is None:
-                link = self.links[node_id] = Link(peer, self.store, self.schedule, self.connect)
+                link = self.links[node_id] = Link(
+                    peer, self.store, self.schedule, self.connect, self.own_host
+                )
                 link.discovered = self.discovered.get(node_id, "")
                 link.start()
             elif _reachability(link.peer) != _reachability(peer):
@@ -316,6 +348,17 @@ class Mesh:
                     await self.refresh()
             except PeerError as exc:
                 log.warning("trust list: %s", exc)
+
+
+def own_log_warning(behind: dict[LogKey, tuple[int, int]]) -> str:
+    """The alarm in words: which of our logs the peer held further, and what it means."""
+    ranges = ", ".join(
+        f"{log.tag} idx {ours}..{theirs - 1}" for log, (ours, theirs) in sorted(behind.items())
+    )
+    return (
+        f"held records of this node's own log beyond ours ({ranges}): restored from a "
+        "backup, or another device uses this node's identity?"
+    )
 
 
 def _reachability(peer: TrustedPeer) -> tuple[str, str, bytes | None]:

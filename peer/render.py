@@ -51,6 +51,12 @@ def sync_lines(results: Sequence[PeerResult]) -> list[str]:
             f"  warning: {log} differs at the same length on both sides (a fork?)"
             for log in summary.diverged
         ]
+        lines += [
+            f"  warning: it held records of this node's own log beyond ours ({log.tag} idx "
+            f"{ours}..{theirs - 1}): restored from a backup, or another device uses this "
+            "node's identity?"
+            for log, (ours, theirs) in sorted(summary.own_log_behind.items())
+        ]
     return lines
 
 
@@ -68,6 +74,10 @@ def sync_json(result: PeerResult) -> dict[str, Any]:
             for log, counts in summary.per_log.items()
         ],
         "diverged": [{"host": log.host.hex(), "tag": log.tag} for log in summary.diverged],
+        "own_log_behind": [
+            {"host": log.host.hex(), "tag": log.tag, "ours": ours, "theirs": theirs}
+            for log, (ours, theirs) in sorted(summary.own_log_behind.items())
+        ],
         "error": None,
     }
 
@@ -102,6 +112,18 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         )
     lines.append(f"{len(status['peers'])} peer(s):")
     lines += [_peer_line(peer) for peer in status["peers"]]
+    lines += [
+        f"warning: peer {peer['name'] or peer['node_id'][:15]} {link['own_log_warning']} "
+        f"(seen {link['own_log_alarms']} time(s))"
+        for peer in status["peers"]
+        if (link := peer.get("link")) and link.get("own_log_warning")
+    ]
+    unpinned = [d for d in (daemon or {}).get("discovered", []) if not d.get("pinned", True)]
+    if unpinned:
+        lines.append(f"seen on the LAN, not pinned ({len(unpinned)}): to sync with one, pin it")
+        lines += [
+            f"  {d['name']} at {d['address']}: `peer peers add {d['node_id']}`" for d in unpinned
+        ]
     lines += [
         f"fork: {fork['host'][:16]}/{fork['tag']} at idx {fork['idx']}" for fork in status["forks"]
     ]

@@ -35,6 +35,10 @@ class SyncSummary:
     per_log: dict[LogKey, list[int]] = field(default_factory=dict)  # [pulled, pushed]
     diverged: list[LogKey] = field(default_factory=list)
     remote_heads: dict[LogKey, int] = field(default_factory=dict)  # next_idx held there
+    # Logs of this node's own host that the peer holds more of: (ours, theirs) next_idx.
+    # Pulled back all the same (they are signed with our key): that is how a restored
+    # backup recovers. But it is an alarm: a backup, or a clone of this identity.
+    own_log_behind: dict[LogKey, tuple[int, int]] = field(default_factory=dict)
 
     def count(self, log: LogKey, pulled: int = 0, pushed: int = 0) -> None:
         entry = self.per_log.setdefault(log, [0, 0])
@@ -52,8 +56,10 @@ async def sync_with(
     *,
     batch: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    own_host: bytes | None = None,
 ) -> SyncSummary:
-    """Bring `store` and the peer's store to the union of both, both ways."""
+    """Bring `store` and the peer's store to the union of both, both ways. With
+    `own_host` (this node's host id), logs of it held further there are reported."""
     remote = await peer.get_index()
     if remote.protocol_version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -62,7 +68,7 @@ async def sync_with(
         )
     summary = SyncSummary(peer.target, remote.node_id)
     summary.remote_heads = {log: head.next_idx for log, head in remote.logs.items()}
-    pulls, pushes = await _plan(store, remote, summary)
+    pulls, pushes = await _plan(store, remote, summary, own_host)
     total = sum(len(r) for r in pulls) + sum(len(r) for r in pushes)
     report = progress or (lambda done, total: None)
     await _pull(store, peer, remote, pulls, batch, summary, lambda: report(_done(summary), total))
@@ -75,10 +81,13 @@ def _done(summary: SyncSummary) -> int:
 
 
 async def _plan(
-    store: Store, remote: RemoteIndex, summary: SyncSummary
+    store: Store, remote: RemoteIndex, summary: SyncSummary, own_host: bytes | None = None
 ) -> tuple[list[Range], list[Range]]:
     """The ranges to pull and push, leaving out logs frozen on either side."""
     plan = diff(await store.index(), remote.logs)
+    summary.own_log_behind = {
+        r.log: (r.start, r.end) for r in plan.pull if own_host is not None and r.host == own_host
+    }
     frozen = await store.frozen_logs() | remote.frozen
     summary.diverged = [log for log in plan.diverged if log not in frozen]
     pulls = [r for r in plan.pull if r.log not in frozen]

@@ -127,9 +127,11 @@ class Nodes:
 
 
 async def sync(a: Node, b: Node, batch: int = 1000) -> SyncSummary:
-    """One session: `a` (client) syncs with `b`'s server, bounded in time."""
+    """One session: `a` (client) syncs with `b`'s server, bounded in time (with `a`'s
+    host as its own, so that the summary reports what `b` held of it beyond `a`)."""
     async with PeerClient(b.target) as peer:
-        return await asyncio.wait_for(sync_with(a.store, peer, batch=batch), SESSION_TIMEOUT_S)
+        session = sync_with(a.store, peer, batch=batch, own_host=a.host)
+        return await asyncio.wait_for(session, SESSION_TIMEOUT_S)
 
 
 async def everything(store: Store) -> dict[LogKey, list[Record]]:

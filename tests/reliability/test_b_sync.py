@@ -222,21 +222,31 @@ async def test_b6_stale_or_regressed_peer(tmp_path: Path, report: Report) -> Non
         final = await n.store.read_range(n.host, "own", 0, 100)
         at_p = await p.store.read_range(n.host, "own", 0, 100)
     deleted = sum(r not in held for held in (final, at_p, at_q) for r in own)
+    log = LogKey(n.host, "own")
+    alarms = {
+        "above": above.own_log_behind,
+        "after": after_above.own_log_behind,
+        "below": below.own_log_behind,
+    }
+    alarm_ok = alarms == {"above": {log: (10, 20)}, "after": {}, "below": {}}
     above_ok = back == own and continued[0].idx == 20 and after_above.pushed == 1
     below_ok = below.pushed == 16 and at_q == [*own, *continued]
     figure = (
-        f"peer above our own log (restored backup, 10 of 20): {above.pulled} authentic "
-        f"records pulled back, next append at idx {continued[0].idx}, no fork; peer below "
-        f"(5 of 21): {below.pushed} re-sent from its frontier; {max(deleted, 0)} records "
-        f"deleted; no alarm counter (records signed by our own key are restored, see report)"
+        f"peer above our own log (restored backup, 10 of 20): alarm raised "
+        f"{'once (ours 10, theirs 20)' if alarm_ok else f'WRONGLY: {alarms}'}, "
+        f"{above.pulled} authentic records pulled back, next append at idx "
+        f"{continued[0].idx}, no fork; peer below (5 of 21): {below.pushed} re-sent from its "
+        f"frontier, no alarm; {max(deleted, 0)} records deleted"
     )
-    passed = above_ok and below_ok and deleted == 0
+    passed = above_ok and below_ok and alarm_ok and deleted == 0
     report(
-        "above: no deletion or fork (alarm: not implemented); below: re-send from its frontier",
+        "above: alarm counted, no deletion or fork (our own signed records are pulled "
+        "back); below: re-send from its frontier; 0 records deleted",
         figure,
         passed,
         pulled_back=above.pulled,
         resent=below.pushed,
+        deleted=deleted,
     )
     assert passed
 
