@@ -253,7 +253,7 @@ class Link:
             if not fresh:
                 return
             try:
-                result = await self.store.insert_batch(fresh, keys)
+                result = await self.store.insert_batch(fresh, keys, checked=True)
             except (LogFrozen, ForkDetected):
                 frozen = await self.store.frozen_logs()
                 if attempt or frozen == self._frozen:

@@ -154,7 +154,7 @@ class SyncServicer:
                     records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
                     stream_keys.update(keys)
                     if records:
-                        result = await self.store.insert_batch(records, stream_keys)
+                        result = await self.store.insert_batch(records, stream_keys, checked=True)
                         added += result.added
                         duplicates += result.duplicates
             except PeerError:

@@ -118,7 +118,7 @@ async def _pull(
     try:
         async for records, new_keys in peer.pull(ranges, batch):
             keys.update(new_keys)
-            prepared = store.prepare(records, keys)
+            prepared = store.prepare(records, keys, checked=True)
             if writing is not None:
                 await writing.settle(summary, tick)
             writing = _Writing(asyncio.ensure_future(store.apply(prepared)), records)

@@ -231,26 +231,37 @@ class Store:
     # -- records from elsewhere -------------------------------------------------
 
     async def insert_batch(
-        self, records: Sequence[Record], keys: Mapping[bytes, bytes] | None = None
+        self,
+        records: Sequence[Record],
+        keys: Mapping[bytes, bytes] | None = None,
+        *,
+        checked: bool = False,
     ) -> InsertResult:
         """Store authenticated records from another node: all of them, or none.
 
-        `keys` maps host ids to public keys for hosts this store may not know yet.
+        `keys` maps host ids to public keys for hosts this store may not know yet;
+        `checked`: the records come from `peer.codec`, which bounds-checked each one.
         Raises GapError (with the idx expected), ForgeryError, InvalidRecord,
         UnknownHost, LogFrozen, or ForkDetected (after keeping the evidence).
         """
         await self.host_keys({r.host for r in records} - (keys or {}).keys())
-        return await self.apply(self.prepare(records, keys))
+        return await self.apply(self.prepare(records, keys, checked=checked))
 
     def prepare(
-        self, records: Sequence[Record], keys: Mapping[bytes, bytes] | None = None
+        self,
+        records: Sequence[Record],
+        keys: Mapping[bytes, bytes] | None = None,
+        *,
+        checked: bool = False,
     ) -> Prepared:
         """The checks that need no database: bounds, keys, chains and signatures.
 
         Pure CPU, so a receiver can prepare the next batch while the last is written.
+        `checked`: the bounds were checked already (records decoded by `peer.codec`).
         """
-        for record in records:
-            check_record(record)
+        if not checked:
+            for record in records:
+                check_record(record)
         groups = group_by_log(records)
         known = self._resolve_keys(groups, keys or {})
         hashes = {log: verify_chain(group, known[log.host]) for log, group in groups.items()}
