@@ -67,7 +67,7 @@ class Limits:
     max_message_bytes: int = codec.MAX_MESSAGE_BYTES
     rate: float = 50.0  # calls per second per caller (mTLS callers)
     burst: int = 200
-    idle_s: float = 60.0  # a push stream that sends nothing for this long is closed
+    idle_s: float = 60.0  # a push that sends (a pull that reads) nothing this long: closed
     write_idle_s: float = 10.0  # a subscriber that fell behind and reads nothing: cut
     min_ping_interval: float = 10.0  # seconds; pings more frequent than this are strikes
 
@@ -126,7 +126,7 @@ class SyncServicer:
 
     async def pull_records(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         ranges, max_batch = codec.decode_pull_request(request)
-        with self._slot(context) as slot:
+        with self._slot(context) as slot, _cut_if_unread(self.limits.idle_s, context) as unread:
             frozen = await self.store.frozen_logs()
             wanted = [r for r in ranges if r.log not in frozen]
             sent: set[bytes] = set()
@@ -134,6 +134,7 @@ class SyncServicer:
                 slot.check()
                 keys = await self._new_keys(batch, sent)
                 yield codec.encode_batch(pb.PullRecordsResponse, batch, keys)
+                unread.wrote()
 
     async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
         added = duplicates = 0
@@ -296,6 +297,56 @@ class _Slot:
     def check(self) -> None:
         if self.revoked:
             raise PeerRefused("this node no longer trusts you (you were removed from its peers)")
+
+
+class _Unread:
+    """Ends a streaming call when no message went out for `idle_s`: a caller that reads
+    nothing leaves the handler blocked in a write once the transport's buffers are full
+    (a few MB per stream [M10]), with no deadline of its own. The handler is cancelled
+    and the call answered RESOURCE_EXHAUSTED (which the caller sees when it reads on, or
+    never if it went away). `wrote()` after each message written."""
+
+    def __init__(self, idle_s: float, context: Context) -> None:
+        self.idle_s = idle_s
+        self.context = context
+        self._handler = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+        self.wrote()
+
+    def wrote(self) -> None:
+        self.stop()
+        self._timer = asyncio.get_running_loop().call_later(self.idle_s, self._cut)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _cut(self) -> None:
+        log.info("closing a stream whose caller read nothing for %.0f s", self.idle_s)
+        closing = asyncio.ensure_future(self._answer())
+        _CLOSING.add(closing)
+        closing.add_done_callback(_CLOSING.discard)
+        if self._handler is not None:
+            self._handler.cancel()
+
+    async def _answer(self) -> None:
+        with contextlib.suppress(Exception):  # the caller may be gone: nothing to tell
+            await self.context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"nothing read for {self.idle_s:.0f} s: stream closed",
+            )
+
+
+_CLOSING: set[asyncio.Future[None]] = set()  # status answers still being sent
+
+
+@contextmanager
+def _cut_if_unread(idle_s: float, context: Context) -> Iterator[_Unread]:
+    unread = _Unread(idle_s, context)
+    try:
+        yield unread
+    finally:
+        unread.stop()
 
 
 def _wants_log(wanted: Subscription, log: LogKey) -> bool:
