@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import ifaddr
 from zeroconf import (
@@ -46,11 +46,14 @@ from peer.errors import UsageError
 from peer.identity import format_node_id, parse_node_id
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 
 SERVICE_TYPE = "_peer._tcp.local."
 PROTOCOL_VERSION = b"1"
 RESOLVE_TIMEOUT_MS = 3000
 MAX_NAME_BYTES = 40  # the instance label is at most 63 bytes; the id prefix takes 16
+MAX_FOUND = 256  # announcements remembered: anyone on the LAN can announce, so bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,15 @@ class Found:
 
 def _ignore(found: Found) -> None:
     pass
+
+
+def remember(table: dict[K, V], key: K, value: V, limit: int) -> None:
+    """Set `table[key]` as its newest entry, dropping the oldest beyond `limit`: what a
+    LAN announces is not trusted, so it must not grow memory without bound."""
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > limit:
+        del table[next(iter(table))]
 
 
 def txt_properties(node_id: bytes) -> dict[str, str]:
@@ -245,7 +257,7 @@ class Discovery:
         found = Found(node_id, address, service_name.removesuffix("." + SERVICE_TYPE))
         if self._found.get(service_name) == found:
             return
-        self._found[service_name] = found
+        remember(self._found, service_name, found, MAX_FOUND)
         try:
             self.on_found(found)
         except Exception:

@@ -30,6 +30,7 @@ from peer.store import Store, TrustedPeer
 from peer.sync import SyncSummary, sync_with
 
 log = logging.getLogger(__name__)
+MAX_DISCOVERED = 256  # LAN addresses remembered, newest kept
 
 TRUST_POLL_S = 0.5
 Connect = Callable[[TrustedPeer, str], Awaitable[PeerClient]]
@@ -318,7 +319,10 @@ class Mesh:
         """Discovery saw `node_id` at `address`: use it, and sync now if it is pinned."""
         if self.discovered.get(node_id) == address:
             return
+        self.discovered.pop(node_id, None)
         self.discovered[node_id] = address
+        while len(self.discovered) > MAX_DISCOVERED:  # LAN announcements are not trusted
+            del self.discovered[next(iter(self.discovered))]
         link = self.links.get(node_id)
         if link is not None:
             link.discovered = address

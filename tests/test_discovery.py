@@ -18,6 +18,7 @@ import pytest
 from zeroconf import ServiceInfo, ServiceStateChange
 
 from peer.discovery import (
+    MAX_FOUND,
     SERVICE_TYPE,
     Discovery,
     Found,
@@ -130,6 +131,17 @@ def test_a_new_node_is_reported_and_an_address_change_reported_again() -> None:
     discovery.learn(f"laptop.{SERVICE_TYPE}", announcement(other, ["198.18.0.3"], port=7500))
     assert seen[1:] == [Found(OTHER, "198.18.0.3:7500", "laptop")]
     assert discovery.found() == [seen[1]]
+
+
+def test_a_flood_of_announcements_is_bounded_to_the_newest() -> None:
+    """Anyone on the LAN can announce: a flood of ids must not grow memory."""
+    discovery = Discovery(ME, 7417)
+    ids = [bytes([n % 256, n // 256]) * 16 for n in range(MAX_FOUND + 50)]
+    for n, node_id in enumerate(ids):
+        name = f"n{n}.{SERVICE_TYPE}"
+        discovery.learn(name, announcement(txt_properties(node_id), ["198.18.0.2"]))
+    kept = [found.node_id for found in discovery.found()]
+    assert kept == ids[-MAX_FOUND:]
 
 
 def test_our_own_malformed_and_unreachable_announcements_are_ignored() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from peer.client import PeerClient
-from peer.mesh import Mesh, Schedule
+from peer.mesh import MAX_DISCOVERED, Mesh, Schedule
 from peer.store import TrustedPeer
 from tests.daemons import (
     INTERVAL_S,
@@ -305,6 +305,21 @@ def test_rounds_are_the_interval_give_or_take_the_jitter(rng: random.Random) -> 
 
 
 # -- discovery's hook, in process -----------------------------------------------------
+
+
+async def test_addresses_found_on_the_lan_are_bounded(tmp_path: Path) -> None:
+    """A LAN flood of announced ids keeps only the newest MAX_DISCOVERED addresses."""
+    async with Nodes(tmp_path) as nodes:
+        here = await nodes.node("here", serve=False)
+
+        async def connect(peer: TrustedPeer, address: str) -> PeerClient:
+            raise AssertionError("no peer is pinned: nothing may be dialled")
+
+        mesh = Mesh(here.store, Schedule(interval=60.0), connect)
+        ids = [n.to_bytes(4, "big") * 8 for n in range(MAX_DISCOVERED + 20)]
+        for n, node_id in enumerate(ids):
+            mesh.found(node_id, f"198.18.0.{n % 250 + 1}:7417")
+        assert list(mesh.discovered) == ids[-MAX_DISCOVERED:]
 
 
 async def test_an_address_found_by_discovery_is_used_at_once(tmp_path: Path) -> None:
