@@ -73,7 +73,23 @@ async def sync_with(
     report = progress or (lambda done, total: None)
     await _pull(store, peer, remote, pulls, batch, summary, lambda: report(_done(summary), total))
     await _push(store, peer, pushes, batch, summary, lambda: report(_done(summary), total))
+    await _check_served(store, peer.target, pulls)
     return summary
+
+
+async def _check_served(store: Store, target: str, pulls: list[Range]) -> None:
+    """A peer that advertised more than it sent is withholding records (or froze the
+    log meanwhile): an error, so that a daemon retries, and a user sees it."""
+    index = await store.index()
+    held = {r.log: index[r.log].next_idx if r.log in index else 0 for r in pulls}
+    short = [r for r in pulls if held[r.log] < r.end]
+    if short:
+        first = short[0]
+        raise ProtocolError(
+            f"peer {target} advertised log {first.log} up to idx {first.end} but sent it "
+            f"only up to idx {held[first.log]} ({len(short)} log(s) short): records "
+            "withheld, or the log was frozen there meanwhile"
+        )
 
 
 def _done(summary: SyncSummary) -> int:

@@ -141,10 +141,11 @@ async def test_c7_relay_withholding_bounded(tmp_path: Path, tier: Tier, report: 
 
         short_detected, short_served = await _short_served(nodes, chain, keys, prefix)
     print(f"R link errors: {r_error!r}, after: {r_error_after!r}; short-served: {short_served}")
-    passed = held_while_withheld == prefix and whole
+    passed = held_while_withheld == prefix and whole and short_detected
     report(
         "R withholds the tail of A's series (advertises and serves a prefix); an honest "
-        "path A-C-B appears later: B converges once it exists",
+        "path A-C-B appears later: B converges once it exists; a relay that serves less "
+        "than it advertised is an error",
         f"{total:,} records, R served {prefix:,} over {withheld_rounds} rounds (B held "
         f"{held_while_withheld:,}); converged {converged_s:.1f} s after the honest path "
         f"(rounds every {ROUND_S} s); staleness detected: no (heads are unsigned); a relay "
@@ -157,3 +158,4 @@ async def test_c7_relay_withholding_bounded(tmp_path: Path, tier: Tier, report: 
     )
     assert held_while_withheld == prefix
     assert whole
+    assert short_detected, short_served
