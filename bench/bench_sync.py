@@ -225,6 +225,7 @@ async def read_rows(path: Path, index: Mapping[LogKey, Head]) -> list[tuple[obje
 class SyncTiming:
     timing: Timing
     a_cpu: float  # node A's CPU seconds during the sync
+    b_threads: dict[str, float]  # node B's CPU seconds during the sync, per kind of thread
 
 
 async def timed_sync(node: NodeA, path: Path, expected: Mapping[LogKey, Head]) -> SyncTiming:
@@ -233,17 +234,37 @@ async def timed_sync(node: NodeA, path: Path, expected: Mapping[LogKey, Head]) -
     store = await Store.open(path)
     try:
         a_cpu = node.cpu_seconds()
+        threads = thread_cpu()
         clock = Clock()
         async with node.client() as client:
             summary = await sync_with(store, client, batch=SYNC_BATCH)
         timing = clock.stop(summary.pulled)
         a_cpu = node.cpu_seconds() - a_cpu
+        threads = {kind: cpu - threads.get(kind, 0.0) for kind, cpu in thread_cpu().items()}
         index = await store.index()
     finally:
         await store.close()
     if summary.pulled != n or summary.pushed or index != dict(expected):
         raise RuntimeError(f"sync pulled {summary.pulled} of {n} records, or B differs from A")
-    return SyncTiming(timing, a_cpu)
+    return SyncTiming(timing, a_cpu, threads)
+
+
+def thread_cpu() -> dict[str, float]:
+    """This process's CPU seconds so far per kind of thread, from /proc: the event loop
+    (main thread), and the others by name (aiosqlite's writer shows as "python", grpc's
+    as "event_engine" or similar). Shows where node B spends a record's time."""
+    kinds: dict[str, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        kind = "event loop" if task.name == str(os.getpid()) else f"{name} threads"
+        kind = "sqlite writer (aiosqlite)" if name == "python" else kind
+        kinds[kind] = kinds.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return kinds
 
 
 async def profile_sync(node: NodeA, path: Path, expected: Mapping[LogKey, Head]) -> str:
@@ -274,6 +295,7 @@ async def initial_sync(
     gc.freeze()  # the fixture rows are not the sync's garbage to scan
     results: list[dict[str, Timing]] = []
     a_cpu: list[float] = []
+    b_threads: list[dict[str, float]] = []
     profile_text = ""
     async with node_a(a_path, placement.node_a, tls) as node:
         for run in range(1, runs + 1):
@@ -285,6 +307,7 @@ async def initial_sync(
                     measured = await timed_sync(node, path, index)
                     timings[key] = measured.timing
                     a_cpu.append(measured.a_cpu)
+                    b_threads.append(measured.b_threads)
                 else:
                     timings[key] = bench_ceiling(path, rows)
                 done = timings[key]
@@ -313,6 +336,10 @@ async def initial_sync(
             for key in _NAMES
         },
         "node_a_median_cpu_s": statistics.median(a_cpu),
+        "node_b_thread_cpu_us_per_record": {
+            kind: statistics.median(t.get(kind, 0.0) for t in b_threads) / n * 1e6
+            for kind in sorted({kind for t in b_threads for kind in t})
+        },
         "ratio": rate["sync"] / rate["ceiling"],
         "target_ratio": SYNC_TARGET,
         "target_met": rate["sync"] / rate["ceiling"] >= SYNC_TARGET,
@@ -424,6 +451,14 @@ def table(summary: Mapping[str, Any]) -> str:
         f"initial sync: node A in a child process, B here, sync_with(batch={initial['batch']}) "
         "over loopback gRPC;",
         f"  cpu s is node B's; node A used {initial['node_a_median_cpu_s']:.2f} s (median)",
+        "  node B's CPU per record, by thread: "
+        + ", ".join(
+            f"{kind} {us:.1f} us"
+            for kind, us in initial["node_b_thread_cpu_us_per_record"].items()
+            if us >= 0.05
+        ),
+        f"  the ceiling's CPU per record: {m['ceiling']['median_cpu_s'] / initial['n'] * 1e6:.1f}"
+        " us",
         f"ceiling: stdlib sqlite3 executemany, one commit per {initial['ceiling_commit_every']} "
         "rows, WAL/NORMAL",
         f"sync / ceiling: {initial['ratio']:.3f} (target >= {initial['target_ratio']}: {met})",
