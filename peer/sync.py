@@ -137,7 +137,8 @@ async def _pull(
             prepared = store.prepare(records, keys, checked=True)
             if writing is not None:
                 await writing.settle(summary, tick)
-            writing = _Writing(asyncio.ensure_future(store.apply(prepared)), records)
+            counts = {log: len(group) for log, group in prepared.groups.items()}
+            writing = _Writing(asyncio.ensure_future(store.apply(prepared)), counts)
         if writing is not None:
             await writing.settle(summary, tick)
     finally:
@@ -151,11 +152,11 @@ class _Writing:
     """A batch being written while the next one is verified."""
 
     task: asyncio.Future[InsertResult]
-    records: list[Record]
+    counts: dict[LogKey, int]  # records per log
 
     async def settle(self, summary: SyncSummary, tick: Callable[[], None]) -> None:
         await self.task
-        for log, count in _per_log(self.records).items():
+        for log, count in self.counts.items():
             summary.count(log, pulled=count)
         tick()
 
