@@ -22,7 +22,7 @@ from typing import Any
 from peer.addresses import join_host, split_address
 from peer.client import ClientTls, PeerClient
 from peer.client import join as join_call
-from peer.codec import Appended
+from peer.codec.local import Appended
 from peer.config import Config
 from peer.crypto import SyncKey
 from peer.discovery import Discovery, Found

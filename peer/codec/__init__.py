@@ -1,11 +1,37 @@
-"""Domain types <-> `peer.v1` messages (moved to a package; split next)."""
+"""Domain types <-> `peer.v1` messages: the one place that knows the generated code.
 
-from peer.codec.wire import (
+- `wire`: the sync protocol's messages (records, batches, index, pull, push,
+  subscribe, pairing join);
+- `local`: the local API's messages (Append, GetStatus);
+- `status`: peer errors <-> gRPC status codes, one table each way;
+- `parsing`: counting and parsing received bytes defensively, for both codecs.
+
+The names below are re-exported so that `codec.X` reads the same from anywhere.
+"""
+
+from peer.codec.local import (
+    LOCAL_SERVICE_NAME,
+    MAX_APPEND_ITEMS,
+    Appended,
+    decode_append_request,
+    decode_append_response,
+    decode_status_request,
+    decode_status_response,
+    encode_append_request,
+    encode_append_response,
+    encode_status_request,
+    encode_status_response,
+)
+from peer.codec.parsing import count_fields
+from peer.codec.status import (
     CERTIFICATE_DATES,
     ERROR_FOR_STATUS,
     EXPECTED_IDX_KEY,
-    LOCAL_SERVICE_NAME,
-    MAX_APPEND_ITEMS,
+    STATUS_FOR_ERROR,
+    error_for,
+    status_for,
+)
+from peer.codec.wire import (
     MAX_CERTIFICATE_BYTES,
     MAX_HOSTS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
@@ -14,13 +40,8 @@ from peer.codec.wire import (
     PAIRING_SERVICE_NAME,
     PROTOCOL_VERSION,
     SERVICE_NAME,
-    STATUS_FOR_ERROR,
-    Appended,
     RemoteIndex,
     Subscription,
-    count_fields,
-    decode_append_request,
-    decode_append_response,
     decode_batch,
     decode_get_index_request,
     decode_index,
@@ -28,11 +49,7 @@ from peer.codec.wire import (
     decode_join_response,
     decode_pull_request,
     decode_push_response,
-    decode_status_request,
-    decode_status_response,
     decode_subscribe_request,
-    encode_append_request,
-    encode_append_response,
     encode_batch,
     encode_get_index_request,
     encode_index,
@@ -40,12 +57,8 @@ from peer.codec.wire import (
     encode_join_response,
     encode_pull_request,
     encode_push_response,
-    encode_status_request,
-    encode_status_response,
     encode_subscribe_request,
-    error_for,
     record_from_pb,
-    status_for,
 )
 
 __all__ = [
