@@ -35,7 +35,8 @@ from peer.node import Node
 from peer.pairing import Invitation, new_secret
 from peer.pairing_service import PairingServicer, start_pairing_server
 from peer.records import LogKey
-from peer.service import Limits, RunningServer, start_server
+from peer.service.limits import Limits
+from peer.service.server import RunningServer, start_server
 from peer.store import TrustedPeer
 from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials

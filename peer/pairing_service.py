@@ -20,7 +20,7 @@ from peer.codec.wire import PAIRING_SERVICE_NAME, decode_join_request, encode_jo
 from peer.errors import PeerRefused, UsageError
 from peer.identity import node_id_of
 from peer.pairing import secret_hash
-from peer.service import Context, guard_unary
+from peer.service.guards import Context, guard_unary
 from peer.store import Store, TrustedPeer
 from peer.trust import Credentials
 
