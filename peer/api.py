@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from peer.client import LocalClient
-from peer.codec import Appended
+from peer.codec.local import Appended
 from peer.crypto import SyncKey, open_record
 from peer.errors import CryptoError, UsageError
 from peer.home import Home, default_home

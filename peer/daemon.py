@@ -22,7 +22,7 @@ from typing import Any
 from peer.addresses import join_host, split_address
 from peer.client import ClientTls, PeerClient
 from peer.client import join as join_call
-from peer.codec import Appended
+from peer.codec.local import Appended
 from peer.config import Config
 from peer.crypto import SyncKey
 from peer.discovery import Discovery, Found
@@ -35,7 +35,8 @@ from peer.node import Node
 from peer.pairing import Invitation, new_secret
 from peer.pairing_service import PairingServicer, start_pairing_server
 from peer.records import LogKey
-from peer.service import Limits, RunningServer, start_server
+from peer.service.limits import Limits
+from peer.service.server import RunningServer, start_server
 from peer.store import TrustedPeer
 from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials

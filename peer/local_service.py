@@ -21,11 +21,19 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from peer import codec
-from peer.codec import Appended
+from peer.codec.local import (
+    LOCAL_SERVICE_NAME,
+    Appended,
+    decode_append_request,
+    decode_status_request,
+    encode_append_response,
+    encode_status_response,
+)
 from peer.errors import UsageError
 from peer.feed import Feed
-from peer.service import Context, Limits, SyncServicer, guard_unary, method_handlers
+from peer.service.guards import Context, guard_unary
+from peer.service.limits import Limits
+from peer.service.servicer import SyncServicer, method_handlers
 from peer.store import Store
 
 MAX_SOCKET_PATH = 100  # sockaddr_un holds 107 bytes on Linux, fewer elsewhere
@@ -41,17 +49,17 @@ class LocalServicer:
     status: StatusFn
 
     async def append_records(self, request: bytes, context: Context) -> bytes:
-        tag, items = codec.decode_append_request(request)
-        return codec.encode_append_response(await self.append(tag, items))
+        tag, items = decode_append_request(request)
+        return encode_append_response(await self.append(tag, items))
 
     async def get_status(self, request: bytes, context: Context) -> bytes:
-        codec.decode_status_request(request)
-        return codec.encode_status_response(await self.status())
+        decode_status_request(request)
+        return encode_status_response(await self.status())
 
 
 def _local_handlers(servicer: LocalServicer) -> grpc.GenericRpcHandler[Any, Any]:
     return grpc.method_handlers_generic_handler(
-        codec.LOCAL_SERVICE_NAME,
+        LOCAL_SERVICE_NAME,
         {
             "Append": grpc.unary_unary_rpc_method_handler(guard_unary(servicer.append_records)),
             "GetStatus": grpc.unary_unary_rpc_method_handler(guard_unary(servicer.get_status)),

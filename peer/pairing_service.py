@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 
-from peer import codec
+from peer.codec.wire import PAIRING_SERVICE_NAME, decode_join_request, encode_join_response
 from peer.errors import PeerRefused, UsageError
 from peer.identity import node_id_of
 from peer.pairing import secret_hash
-from peer.service import Context, guard_unary
+from peer.service.guards import Context, guard_unary
 from peer.store import Store, TrustedPeer
 from peer.trust import Credentials
 
@@ -37,7 +37,7 @@ class PairingServicer:
     after_join: Callable[[], Awaitable[None]]
 
     async def join(self, request: bytes, context: Context) -> bytes:
-        secret, certificate, name = codec.decode_join_request(request)
+        secret, certificate, name = decode_join_request(request)
         node_id = node_id_of(certificate)
         relay = await self.store.invitations.redeem(secret_hash(secret), time.time_ns())
         if relay is None:
@@ -45,7 +45,7 @@ class PairingServicer:
         await self.store.peers.add(TrustedPeer(node_id, name, "", certificate))
         await self.after_join()  # the sync port admits the new peer at once
         key = "" if relay or self.sync_key_text is None else self.sync_key_text
-        return codec.encode_join_response(key, self.name)
+        return encode_join_response(key, self.name)
 
 
 async def start_pairing_server(
@@ -57,7 +57,7 @@ async def start_pairing_server(
     )
     handler = grpc.unary_unary_rpc_method_handler(guard_unary(servicer.join))
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(codec.PAIRING_SERVICE_NAME, {"Join": handler}),)
+        (grpc.method_handlers_generic_handler(PAIRING_SERVICE_NAME, {"Join": handler}),)
     )
     tls = grpc.ssl_server_credentials([(credentials.key, credentials.certificate)])
     try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from peer.batches import DEFAULT_BATCH, read_batches
 from peer.client import Batch, PeerClient
-from peer.codec import PROTOCOL_VERSION, RemoteIndex
+from peer.codec.wire import PROTOCOL_VERSION, RemoteIndex
 from peer.errors import ProtocolError
 from peer.records import LogKey, Range, Record, diff
 from peer.store import InsertResult, Store

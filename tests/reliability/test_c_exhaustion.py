@@ -195,7 +195,7 @@ async def _half_open(port: int, hello: bool, deadline: float) -> float | None:
 
 async def test_c15_handshake_flood(tmp_path: Path, tier: Tier, report: Report) -> None:
     silent, stalled = tier.pick((1000, 200), (5000, 1000))
-    timeout_s = 5.0  # grpc.server_handshake_timeout_ms in peer.service.server_options
+    timeout_s = 5.0  # grpc.server_handshake_timeout_ms in peer.service.server.server_options
     async with pinned_node(tmp_path, 1) as node:
         async with node.client(0) as peer:
             await peer.get_index()  # warm: the baseline includes the honest connection

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from peer import codec
 from peer.client import PeerClient
+from peer.codec import wire
 from peer.errors import LimitExceeded, PeerError
 from peer.records import MAX_IDX, Head, LogKey, Range
 from peer.service import Limits
@@ -261,7 +262,7 @@ async def test_c10_idx_bounds(  # noqa: PLR0915
         for name, value in BOUNDARY.items():
             (record,) = author.write("b", Head(value if name in IN_RANGE else 0), [1], [b"x"])
             message = pb.PushRecordsRequest()
-            codec._fill_records(message.records, [record])
+            wire._fill_records(message.records, [record])
             message.records[0].idx = value
             message.hosts.add(host=author.host, public_key=author.signing.public_key)
             start_body = ld(1, ld(1, author.host) + ld(2, b"t") + key(3, 0) + varint(value))

@@ -1,31 +1,25 @@
-"""The SyncService servicer and the gRPC server around it.
+"""The SyncService servicer: one store served to peers (index, ranges, pushes, live feed).
 
 Handlers are registered for raw bytes (no deserializer) and parse requests themselves,
 so malformed protobuf gets INVALID_ARGUMENT rather than UNKNOWN with an exception
-text [M1]. Every peer error is mapped to a status code by `codec.status_for`; anything
-else is logged here and answered with a fixed text: no Python detail reaches a peer.
+text [M1]; `guards` turns whatever they raise into a status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from peer import codec
-from peer.batches import DEFAULT_BATCH, Holdback, read_batches, split_for_wire
-from peer.codec import RemoteIndex, Subscription
+from peer.batches import Holdback, read_batches, split_for_wire
+from peer.codec import wire
+from peer.codec.wire import RemoteIndex, Subscription
 from peer.errors import (
     IntegrityError,
     InvalidRecord,
@@ -33,61 +27,18 @@ from peer.errors import (
     PeerError,
     PeerRefused,
     ProtocolError,
-    Throttled,
-    UsageError,
 )
 from peer.feed import Feed, Subscriber
 from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range, Record
+from peer.service.guards import Context, caller_id, drain, guard_stream, guard_unary
+from peer.service.limits import Limits
 from peer.store import Store
-from peer.trust import Credentials, Trust, caller_node_id
+from peer.trust import Trust, caller_node_id
 from peer.v1 import sync_pb2 as pb
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-Context = aio.ServicerContext[Any, Any]
-FAILURE_TEXT = "the node could not serve this request (see its log)"
-# A refused push reads on (discarding) until the client half-closes, at most this long:
-# a grpc.aio client that writes after our status reports INTERNAL "Internal error from
-# Core" instead of it (grpc/grpc#36066), so the pusher would never learn why.
-DRAIN_S = 2.0
-TRUST_POLL_S = 0.5
-THROTTLE_DELAY_S = 0.25  # before refusing a throttled call (at most 100 wait per connection)
 REJECTIONS = (IntegrityError, InvalidRecord, ProtocolError)  # invalid data, counted by class
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one caller may ask of this node at once."""
-
-    streams_per_caller: int = 8
-    max_batch: int = 2048
-    default_batch: int = DEFAULT_BATCH
-    subscriber_queue: int = 64
-    max_message_bytes: int = codec.MAX_MESSAGE_BYTES
-    rate: float = 50.0  # calls per second per caller (mTLS callers)
-    burst: int = 200
-    idle_s: float = 60.0  # a push that sends (a pull that reads) nothing this long: closed
-    write_idle_s: float = 10.0  # a subscriber that fell behind and reads nothing: cut
-    min_ping_interval: float = 10.0  # seconds; pings more frequent than this are strikes
-
-
-def server_options(limits: Limits) -> list[tuple[str, Any]]:
-    """Channel options of the server; the client's keepalive must agree with them."""
-    return [
-        ("grpc.max_receive_message_length", limits.max_message_bytes),
-        ("grpc.max_send_message_length", limits.max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.ping_timeout_ms", 10_000),  # keepalive_timeout alone does not end it
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.server_handshake_timeout_ms", 5_000),
-        ("grpc.max_connection_idle_ms", 600_000),
-        ("grpc.so_reuseport", 0),  # a port another daemon serves is in use, not shared
-        ("grpc.max_concurrent_streams", 100),  # bounds the calls in flight per connection
-    ]
 
 
 class SyncServicer:
@@ -117,15 +68,15 @@ class SyncServicer:
 
     async def get_index(self, request: bytes, context: Context) -> bytes:
         self._admit(context)
-        codec.decode_get_index_request(request)
+        wire.decode_get_index_request(request)
         index = await self.store.index()
         frozen = frozenset(await self.store.frozen_logs())
         keys = await self.store.host_keys({log.host for log in index})
-        answer = RemoteIndex(self.node_id, codec.PROTOCOL_VERSION, index, keys, frozen)
-        return codec.encode_index(answer)
+        answer = RemoteIndex(self.node_id, wire.PROTOCOL_VERSION, index, keys, frozen)
+        return wire.encode_index(answer)
 
     async def pull_records(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
-        ranges, max_batch = codec.decode_pull_request(request)
+        ranges, max_batch = wire.decode_pull_request(request)
         with self._slot(context) as slot, _cut_if_unread(self.limits.idle_s, context) as unread:
             frozen = await self.store.frozen_logs()
             wanted = [r for r in ranges if r.log not in frozen]
@@ -133,7 +84,7 @@ class SyncServicer:
             async for batch in read_batches(self.store, wanted, self._batch_size(max_batch)):
                 slot.check()
                 keys = await self._new_keys(batch, sent)
-                yield codec.encode_batch(pb.PullRecordsResponse, batch, keys)
+                yield wire.encode_batch(pb.PullRecordsResponse, batch, keys)
                 unread.wrote()
 
     async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
@@ -152,19 +103,19 @@ class SyncServicer:
                             f"no message for {self.limits.idle_s:.0f} s: idle stream closed"
                         ) from None
                     slot.check()
-                    records, keys = codec.decode_batch(pb.PushRecordsRequest, raw)
+                    records, keys = wire.decode_batch(pb.PushRecordsRequest, raw)
                     stream_keys.update(keys)
                     if records:
                         result = await self.store.insert_batch(records, stream_keys, checked=True)
                         added += result.added
                         duplicates += result.duplicates
             except PeerError:
-                await _drain(messages)
+                await drain(messages)
                 raise
-        return codec.encode_push_response(added, duplicates)
+        return wire.encode_push_response(added, duplicates)
 
     async def subscribe(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
-        wanted = codec.decode_subscribe_request(request)
+        wanted = wire.decode_subscribe_request(request)
         with self._slot(context) as slot:
             subscriber = self.feed.subscribe()
             slot.wake = subscriber.interrupt
@@ -218,7 +169,7 @@ class SyncServicer:
 
     async def _subscribe_message(self, batch: list[Record], sent: set[bytes]) -> bytes:
         keys = await self._new_keys(batch, sent)
-        return codec.encode_batch(pb.SubscribeResponse, batch, keys)
+        return wire.encode_batch(pb.SubscribeResponse, batch, keys)
 
     async def _new_keys(self, batch: list[Record], sent: set[bytes]) -> dict[bytes, bytes]:
         """Keys of hosts first seen in this stream (each key is sent once per stream)."""
@@ -367,82 +318,11 @@ def _unseen(
     return fresh
 
 
-def caller_id(context: Context) -> str:
-    """Who is calling: the address without its port (mTLS replaces it with the node id)."""
-    peer = context.peer() or "unknown"
-    return peer.rsplit(":", 1)[0] if peer.count(":") > 1 else peer
-
-
-async def _drain(requests: AsyncIterator[bytes]) -> None:
-    """Discard what the client still sends, until it half-closes or DRAIN_S passes."""
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(DRAIN_S):
-            async for _ in requests:
-                pass
-
-
-# -- guarding handlers ------------------------------------------------------------------
-
-
-async def _abort(context: Context, error: BaseException) -> None:
-    if isinstance(error, Throttled):  # a tarpit: the flooder waits; this node does no work
-        await asyncio.sleep(THROTTLE_DELAY_S)
-    if isinstance(error, PeerError):
-        code, metadata = codec.status_for(error)
-        context.set_trailing_metadata(metadata)
-        await context.abort(code, str(error))
-    log.error("unexpected failure serving a request", exc_info=error)
-    await context.abort(grpc.StatusCode.UNAVAILABLE, FAILURE_TEXT)
-
-
-OnError = Callable[[Context, BaseException], None]
-
-
-def _ignore(context: Context, error: BaseException) -> None:
-    return None
-
-
-def guard_unary(
-    handler: Callable[[T, Context], Awaitable[bytes]],
-    on_error: OnError = _ignore,
-) -> Callable[[T, Context], Awaitable[bytes]]:
-    @functools.wraps(handler)
-    async def guarded(request: T, context: Context) -> bytes:
-        try:
-            return await handler(request, context)
-        except aio.AbortError:
-            raise
-        except Exception as error:
-            on_error(context, error)
-            await _abort(context, error)
-            raise  # unreachable: abort raises
-
-    return guarded
-
-
-def guard_stream(
-    handler: Callable[[bytes, Context], AsyncIterator[bytes]],
-    on_error: OnError = _ignore,
-) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
-    @functools.wraps(handler)
-    async def guarded(request: bytes, context: Context) -> AsyncIterator[bytes]:
-        try:
-            async for item in handler(request, context):
-                yield item
-        except aio.AbortError:
-            raise
-        except Exception as error:
-            on_error(context, error)
-            await _abort(context, error)
-
-    return guarded
-
-
 def method_handlers(servicer: SyncServicer) -> grpc.GenericRpcHandler[Any, Any]:
     """The service's methods, all on raw bytes (see the module docstring)."""
     note = servicer.note_error
     return grpc.method_handlers_generic_handler(
-        codec.SERVICE_NAME,
+        wire.SERVICE_NAME,
         {
             "GetIndex": grpc.unary_unary_rpc_method_handler(guard_unary(servicer.get_index, note)),
             "PullRecords": grpc.unary_stream_rpc_method_handler(
@@ -456,101 +336,3 @@ def method_handlers(servicer: SyncServicer) -> grpc.GenericRpcHandler[Any, Any]:
             ),
         },
     )
-
-
-@dataclass
-class RunningServer:
-    """A started server: its port, and what to close when it stops."""
-
-    server: aio.Server
-    port: int
-    feed: Feed
-    watcher: asyncio.Task[None] | None = None
-    servicer: SyncServicer | None = None
-
-    async def refresh_trust(self) -> None:
-        """Re-read the trust list now (e.g. right after a pairing pinned a peer)."""
-        if self.servicer is not None and self.servicer.trust is not None:
-            peers = await self.servicer.store.peers.all()
-            self.servicer.drop(self.servicer.trust.update(peers))
-
-    async def stop(self, grace: float = 1.0) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
-        await self.server.stop(grace)
-        await self.feed.close()
-
-
-async def start_server(
-    store: Store,
-    node_id: str,
-    listen: str,
-    limits: Limits | None = None,
-    credentials: Credentials | None = None,
-) -> RunningServer:
-    """Serve `store` on `listen` (HOST:PORT; port 0 picks one) with health and reflection.
-
-    With `credentials`, mutual TLS admits only the pinned peers of the store's trust
-    list, followed live; without, plaintext (the caller checks that it is loopback).
-    """
-    limits = limits or Limits()
-    trust = Trust(credentials) if credentials is not None else None
-    feed = Feed(store, queue_batches=limits.subscriber_queue)
-    await feed.start()
-    servicer = SyncServicer(store, node_id, feed, limits, trust)
-    server = aio.server(options=server_options(limits))
-    server.add_generic_rpc_handlers((method_handlers(servicer),))
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (codec.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
-    watcher = None
-    try:
-        if trust is None:
-            port = server.add_insecure_port(listen)
-        else:
-            trust.update(await store.peers.all())
-            port = server.add_secure_port(listen, _server_credentials(trust))
-            watcher = asyncio.create_task(_follow_trust(store, trust, servicer))
-    except RuntimeError as exc:
-        await feed.close()
-        raise UsageError(f"cannot listen on {listen}: the address is in use or invalid") from exc
-    await server.start()
-    await health_servicer.set(codec.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, feed, watcher, servicer)
-
-
-def _server_credentials(trust: Trust) -> grpc.ServerCredentials:
-    """mTLS whose trusted roots are re-read at every new connection (when changed)."""
-    served = {"version": -1}
-
-    def configuration() -> grpc.ServerCertificateConfiguration:
-        served["version"] = trust.version
-        own = (trust.own.key, trust.own.certificate)
-        return grpc.ssl_server_certificate_configuration([own], root_certificates=trust.roots())
-
-    def fetch() -> grpc.ServerCertificateConfiguration | None:
-        return configuration() if trust.version != served["version"] else None
-
-    return grpc.dynamic_ssl_server_credentials(
-        configuration(),
-        fetch,  # type: ignore[arg-type]  # grpc accepts None for "no change"
-        require_client_authentication=True,
-    )
-
-
-async def _follow_trust(store: Store, trust: Trust, servicer: SyncServicer) -> None:
-    """Apply trust list changes (made by `peer peers` in another process) within ~1 s."""
-    version = await store.data_version()
-    while True:
-        await asyncio.sleep(TRUST_POLL_S)
-        try:
-            current = await store.data_version()
-            if current != version:
-                version = current
-                servicer.drop(trust.update(await store.peers.all()))
-        except PeerError as exc:
-            log.warning("trust list: %s", exc)

@@ -1,0 +1,254 @@
+"""The sync wire codec: records, batches, indexes and requests <-> `peer.v1` messages.
+
+Every message received is parsed through `parsing.parse` (counted first, decode errors
+as ProtocolError), and every record is bounds-checked before anything else sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from peer.codec.parsing import parse
+from peer.errors import InvalidRecord, ProtocolError
+from peer.records import MAX_IDX, Head, LogKey, Range, Record, check_record, check_tag
+from peer.v1 import sync_pb2 as pb
+
+PROTOCOL_VERSION = 1
+SERVICE_NAME = "peer.v1.SyncService"
+PAIRING_SERVICE_NAME = "peer.v1.PairingService"
+MAX_CERTIFICATE_BYTES = 16 << 10
+MAX_RECORDS_PER_MESSAGE = 4096
+MAX_HOSTS_PER_MESSAGE = 4096
+MAX_RANGES = 100_000
+MAX_MESSAGE_BYTES = 8 << 20
+_BATCH_CAPS = {1: MAX_RECORDS_PER_MESSAGE, 2: MAX_HOSTS_PER_MESSAGE}
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteIndex:
+    """What GetIndex tells about a node: who it is and what it holds."""
+
+    node_id: str
+    protocol_version: int
+    logs: dict[LogKey, Head]
+    keys: dict[bytes, bytes]
+    frozen: frozenset[LogKey] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A Subscribe request: where to start per log, and which hosts and tags."""
+
+    since: dict[LogKey, int]
+    hosts: frozenset[bytes]
+    tags: frozenset[str]
+
+    def wants(self, record: Record) -> bool:
+        return (not self.hosts or record.host in self.hosts) and (
+            not self.tags or record.tag in self.tags
+        )
+
+
+# -- records ----------------------------------------------------------------------------
+
+
+def record_from_pb(message: pb.Record) -> Record:
+    record = Record(
+        message.id,
+        message.host,
+        message.tag,
+        message.idx,
+        message.timestamp,
+        message.version,
+        message.payload,
+        message.wrapped_key,
+        message.prev,
+        message.sig,
+    )
+    try:
+        return check_record(record)
+    except InvalidRecord as exc:
+        raise ProtocolError(f"invalid record: {exc}") from exc
+
+
+def _fill_records(target: object, records: Iterable[Record]) -> None:
+    """Append `records` to a repeated Record field.
+
+    Field by field rather than `add(**fields)`: about 1.1 µs a record instead of 1.7, and
+    this runs for every record sent.
+    """
+    add = target.add  # type: ignore[attr-defined]
+    for r in records:
+        m = add()
+        m.id = r.id
+        m.host = r.host
+        m.tag = r.tag
+        m.idx = r.idx
+        m.timestamp = r.timestamp
+        m.version = r.version
+        m.payload = r.payload
+        m.wrapped_key = r.wrapped_key
+        m.prev = r.prev
+        m.sig = r.sig
+
+
+def _fill_keys(target: object, keys: Mapping[bytes, bytes]) -> None:
+    add = target.add  # type: ignore[attr-defined]
+    for host, public_key in keys.items():
+        add(host=host, public_key=public_key)
+
+
+def _keys_from(messages: Iterable[pb.HostKey]) -> dict[bytes, bytes]:
+    return {k.host: k.public_key for k in messages}
+
+
+def encode_batch(
+    kind: type[pb.PullRecordsResponse] | type[pb.PushRecordsRequest] | type[pb.SubscribeResponse],
+    records: Sequence[Record],
+    keys: Mapping[bytes, bytes],
+) -> bytes:
+    """A batch message (pull response, push request or subscribe response) as bytes."""
+    message = kind()
+    _fill_records(message.records, records)
+    _fill_keys(message.hosts, keys)
+    return message.SerializeToString()
+
+
+def decode_batch(
+    kind: type[pb.PullRecordsResponse] | type[pb.PushRecordsRequest] | type[pb.SubscribeResponse],
+    raw: bytes,
+) -> tuple[list[Record], dict[bytes, bytes]]:
+    """Records and host keys of a batch message; ProtocolError if malformed."""
+    message = parse(kind, raw, _BATCH_CAPS)
+    return [record_from_pb(m) for m in message.records], _keys_from(message.hosts)
+
+
+# -- index --------------------------------------------------------------------------------
+
+
+def encode_index(index: RemoteIndex) -> bytes:
+    message = pb.GetIndexResponse(node_id=index.node_id, protocol_version=index.protocol_version)
+    for log, head in index.logs.items():
+        message.logs.add(
+            host=log.host,
+            tag=log.tag,
+            next_idx=head.next_idx,
+            head_hash=head.head_hash,
+            frozen=log in index.frozen,
+        )
+    _fill_keys(message.hosts, index.keys)
+    return message.SerializeToString()
+
+
+def decode_index(raw: bytes) -> RemoteIndex:
+    message = parse(pb.GetIndexResponse, raw, {3: MAX_RANGES, 4: MAX_RANGES})
+    logs = {_log_of(m.host, m.tag): _head_of(m) for m in message.logs}
+    frozen = frozenset(_log_of(m.host, m.tag) for m in message.logs if m.frozen)
+    keys = _keys_from(message.hosts)
+    return RemoteIndex(message.node_id, message.protocol_version, logs, keys, frozen)
+
+
+def _log_of(host: bytes, tag: str) -> LogKey:
+    if len(host) != 16:
+        raise ProtocolError("a host id is 16 bytes")
+    try:
+        return LogKey(host, check_tag(tag))
+    except InvalidRecord as exc:
+        raise ProtocolError(str(exc)) from exc
+
+
+def _next_idx_of(message: pb.LogHead) -> int:
+    if message.next_idx > MAX_IDX + 1:
+        raise ProtocolError("next_idx out of range")
+    return message.next_idx
+
+
+def _head_of(message: pb.LogHead) -> Head:
+    _next_idx_of(message)
+    if message.next_idx and len(message.head_hash) != 32:
+        raise ProtocolError("a head hash is 32 bytes")
+    return Head(message.next_idx, message.head_hash or bytes(32))
+
+
+def decode_get_index_request(raw: bytes) -> None:
+    parse(pb.GetIndexRequest, raw)
+
+
+def encode_get_index_request() -> bytes:
+    return pb.GetIndexRequest().SerializeToString()
+
+
+# -- pull -------------------------------------------------------------------------------
+
+
+def encode_pull_request(ranges: Iterable[Range], max_batch: int) -> bytes:
+    message = pb.PullRecordsRequest(max_batch=max_batch)
+    for r in ranges:
+        message.ranges.add(host=r.host, tag=r.tag, start=r.start, end=r.end)
+    return message.SerializeToString()
+
+
+def decode_pull_request(raw: bytes) -> tuple[list[Range], int]:
+    message = parse(pb.PullRecordsRequest, raw, {1: MAX_RANGES})
+    ranges: list[Range] = []
+    for m in message.ranges:
+        log = _log_of(m.host, m.tag)
+        if not m.start <= m.end <= MAX_IDX + 1:
+            raise ProtocolError(f"range {m.start}..{m.end} of {log} is out of bounds")
+        ranges.append(Range(log.host, log.tag, m.start, m.end))
+    return ranges, message.max_batch
+
+
+def encode_push_response(added: int, duplicates: int) -> bytes:
+    return pb.PushRecordsResponse(added=added, duplicates=duplicates).SerializeToString()
+
+
+def decode_push_response(raw: bytes) -> tuple[int, int]:
+    message = parse(pb.PushRecordsResponse, raw)
+    return message.added, message.duplicates
+
+
+# -- subscribe --------------------------------------------------------------------------
+
+
+def encode_subscribe_request(
+    since: Mapping[LogKey, int], hosts: Iterable[bytes] = (), tags: Iterable[str] = ()
+) -> bytes:
+    message = pb.SubscribeRequest(hosts=list(hosts), tags=list(tags))
+    for log, next_idx in since.items():
+        message.since.add(host=log.host, tag=log.tag, next_idx=next_idx)
+    return message.SerializeToString()
+
+
+def decode_subscribe_request(raw: bytes) -> Subscription:
+    message = parse(pb.SubscribeRequest, raw, {1: MAX_RANGES, 2: MAX_RANGES, 3: MAX_RANGES})
+    since = {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.since}
+    for host in message.hosts:
+        _log_of(host, "x")
+    for tag in message.tags:
+        _log_of(bytes(16), tag)
+    return Subscription(since, frozenset(message.hosts), frozenset(message.tags))
+
+
+# -- pairing ----------------------------------------------------------------------------
+
+
+def encode_join_request(secret: bytes, certificate: bytes, name: str) -> bytes:
+    return pb.JoinRequest(secret=secret, certificate=certificate, name=name).SerializeToString()
+
+
+def decode_join_request(raw: bytes) -> tuple[bytes, bytes, str]:
+    message = parse(pb.JoinRequest, raw)
+    if len(message.certificate) > MAX_CERTIFICATE_BYTES or len(message.name) > 256:
+        raise ProtocolError("join request fields out of bounds")
+    return message.secret, message.certificate, message.name
+
+
+def encode_join_response(sync_key: str, name: str) -> bytes:
+    return pb.JoinResponse(sync_key=sync_key, name=name).SerializeToString()
+
+
+def decode_join_response(raw: bytes) -> tuple[str, str]:
+    message = parse(pb.JoinResponse, raw)
+    return message.sync_key, message.name

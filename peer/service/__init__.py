@@ -1,0 +1,42 @@
+"""The SyncService server, in three parts:
+
+- `servicer`: the handlers (index, pull, push, subscribe) and their registration;
+- `guards`: what every handler goes through: caller identity, failures made a status;
+- `server`: starting the server (options, mutual TLS, health, reflection) and
+  following the trust list; `limits`: what one caller may ask at once.
+
+The names below are re-exported so that `service.X` reads the same from anywhere.
+"""
+
+from peer.service.guards import (
+    DRAIN_S,
+    FAILURE_TEXT,
+    THROTTLE_DELAY_S,
+    Context,
+    OnError,
+    caller_id,
+    guard_stream,
+    guard_unary,
+)
+from peer.service.limits import Limits
+from peer.service.server import TRUST_POLL_S, RunningServer, server_options, start_server
+from peer.service.servicer import REJECTIONS, SyncServicer, method_handlers
+
+__all__ = [
+    "DRAIN_S",
+    "FAILURE_TEXT",
+    "REJECTIONS",
+    "THROTTLE_DELAY_S",
+    "TRUST_POLL_S",
+    "Context",
+    "Limits",
+    "OnError",
+    "RunningServer",
+    "SyncServicer",
+    "caller_id",
+    "guard_stream",
+    "guard_unary",
+    "method_handlers",
+    "server_options",
+    "start_server",
+]

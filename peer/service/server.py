@@ -1,0 +1,142 @@
+"""The sync server around the servicer: options, mutual TLS, health and reflection,
+and the trust list followed live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from peer.codec.wire import SERVICE_NAME
+from peer.errors import PeerError, UsageError
+from peer.feed import Feed
+from peer.service.limits import Limits
+from peer.service.servicer import SyncServicer, method_handlers
+from peer.store import Store
+from peer.trust import Credentials, Trust
+
+log = logging.getLogger(__name__)
+TRUST_POLL_S = 0.5
+
+
+def server_options(limits: Limits) -> list[tuple[str, Any]]:
+    """Channel options of the server; the client's keepalive must agree with them."""
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.ping_timeout_ms", 10_000),  # keepalive_timeout alone does not end it
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.server_handshake_timeout_ms", 5_000),
+        ("grpc.max_connection_idle_ms", 600_000),
+        ("grpc.so_reuseport", 0),  # a port another daemon serves is in use, not shared
+        ("grpc.max_concurrent_streams", 100),  # bounds the calls in flight per connection
+    ]
+
+
+@dataclass
+class RunningServer:
+    """A started server: its port, and what to close when it stops."""
+
+    server: aio.Server
+    port: int
+    feed: Feed
+    watcher: asyncio.Task[None] | None = None
+    servicer: SyncServicer | None = None
+
+    async def refresh_trust(self) -> None:
+        """Re-read the trust list now (e.g. right after a pairing pinned a peer)."""
+        if self.servicer is not None and self.servicer.trust is not None:
+            peers = await self.servicer.store.peers.all()
+            self.servicer.drop(self.servicer.trust.update(peers))
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
+        await self.server.stop(grace)
+        await self.feed.close()
+
+
+async def start_server(
+    store: Store,
+    node_id: str,
+    listen: str,
+    limits: Limits | None = None,
+    credentials: Credentials | None = None,
+) -> RunningServer:
+    """Serve `store` on `listen` (HOST:PORT; port 0 picks one) with health and reflection.
+
+    With `credentials`, mutual TLS admits only the pinned peers of the store's trust
+    list, followed live; without, plaintext (the caller checks that it is loopback).
+    """
+    limits = limits or Limits()
+    trust = Trust(credentials) if credentials is not None else None
+    feed = Feed(store, queue_batches=limits.subscriber_queue)
+    await feed.start()
+    servicer = SyncServicer(store, node_id, feed, limits, trust)
+    server = aio.server(options=server_options(limits))
+    server.add_generic_rpc_handlers((method_handlers(servicer),))
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    watcher = None
+    try:
+        if trust is None:
+            port = server.add_insecure_port(listen)
+        else:
+            trust.update(await store.peers.all())
+            port = server.add_secure_port(listen, _server_credentials(trust))
+            watcher = asyncio.create_task(_follow_trust(store, trust, servicer))
+    except RuntimeError as exc:
+        await feed.close()
+        raise UsageError(f"cannot listen on {listen}: the address is in use or invalid") from exc
+    await server.start()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, feed, watcher, servicer)
+
+
+def _server_credentials(trust: Trust) -> grpc.ServerCredentials:
+    """mTLS whose trusted roots are re-read at every new connection (when changed)."""
+    served = {"version": -1}
+
+    def configuration() -> grpc.ServerCertificateConfiguration:
+        served["version"] = trust.version
+        own = (trust.own.key, trust.own.certificate)
+        return grpc.ssl_server_certificate_configuration([own], root_certificates=trust.roots())
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        return configuration() if trust.version != served["version"] else None
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(),
+        fetch,  # type: ignore[arg-type]  # grpc accepts None for "no change"
+        require_client_authentication=True,
+    )
+
+
+async def _follow_trust(store: Store, trust: Trust, servicer: SyncServicer) -> None:
+    """Apply trust list changes (made by `peer peers` in another process) within ~1 s."""
+    version = await store.data_version()
+    while True:
+        await asyncio.sleep(TRUST_POLL_S)
+        try:
+            current = await store.data_version()
+            if current != version:
+                version = current
+                servicer.drop(trust.update(await store.peers.all()))
+        except PeerError as exc:
+            log.warning("trust list: %s", exc)
