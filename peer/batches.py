@@ -8,7 +8,7 @@ within SIGN_EVERY records. Several logs' runs may share one message.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from peer.crypto import SIGN_EVERY
 from peer.errors import IntegrityError
@@ -39,7 +39,7 @@ def cut_signed(sizes: Sequence[tuple[int, bool]], want: int, budget: int) -> int
 
 async def read_batches(
     store: Store, ranges: Iterable[Range], max_batch: int = DEFAULT_BATCH
-) -> AsyncIterator[list[Record]]:
+) -> AsyncGenerator[list[Record], None]:
     """The records of `ranges` (each extended to its next signature) in batches of
     about `max_batch` records and at most MAX_BATCH_BYTES (bar one oversized run),
     several logs per batch when they are short."""

@@ -177,6 +177,7 @@ class Daemon:
         if options.auto_sync:
             if running.servicer is not None:
                 running.servicer.on_contact = self.mesh.contacted
+                self.mesh.taking = running.servicer.is_taking
             await self.mesh.start()
             self._closers.append(self.mesh.close)
         else:  # the links would read them; without links, read them here

@@ -76,6 +76,7 @@ class LinkState:
     pulled: int = 0
     pushed: int = 0
     received_live: int = 0
+    pushes_left_to_peer: int = 0  # rounds whose push stopped: the peer was pulling itself
     remote_heads: dict[LogKey, int] = field(default_factory=dict)
     own_log_alarms: int = 0  # rounds in which the peer held more of our own log than we
     own_log_behind: dict[LogKey, tuple[int, int]] = field(default_factory=dict)  # the last
@@ -94,6 +95,7 @@ class LinkState:
             "pulled": self.pulled,
             "pushed": self.pushed,
             "received_live": self.received_live,
+            "pushes_left_to_peer": self.pushes_left_to_peer,
             "own_log_alarms": self.own_log_alarms,
             "own_log_behind": [
                 {"host": log.host.hex(), "tag": log.tag, "ours": ours, "theirs": theirs}
@@ -115,12 +117,14 @@ class Link:
         schedule: Schedule,
         connect: Connect,
         own_host: bytes | None = None,
+        taking: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.peer = peer
         self.store = store
         self.schedule = schedule
         self.connect = connect
         self.own_host = own_host  # this node's host id: its own log is watched
+        self.taking = taking  # is a peer pulling from us now (our server knows)
         self.discovered = ""  # an address found on the LAN, fresher than the pinned one
         self.state = LinkState(peer.node_id, peer.name, peer.address)
         self._wake = asyncio.Event()
@@ -193,14 +197,20 @@ class Link:
         self._wake.clear()
 
     async def _round(self, client: PeerClient) -> SyncSummary:
+        taking, node_id = self.taking, self.peer.node_id
         summary = await sync_with(
-            self.store, client, batch=self.schedule.batch, own_host=self.own_host
+            self.store,
+            client,
+            batch=self.schedule.batch,
+            own_host=self.own_host,
+            peer_takes=(lambda: taking(node_id)) if taking is not None else None,
         )
         state = self.state
         if summary.own_log_behind:
             self._alarm(summary.own_log_behind)
         state.pulled += summary.pulled
         state.pushed += summary.pushed
+        state.pushes_left_to_peer += summary.left_to_peer
         state.remote_heads.update(summary.remote_heads)
         state.last_sync = time.time()
         state.last_error, state.failures, state.retry_at = None, 0, None
@@ -281,6 +291,9 @@ class Mesh:
         self.schedule = schedule
         self.connect = connect
         self.own_host = own_host
+        # Set by the daemon to its server's view: is this peer pulling from us right now?
+        # (Then a link's round leaves the push to the peer's own pull.)
+        self.taking: Callable[[bytes], bool] | None = None
         self.links: dict[bytes, Link] = {}
         self.discovered: dict[bytes, str] = {}
         self._watcher: asyncio.Task[None] | None = None
@@ -306,7 +319,7 @@ class Mesh:
             link = self.links.get(node_id)
             if link is None:
                 link = self.links[node_id] = Link(
-                    peer, self.store, self.schedule, self.connect, self.own_host
+                    peer, self.store, self.schedule, self.connect, self.own_host, self.taking
                 )
                 link.discovered = self.discovered.get(node_id, "")
                 link.start()

@@ -39,6 +39,8 @@ class SyncSummary:
     # Pulled back all the same (they are signed with our key): that is how a restored
     # backup recovers. But it is an alarm: a backup, or a clone of this identity.
     own_log_behind: dict[LogKey, tuple[int, int]] = field(default_factory=dict)
+    # The push was left (in part) to the peer, which was pulling from us by itself.
+    left_to_peer: bool = False
 
     def count(self, log: LogKey, pulled: int = 0, pushed: int = 0) -> None:
         entry = self.per_log.setdefault(log, [0, 0])
@@ -57,9 +59,13 @@ async def sync_with(
     batch: int = DEFAULT_BATCH,
     progress: Progress | None = None,
     own_host: bytes | None = None,
+    peer_takes: Callable[[], bool] | None = None,
 ) -> SyncSummary:
     """Bring `store` and the peer's store to the union of both, both ways. With
-    `own_host` (this node's host id), logs of it held further there are reported."""
+    `own_host` (this node's host id), logs of it held further there are reported.
+    `peer_takes`: whether the peer is pulling from us by itself right now (two daemons
+    syncing each other); the push stops then, instead of sending the same records
+    twice."""
     remote = await peer.get_index()
     if remote.protocol_version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -72,7 +78,9 @@ async def sync_with(
     total = sum(len(r) for r in pulls) + sum(len(r) for r in pushes)
     report = progress or (lambda done, total: None)
     await _pull(store, peer, remote, pulls, batch, summary, lambda: report(_done(summary), total))
-    await _push(store, peer, pushes, batch, summary, lambda: report(_done(summary), total))
+    await _push(
+        store, peer, pushes, batch, summary, lambda: report(_done(summary), total), peer_takes
+    )
     await _check_served(store, peer.target, pulls)
     return summary
 
@@ -168,10 +176,14 @@ async def _push(
     batch: int,
     summary: SyncSummary,
     tick: Callable[[], None],
+    peer_takes: Callable[[], bool] | None = None,
 ) -> None:
     if not ranges:
         return
-    await peer.push(_outgoing(store, ranges, batch, summary, tick))
+    if peer_takes is not None and peer_takes():
+        summary.left_to_peer = True
+        return
+    await peer.push(_outgoing(store, ranges, batch, summary, tick, peer_takes))
 
 
 async def _outgoing(
@@ -180,15 +192,25 @@ async def _outgoing(
     batch: int,
     summary: SyncSummary,
     tick: Callable[[], None],
+    peer_takes: Callable[[], bool] | None,
 ) -> AsyncIterator[Batch]:
+    """The push's batches; it ends early (a normal end of the stream) once the peer
+    pulls from us by itself: each batch is then stored by the peer's own pull."""
     sent: set[bytes] = set()
-    async for records in read_batches(store, ranges, batch):
-        new_hosts = {r.host for r in records} - sent
-        sent |= new_hosts
-        yield records, await store.host_keys(new_hosts)
-        for log, count in _per_log(records).items():
-            summary.count(log, pushed=count)
-        tick()
+    batches = read_batches(store, ranges, batch)
+    try:
+        async for records in batches:
+            if peer_takes is not None and peer_takes():
+                summary.left_to_peer = True
+                return
+            new_hosts = {r.host for r in records} - sent
+            sent |= new_hosts
+            yield records, await store.host_keys(new_hosts)
+            for log, count in _per_log(records).items():
+                summary.count(log, pushed=count)
+            tick()
+    finally:
+        await batches.aclose()
 
 
 def _per_log(records: list[Record]) -> dict[LogKey, int]:

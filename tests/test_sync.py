@@ -311,6 +311,33 @@ async def test_an_interrupted_push_resumes_exactly(nodes: Nodes) -> None:
     await assert_converged(a.store, b.store)
 
 
+async def test_a_push_stops_once_the_peer_pulls_by_itself(nodes: Nodes) -> None:
+    """`peer_takes` (a daemon's server: is this peer pulling from us now?) stops the
+    push at a batch boundary with a normal end of stream; what went is contiguous, and
+    the next session moves the rest."""
+    a = await nodes.node("a", serve=False)
+    b = await nodes.node("b")
+    for _ in range(6):
+        await a.store.append(a.author, "t", [os.urandom(32) for _ in range(100)])
+    async with PeerClient(b.target) as peer:
+        skipped = await sync_with(a.store, peer, batch=100, peer_takes=lambda: True)
+        assert (skipped.pushed, skipped.left_to_peer) == (0, True)
+        assert await next_idx(b.store, a.log("t")) == 0
+        asked = 0
+
+        def after_two_batches() -> bool:
+            nonlocal asked
+            asked += 1
+            return asked > 3  # once before the push, then once per batch
+
+        cut = await sync_with(a.store, peer, batch=100, peer_takes=after_two_batches)
+    assert (cut.pushed, cut.left_to_peer) == (200, True)
+    assert await next_idx(b.store, a.log("t")) == 200
+    rest = await sync(a, b, batch=100)
+    assert (rest.pushed, rest.left_to_peer) == (400, False)
+    await assert_converged(a.store, b.store)
+
+
 async def test_a_cancelled_write_leaves_the_store_usable(tmp_path: Path, author: Author) -> None:
     """How a serving node gets there: a client cancelling a push mid-stream cancels the
     server's handler inside insert_batch; a cancelled sync task cancels its apply task.

@@ -77,7 +77,10 @@ class SyncServicer:
 
     async def pull_records(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         ranges, max_batch = wire.decode_pull_request(request)
-        with self._slot(context) as slot, _cut_if_unread(self.limits.idle_s, context) as unread:
+        with (
+            self._slot(context, gives=True) as slot,
+            _cut_if_unread(self.limits.idle_s, context) as unread,
+        ):
             frozen = await self.store.frozen_logs()
             wanted = [r for r in ranges if r.log not in frozen]
             sent: set[bytes] = set()
@@ -116,7 +119,7 @@ class SyncServicer:
 
     async def subscribe(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         wanted = wire.decode_subscribe_request(request)
-        with self._slot(context) as slot:
+        with self._slot(context, gives=not (wanted.hosts or wanted.tags)) as slot:
             subscriber = self.feed.subscribe()
             slot.wake = subscriber.interrupt
             handler = asyncio.current_task()
@@ -209,10 +212,16 @@ class SyncServicer:
             if node_id is not None:
                 self.policy.note(node_id.hex(), error)
 
+    def is_taking(self, node_id: bytes) -> bool:
+        """Whether the peer is pulling from this node, or following all of it live, right
+        now: it then gets what it lacks by itself, and pushing the same to it is waste."""
+        return any(slot.gives for slot in self._slots.get(node_id.hex(), ()))
+
     @contextmanager
-    def _slot(self, context: Context) -> Iterator[_Slot]:
+    def _slot(self, context: Context, gives: bool = False) -> Iterator[_Slot]:
         """Count a caller's concurrent streams; past the cap it gets RESOURCE_EXHAUSTED.
-        The stream is registered so that removing the peer can cut it."""
+        The stream is registered so that removing the peer can cut it. `gives`: the
+        stream gives the caller every record it lacks (a pull, an unfiltered follow)."""
         caller = self._admit(context)
         if self._streams[caller] >= self.limits.streams_per_caller:
             raise LimitExceeded(
@@ -220,7 +229,7 @@ class SyncServicer:
                 f"(limit {self.limits.streams_per_caller})"
             )
         self._streams[caller] += 1
-        slot = _Slot()
+        slot = _Slot(gives)
         slots = self._slots.setdefault(caller, set())
         slots.add(slot)
         try:
@@ -236,7 +245,8 @@ class SyncServicer:
 class _Slot:
     """One open stream of a caller; revoked when the caller is unpinned."""
 
-    def __init__(self) -> None:
+    def __init__(self, gives: bool = False) -> None:
+        self.gives = gives
         self.revoked = False
         self.wake: Callable[[], None] | None = None  # to interrupt a stream that waits
 
