@@ -261,8 +261,10 @@ def thread_cpu() -> dict[str, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # the thread ended meanwhile
-        kind = "event loop" if task.name == str(os.getpid()) else f"{name} threads"
-        kind = "sqlite writer (aiosqlite)" if name == "python" else kind
+        if task.name == str(os.getpid()):
+            kind = "event loop"
+        else:
+            kind = "sqlite writer (aiosqlite)" if name == "python" else f"{name} threads"
         kinds[kind] = kinds.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
     return kinds
 
