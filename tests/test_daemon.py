@@ -17,6 +17,7 @@ import pytest
 
 from peer.errors import PeerError
 from peer.records import LogKey
+from tests.cli import ok, peer
 from tests.daemons import (
     Daemon,
     Daemons,
@@ -26,8 +27,6 @@ from tests.daemons import (
     daemons_fixture,
     logs_of,
     mesh,
-    ok,
-    peer,
     pin,
     texts,
     until,
