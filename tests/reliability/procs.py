@@ -183,6 +183,19 @@ def killed_syncs(
         shutil.rmtree(home)
 
 
+def kill_when_ready(argv: list[str], delay: float) -> str:
+    """Start `argv`, wait for the "ready" line it prints, SIGKILL it `delay` s later;
+    whatever else it printed."""
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    with child.stdout:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        return child.stdout.read().strip()
+
+
 # -- read-only checks of a database -------------------------------------------------------
 
 
