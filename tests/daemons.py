@@ -363,14 +363,6 @@ class Daemons:
                 print(f"--- {daemon.home.name} (pid {daemon.pid}) stderr:\n{text}")
 
 
-async def daemons_fixture(tmp_path: Path) -> AsyncIterator[Daemons]:
-    made = Daemons(tmp_path)
-    try:
-        yield made
-    finally:
-        await made.close()
-
-
 # -- programs on the local API --------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,12 @@ from tests.daemons import (
     Subscriber,
     aok,
     cli_status,
-    daemons_fixture,
     logs_of,
     mesh,
     pin,
     texts,
     until,
 )
-
-
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
-    async for made in daemons_fixture(tmp_path):
-        yield made
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -11,30 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from peer import api
 from peer.client import ClientTls, PeerClient
 from peer.errors import PeerRefused
 from peer.trust import Credentials
 from tests.cli import ok
-from tests.daemons import Daemons, Home, aok, daemons_fixture, mesh, pin, until
+from tests.daemons import Daemons, Home, aok, mesh, pin, until
 from tests.reliability.conftest import Report
 from tests.test_daemon_discovery import serve_in, stop
 
 CALL_S = 5.0
 REVOKE_LIMIT_S = 10.0
 CONVERGE_LIMIT_S = 5.0
-
-
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
-    async for made in daemons_fixture(tmp_path):
-        yield made
 
 
 def _client_as(caller: Home, server: Home) -> PeerClient:
