@@ -24,16 +24,20 @@ def cli_env() -> dict[str, str]:
 
 
 def peer(
-    home: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    home: Path,
+    *args: str,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = CLI_TIMEOUT_S,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `peer --home HOME ARGS...` to completion (bounded in time); `env` as given,
-    else ours."""
+    """Run `peer --home HOME ARGS...` to completion (bounded by `timeout` s); `env` as
+    given, else ours."""
     return subprocess.run(
         [sys.executable, "-m", "peer.cli", "--home", str(home), *args],
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=CLI_TIMEOUT_S,
+        timeout=timeout,
         check=False,
         env=env,
     )
