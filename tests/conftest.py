@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,6 +22,10 @@ from hypothesis import HealthCheck, settings
 from peer.crypto import Author, SigningKey, SyncKey, record_hash
 from peer.records import Head, Record
 from peer.store import Store
+
+if TYPE_CHECKING:  # imported in the fixtures: tests.nodes imports this module
+    from tests.daemons import Daemons
+    from tests.nodes import Nodes
 
 settings.register_profile(
     "default",
@@ -91,6 +96,28 @@ async def replica(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await open_store(tmp_path / "b.db")
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
+    """In-process nodes serving on loopback (`tests.nodes`), all closed afterwards."""
+    from tests.nodes import Nodes
+
+    async with Nodes(tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
+    """`peer serve` daemons for homes under tmp_path (`tests.daemons`), all stopped
+    afterwards."""
+    from tests.daemons import Daemons
+
+    made = Daemons(tmp_path)
+    try:
+        yield made
+    finally:
+        await made.close()
 
 
 # -- a LAN of two network namespaces (discovery tests) ------------------------------------

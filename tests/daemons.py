@@ -36,8 +36,8 @@ from peer.home import Home as HomeFiles
 from peer.identity import format_node_id
 from peer.node import Node
 from peer.store import TrustedPeer
+from tests.cli import ok
 
-CLI_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.02
@@ -48,25 +48,6 @@ Logs = dict[tuple[str, str], int]
 
 
 # -- the CLI --------------------------------------------------------------------------
-
-
-def peer(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `peer --home HOME ARGS...` to completion (bounded in time)."""
-    return subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--home", str(home), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-
-
-def ok(home: Path, *args: str, stdin: str | None = None) -> str:
-    """`peer` that must succeed; its stdout."""
-    done = peer(home, *args, stdin=stdin)
-    assert done.returncode == 0, f"peer {' '.join(args)}: {done.stderr}{done.stdout}"
-    return done.stdout
 
 
 async def aok(home: Path, *args: str, stdin: str | None = None) -> str:
@@ -380,14 +361,6 @@ class Daemons:
             text = daemon.stderr().strip()
             if text:  # pytest shows it when the test fails
                 print(f"--- {daemon.home.name} (pid {daemon.pid}) stderr:\n{text}")
-
-
-async def daemons_fixture(tmp_path: Path) -> AsyncIterator[Daemons]:
-    made = Daemons(tmp_path)
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 # -- programs on the local API --------------------------------------------------------

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,9 @@ from tests.daemons import (
     Daemons,
     Subscriber,
     aok,
-    daemons_fixture,
     mesh,
     texts,
 )
-
-
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
-    async for made in daemons_fixture(tmp_path):
-        yield made
 
 
 async def test_the_socket_is_the_owners_only(daemons: Daemons) -> None:

@@ -3,71 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-TIMEOUT_S = 60
-
-
-def peer(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--home", str(home), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-
-
-def ok(home: Path, *args: str, stdin: str | None = None) -> str:
-    done = peer(home, *args, stdin=stdin)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-class Server:
-    """`peer serve` on an ephemeral loopback port (plaintext unless `tls`), stopped
-    with SIGTERM."""
-
-    def __init__(self, home: Path, tls: bool = False) -> None:
-        mode = [] if tls else ["--insecure"]
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "peer.cli",
-                "--home",
-                str(home),
-                "serve",
-                "--no-sync",  # these tests sync by hand
-                *mode,
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, self.process.stderr.read() if self.process.stderr else "no output"
-        self.address = json.loads(line)["listen"]
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=TIMEOUT_S)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-        return code
+from tests.cli import Server, ok, peer
 
 
 @pytest.fixture
@@ -92,7 +34,7 @@ def test_a_line_of_three_processes_converges_through_the_middle(
     ok(a, "append", "--tag", "notes", stdin="".join(f"a{n}\n" for n in range(700)))
     ok(b, "append", "--tag", "notes", "from b")
     ok(c, "append", "--tag", "notes", "from c")
-    server_a, server_b = Server(a), Server(b)
+    server_a, server_b = Server(a, tls=False), Server(b, tls=False)
     try:
         first = json.loads(ok(b, "sync", "--insecure", server_a.address, "--json"))
         assert first["peers"][0]["pulled"] == 700
@@ -116,7 +58,7 @@ def test_a_write_by_the_cli_beside_a_running_server_is_served_at_once(
     homes: tuple[Path, Path, Path],
 ) -> None:
     a, b, _ = homes
-    server_a = Server(a)
+    server_a = Server(a, tls=False)
     try:
         ok(a, "append", "--tag", "late", "written while serving")
         deadline = time.monotonic() + 10

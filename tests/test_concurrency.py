@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests import cli
+
 pytestmark = pytest.mark.timeout(240)
 
 TAG = "t"
@@ -53,14 +55,7 @@ def _env() -> dict[str, str]:
 
 
 def peer(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT_S,
-        env=_env(),
-        check=False,
-    )
+    return cli.peer(home, *args, env=_env(), timeout=PROCESS_TIMEOUT_S)
 
 
 @dataclass

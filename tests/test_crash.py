@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from peer.store import Store
+from tests.reliability.procs import kill_when_ready
 
 COUNT = 60_000
 CHILD = textwrap.dedent(
@@ -41,17 +39,8 @@ CHILD = textwrap.dedent(
 
 def kill_mid_batch(tmp_path: Path, round_no: int, delay: float) -> Path:
     target = tmp_path / f"target{round_no}.db"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tmp_path / f"src{round_no}.db"), str(target), str(COUNT)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    with child.stdout:
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(delay)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
+    source = tmp_path / f"src{round_no}.db"
+    kill_when_ready([sys.executable, "-c", CHILD, str(source), str(target), str(COUNT)], delay)
     return target
 
 

@@ -10,34 +10,25 @@ import re
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from peer.errors import PeerError
 from peer.records import LogKey
+from tests.cli import ok, peer
 from tests.daemons import (
     Daemon,
     Daemons,
     Subscriber,
     aok,
     cli_status,
-    daemons_fixture,
     logs_of,
     mesh,
-    ok,
-    peer,
     pin,
     texts,
     until,
 )
-
-
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
-    async for made in daemons_fixture(tmp_path):
-        yield made
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

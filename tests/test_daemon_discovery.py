@@ -8,7 +8,6 @@ the shared file system, so `peer status` from the host reads each daemon's local
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -16,19 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.cli import ok
+from tests.daemons import cli_status
+
 TIMEOUT_S = 60.0
-
-
-def peer(home: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def serve_in(namespace: str, home: Path, listen: str) -> subprocess.Popen[str]:
@@ -39,11 +29,6 @@ def serve_in(namespace: str, home: Path, listen: str) -> subprocess.Popen[str]:
     line = process.stdout.readline()
     assert line, process.stderr.read() if process.stderr else "no output"
     return process
-
-
-def status(home: Path) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(peer(home, "status", "--json"))
-    return value
 
 
 def stop(process: subprocess.Popen[str]) -> int:
@@ -60,29 +45,29 @@ def test_pinned_daemons_find_each_other_on_the_lan_and_sync(
     lan: tuple[str, str], tmp_path: Path
 ) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    peer(a, "init", "--name", "alpha")
-    peer(b, "init", "--name", "beta", "--key", peer(a, "key", "export").strip())
-    peer(a, "peers", "add", peer(b, "id").strip())  # by id only: no address
-    peer(b, "peers", "add", peer(a, "id").strip())
-    peer(a, "append", "--tag", "notes", "found you")
+    ok(a, "init", "--name", "alpha")
+    ok(b, "init", "--name", "beta", "--key", ok(a, "key", "export").strip())
+    ok(a, "peers", "add", ok(b, "id").strip())  # by id only: no address
+    ok(b, "peers", "add", ok(a, "id").strip())
+    ok(a, "append", "--tag", "notes", "found you")
     started = time.monotonic()
     daemons = [serve_in(lan[0], a, "198.18.0.1:7001"), serve_in(lan[1], b, "198.18.0.2:7002")]
     try:
         deadline = started + TIMEOUT_S
         held: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            held = status(b)["logs"]
+            held = cli_status(b)["logs"]
             if held:
                 break
             time.sleep(0.2)
         seconds = time.monotonic() - started
         print(f"discovered and synced in {seconds:.1f} s")
         assert [log["next_idx"] for log in held] == [1]
-        link = status(a)["peers"][0]["link"]
+        link = cli_status(a)["peers"][0]["link"]
         assert link["address"] == "198.18.0.2:7002"
-        assert status(a)["daemon"]["discovery"] == "on"
-        discovered = {d["node_id"] for d in status(a)["daemon"]["discovered"]}
-        assert discovered == {status(b)["node_id"]}
+        assert cli_status(a)["daemon"]["discovery"] == "on"
+        discovered = {d["node_id"] for d in cli_status(a)["daemon"]["discovered"]}
+        assert discovered == {cli_status(b)["node_id"]}
     finally:
         codes = [stop(process) for process in daemons]
     assert codes == [0, 0]

@@ -10,11 +10,9 @@ import os
 import random
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from peer.client import PeerClient
 from peer.mesh import MAX_DISCOVERED, Mesh, Schedule
@@ -26,7 +24,6 @@ from tests.daemons import (
     Subscriber,
     aok,
     cli_status,
-    daemons_fixture,
     holds,
     logs_of,
     mesh,
@@ -35,13 +32,6 @@ from tests.daemons import (
     until,
 )
 from tests.nodes import Nodes, next_idx
-
-
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
-    async for made in daemons_fixture(tmp_path):
-        yield made
-
 
 # -- convergence ----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from peer.pairing import Invitation
-from tests.test_cli_sync import Server, ok, peer
+from tests.cli import Server, ok, peer
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def inviter(tmp_path: Path) -> tuple[Path, Server]:
     home = tmp_path / "laptop"
     ok(home, "init", "--name", "laptop")
     ok(home, "append", "--tag", "notes", "written on the laptop")
-    return home, Server(home, tls=True)
+    return home, Server(home)
 
 
 def test_one_command_on_each_device_pairs_them_and_they_sync(

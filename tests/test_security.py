@@ -34,10 +34,10 @@ from peer.service import RunningServer, start_server
 from peer.store import Store, TrustedPeer
 from peer.sync import sync_with
 from peer.trust import Credentials
+from tests.cli import Server
 from tests.conftest import new_author
 from tests.nodes import assert_converged
 from tests.tls import (
-    TlsServer,
     ok,
     ok_json,
     peer,
@@ -414,7 +414,7 @@ def test_peers_add_with_the_wrong_id_for_an_address_is_refused(tmp_path: Path) -
     ok(x, "init")
     ok(y, "init")
     wrong = format_node_id(node_id(new_credentials()))
-    server = TlsServer(x)
+    server = Server(x)
     try:
         done = peer(y, "peers", "add", wrong, server.address, "--name", "x")
         assert done.returncode == 2
@@ -433,7 +433,7 @@ def test_a_refused_peers_add_pins_nothing(tmp_path: Path) -> None:
     ok(x, "init")
     ok(y, "init")
     wrong = format_node_id(node_id(new_credentials()))
-    server = TlsServer(x)
+    server = Server(x)
     try:
         assert peer(y, "peers", "add", wrong, server.address).returncode == 2
         assert ok_json(y, "peers", "list")["peers"] == []

@@ -11,9 +11,8 @@ import asyncio
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import grpc
 import pytest
@@ -42,12 +41,6 @@ BODIES_PER_RPC = 1000
 CONCURRENCY = 48
 SUBSCRIBE_WAIT_S = 0.5  # an accepted Subscribe stays open: it ends at this deadline
 FORBIDDEN = re.compile(r"Traceback|<class|Exception|\b[A-Z]\w*Error\b|Error:")
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
-    async with Nodes(tmp_path) as made:
-        yield made
 
 
 # -- malformed bodies ---------------------------------------------------------------------

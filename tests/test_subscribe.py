@@ -34,12 +34,6 @@ from tests.nodes import (
 )
 
 
-@pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
-    async with Nodes(tmp_path) as made:
-        yield made
-
-
 class Collector:
     """Reads one subscription in the background and keeps every batch it delivers."""
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -44,12 +43,6 @@ from tests.nodes import (
     next_idx,
     sync,
 )
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
-    async with Nodes(tmp_path) as made:
-        yield made
 
 
 async def moved_nothing(a: Node, b: Node, batch: int = 1000) -> None:

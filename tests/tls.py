@@ -1,6 +1,7 @@
 """TLS helpers for the security tests: certificates a hostile node could present, raw
-channels with any credentials (or none), every RPC attempted on one channel, and
-`peer` CLI processes serving with mutual TLS.
+channels with any credentials (or none), every RPC attempted on one channel, and the
+`peer` CLI with gRPC's own logging kept to errors (`tests.cli.Server` serves with mutual
+TLS).
 
 Every call has a deadline and every wait is bounded.
 """
@@ -10,10 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import select
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,9 +29,10 @@ from peer.crypto import TLS_SERVER_NAME, Author
 from peer.records import Head, Range, Record
 from peer.trust import Credentials
 from peer.v1 import sync_pb2 as pb
+from tests import cli
+from tests.cli import cli_env
 
 CALL_TIMEOUT_S = 5.0
-CLI_TIMEOUT_S = 60.0
 RPCS = ("GetIndex", "PullRecords", "PushRecords", "Subscribe")
 OK = "OK"
 _WIDE_FROM = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
@@ -220,78 +219,13 @@ async def attempt_every_rpc(
 # -- the CLI ------------------------------------------------------------------------------
 
 
-def cli_env() -> dict[str, str]:
-    return {**os.environ, "GRPC_VERBOSITY": "ERROR"}
-
-
 def peer(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--home", str(home), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-        env=cli_env(),
-    )
+    return cli.peer(home, *args, stdin=stdin, env=cli_env())
 
 
 def ok(home: Path, *args: str, stdin: str | None = None) -> str:
-    done = peer(home, *args, stdin=stdin)
-    assert done.returncode == 0, f"peer {' '.join(args)}: {done.stderr}"
-    return done.stdout
+    return cli.ok(home, *args, stdin=stdin, env=cli_env())
 
 
 def ok_json(home: Path, *args: str, stdin: str | None = None) -> Any:
     return json.loads(ok(home, *args, "--json", stdin=stdin))
-
-
-class TlsServer:
-    """`peer serve --listen 127.0.0.1:0 --json` (mutual TLS), stopped with SIGTERM.
-
-    Its stderr goes to `log` (by default a file in the node's home, so that a scan of
-    the home also reads what the server logged)."""
-
-    def __init__(self, home: Path, log: Path | None = None) -> None:
-        self.log_path = log or home / "serve.log"
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "peer.cli",
-                "--home",
-                str(home),
-                "serve",
-                "--no-sync",  # these tests sync by hand
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-            env=cli_env(),
-        )
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], CLI_TIMEOUT_S)
-        line = self.process.stdout.readline() if ready else ""
-        if not line:
-            self.stop()
-            raise AssertionError(f"peer serve printed nothing: {self.log_path.read_text()}")
-        self.ready: dict[str, Any] = json.loads(line)
-        self.address: str = self.ready["listen"]
-        self.node_id: str = self.ready["node_id"]
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=CLI_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=CLI_TIMEOUT_S)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self.log.close()
-        return code

@@ -4,11 +4,8 @@ reliability suite's A8 (tests/reliability/test_a8_views.py), which reports its f
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from peer.apps import history, kv
@@ -16,6 +13,7 @@ from peer.apps.views import ViewEngine
 from peer.crypto import Author, SigningKey, SyncKey
 from peer.store import HistoryEntry, Skipped, Store
 from tests.apps import snapshot
+from tests.reliability.procs import kill_when_ready
 
 KV_RECORDS = 30_000
 HISTORY_RECORDS = 10_000
@@ -61,18 +59,7 @@ async def make_source(path: Path, sync: SyncKey) -> None:
 
 def kill_mid_catch_up(source: Path, target: Path, sync: SyncKey, delay: float) -> str:
     shutil.copy(source, target)
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(target), sync.to_text()],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    with child.stdout:
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(delay)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        return child.stdout.read().strip()
+    return kill_when_ready([sys.executable, "-c", CHILD, str(target), sync.to_text()], delay)
 
 
 async def check_resumed(path: Path, sync: SyncKey, total: int) -> None:

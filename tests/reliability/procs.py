@@ -12,12 +12,14 @@ import asyncio
 import hashlib
 import json
 import os
+import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,9 +136,10 @@ def start_sync(home: Path, address: str, batch: int) -> subprocess.Popen[str]:
     )
 
 
-def run_sync(home: Path, address: str, batch: int) -> subprocess.CompletedProcess[str]:
+def run_peer(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`peer --home HOME ARGS...` as a child node, to completion (bounded)."""
     return subprocess.run(
-        peer_command(home, "sync", "--insecure", address, "--batch", str(batch), "--json"),
+        peer_command(home, *args),
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -145,10 +148,52 @@ def run_sync(home: Path, address: str, batch: int) -> subprocess.CompletedProces
     )
 
 
+def run_sync(home: Path, address: str, batch: int) -> subprocess.CompletedProcess[str]:
+    return run_peer(home, "sync", "--insecure", address, "--batch", str(batch), "--json")
+
+
 def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     """Wait for a child (bounded); its exit code and everything it printed."""
     out, err = process.communicate(timeout=TIMEOUT_S)
     return process.returncode, out + err
+
+
+def killed_syncs(
+    root: Path,
+    template: Path,
+    address: str,
+    *,
+    batch: int,
+    cycles: int,
+    total: int,
+    rng: random.Random,
+) -> Iterator[Path]:
+    """`cycles` receivers killed with SIGKILL mid-sync: each a fresh copy of `template`
+    under `root` (r1, r2, ...) syncing from `address` in batches of `batch`, killed once
+    it has committed a number of records drawn from `rng` below `total` (or has exited;
+    bounded). Yields each receiver's home, and removes it when the caller is done."""
+    for cycle in range(cycles):
+        home = root / f"r{cycle + 1}"
+        shutil.copytree(template, home)
+        process = start_sync(home, address, batch)
+        wait_held(home / "peer.db", rng.randrange(total), process, TIMEOUT_S)
+        process.kill()
+        finish(process)
+        yield home
+        shutil.rmtree(home)
+
+
+def kill_when_ready(argv: list[str], delay: float) -> str:
+    """Start `argv`, wait for the "ready" line it prints, SIGKILL it `delay` s later;
+    whatever else it printed."""
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    with child.stdout:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        return child.stdout.read().strip()
 
 
 # -- read-only checks of a database -------------------------------------------------------

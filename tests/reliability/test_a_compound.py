@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
-import subprocess
 from pathlib import Path
 
 from peer.client import PeerClient
@@ -28,16 +27,12 @@ from peer.store import Faults, Store
 from peer.sync import sync_with
 from tests.reliability.conftest import Report, Tier
 from tests.reliability.procs import (
-    TIMEOUT_S,
     Daemon,
     audit,
-    child_env,
-    finish,
+    killed_syncs,
     new_homes,
-    peer_command,
+    run_peer,
     run_sync,
-    start_sync,
-    wait_held,
 )
 from tests.reliability.test_a_crash import PER
 
@@ -81,13 +76,10 @@ async def test_a6_ioerr_during_recovery(
     problems: list[str] = []
     daemon = Daemon(sender)
     try:
-        for cycle in range(cycles):
-            home = tmp_path / f"r{cycle + 1}"
-            shutil.copytree(template, home)
-            process = start_sync(home, daemon.address, PER)
-            wait_held(home / "peer.db", rng.randrange(total), process, TIMEOUT_S)
-            process.kill()
-            finish(process)
+        kills = killed_syncs(
+            tmp_path, template, daemon.address, batch=PER, cycles=cycles, total=total, rng=rng
+        )
+        for home in kills:
             at, persist = rng.randint(1, statements), rng.random() < 0.5
             opened, error = await _open_with_fault(home / "peer.db", at, persist)
             if not opened:
@@ -99,7 +91,6 @@ async def test_a6_ioerr_during_recovery(
             done = run_sync(home, daemon.address, PER)  # the next, clean start
             final = audit(home / "peer.db")
             converged += done.returncode == 0 and final.ok and final.digests() == source.digests()
-            shutil.rmtree(home)
     finally:
         assert daemon.stop() == 0
     figure = (
@@ -127,14 +118,7 @@ async def test_a6_ioerr_during_recovery(
 def _verify(home: Path) -> tuple[str, str]:
     """`peer verify` on a home: (outcome, output); outcome is ok / flagged / refused /
     crash."""
-    done = subprocess.run(
-        peer_command(home, "verify"),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        env=child_env(),
-        check=False,
-    )
+    done = run_peer(home, "verify")
     output = done.stdout + done.stderr
     if "Traceback" in output or "unexpected failure" in output or done.returncode not in (0, 1):
         return "crash", output

@@ -27,6 +27,7 @@ from tests.reliability.procs import (
     Daemon,
     audit,
     finish,
+    killed_syncs,
     make_home,
     make_homes,
     median,
@@ -71,13 +72,10 @@ def test_a1_kill9_receiver_during_sync(
     bad, mid, converged, resumes, problems = 0, 0, 0, list[float](), list[str]()
     daemon = Daemon(sender)
     try:
-        for cycle in range(cycles):
-            home = tmp_path / f"r{cycle + 1}"
-            shutil.copytree(template, home)
-            process = start_sync(home, daemon.address, PER)
-            wait_held(home / "peer.db", rng.randrange(total), process, TIMEOUT_S)
-            process.kill()
-            finish(process)
+        kills = killed_syncs(
+            tmp_path, template, daemon.address, batch=PER, cycles=cycles, total=total, rng=rng
+        )
+        for home in kills:
             after = audit(home / "peer.db")
             mid += 0 < after.count() < total
             if not after.ok or not after.prefix_of(source):
@@ -87,7 +85,6 @@ def test_a1_kill9_receiver_during_sync(
             converged += ok
             resumes.append(took)
             problems += failed
-            shutil.rmtree(home)
     finally:
         assert daemon.stop() == 0
     figure = (

@@ -12,23 +12,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.daemons import Daemons, Home, aok, daemons_fixture, mesh, texts, until
+from tests.daemons import Daemons, Home, aok, mesh, texts, until
 from tests.reliability.conftest import Report
 
 WARNING = "held records of this node's own log beyond ours"
 FIRST, LATER = 5, 5  # records in the backup, records written after it
-
-
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
-    async for made in daemons_fixture(tmp_path):
-        yield made
 
 
 def _database_files(home: Home) -> list[Path]:

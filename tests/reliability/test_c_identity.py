@@ -24,6 +24,7 @@ from peer.records import Range
 from peer.service import start_server
 from peer.store import Store, TrustedPeer
 from peer.trust import Credentials
+from tests.cli import Server
 from tests.conftest import new_author
 from tests.reliability.conftest import Report
 from tests.test_security import (
@@ -39,7 +40,6 @@ from tests.test_security import (
 from tests.tls import (
     OK,
     RPCS,
-    TlsServer,
     attempt_every_rpc,
     certificate,
     expired_credentials,
@@ -220,7 +220,7 @@ def test_c5_blind_relay_confidentiality(tmp_path: Path, rng: random.Random, repo
     lines = "".join(f"canary {c.hex()}\n" for c in canaries)
     ok(a, "append", "--tag", "secrets", stdin=lines)
 
-    servers = {home.name: TlsServer(home) for home in (a, r, b)}
+    servers = {home.name: Server(home) for home in (a, r, b)}
     try:
         sa, sr, sb = servers["a"], servers["r"], servers["b"]
         assert all(s.ready["tls"] is True for s in servers.values())

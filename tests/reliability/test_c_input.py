@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from grpc import aio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,12 +36,6 @@ from tests.reliability.rel_c import LEAK, FakePeer, answer, rss_mb
 
 RPCS = ("GetIndex", "PullRecords", "PushRecords", "Subscribe")
 CONCURRENCY = 48
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
-    async with Nodes(tmp_path) as made:
-        yield made
 
 
 # -- raw protobuf writing ---------------------------------------------------------------

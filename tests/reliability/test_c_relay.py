@@ -38,12 +38,6 @@ HELD = 10  # records of A's log the victim holds before the relay speaks
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
-    async with Nodes(tmp_path) as made:
-        yield made
-
-
-@pytest.fixture
 async def tls_nodes(tmp_path: Path) -> AsyncIterator[TlsNodes]:
     made = TlsNodes(tmp_path / "tls")
     made.root.mkdir()

@@ -11,29 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from peer import api
 from peer.client import ClientTls, PeerClient
 from peer.errors import PeerRefused
 from peer.trust import Credentials
-from tests.daemons import Daemons, Home, aok, daemons_fixture, mesh, pin, until
+from tests.cli import ok
+from tests.daemons import Daemons, Home, aok, mesh, pin, until
 from tests.reliability.conftest import Report
-from tests.test_daemon_discovery import peer, serve_in, stop
+from tests.test_daemon_discovery import serve_in, stop
 
 CALL_S = 5.0
 REVOKE_LIMIT_S = 10.0
 CONVERGE_LIMIT_S = 5.0
-
-
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
-    async for made in daemons_fixture(tmp_path):
-        yield made
 
 
 def _client_as(caller: Home, server: Home) -> PeerClient:
@@ -179,12 +171,12 @@ async def test_c3_lan_unpinned_node_is_listed_and_added(
     """C3's pending list, where one can exist: on a LAN, b's discovery sees a's
     announcement, and `peer status` lists a as seen but not pinned, with the command."""
     a, b = tmp_path / "a", tmp_path / "b"
-    peer(a, "init", "--name", "alpha")
-    peer(b, "init", "--name", "beta", "--key", peer(a, "key", "export").strip())
-    a_id, b_id = peer(a, "id").strip(), peer(b, "id").strip()
-    peer(a, "peers", "add", b_id)  # by id only: discovery supplies the address
-    peer(a, "append", "--tag", "notes", "a0")
-    peer(b, "append", "--tag", "notes", "b0")
+    ok(a, "init", "--name", "alpha")
+    ok(b, "init", "--name", "beta", "--key", ok(a, "key", "export").strip())
+    a_id, b_id = ok(a, "id").strip(), ok(b, "id").strip()
+    ok(a, "peers", "add", b_id)  # by id only: discovery supplies the address
+    ok(a, "append", "--tag", "notes", "a0")
+    ok(b, "append", "--tag", "notes", "b0")
     started = time.monotonic()
     processes = [serve_in(lan[0], a, "198.18.0.1:7001"), serve_in(lan[1], b, "198.18.0.2:7002")]
     connections: list[api.Connection] = []
@@ -204,7 +196,7 @@ async def test_c3_lan_unpinned_node_is_listed_and_added(
         entry = await until(listed, "b to list a as seen on the LAN, not pinned", 60)
         seen_s = time.monotonic() - started
         await until(a_refused, "a to dial b (found on the LAN) and be refused", 60)
-        text = await asyncio.to_thread(peer, b, "status")
+        text = await asyncio.to_thread(ok, b, "status")
         logs = {
             name: {(log["host"], log["next_idx"]) for log in (await conn.status())["logs"]}
             for name, conn in (("a", at_a), ("b", at_b))
@@ -213,7 +205,7 @@ async def test_c3_lan_unpinned_node_is_listed_and_added(
         hint = f"`peer peers add {a_id}`"
         in_text = "seen on the LAN, not pinned" in text and hint in text
 
-        await asyncio.to_thread(peer, b, "peers", "add", a_id)  # no address: discovery's
+        await asyncio.to_thread(ok, b, "peers", "add", a_id)  # no address: discovery's
         added = time.monotonic()
 
         async def both() -> bool:
