@@ -186,7 +186,7 @@ async def cmd_history_add(args: argparse.Namespace) -> int:
     finally:
         await node.close()
     if args.json:
-        print_json(_entry_json(entry))
+        print_json(entry.as_json())
     else:
         print(entry.id)
     return 0
@@ -288,7 +288,7 @@ async def cmd_history_delete(args: argparse.Namespace) -> int:
     finally:
         await node.close()
     if args.json:
-        print_json(_entry_json(entry))
+        print_json(entry.as_json())
     else:
         print(f"deleted {entry.id}: {entry.command}")
     return 0
@@ -296,24 +296,11 @@ async def cmd_history_delete(args: argparse.Namespace) -> int:
 
 def _print_entries(entries: list[HistoryEntry], as_json: bool) -> None:
     if as_json:
-        print_json([_entry_json(e) for e in entries])
+        print_json([e.as_json() for e in entries])
         return
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.timestamp // 10**9))
         print(f"{when}  {e.id}  {e.command}")
-
-
-def _entry_json(entry: HistoryEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "command": entry.command,
-        "cwd": entry.cwd,
-        "exit": entry.exit,
-        "duration": entry.duration,
-        "timestamp": entry.timestamp,
-        "hostname": entry.hostname,
-        "session": entry.session,
-    }
 
 
 # -- store -------------------------------------------------------------------------

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from peer.apps import payload
+from peer.apps.app import App
 from peer.apps.payload import Malformed
-from peer.crypto import Author
 from peer.errors import NotFound, UsageError
 from peer.records import Record
 from peer.store import HistoryCreate, HistoryEntry
 
 if TYPE_CHECKING:
-    from peer.apps.views import ViewEngine
+    pass
 
 TAG = "history"
 MAX_COMMAND = 256 * 1024
@@ -35,19 +35,7 @@ IMPORT_CHUNK = 10_000  # entries per transaction (and per view update) of an imp
 def encode_create(entry: HistoryEntry) -> bytes:
     if len(entry.command) > MAX_COMMAND:
         raise UsageError(f"a command of {len(entry.command):,} characters is over the limit")
-    return payload.dump(
-        {
-            "op": "create",
-            "id": entry.id,
-            "command": entry.command,
-            "cwd": entry.cwd,
-            "exit": entry.exit,
-            "duration": entry.duration,
-            "timestamp": entry.timestamp,
-            "hostname": entry.hostname,
-            "session": entry.session,
-        }
-    )
+    return payload.dump({"op": "create", **entry.as_json()})
 
 
 def encode_delete(entry_id: str) -> bytes:
@@ -95,18 +83,8 @@ class ImportResult:
     already: int
 
 
-class History:
+class History(App):
     """The shell history of one node: writes append records, reads use the view."""
-
-    def __init__(self, views: ViewEngine, author: Author | None) -> None:
-        self._views = views
-        self._store = views.store
-        self._author = author
-
-    def _writer(self) -> Author:
-        if self._author is None:
-            raise UsageError("this node holds no sync key (a relay), so it cannot write")
-        return self._author
 
     async def add(self, entry: HistoryEntry) -> HistoryEntry:
         await self._store.append(self._writer(), TAG, [encode_create(entry)])

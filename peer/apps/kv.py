@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from peer.apps import payload
+from peer.apps.app import App
 from peer.apps.payload import Malformed
-from peer.crypto import Author
 from peer.errors import UsageError
 from peer.records import Record
 from peer.store import KvItem, KvRow
 
 if TYPE_CHECKING:
-    from peer.apps.views import ViewEngine
+    pass
 
 TAG = "kv"
 DEFAULT_NS = "default"
@@ -78,18 +78,8 @@ def _value(body: dict[str, object]) -> bytes:
         raise Malformed("a kv set has a damaged value_b64") from exc
 
 
-class Kv:
+class Kv(App):
     """The KV store of one node: writes append records, reads use the caught-up view."""
-
-    def __init__(self, views: ViewEngine, author: Author | None) -> None:
-        self._views = views
-        self._store = views.store
-        self._author = author
-
-    def _writer(self) -> Author:
-        if self._author is None:
-            raise UsageError("this node holds no sync key (a relay), so it cannot write")
-        return self._author
 
     async def set(self, key: str, value: str | bytes, ns: str = DEFAULT_NS) -> Record:
         """Set `key` to `value` (text is stored as UTF-8)."""

@@ -83,6 +83,19 @@ class HistoryEntry:
     hostname: str
     session: str
 
+    def as_json(self) -> dict[str, object]:
+        """Its fields as a JSON object, in their order (payloads and `--json` output)."""
+        return {
+            "id": self.id,
+            "command": self.command,
+            "cwd": self.cwd,
+            "exit": self.exit,
+            "duration": self.duration,
+            "timestamp": self.timestamp,
+            "hostname": self.hostname,
+            "session": self.session,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryCreate:
