@@ -27,7 +27,7 @@ from peer.errors import ForkDetected, LogFrozen, PeerError
 from peer.identity import format_node_id
 from peer.records import LogKey, Record
 from peer.store import Store, TrustedPeer
-from peer.sync import SyncSummary, sync_with
+from peer.sync import SyncSummary, own_log_json, own_log_warning, sync_with
 
 log = logging.getLogger(__name__)
 MAX_DISCOVERED = 256  # LAN addresses remembered, newest kept
@@ -97,10 +97,7 @@ class LinkState:
             "received_live": self.received_live,
             "pushes_left_to_peer": self.pushes_left_to_peer,
             "own_log_alarms": self.own_log_alarms,
-            "own_log_behind": [
-                {"host": log.host.hex(), "tag": log.tag, "ours": ours, "theirs": theirs}
-                for log, (ours, theirs) in sorted(self.own_log_behind.items())
-            ],
+            "own_log_behind": own_log_json(self.own_log_behind),
             "own_log_warning": (
                 own_log_warning(self.own_log_behind) if self.own_log_alarms else None
             ),
@@ -365,17 +362,6 @@ class Mesh:
                     await self.refresh()
             except PeerError as exc:
                 log.warning("trust list: %s", exc)
-
-
-def own_log_warning(behind: dict[LogKey, tuple[int, int]]) -> str:
-    """The alarm in words: which of our logs the peer held further, and what it means."""
-    ranges = ", ".join(
-        f"{log.tag} idx {ours}..{theirs - 1}" for log, (ours, theirs) in sorted(behind.items())
-    )
-    return (
-        f"held records of this node's own log beyond ours ({ranges}): restored from a "
-        "backup, or another device uses this node's identity?"
-    )
 
 
 def _reachability(peer: TrustedPeer) -> tuple[str, str, bytes | None]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from peer.identity import format_node_id
+from peer.sync import own_log_json, own_log_warning
 
 if TYPE_CHECKING:
     from peer.daemon import PeerResult
@@ -51,12 +52,8 @@ def sync_lines(results: Sequence[PeerResult]) -> list[str]:
             f"  warning: {log} differs at the same length on both sides (a fork?)"
             for log in summary.diverged
         ]
-        lines += [
-            f"  warning: it held records of this node's own log beyond ours ({log.tag} idx "
-            f"{ours}..{theirs - 1}): restored from a backup, or another device uses this "
-            "node's identity?"
-            for log, (ours, theirs) in sorted(summary.own_log_behind.items())
-        ]
+        if summary.own_log_behind:
+            lines.append(f"  warning: it {own_log_warning(summary.own_log_behind)}")
     return lines
 
 
@@ -74,10 +71,7 @@ def sync_json(result: PeerResult) -> dict[str, Any]:
             for log, counts in summary.per_log.items()
         ],
         "diverged": [{"host": log.host.hex(), "tag": log.tag} for log in summary.diverged],
-        "own_log_behind": [
-            {"host": log.host.hex(), "tag": log.tag, "ours": ours, "theirs": theirs}
-            for log, (ours, theirs) in sorted(summary.own_log_behind.items())
-        ],
+        "own_log_behind": own_log_json(summary.own_log_behind),
         "error": None,
     }
 

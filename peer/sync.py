@@ -13,6 +13,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from peer.batches import DEFAULT_BATCH, read_batches
 from peer.client import Batch, PeerClient
@@ -52,6 +53,28 @@ class SyncSummary:
             self.remote_heads[log] = self.remote_heads.get(log, 0) + pushed
 
 
+OwnLogBehind = dict[LogKey, tuple[int, int]]
+
+
+def own_log_warning(behind: OwnLogBehind) -> str:
+    """The own-log alarm in words: which of our logs the peer held further, and why that
+    matters."""
+    ranges = ", ".join(
+        f"{log.tag} idx {ours}..{theirs - 1}" for log, (ours, theirs) in sorted(behind.items())
+    )
+    return (
+        f"held records of this node's own log beyond ours ({ranges}): restored from a "
+        "backup, or another device uses this node's identity?"
+    )
+
+
+def own_log_json(behind: OwnLogBehind) -> list[dict[str, Any]]:
+    return [
+        {"host": log.host.hex(), "tag": log.tag, "ours": ours, "theirs": theirs}
+        for log, (ours, theirs) in sorted(behind.items())
+    ]
+
+
 async def sync_with(
     store: Store,
     peer: PeerClient,
@@ -88,6 +111,8 @@ async def sync_with(
 async def _check_served(store: Store, target: str, pulls: list[Range]) -> None:
     """A peer that advertised more than it sent is withholding records (or froze the
     log meanwhile): an error, so that a daemon retries, and a user sees it."""
+    if not pulls:
+        return  # nothing was asked for (a no-op session reads no index again)
     index = await store.index()
     held = {r.log: index[r.log].next_idx if r.log in index else 0 for r in pulls}
     short = [r for r in pulls if held[r.log] < r.end]
