@@ -22,12 +22,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from peer.alarms import own_log_json, own_log_warning
 from peer.client import PeerClient
 from peer.errors import ForkDetected, LogFrozen, PeerError
 from peer.identity import format_node_id
 from peer.records import LogKey, Record
 from peer.store import Store, TrustedPeer
-from peer.sync import SyncSummary, own_log_json, own_log_warning, sync_with
+from peer.sync import SyncSummary, sync_with
 
 log = logging.getLogger(__name__)
 MAX_DISCOVERED = 256  # LAN addresses remembered, newest kept

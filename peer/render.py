@@ -10,8 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from peer.alarms import own_log_json, own_log_warning
 from peer.identity import format_node_id
-from peer.sync import own_log_json, own_log_warning
 
 if TYPE_CHECKING:
     from peer.daemon import PeerResult

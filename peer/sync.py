@@ -13,7 +13,6 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from peer.batches import DEFAULT_BATCH, read_batches
 from peer.client import Batch, PeerClient
@@ -51,28 +50,6 @@ class SyncSummary:
         self.pushed += pushed
         if pushed:
             self.remote_heads[log] = self.remote_heads.get(log, 0) + pushed
-
-
-OwnLogBehind = dict[LogKey, tuple[int, int]]
-
-
-def own_log_warning(behind: OwnLogBehind) -> str:
-    """The own-log alarm in words: which of our logs the peer held further, and why that
-    matters."""
-    ranges = ", ".join(
-        f"{log.tag} idx {ours}..{theirs - 1}" for log, (ours, theirs) in sorted(behind.items())
-    )
-    return (
-        f"held records of this node's own log beyond ours ({ranges}): restored from a "
-        "backup, or another device uses this node's identity?"
-    )
-
-
-def own_log_json(behind: OwnLogBehind) -> list[dict[str, Any]]:
-    return [
-        {"host": log.host.hex(), "tag": log.tag, "ours": ours, "theirs": theirs}
-        for log, (ours, theirs) in sorted(behind.items())
-    ]
 
 
 async def sync_with(
