@@ -16,7 +16,7 @@ import grpc
 from grpc import aio
 
 from peer import codec
-from peer.codec import Appended, RemoteIndex
+from peer.codec import Appended, RemoteIndex, wire
 from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError, PeerUnavailable
 from peer.records import LogKey, Range, Record
@@ -215,25 +215,51 @@ def _error(exc: aio.AioRpcError, target: str, tls: bool) -> PeerError:
     return codec.error_for(code, exc.details() or "", metadata, target, tls)
 
 
-async def join(
-    pairing_address: str, server_certificate: bytes, secret: bytes, own: Credentials, name: str
-) -> tuple[str, str]:
-    """Redeem an invitation at the inviter's pairing port; returns (sync key text, name).
+class PairingClient:
+    """The inviter's pairing port, over server-only TLS: the inviter is checked against
+    the certificate whose hash the code names; we prove the secret and our key."""
 
-    Server-only TLS: the inviter is checked against its pinned certificate; we prove
-    the code's secret and send our certificate for the inviter to pin.
-    """
-    credentials = grpc.ssl_channel_credentials(root_certificates=server_certificate)
-    options = [("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
-    async with aio.secure_channel(pairing_address, credentials, options=options) as channel:
-        call = channel.unary_unary(
-            f"/{codec.PAIRING_SERVICE_NAME}/Join",
+    def __init__(self, pairing_address: str, server_certificate: bytes) -> None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=server_certificate)
+        options = [("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+        self.address = pairing_address
+        self._channel = aio.secure_channel(pairing_address, credentials, options=options)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close(None)
+
+    async def join(self, request: wire.JoinRequest) -> tuple[str, str]:
+        """Redeem the invitation: (sync key text, inviter's name); nothing is pinned on
+        the inviter until `confirm`."""
+        raw = await self._call("Join", wire.encode_join_request(request))
+        return wire.decode_join_response(raw)
+
+    async def confirm(self, confirm: wire.ConfirmJoin) -> bool:
+        """Tell the inviter our verdict; False if it predates ConfirmJoin (protocol 1.0
+        inviters pin the joiner in Join itself)."""
+        try:
+            raw = await self._call("ConfirmJoin", wire.encode_confirm_join(confirm))
+        except _Unimplemented:
+            return False
+        wire.decode_confirm_join_response(raw)
+        return True
+
+    async def _call(self, method: str, request: bytes) -> bytes:
+        call = self._channel.unary_unary(
+            f"/{wire.PAIRING_SERVICE_NAME}/{method}",
             request_serializer=None,
             response_deserializer=None,
         )
-        request = codec.encode_join_request(secret, own.certificate, name)
         try:
-            raw = await call(request, timeout=DEFAULT_TIMEOUT_S)
+            return cast(bytes, await call(request, timeout=DEFAULT_TIMEOUT_S))
         except aio.AioRpcError as exc:
-            raise _error(exc, pairing_address, True) from None
-    return codec.decode_join_response(raw)
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise _Unimplemented from None
+            raise _error(exc, self.address, True) from None
+
+
+class _Unimplemented(Exception):
+    """The peer does not know the method (an older version)."""

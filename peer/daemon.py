@@ -20,19 +20,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.addresses import join_host, split_address
-from peer.client import ClientTls, PeerClient
-from peer.client import join as join_call
+from peer.client import ClientTls, PairingClient, PeerClient
 from peer.codec.local import Appended
+from peer.codec.wire import ConfirmJoin, JoinRequest
 from peer.config import Config
-from peer.crypto import SyncKey
+from peer.crypto import SyncKey, sign_with_tls_key
 from peer.discovery import Discovery, Found
-from peer.errors import PeerError, UsageError
+from peer.errors import KeyFormatError, PeerError, PeerUnavailable, UsageError
 from peer.home import Serving
 from peer.identity import fetch_certificate, format_node_id, parse_node_id
 from peer.local_service import LocalServicer, start_local_server
 from peer.mesh import Mesh, Schedule
 from peer.node import Node
-from peer.pairing import Invitation, new_secret
+from peer.pairing import (
+    Invitation,
+    confirm_proof_message,
+    join_proof_message,
+    new_secret,
+)
 from peer.pairing_service import PairingServicer, start_pairing_server
 from peer.records import LogKey
 from peer.service.limits import Limits
@@ -267,6 +272,7 @@ class Daemon:
         servicer = PairingServicer(
             self.node.store,
             self.node.identity.name,
+            self.node.identity.node_id,
             sync.to_text() if sync else None,
             running.refresh_trust,
         )
@@ -477,19 +483,60 @@ async def invite(node: Node, relay: bool, ttl_s: int, address: str | None) -> In
 
 
 async def join(node: Node, invitation: Invitation) -> str:
-    """Pair with the inviter: pin it, get pinned, and take the sync key if offered."""
+    """Pair with the inviter: get pinned by it, pin it, and take the sync key if offered.
+
+    Nothing is pinned on either side before this node accepts the inviter's answer: an
+    answer it refuses (a damaged key, a key that does not fit the records this node
+    wrote) frees the invitation on the inviter instead (docs/protocol.md §1.1).
+    """
     if invitation.expires_at < time.time():
         raise UsageError("this invitation has expired: ask for a new one (`peer invite`)")
     certificate = await fetch_certificate(invitation.pairing_address, invitation.node_id)
-    key_text, name = await join_call(
-        invitation.pairing_address,
-        certificate,
-        invitation.secret,
-        credentials(node),
-        node.identity.name,
+    own = credentials(node)
+    proof = sign_with_tls_key(own.key, join_proof_message(invitation.secret, invitation.node_id))
+    request = JoinRequest(invitation.secret, own.certificate, node.identity.name, proof)
+    async with PairingClient(invitation.pairing_address, certificate) as pairing:
+        key_text, name = await pairing.join(request)
+        try:
+            key = await _acceptable_key(node, key_text)
+        except PeerError:
+            with contextlib.suppress(PeerError):
+                await pairing.confirm(_verdict(node, invitation, own, accepted=False))
+            raise
+        await _confirm(pairing, _verdict(node, invitation, own, accepted=True))
+    if key is not None:
+        await node.import_sync_key(key)
+    await node.store.peers.add(
+        TrustedPeer(invitation.node_id, name, invitation.address, certificate)
     )
-    if key_text:
-        await node.import_sync_key(SyncKey.from_text(key_text))
-    trusted = TrustedPeer(invitation.node_id, name, invitation.address, certificate)
-    await node.store.peers.add(trusted)
     return name
+
+
+async def _acceptable_key(node: Node, key_text: str) -> SyncKey | None:
+    """The sync key the inviter sent (None for a relay), if this node can take it."""
+    if not key_text:
+        return None
+    try:
+        key = SyncKey.from_text(key_text)
+    except KeyFormatError as exc:
+        raise UsageError("the inviting node sent a damaged sync key; nothing was paired") from exc
+    await node.check_sync_key(key)
+    return key
+
+
+def _verdict(node: Node, invitation: Invitation, own: Credentials, accepted: bool) -> ConfirmJoin:
+    message = confirm_proof_message(invitation.secret, invitation.node_id, accepted)
+    proof = sign_with_tls_key(own.key, message)
+    return ConfirmJoin(invitation.secret, node.identity.node_id, accepted, proof)
+
+
+async def _confirm(pairing: PairingClient, verdict: ConfirmJoin, attempts: int = 2) -> None:
+    """Accept the answer; tried twice, since ConfirmJoin is idempotent for its joiner
+    and a lost answer would otherwise leave the inviter alone in pinning us."""
+    for attempt in range(attempts):
+        try:
+            await pairing.confirm(verdict)
+            return
+        except PeerUnavailable:
+            if attempt == attempts - 1:
+                raise

@@ -121,18 +121,25 @@ class Node:
         """Bulk append in large transactions; yields the (first, last) idx of each."""
         return self.store.append_many(self.author, tag, items)
 
-    async def import_sync_key(self, sync: SyncKey) -> None:
-        """Switch to another sync key, unless records sealed with the current one exist."""
+    async def check_sync_key(self, sync: SyncKey) -> None:
+        """UsageError if records this node sealed with its current key exist: switching
+        keys would make them unreadable to the user's other devices."""
         current = self.identity.sync
-        if current is not None and current.key_id == sync.key_id:
+        if current is None or current.key_id == sync.key_id:
             return
         own = [n for log, n in (await self._own_logs()).items() if n]
-        if current is not None and own:
+        if own:
             raise UsageError(
                 f"this node already wrote {sum(own)} records with key {current.key_id_text}; "
                 "importing another key would make them unreadable to your other devices. "
                 "Start a fresh home with `peer init --key KEY` instead"
             )
+
+    async def import_sync_key(self, sync: SyncKey) -> None:
+        """Switch to another sync key, unless records sealed with the current one exist."""
+        await self.check_sync_key(sync)
+        if self.identity.sync is not None and self.identity.sync.key_id == sync.key_id:
+            return
         self.home.replace_sync_key(sync)
         self.identity = dataclasses.replace(self.identity, sync=sync)
 

@@ -29,6 +29,7 @@ OFFENCES = (ForgeryError, InvalidRecord, ProtocolError, GapError, ForkDetected)
 
 
 MAX_BAN_DOUBLINGS = 6
+MAX_CALLERS = 4096  # callers remembered; past it, those idle longest are forgotten
 
 
 @dataclass
@@ -55,11 +56,15 @@ class CallerPolicy:
         ban_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         flood_to_ban: int = 1000,
+        offences: tuple[type[PeerError], ...] = OFFENCES,
+        max_callers: int = MAX_CALLERS,
     ) -> None:
         self.rate, self.burst = rate, burst
         self.strikes_to_ban, self.window_s, self.ban_s = strikes_to_ban, window_s, ban_s
         self.flood_to_ban = flood_to_ban  # calls over the rate within the window: a flood
         self.clock = clock
+        self.offences = offences
+        self.max_callers = max_callers
         self.bans = 0  # how many times a caller was cut off (peer_backoffs)
         self._callers: dict[str, _Caller] = {}
 
@@ -84,7 +89,7 @@ class CallerPolicy:
 
     def note(self, caller: str, error: BaseException) -> None:
         """Count an offence (invalid data) against the caller."""
-        if not isinstance(error, OFFENCES):
+        if not isinstance(error, self.offences):
             return
         now = self.clock()
         state = self._state(caller, now)
@@ -113,8 +118,17 @@ class CallerPolicy:
     def _state(self, caller: str, now: float) -> _Caller:
         state = self._callers.get(caller)
         if state is None:
+            if len(self._callers) >= self.max_callers:
+                self._forget(now)
             state = self._callers[caller] = _Caller(float(self.burst), now)
         return state
+
+    def _forget(self, now: float) -> None:
+        """Bound the memory a stream of new addresses can take: drop the half of the
+        callers that called longest ago, never one that is cut off."""
+        idle = sorted((s.refilled, c) for c, s in self._callers.items() if s.banned_until <= now)
+        for _, caller in idle[: max(1, len(self._callers) // 2)]:
+            del self._callers[caller]
 
 
 def is_offence(error: PeerError) -> bool:

@@ -10,6 +10,7 @@ The doc's limit, error and status tables are checked against the code's constant
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from importlib import import_module
 from pathlib import Path
@@ -18,7 +19,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from peer import codec
+from peer import codec, pairing
 from peer.crypto import (
     SigningKey,
     SyncKey,
@@ -234,6 +235,20 @@ def test_the_doc_names_the_prefixes_and_patterns_the_code_uses() -> None:
     assert VERSION_RE.pattern in text
     assert codec.SERVICE_NAME in text
     assert codec.EXPECTED_IDX_KEY in text
+
+
+def test_the_pairing_section_names_what_the_code_signs_and_sends() -> None:
+    text = doc_section("1.1 Pairing")
+    prefixes = (b"peer.invite.v1\x00", pairing.JOIN_PROOF_PREFIX, pairing.CONFIRM_PROOF_PREFIX)
+    for prefix in prefixes:
+        assert '"' + prefix.decode().replace("\x00", "\\0") + '"' in text, prefix
+    assert f"`{pairing.CODE_PREFIX}`" in text
+    assert pairing.REFUSED in " ".join(text.split())
+    secret, inviter = bytes(range(16)), bytes(range(32, 64))
+    assert pairing.join_proof_message(secret, inviter) == b"peer.join.v1\0" + secret + inviter
+    confirm = pairing.confirm_proof_message(secret, inviter, accepted=True)
+    assert confirm == b"peer.join.confirm.v1\0" + secret + inviter + b"\x01"
+    assert pairing.secret_hash(secret) == hashlib.sha256(b"peer.invite.v1\0" + secret).digest()
 
 
 # -- keys and identifiers ------------------------------------------------------------------

@@ -18,6 +18,10 @@ PROTOCOL_VERSION = 1
 SERVICE_NAME = "peer.v1.SyncService"
 PAIRING_SERVICE_NAME = "peer.v1.PairingService"
 MAX_CERTIFICATE_BYTES = 16 << 10
+MAX_PROOF_BYTES = 128  # an ECDSA P-256 signature in DER is at most 72
+MAX_NAME_CHARS = 256  # names sent in pairing; stored cut to 64 printable characters
+MAX_KEY_TEXT_CHARS = 1024
+MAX_JOIN_MESSAGE_BYTES = 32 << 10  # the pairing port's receive limit: a Join is < 20 KiB
 MAX_RECORDS_PER_MESSAGE = 4096
 MAX_HOSTS_PER_MESSAGE = 4096
 MAX_RANGES = 100_000
@@ -234,15 +238,45 @@ def decode_subscribe_request(raw: bytes) -> Subscription:
 # -- pairing ----------------------------------------------------------------------------
 
 
-def encode_join_request(secret: bytes, certificate: bytes, name: str) -> bytes:
-    return pb.JoinRequest(secret=secret, certificate=certificate, name=name).SerializeToString()
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """A joiner's offer: the code's secret, its certificate, its name, and its proof."""
+
+    secret: bytes
+    certificate: bytes
+    name: str
+    proof: bytes
 
 
-def decode_join_request(raw: bytes) -> tuple[bytes, bytes, str]:
+@dataclass(frozen=True, slots=True)
+class ConfirmJoin:
+    """A joiner's verdict on the inviter's answer, signed like its JoinRequest."""
+
+    secret: bytes
+    node_id: bytes
+    accepted: bool
+    proof: bytes
+
+
+def encode_join_request(request: JoinRequest) -> bytes:
+    message = pb.JoinRequest(
+        secret=request.secret,
+        certificate=request.certificate,
+        name=request.name,
+        proof=request.proof,
+    )
+    return message.SerializeToString()
+
+
+def decode_join_request(raw: bytes) -> JoinRequest:
     message = parse(pb.JoinRequest, raw)
-    if len(message.certificate) > MAX_CERTIFICATE_BYTES or len(message.name) > 256:
+    if (
+        len(message.certificate) > MAX_CERTIFICATE_BYTES
+        or len(message.name) > MAX_NAME_CHARS
+        or len(message.proof) > MAX_PROOF_BYTES
+    ):
         raise ProtocolError("join request fields out of bounds")
-    return message.secret, message.certificate, message.name
+    return JoinRequest(message.secret, message.certificate, message.name, message.proof)
 
 
 def encode_join_response(sync_key: str, name: str) -> bytes:
@@ -251,4 +285,31 @@ def encode_join_response(sync_key: str, name: str) -> bytes:
 
 def decode_join_response(raw: bytes) -> tuple[str, str]:
     message = parse(pb.JoinResponse, raw)
+    if len(message.sync_key) > MAX_KEY_TEXT_CHARS or len(message.name) > MAX_NAME_CHARS:
+        raise ProtocolError("join response fields out of bounds")
     return message.sync_key, message.name
+
+
+def encode_confirm_join(confirm: ConfirmJoin) -> bytes:
+    message = pb.ConfirmJoinRequest(
+        secret=confirm.secret,
+        node_id=confirm.node_id,
+        accepted=confirm.accepted,
+        proof=confirm.proof,
+    )
+    return message.SerializeToString()
+
+
+def decode_confirm_join(raw: bytes) -> ConfirmJoin:
+    message = parse(pb.ConfirmJoinRequest, raw)
+    if len(message.node_id) != 32 or len(message.proof) > MAX_PROOF_BYTES:
+        raise ProtocolError("confirm request fields out of bounds")
+    return ConfirmJoin(message.secret, message.node_id, message.accepted, message.proof)
+
+
+def encode_confirm_join_response() -> bytes:
+    return pb.ConfirmJoinResponse().SerializeToString()
+
+
+def decode_confirm_join_response(raw: bytes) -> None:
+    parse(pb.ConfirmJoinResponse, raw)

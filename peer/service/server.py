@@ -24,6 +24,7 @@ from peer.trust import Credentials, Trust
 
 log = logging.getLogger(__name__)
 TRUST_POLL_S = 0.5
+HANDSHAKE_TIMEOUT_MS = 5_000  # a connection that does not finish TLS by then is closed
 
 
 def server_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -37,7 +38,7 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.server_handshake_timeout_ms", 5_000),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
         ("grpc.max_connection_idle_ms", 600_000),
         ("grpc.so_reuseport", 0),  # a port another daemon serves is in use, not shared
         ("grpc.max_concurrent_streams", 100),  # bounds the calls in flight per connection

@@ -63,13 +63,31 @@ class Invitations:
                 (secret_hash, int(relay), expires_at),
             )
 
-    async def redeem(self, secret_hash: bytes, now: int) -> bool | None:
-        """Use an invitation once: its relay flag, or None if wrong, used or expired."""
+    async def live(self, secret_hash: bytes, now: int) -> bool | None:
+        """The relay flag of an unused, unexpired invitation; None if there is none."""
+        rows = await self._database.fetch(
+            "SELECT relay FROM invitations WHERE secret_hash = ? AND used_at IS NULL "
+            "AND expires_at > ?",
+            (secret_hash, now),
+        )
+        return None if not rows else bool(rows[0][0])
+
+    async def redeem(self, secret_hash: bytes, now: int, joiner: TrustedPeer) -> bool:
+        """Spend an invitation and pin its joiner, in one transaction; False if it was
+        used or expired meanwhile. A node already pinned keeps its name and address
+        (a join never renames a pin); one pinned by id alone gets the certificate."""
         async with self._database.write() as db:
             cursor = await db.execute(
                 "UPDATE invitations SET used_at = ? WHERE secret_hash = ? AND used_at IS NULL "
                 "AND expires_at > ? RETURNING relay",
                 (now, secret_hash, now),
             )
-            row = await cursor.fetchone()
-        return None if row is None else bool(row[0])
+            if await cursor.fetchone() is None:
+                return False
+            await db.execute(
+                "INSERT INTO peers (node_id, name, address, certificate, added_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "certificate = coalesce(certificate, excluded.certificate)",
+                (joiner.node_id, joiner.name, joiner.address, joiner.certificate, now),
+            )
+        return True

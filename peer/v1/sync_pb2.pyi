@@ -131,14 +131,16 @@ class SubscribeResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("secret", "certificate", "name")
+    __slots__ = ("secret", "certificate", "name", "proof")
     SECRET_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     secret: bytes
     certificate: bytes
     name: str
-    def __init__(self, secret: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+    proof: bytes
+    def __init__(self, secret: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., name: _Optional[str] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("sync_key", "name")
@@ -147,3 +149,19 @@ class JoinResponse(_message.Message):
     sync_key: str
     name: str
     def __init__(self, sync_key: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ConfirmJoinRequest(_message.Message):
+    __slots__ = ("secret", "node_id", "accepted", "proof")
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    secret: bytes
+    node_id: bytes
+    accepted: bool
+    proof: bytes
+    def __init__(self, secret: _Optional[bytes] = ..., node_id: _Optional[bytes] = ..., accepted: _Optional[bool] = ..., proof: _Optional[bytes] = ...) -> None: ...
+
+class ConfirmJoinResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -235,7 +235,10 @@ class SyncService:
 
 class PairingServiceStub:
     """Pairing, on its own port with server-only TLS (the joiner is not pinned yet): the
-    joiner pins the inviter by the node id in the code, and proves the code's secret.
+    joiner pins the inviter by the node id in the code, and proves the code's secret and
+    that it holds its certificate's key. Two steps, so that a joiner that refuses the
+    answer leaves nothing behind: Join holds the invitation for this joiner and answers;
+    ConfirmJoin pins it and spends the code (or, refused, frees the invitation again).
     """
 
     def __init__(self, channel):
@@ -249,17 +252,33 @@ class PairingServiceStub:
                 request_serializer=peer_dot_v1_dot_sync__pb2.JoinRequest.SerializeToString,
                 response_deserializer=peer_dot_v1_dot_sync__pb2.JoinResponse.FromString,
                 _registered_method=True)
+        self.ConfirmJoin = channel.unary_unary(
+                '/peer.v1.PairingService/ConfirmJoin',
+                request_serializer=peer_dot_v1_dot_sync__pb2.ConfirmJoinRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_sync__pb2.ConfirmJoinResponse.FromString,
+                _registered_method=True)
 
 
 class PairingServiceServicer:
     """Pairing, on its own port with server-only TLS (the joiner is not pinned yet): the
-    joiner pins the inviter by the node id in the code, and proves the code's secret.
+    joiner pins the inviter by the node id in the code, and proves the code's secret and
+    that it holds its certificate's key. Two steps, so that a joiner that refuses the
+    answer leaves nothing behind: Join holds the invitation for this joiner and answers;
+    ConfirmJoin pins it and spends the code (or, refused, frees the invitation again).
     """
 
     def Join(self, request, context):
-        """Redeem an invitation: both sides pin each other; the sync key comes back unless
-        the invitation was for a relay. A wrong, used or expired secret gets
-        PERMISSION_DENIED with the same text in every case.
+        """Offer the secret, the joiner's certificate and the proof: the sync key comes back
+        (none for a relay invitation) and the invitation is held for this joiner for 60 s.
+        A wrong, used, expired or held secret gets PERMISSION_DENIED with one fixed text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmJoin(self, request, context):
+        """The joiner's verdict on the answer: accepted pins it and spends the code; refused
+        frees the invitation. Idempotent for the joiner that holds the invitation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -273,6 +292,11 @@ def add_PairingServiceServicer_to_server(servicer, server):
                     request_deserializer=peer_dot_v1_dot_sync__pb2.JoinRequest.FromString,
                     response_serializer=peer_dot_v1_dot_sync__pb2.JoinResponse.SerializeToString,
             ),
+            'ConfirmJoin': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmJoin,
+                    request_deserializer=peer_dot_v1_dot_sync__pb2.ConfirmJoinRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_sync__pb2.ConfirmJoinResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'peer.v1.PairingService', rpc_method_handlers)
@@ -283,7 +307,10 @@ def add_PairingServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PairingService:
     """Pairing, on its own port with server-only TLS (the joiner is not pinned yet): the
-    joiner pins the inviter by the node id in the code, and proves the code's secret.
+    joiner pins the inviter by the node id in the code, and proves the code's secret and
+    that it holds its certificate's key. Two steps, so that a joiner that refuses the
+    answer leaves nothing behind: Join holds the invitation for this joiner and answers;
+    ConfirmJoin pins it and spends the code (or, refused, frees the invitation again).
     """
 
     @staticmethod
@@ -303,6 +330,33 @@ class PairingService:
             '/peer.v1.PairingService/Join',
             peer_dot_v1_dot_sync__pb2.JoinRequest.SerializeToString,
             peer_dot_v1_dot_sync__pb2.JoinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmJoin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peer.v1.PairingService/ConfirmJoin',
+            peer_dot_v1_dot_sync__pb2.ConfirmJoinRequest.SerializeToString,
+            peer_dot_v1_dot_sync__pb2.ConfirmJoinResponse.FromString,
             options,
             channel_credentials,
             insecure,

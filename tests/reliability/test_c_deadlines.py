@@ -275,7 +275,7 @@ async def test_c18_every_call_has_deadline(guard: Guard, tmp_path: Path, report:
     passed = (
         not guard.missing
         and in_peer == static
-        and len(methods) == 7
+        and len(methods) == 8
         and cut_s <= IDLE_S + SLACK_S
         and outcome == "RESOURCE_EXHAUSTED"
         and daemon_done.get("peer_sync_errors") == 0
@@ -299,6 +299,6 @@ async def test_c18_every_call_has_deadline(guard: Guard, tmp_path: Path, report:
     )
     assert not guard.missing, guard.missing
     assert in_peer == static, (sorted(map(short, in_peer)), sorted(map(short, static)))
-    assert len(methods) == 7, methods
+    assert len(methods) == 8, methods
     assert daemon_done.get("peer_sync_errors") == 0, daemon_done
     assert cut_s <= IDLE_S + SLACK_S and outcome == "RESOURCE_EXHAUSTED", (cut_s, outcome)
