@@ -19,7 +19,8 @@ from peer import codec
 from peer.codec import Appended, RemoteIndex, wire
 from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError, PeerUnavailable
-from peer.records import LogKey, Range, Record
+from peer.records import LogKey, Range
+from peer.remote import Batch
 from peer.trust import Credentials
 from peer.v1 import sync_pb2 as pb
 
@@ -36,7 +37,6 @@ class ClientTls:
 
 
 DEFAULT_STREAM_TIMEOUT_S = 3600.0
-Batch = tuple[list[Record], dict[bytes, bytes]]
 
 
 DEFAULT_KEEPALIVE_S = (30.0, 10.0)  # ping every 30 s; dead if no answer within 10 s

@@ -18,23 +18,25 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from peer.alarms import own_log_json, own_log_warning
-from peer.client import PeerClient
-from peer.errors import ForkDetected, LogFrozen, PeerError
+from peer.errors import PeerError
 from peer.identity import format_node_id
+from peer.inbound import Inbound
 from peer.records import LogKey, Record
+from peer.remote import Remote
 from peer.store import Store, TrustedPeer
-from peer.sync import SyncSummary, sync_with
+from peer.sync import SyncSession, SyncSummary
 
 log = logging.getLogger(__name__)
 MAX_DISCOVERED = 256  # LAN addresses remembered, newest kept
 
 TRUST_POLL_S = 0.5
-Connect = Callable[[TrustedPeer, str], Awaitable[PeerClient]]
+Connect = Callable[[TrustedPeer, str], Awaitable[AbstractAsyncContextManager[Remote]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,6 @@ class Link:
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self.task: asyncio.Task[None] | None = None
-        self._frozen: set[LogKey] = set()
         self.contact_poked = False  # a call from the peer cut this failure streak short
 
     @property
@@ -194,15 +195,14 @@ class Link:
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
 
-    async def _round(self, client: PeerClient) -> SyncSummary:
-        taking, node_id = self.taking, self.peer.node_id
-        summary = await sync_with(
-            self.store,
-            client,
-            batch=self.schedule.batch,
-            own_host=self.own_host,
-            peer_takes=(lambda: taking(node_id)) if taking is not None else None,
+    async def _round(self, remote: Remote) -> SyncSummary:
+        session = await SyncSession.open(
+            self.store, remote, batch=self.schedule.batch, own_host=self.own_host
         )
+        await session.pull()
+        await session.push(stop=self._peer_takes)
+        await session.check_served()
+        summary = session.summary
         state = self.state
         if summary.own_log_behind:
             self._alarm(summary.own_log_behind)
@@ -215,6 +215,12 @@ class Link:
         self.contact_poked = False
         return summary
 
+    def _peer_takes(self) -> bool:
+        """Whether the peer pulls from us by itself right now (our server knows): it
+        then gets what it lacks anyway, and pushing the same to it is waste (two
+        daemons syncing each other would move each record twice)."""
+        return self.taking is not None and self.taking(self.peer.node_id)
+
     def _alarm(self, behind: dict[LogKey, tuple[int, int]]) -> None:
         """The peer held records of our own log past ours (now pulled back): count it
         and say it once per detection; a restored backup, or a clone of this node."""
@@ -222,7 +228,7 @@ class Link:
         self.state.own_log_behind = dict(behind)
         log.warning("peer %s: %s", self._label, own_log_warning(behind))
 
-    async def _stay_connected(self, client: PeerClient) -> None:
+    async def _stay_connected(self, client: Remote) -> None:
         """Follow the peer live; run a full round every interval (or when poked) too.
         Returns when the peer closes the stream; raises when something failed."""
         stream = asyncio.create_task(self._follow(client))
@@ -238,42 +244,22 @@ class Link:
                 with contextlib.suppress(asyncio.CancelledError, PeerError):
                     await task
 
-    async def _rounds(self, client: PeerClient) -> None:
+    async def _rounds(self, client: Remote) -> None:
         while True:
             await self._sleep(self.schedule.next_round(self._rng))
             await self._round(client)
 
-    async def _follow(self, client: PeerClient) -> None:
+    async def _follow(self, remote: Remote) -> None:
         """Store what the peer stores, as it arrives, from where our index stands."""
         since = {log: head.next_idx for log, head in (await self.store.index()).items()}
-        self._frozen = await self.store.frozen_logs()
-        keys: dict[bytes, bytes] = {}
+        inbound = Inbound(self.store, live=True)
         self.state.live = True
-        async for records, new_keys in client.subscribe(since):
-            keys.update(new_keys)
-            await self._store(records, keys)
+        async for records, keys in remote.subscribe(since):
+            added, stored = await inbound.store_now(records, keys)
+            self.state.received_live += added
+            self._note_heads(stored)
 
-    async def _store(self, records: list[Record], keys: dict[bytes, bytes]) -> None:
-        """Insert a live batch, leaving out logs frozen here by fork evidence (neither
-        taken nor given). The frozen set is re-read only when the store says a log is
-        frozen (perhaps by another process, or by this very batch), then once retried."""
-        for attempt in range(2):
-            fresh = [r for r in records if r.log not in self._frozen]
-            if not fresh:
-                return
-            try:
-                result = await self.store.insert_batch(fresh, keys, checked=True)
-            except (LogFrozen, ForkDetected):
-                frozen = await self.store.frozen_logs()
-                if attempt or frozen == self._frozen:
-                    raise
-                self._frozen = frozen
-                continue
-            self.state.received_live += result.added
-            self._note_heads(fresh)
-            return
-
-    def _note_heads(self, records: list[Record]) -> None:
+    def _note_heads(self, records: Sequence[Record]) -> None:
         heads = self.state.remote_heads
         for record in records:
             heads[record.log] = max(heads.get(record.log, 0), record.idx + 1)

@@ -8,18 +8,18 @@ Progress is reported through a callback; printing is the caller's business.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from peer.batches import DEFAULT_BATCH, read_batches
-from peer.client import Batch, PeerClient
+from peer.batches import DEFAULT_BATCH
 from peer.codec.wire import PROTOCOL_VERSION, RemoteIndex
 from peer.errors import ProtocolError
+from peer.inbound import Inbound
+from peer.outbound import Outbound
 from peer.records import LogKey, Range, Record, diff
-from peer.store import InsertResult, Store
+from peer.remote import Batch, Remote
+from peer.store import Store
 
 Progress = Callable[[int, int], None]
 
@@ -39,7 +39,7 @@ class SyncSummary:
     # Pulled back all the same (they are signed with our key): that is how a restored
     # backup recovers. But it is an alarm: a backup, or a clone of this identity.
     own_log_behind: dict[LogKey, tuple[int, int]] = field(default_factory=dict)
-    # The push was left (in part) to the peer, which was pulling from us by itself.
+    # The push was stopped (in part) by its caller: the peer was pulling from us itself.
     left_to_peer: bool = False
 
     def count(self, log: LogKey, pulled: int = 0, pushed: int = 0) -> None:
@@ -54,56 +54,130 @@ class SyncSummary:
 
 async def sync_with(
     store: Store,
-    peer: PeerClient,
+    remote: Remote,
     *,
     batch: int = DEFAULT_BATCH,
     progress: Progress | None = None,
     own_host: bytes | None = None,
-    peer_takes: Callable[[], bool] | None = None,
 ) -> SyncSummary:
     """Bring `store` and the peer's store to the union of both, both ways. With
-    `own_host` (this node's host id), logs of it held further there are reported.
-    `peer_takes`: whether the peer is pulling from us by itself right now (two daemons
-    syncing each other); the push stops then, instead of sending the same records
-    twice."""
-    remote = await peer.get_index()
-    if remote.protocol_version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            f"peer {peer.target} speaks protocol {remote.protocol_version}, "
-            f"this node speaks {PROTOCOL_VERSION}: upgrade the older one"
-        )
-    summary = SyncSummary(peer.target, remote.node_id)
-    summary.remote_heads = {log: head.next_idx for log, head in remote.logs.items()}
-    pulls, pushes = await _plan(store, remote, summary, own_host)
-    total = sum(len(r) for r in pulls) + sum(len(r) for r in pushes)
-    report = progress or (lambda done, total: None)
-    await _pull(store, peer, remote, pulls, batch, summary, lambda: report(_done(summary), total))
-    await _push(
-        store, peer, pushes, batch, summary, lambda: report(_done(summary), total), peer_takes
+    `own_host` (this node's host id), logs of it held further there are reported."""
+    session = await SyncSession.open(
+        store, remote, batch=batch, progress=progress, own_host=own_host
     )
-    await _check_served(store, peer.target, pulls)
-    return summary
+    await session.pull()
+    await session.push()
+    await session.check_served()
+    return session.summary
 
 
-async def _check_served(store: Store, target: str, pulls: list[Range]) -> None:
-    """A peer that advertised more than it sent is withholding records (or froze the
-    log meanwhile): an error, so that a daemon retries, and a user sees it."""
-    if not pulls:
-        return  # nothing was asked for (a no-op session reads no index again)
-    index = await store.index()
-    held = {r.log: index[r.log].next_idx if r.log in index else 0 for r in pulls}
-    short = [r for r in pulls if held[r.log] < r.end]
-    if short:
-        first = short[0]
-        raise ProtocolError(
-            f"peer {target} advertised log {first.log} up to idx {first.end} but sent it "
-            f"only up to idx {held[first.log]} ({len(short)} log(s) short): records "
-            "withheld, or the log was frozen there meanwhile"
-        )
+class SyncSession:
+    """One session with a peer: its index read once, the plan made from it, then the
+    pull and the push, each through the node's one way in and one way out."""
 
+    def __init__(
+        self,
+        store: Store,
+        remote: Remote,
+        index: RemoteIndex,
+        summary: SyncSummary,
+        plan: tuple[list[Range], list[Range]],
+        batch: int = DEFAULT_BATCH,
+        progress: Progress | None = None,
+    ) -> None:
+        self.store = store
+        self.remote = remote
+        self.index = index
+        self.summary = summary
+        self.pulls, self.pushes = plan
+        self.batch = batch
+        self.total = sum(len(r) for r in self.pulls) + sum(len(r) for r in self.pushes)
+        self._progress = progress or (lambda done, total: None)
 
-def _done(summary: SyncSummary) -> int:
-    return summary.pulled + summary.pushed
+    @classmethod
+    async def open(
+        cls,
+        store: Store,
+        remote: Remote,
+        *,
+        batch: int = DEFAULT_BATCH,
+        progress: Progress | None = None,
+        own_host: bytes | None = None,
+    ) -> SyncSession:
+        """Read the peer's index and plan the session (nothing moves yet)."""
+        index = await remote.get_index()
+        if index.protocol_version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"peer {remote.target} speaks protocol {index.protocol_version}, "
+                f"this node speaks {PROTOCOL_VERSION}: upgrade the older one"
+            )
+        summary = SyncSummary(remote.target, index.node_id)
+        summary.remote_heads = {log: head.next_idx for log, head in index.logs.items()}
+        plan = await _plan(store, index, summary, own_host)
+        return cls(store, remote, index, summary, plan, batch, progress)
+
+    async def pull(self) -> None:
+        """Store each pulled batch; verify the next while the last one is being written."""
+        if not self.pulls:
+            return
+        inbound = Inbound(self.store, self.index.keys)
+        try:
+            async for records, keys in self.remote.pull(self.pulls, self.batch):
+                self._pulled(await inbound.take(records, keys))
+            self._pulled(await inbound.flush())
+        finally:
+            await inbound.close()
+
+    async def push(self, stop: Callable[[], bool] | None = None) -> None:
+        """Send what the peer lacks. `stop`, asked before each batch, ends the push
+        early (a normal end of the stream): the mesh stops it while the peer pulls
+        from this node by itself, which stores the same records anyway."""
+        if not self.pushes:
+            return
+        if stop is not None and stop():
+            self.summary.left_to_peer = True
+            return
+        await self.remote.push(self._outgoing(stop))
+
+    async def check_served(self) -> None:
+        """A peer that advertised more than it sent is withholding records (or froze
+        the log meanwhile): an error, so that a daemon retries, and a user sees it."""
+        if not self.pulls:
+            return  # nothing was asked for (a no-op session reads no index again)
+        index = await self.store.index()
+        held = {r.log: index[r.log].next_idx if r.log in index else 0 for r in self.pulls}
+        short = [r for r in self.pulls if held[r.log] < r.end]
+        if short:
+            first = short[0]
+            raise ProtocolError(
+                f"peer {self.remote.target} advertised log {first.log} up to idx "
+                f"{first.end} but sent it only up to idx {held[first.log]} ({len(short)} "
+                "log(s) short): records withheld, or the log was frozen there meanwhile"
+            )
+
+    async def _outgoing(self, stop: Callable[[], bool] | None) -> AsyncIterator[Batch]:
+        outbound = Outbound(self.store, self.batch)
+        batches = outbound.ranges(self.pushes)
+        try:
+            async for records, keys in batches:
+                if stop is not None and stop():
+                    self.summary.left_to_peer = True
+                    return
+                yield records, keys
+                for log, count in _per_log(records).items():
+                    self.summary.count(log, pushed=count)
+                self._tick()
+        finally:
+            await batches.aclose()
+
+    def _pulled(self, counts: dict[LogKey, int]) -> None:
+        if counts:
+            for log, count in counts.items():
+                self.summary.count(log, pulled=count)
+            self._tick()
+
+    def _tick(self) -> None:
+        self._progress(self.summary.pulled + self.summary.pushed, self.total)
 
 
 async def _plan(
@@ -125,94 +199,6 @@ async def _plan(
         pulls.append(Range(log.host, log.tag, head.next_idx - 1, head.next_idx))
     pushes = [r for r in plan.push if r.log not in frozen]
     return pulls, pushes
-
-
-async def _pull(
-    store: Store,
-    peer: PeerClient,
-    remote: RemoteIndex,
-    ranges: list[Range],
-    batch: int,
-    summary: SyncSummary,
-    tick: Callable[[], None],
-) -> None:
-    """Store each pulled batch; verify the next while the last one is being written."""
-    if not ranges:
-        return
-    keys = dict(remote.keys)
-    writing: _Writing | None = None
-    try:
-        async for records, new_keys in peer.pull(ranges, batch):
-            keys.update(new_keys)
-            prepared = store.prepare(records, keys, checked=True)
-            if writing is not None:
-                await writing.settle(summary, tick)
-            counts = {log: len(group) for log, group in prepared.groups.items()}
-            writing = _Writing(asyncio.ensure_future(store.apply(prepared)), counts)
-        if writing is not None:
-            await writing.settle(summary, tick)
-    finally:
-        if writing is not None and not writing.task.done():
-            with contextlib.suppress(Exception):  # the first error is already propagating
-                await writing.task
-
-
-@dataclass
-class _Writing:
-    """A batch being written while the next one is verified."""
-
-    task: asyncio.Future[InsertResult]
-    counts: dict[LogKey, int]  # records per log
-
-    async def settle(self, summary: SyncSummary, tick: Callable[[], None]) -> None:
-        await self.task
-        for log, count in self.counts.items():
-            summary.count(log, pulled=count)
-        tick()
-
-
-async def _push(
-    store: Store,
-    peer: PeerClient,
-    ranges: list[Range],
-    batch: int,
-    summary: SyncSummary,
-    tick: Callable[[], None],
-    peer_takes: Callable[[], bool] | None = None,
-) -> None:
-    if not ranges:
-        return
-    if peer_takes is not None and peer_takes():
-        summary.left_to_peer = True
-        return
-    await peer.push(_outgoing(store, ranges, batch, summary, tick, peer_takes))
-
-
-async def _outgoing(
-    store: Store,
-    ranges: list[Range],
-    batch: int,
-    summary: SyncSummary,
-    tick: Callable[[], None],
-    peer_takes: Callable[[], bool] | None,
-) -> AsyncIterator[Batch]:
-    """The push's batches; it ends early (a normal end of the stream) once the peer
-    pulls from us by itself: each batch is then stored by the peer's own pull."""
-    sent: set[bytes] = set()
-    batches = read_batches(store, ranges, batch)
-    try:
-        async for records in batches:
-            if peer_takes is not None and peer_takes():
-                summary.left_to_peer = True
-                return
-            new_hosts = {r.host for r in records} - sent
-            sent |= new_hosts
-            yield records, await store.host_keys(new_hosts)
-            for log, count in _per_log(records).items():
-                summary.count(log, pushed=count)
-            tick()
-    finally:
-        await batches.aclose()
 
 
 def _per_log(records: list[Record]) -> dict[LogKey, int]:

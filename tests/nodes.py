@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from peer.client import Batch, PeerClient
+from peer.client import PeerClient
 from peer.crypto import Author, SyncKey, record_hash
 from peer.records import LogKey, Record
+from peer.remote import Batch
 from peer.service import Limits, RunningServer, start_server
 from peer.store import Store
 from peer.sync import SyncSummary, sync_with

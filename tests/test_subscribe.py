@@ -16,10 +16,10 @@ import pytest
 from grpc import aio
 
 from peer import codec
-from peer.client import Batch
 from peer.crypto import MAX_PLAINTEXT, SyncKey
 from peer.errors import LimitExceeded, PeerError
 from peer.records import LogKey, Record
+from peer.remote import Batch
 from peer.service import Limits
 from peer.v1 import sync_pb2 as pb
 from tests.conftest import new_author, open_store, signed_chain

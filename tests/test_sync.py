@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,9 @@ from peer.errors import (
     WrongKey,
 )
 from peer.records import Head, LogKey, Range, Record
+from peer.remote import Remote
 from peer.store import Store
-from peer.sync import sync_with
+from peer.sync import SyncSession, SyncSummary, sync_with
 from tests.conftest import new_author, open_store, signed_chain
 from tests.nodes import (
     SESSION_TIMEOUT_S,
@@ -304,8 +306,17 @@ async def test_an_interrupted_push_resumes_exactly(nodes: Nodes) -> None:
     await assert_converged(a.store, b.store)
 
 
+async def session_with(store: Store, peer: Remote, stop: Callable[[], bool]) -> SyncSummary:
+    """A session as a daemon's link runs it: pull, then push until `stop` says so."""
+    session = await SyncSession.open(store, peer, batch=100)
+    await session.pull()
+    await session.push(stop=stop)
+    await session.check_served()
+    return session.summary
+
+
 async def test_a_push_stops_once_the_peer_pulls_by_itself(nodes: Nodes) -> None:
-    """`peer_takes` (a daemon's server: is this peer pulling from us now?) stops the
+    """The push's `stop` (a daemon's mesh: is this peer pulling from us now?) stops the
     push at a batch boundary with a normal end of stream; what went is contiguous, and
     the next session moves the rest."""
     a = await nodes.node("a", serve=False)
@@ -313,7 +324,7 @@ async def test_a_push_stops_once_the_peer_pulls_by_itself(nodes: Nodes) -> None:
     for _ in range(6):
         await a.store.append(a.author, "t", [os.urandom(32) for _ in range(100)])
     async with PeerClient(b.target) as peer:
-        skipped = await sync_with(a.store, peer, batch=100, peer_takes=lambda: True)
+        skipped = await session_with(a.store, peer, stop=lambda: True)
         assert (skipped.pushed, skipped.left_to_peer) == (0, True)
         assert await next_idx(b.store, a.log("t")) == 0
         asked = 0
@@ -323,7 +334,7 @@ async def test_a_push_stops_once_the_peer_pulls_by_itself(nodes: Nodes) -> None:
             asked += 1
             return asked > 3  # once before the push, then once per batch
 
-        cut = await sync_with(a.store, peer, batch=100, peer_takes=after_two_batches)
+        cut = await session_with(a.store, peer, stop=after_two_batches)
     assert (cut.pushed, cut.left_to_peer) == (200, True)
     assert await next_idx(b.store, a.log("t")) == 200
     rest = await sync(a, b, batch=100)

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from peer.batches import Holdback, read_batches, split_for_wire
+from peer.batches import Holdback
 from peer.codec import wire
 from peer.codec.wire import RemoteIndex, Subscription
 from peer.errors import (
@@ -29,6 +29,8 @@ from peer.errors import (
     ProtocolError,
 )
 from peer.feed import Feed, Subscriber
+from peer.inbound import Inbound
+from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range, Record
 from peer.service.guards import Context, caller_id, drain, guard_stream, guard_unary
@@ -81,18 +83,14 @@ class SyncServicer:
             self._slot(context, gives=True) as slot,
             _cut_if_unread(self.limits.idle_s, context) as unread,
         ):
-            frozen = await self.store.frozen_logs()
-            wanted = [r for r in ranges if r.log not in frozen]
-            sent: set[bytes] = set()
-            async for batch in read_batches(self.store, wanted, self._batch_size(max_batch)):
+            outbound = Outbound(self.store, self._batch_size(max_batch))
+            async for batch, keys in outbound.ranges(ranges):
                 slot.check()
-                keys = await self._new_keys(batch, sent)
                 yield wire.encode_batch(pb.PullRecordsResponse, batch, keys)
                 unread.wrote()
 
     async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
-        added = duplicates = 0
-        stream_keys: dict[bytes, bytes] = {}  # a key may come in an earlier message
+        inbound = Inbound(self.store)  # keys may come in an earlier message of the stream
         with self._slot(context) as slot:
             messages = aiter(requests)
             try:
@@ -106,16 +104,13 @@ class SyncServicer:
                             f"no message for {self.limits.idle_s:.0f} s: idle stream closed"
                         ) from None
                     slot.check()
-                    records, keys = wire.decode_batch(pb.PushRecordsRequest, raw)
-                    stream_keys.update(keys)
-                    if records:
-                        result = await self.store.insert_batch(records, stream_keys, checked=True)
-                        added += result.added
-                        duplicates += result.duplicates
+                    await inbound.take(*wire.decode_batch(pb.PushRecordsRequest, raw))
+                await inbound.flush()
             except PeerError:
+                await inbound.close()
                 await drain(messages)
                 raise
-        return wire.encode_push_response(added, duplicates)
+        return wire.encode_push_response(inbound.added, inbound.duplicates)
 
     async def subscribe(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         wanted = wire.decode_subscribe_request(request)
@@ -126,9 +121,11 @@ class SyncServicer:
             watchdog = asyncio.create_task(self._cut_if_stuck(subscriber, handler))
             try:
                 delivered: dict[LogKey, int] = dict(wanted.since)
-                sent: set[bytes] = set()
-                async for batch in self._catch_up(wanted, delivered):
-                    yield await self._subscribe_message(batch, sent)
+                outbound = Outbound(self.store, self.limits.default_batch)
+                async for batch, keys in outbound.ranges(await self._catch_up(wanted)):
+                    for record in batch:
+                        delivered[record.log] = record.idx + 1
+                    yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
                 holdback = Holdback()
                 while True:
                     records = await subscriber.queue.get()
@@ -136,8 +133,8 @@ class SyncServicer:
                     if records is None:
                         raise LimitExceeded("subscriber fell too far behind; resubscribe")
                     fresh = holdback.release(_unseen(records, wanted, delivered))
-                    for message in split_for_wire(fresh, self.limits.default_batch):
-                        yield await self._subscribe_message(message, sent)
+                    async for batch, keys in outbound.records(fresh):
+                        yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
             finally:
                 watchdog.cancel()
                 self.feed.unsubscribe(subscriber)
@@ -156,29 +153,13 @@ class SyncServicer:
 
     # -- helpers --------------------------------------------------------------------
 
-    async def _catch_up(
-        self, wanted: Subscription, delivered: dict[LogKey, int]
-    ) -> AsyncIterator[list[Record]]:
-        frozen = await self.store.frozen_logs()
-        ranges = [
+    async def _catch_up(self, wanted: Subscription) -> list[Range]:
+        """What a subscriber lacks of the logs it follows, from where it says it is."""
+        return [
             Range(log.host, log.tag, wanted.since.get(log, 0), head.next_idx)
             for log, head in (await self.store.index()).items()
-            if log not in frozen and _wants_log(wanted, log)
+            if _wants_log(wanted, log)
         ]
-        async for batch in read_batches(self.store, ranges, self.limits.default_batch):
-            for record in batch:
-                delivered[record.log] = record.idx + 1
-            yield batch
-
-    async def _subscribe_message(self, batch: list[Record], sent: set[bytes]) -> bytes:
-        keys = await self._new_keys(batch, sent)
-        return wire.encode_batch(pb.SubscribeResponse, batch, keys)
-
-    async def _new_keys(self, batch: list[Record], sent: set[bytes]) -> dict[bytes, bytes]:
-        """Keys of hosts first seen in this stream (each key is sent once per stream)."""
-        new = {r.host for r in batch} - sent
-        sent |= new
-        return await self.store.host_keys(new)
 
     def _batch_size(self, requested: int) -> int:
         if requested <= 0:
@@ -328,21 +309,27 @@ def _unseen(
     return fresh
 
 
+def guarded_handlers(servicer: SyncServicer) -> dict[str, Callable[..., Any]]:
+    """The service's methods on raw bytes, each behind its guard (failures made a
+    status): what the grpc server registers, and what an in-memory channel calls."""
+    note = servicer.note_error
+    return {
+        "GetIndex": guard_unary(servicer.get_index, note),
+        "PullRecords": guard_stream(servicer.pull_records, note),
+        "PushRecords": guard_unary(servicer.push_records, note),
+        "Subscribe": guard_stream(servicer.subscribe, note),
+    }
+
+
 def method_handlers(servicer: SyncServicer) -> grpc.GenericRpcHandler[Any, Any]:
     """The service's methods, all on raw bytes (see the module docstring)."""
-    note = servicer.note_error
+    handlers = guarded_handlers(servicer)
     return grpc.method_handlers_generic_handler(
         wire.SERVICE_NAME,
         {
-            "GetIndex": grpc.unary_unary_rpc_method_handler(guard_unary(servicer.get_index, note)),
-            "PullRecords": grpc.unary_stream_rpc_method_handler(
-                guard_stream(servicer.pull_records, note)
-            ),
-            "PushRecords": grpc.stream_unary_rpc_method_handler(
-                guard_unary(servicer.push_records, note)
-            ),
-            "Subscribe": grpc.unary_stream_rpc_method_handler(
-                guard_stream(servicer.subscribe, note)
-            ),
+            "GetIndex": grpc.unary_unary_rpc_method_handler(handlers["GetIndex"]),
+            "PullRecords": grpc.unary_stream_rpc_method_handler(handlers["PullRecords"]),
+            "PushRecords": grpc.stream_unary_rpc_method_handler(handlers["PushRecords"]),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(handlers["Subscribe"]),
         },
     )

@@ -20,10 +20,11 @@ import pytest
 from grpc import aio
 
 from peer import codec
-from peer.client import Batch, PeerClient
+from peer.client import PeerClient
 from peer.crypto import Author, SyncKey, record_hash
 from peer.errors import LimitExceeded, PeerError
 from peer.records import Head, Record
+from peer.remote import Batch
 from peer.service import Limits
 from peer.sync import sync_with
 from peer.v1 import sync_pb2 as pb

@@ -1,0 +1,117 @@
+"""One way in: every record a node receives (its pull, a peer's push, a live stream)
+enters the store through an `Inbound`.
+
+An Inbound belongs to one stream. It keeps the host keys the stream offered (each is
+sent once per stream), verifies a batch (bounds, chain, signature) while the previous
+one is being written, and counts what it stored per log. A live stream also leaves out
+logs frozen here by fork evidence (neither taken nor given); pulls and pushes do not
+name frozen logs in the first place (`peer.sync` plans around them), and a push of one
+is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from peer.errors import ForkDetected, LogFrozen
+from peer.records import LogKey, Record
+from peer.store import InsertResult, Store
+
+
+@dataclass
+class _Writing:
+    """A batch being written while the next one is verified."""
+
+    task: asyncio.Future[InsertResult]
+    counts: dict[LogKey, int]  # records per log
+
+
+class Inbound:
+    """Takes the batches of one stream into one store."""
+
+    def __init__(
+        self, store: Store, keys: Mapping[bytes, bytes] | None = None, *, live: bool = False
+    ) -> None:
+        self.store = store
+        self.keys = dict(keys or {})
+        self.live = live
+        self.added = 0
+        self.duplicates = 0
+        self.per_log: Counter[LogKey] = Counter()  # records taken (new or known) per log
+        self._writing: _Writing | None = None
+        self._frozen: set[LogKey] | None = None
+
+    async def take(
+        self, records: Sequence[Record], keys: Mapping[bytes, bytes]
+    ) -> dict[LogKey, int]:
+        """Verify a batch now and start writing it once the previous write is done
+        (raising that write's error, if any); what that write stored, per log."""
+        self.keys.update(keys)
+        if not records:
+            return {}
+        await self._known_hosts(records)
+        prepared = self.store.prepare(records, self.keys, checked=True)
+        done = await self.flush()
+        counts = {log: len(group) for log, group in prepared.groups.items()}
+        self._writing = _Writing(asyncio.ensure_future(self.store.apply(prepared)), counts)
+        return done
+
+    async def flush(self) -> dict[LogKey, int]:
+        """Wait for the write in flight; what it stored (or found known), per log."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return {}
+        result = await writing.task
+        self.added += result.added
+        self.duplicates += result.duplicates
+        self.per_log.update(writing.counts)
+        return writing.counts
+
+    async def store_now(
+        self, records: Sequence[Record], keys: Mapping[bytes, bytes]
+    ) -> tuple[int, Sequence[Record]]:
+        """Take and write one batch at once (live: each message is stored on arrival).
+        Live, records of logs frozen here are left out; the frozen set is re-read only
+        when the store says a log is frozen (perhaps by another process, or by this
+        very batch), then the batch is tried once more. Returns (records added, the
+        records taken)."""
+        added = self.added
+        for attempt in range(2):
+            fresh = await self._unfrozen(records)
+            try:
+                await self.take(fresh, keys)
+                await self.flush()
+            except (LogFrozen, ForkDetected):
+                frozen = await self.store.frozen_logs()
+                if not self.live or attempt or frozen == self._frozen:
+                    raise
+                self._frozen = frozen
+                continue
+            return self.added - added, fresh
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        """Wait for a write still in flight (its error is not ours to raise: the first
+        error of the stream is already propagating)."""
+        if self._writing is not None and not self._writing.task.done():
+            with contextlib.suppress(Exception):
+                await self._writing.task
+
+    async def _unfrozen(self, records: Sequence[Record]) -> Sequence[Record]:
+        if not self.live:
+            return records
+        if self._frozen is None:
+            self._frozen = await self.store.frozen_logs()
+        frozen = self._frozen
+        return [r for r in records if r.log not in frozen] if frozen else records
+
+    async def _known_hosts(self, records: Sequence[Record]) -> None:
+        """Hosts neither offered on this stream nor in memory: another process may have
+        stored their keys since this store was opened (the CLI beside a daemon)."""
+        missing = {r.host for r in records} - self.keys.keys()
+        if missing and not missing <= self.store.known_keys(missing).keys():
+            await self.store.host_keys(missing)

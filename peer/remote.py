@@ -1,0 +1,46 @@
+"""What the sync engine needs of a peer: the `Remote` protocol.
+
+The grpc client (`peer.client.PeerClient`) is one implementation; an in-memory one
+that calls a servicer through the same codec (`peer.testing.MemoryRemote`) is another,
+for tests and simulations. The engine (`peer.sync`, `peer.mesh`) talks to this only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Protocol
+
+from peer.codec.wire import RemoteIndex
+from peer.records import LogKey, Range, Record
+
+Batch = tuple[list[Record], dict[bytes, bytes]]  # records, and host keys new to the stream
+
+
+class Remote(Protocol):
+    """A peer's SyncService, as the sync engine uses it."""
+
+    @property
+    def target(self) -> str:
+        """Who this is, for messages (an address)."""
+        ...
+
+    async def get_index(self) -> RemoteIndex:
+        """Its node id, protocol version and index."""
+        ...
+
+    def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
+        """The records of `ranges`, batch by batch."""
+        ...
+
+    async def push(self, batches: AsyncIterator[Batch]) -> tuple[int, int]:
+        """Send batches for it to store; (added, duplicates)."""
+        ...
+
+    def subscribe(
+        self,
+        since: Mapping[LogKey, int] | None = None,
+        hosts: Iterable[bytes] = (),
+        tags: Iterable[str] = (),
+    ) -> AsyncIterator[Batch]:
+        """Records from `since` on (per log), then live as it stores them."""
+        ...

@@ -1,0 +1,129 @@
+"""An in-memory channel to a servicer (grpclib's `ChannelFor` idea): `MemoryRemote` is
+a `peer.remote.Remote` that calls a `SyncServicer`'s guarded handlers in this process,
+with every request and answer encoded and parsed by the same codec as on the wire, and
+every refusal mapped back to the same error the grpc client raises.
+
+For tests and simulations: many nodes in one process, no sockets, no TLS. What it does
+not exercise is grpc itself (flow control, deadlines, keepalive, message size limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+
+import grpc
+
+from peer.codec import wire
+from peer.codec.status import error_for
+from peer.codec.wire import RemoteIndex
+from peer.feed import Feed
+from peer.records import LogKey, Range
+from peer.remote import Batch
+from peer.service.limits import Limits
+from peer.service.servicer import SyncServicer, guarded_handlers
+from peer.store import Store
+from peer.v1 import sync_pb2 as pb
+
+
+class _Aborted(Exception):
+    """What `context.abort` raises here (grpc raises its own AbortError)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, metadata: Mapping[str, str]) -> None:
+        super().__init__(details)
+        self.code, self.details, self.metadata = code, details, metadata
+
+
+class _Context:
+    """The part of a grpc.aio servicer context the handlers use, for a plaintext caller."""
+
+    def __init__(self, caller: str) -> None:
+        self._caller = caller
+        self._metadata: dict[str, str] = {}
+
+    def peer(self) -> str:
+        return self._caller
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+    def set_trailing_metadata(self, metadata: Iterable[tuple[str, str]]) -> None:
+        self._metadata = dict(metadata)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Aborted(code, details, self._metadata)
+
+
+class MemoryRemote:
+    """A Remote that is a servicer in this process; `async with` closes nothing."""
+
+    def __init__(self, servicer: SyncServicer, target: str = "memory", caller: str = "") -> None:
+        self.target = target
+        self._handlers = guarded_handlers(servicer)
+        self._caller = caller or f"ipv4:127.0.0.1:{id(self) % 65536}"
+
+    async def __aenter__(self) -> MemoryRemote:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def get_index(self) -> RemoteIndex:
+        raw = await self._unary("GetIndex", wire.encode_get_index_request())
+        return wire.decode_index(raw)
+
+    async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
+        request = wire.encode_pull_request(ranges, max_batch)
+        async for raw in self._stream("PullRecords", request):
+            yield wire.decode_batch(pb.PullRecordsResponse, raw)
+
+    async def push(self, batches: AsyncIterator[Batch]) -> tuple[int, int]:
+        async def requests() -> AsyncIterator[bytes]:
+            async for records, keys in batches:
+                yield wire.encode_batch(pb.PushRecordsRequest, records, keys)
+
+        raw = await self._unary("PushRecords", requests())
+        return wire.decode_push_response(raw)
+
+    async def subscribe(
+        self,
+        since: Mapping[LogKey, int] | None = None,
+        hosts: Iterable[bytes] = (),
+        tags: Iterable[str] = (),
+    ) -> AsyncIterator[Batch]:
+        request = wire.encode_subscribe_request(since or {}, hosts, tags)
+        async for raw in self._stream("Subscribe", request):
+            yield wire.decode_batch(pb.SubscribeResponse, raw)
+
+    async def _unary(self, method: str, request: Any) -> bytes:
+        context = _Context(self._caller)
+        try:
+            answer: bytes = await self._handlers[method](request, context)
+        except _Aborted as refused:
+            raise self._error(refused) from None
+        return answer
+
+    async def _stream(self, method: str, request: bytes) -> AsyncIterator[bytes]:
+        context = _Context(self._caller)
+        handler: Callable[[bytes, Any], AsyncIterator[bytes]] = self._handlers[method]
+        answers = handler(request, context)
+        try:
+            async for raw in answers:
+                yield raw
+        except _Aborted as refused:
+            raise self._error(refused) from None
+        finally:
+            await answers.aclose()  # type: ignore[attr-defined]
+
+    def _error(self, refused: _Aborted) -> Exception:
+        return error_for(refused.code, refused.details, refused.metadata, self.target)
+
+
+async def serve_in_memory(
+    store: Store, node_id: str = "memory", limits: Limits | None = None
+) -> tuple[SyncServicer, Feed]:
+    """A servicer of `store` with its live feed started (close the feed when done)."""
+    limits = limits or Limits()
+    feed = Feed(store, queue_batches=limits.subscriber_queue)
+    await feed.start()
+    return SyncServicer(store, node_id, feed, limits), feed
