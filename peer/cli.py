@@ -67,6 +67,12 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def say(kind: str, lines: Sequence[str]) -> None:
+    """One stderr line per note or warning: `peer: warning: ...`."""
+    for line in lines:
+        sys.stderr.write(f"peer: {kind}: {line}\n")
+
+
 def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
     from peer.cli_apps import register as register_apps
     from peer.cli_net import (  # the network commands live beside, in their own module
@@ -196,6 +202,7 @@ async def cmd_init(args: argparse.Namespace) -> int:
     sync = SyncKey.from_text(args.key) if args.key else None
     node = await Node.init(home_of(args), args.name, sync, relay=args.relay)
     await node.close()
+    say("note", node.home.tightened)
     identity = node.identity
     key_id = identity.sync.key_id_text if identity.sync else None
     node_id = format_node_id(identity.node_id)
@@ -335,10 +342,12 @@ async def cmd_status(args: argparse.Namespace) -> int:
         finally:
             await node.close()
         status["daemon"] = None
+    status["warnings"] = home_of(args).exposed()
     if args.json:
         print_json(status)
     else:
         print("\n".join(render.status_lines(status)))
+        say("warning", status["warnings"])
     return 0
 
 
@@ -364,6 +373,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         report = await node.verify()
     finally:
         await node.close()
+    warnings = node.home.exposed()  # said, but not a verify failure: the data is sound
     if args.json:
         print_json(
             {
@@ -373,6 +383,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
                 "decrypted": report.decrypted,
                 "forks": report.forks,
                 "problems": report.problems,
+                "warnings": warnings,
             }
         )
     else:
@@ -384,6 +395,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
             f"{report.decrypted} decrypted, {len(report.problems)} problem(s), "
             f"{report.forks} fork(s)"
         )
+        say("warning", warnings)
     return 0 if report.ok else 1
 
 
