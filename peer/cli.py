@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 FOLLOW_POLL_S = 0.1
+MAX_LIMIT = 1_000_000_000  # records or entries shown; SQLite's integers end at 2**63
+MAX_BATCH = 100_000  # as the setting sync.batch (peer.config, not imported here: slow)
+MAX_TTL_S = 30 * 86400  # an invitation is for a device in hand, not for a month
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,7 +111,7 @@ def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
 
     tail = _command(commands, "tail", cmd_tail, "print decrypted records as JSON lines")
     tail.add_argument("--tag", help="only this tag")
-    tail.add_argument("--limit", type=_positive, help="only the last N records")
+    tail.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the last N records")
     tail.add_argument("--follow", action="store_true", help="keep printing new records")
 
     serve = _command(commands, "serve", cmd_serve, "serve this node to peers until stopped")
@@ -129,7 +132,7 @@ def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
     sync = _command(commands, "sync", cmd_sync, "sync now with the given peers (or all)")
     sync.add_argument("peers", nargs="*", metavar="PEER", help="HOST:PORT, node id or name")
     sync.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
-    sync.add_argument("--batch", type=_positive, default=1000, help="records per message")
+    sync.add_argument("--batch", type=whole(1, MAX_BATCH), default=1000, help="records per message")
 
     peers = commands.add_parser("peers", help="the trust list: who this node talks to")
     peer_commands = peers.add_subparsers(title="peers commands", metavar="ACTION", required=True)
@@ -143,7 +146,12 @@ def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
 
     invite = _command(commands, "invite", cmd_invite, "print a one-time pairing code")
     invite.add_argument("--relay", action="store_true", help="pair a relay (no sync key)")
-    invite.add_argument("--ttl", type=_positive, default=3600, help="seconds it stays valid")
+    invite.add_argument(
+        "--ttl",
+        type=whole(1, MAX_TTL_S, "seconds", "30 days"),
+        default=3600,
+        help="seconds it stays valid (at most 30 days)",
+    )
     invite.add_argument("--address", help="HOST:PORT the new device should use to reach us")
     join = _command(commands, "join", cmd_join, "pair with a node using its code")
     join.add_argument("code", help="the code `peer invite` printed on the other device")
@@ -162,14 +170,23 @@ def _command(commands: Any, name: str, handler: Handler, help_text: str) -> argp
     return sub
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
+def whole(low: int, high: int, unit: str = "", span: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`, else a message naming the
+    bounds (an unbounded one failed later, deep in SQLite, as an unexpected failure)."""
+    what = f"a whole number of {unit}" if unit else "a whole number"
+    bounds = f"between {low} and {high}" + (f" ({span})" if span else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not a number, or more than 4300 digits
+            value = None
+        if value is None or not low <= value <= high:
+            shown = text if len(text) <= 40 else text[:39] + "…"
+            raise argparse.ArgumentTypeError(f'must be {what} {bounds}, got "{shown}"')
+        return value
+
+    return parse
 
 
 # -- helpers -----------------------------------------------------------------------

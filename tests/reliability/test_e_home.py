@@ -1,4 +1,5 @@
-"""Group E, the probe of issue 18: a home is private (E1).
+"""Group E, the probe of issue 18: a home is private (E1), and hostile values given to
+the command line, the environment or config.toml are clear one-line errors (E7).
 
 Every check runs real `peer` processes on homes under tmp_path; a server listens on
 127.0.0.1 only. Modes are read with lstat, as another local user would meet them.
@@ -6,8 +7,11 @@ Every check runs real `peer` processes on homes under tmp_path; a server listens
 
 from __future__ import annotations
 
+import base64
+import builtins
 import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -16,11 +20,21 @@ from pathlib import Path
 
 import pytest
 
+from peer import errors as peer_errors
 from peer.home import Home
-from tests.cli import Server, ok, peer
+from tests.cli import Server, cli_env, ok, peer
 from tests.reliability.conftest import Report
 
 PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+HOSTILE_TIMEOUT_S = 15.0  # a hostile value that slipped through would leave `serve` running
+# Words a user must never meet in a message: Python's and peer's exception classes, and
+# the names of the types a bad number turns into.
+TYPE_NAMES = {"int", "float", "str", "NoneType"} | {
+    name
+    for namespace in (vars(builtins), vars(peer_errors))
+    for name, value in namespace.items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+}
 
 
 @contextmanager
@@ -163,4 +177,94 @@ def test_e1_init_refuses_a_home_of_another_user(tmp_path: Path, report: Report) 
         "init into a directory of uid 65534: refused in one line (exit 2), 0 files written, "
         "mode left 0755",
         True,
+    )
+
+
+# -- E7: hostile values are clear one-line errors -----------------------------------------------
+
+
+def _code(fields: str) -> str:
+    return "peer-invite-1:" + base64.urlsafe_b64encode(fields.encode()).decode().rstrip("=")
+
+
+def test_e7_hostile_values_are_one_line_errors(tmp_path: Path, report: Report) -> None:
+    home = tmp_path / "H"
+    ok(home, "init")
+    node_id = ok(home, "id").strip()
+    config = home / "config.toml"
+    serve = ("serve", "--listen", "127.0.0.1:0", "--no-sync", "--no-discovery")
+    far_code = _code(f'{{"n":"{node_id}","a":"a:1","p":"p:1","s":"AAAA","e":1e400,"r":false}}')
+    # (what, config.toml text or None, extra environment, arguments, words the error holds)
+    cases: list[tuple[str, str | None, dict[str, str], tuple[str, ...], str]] = [
+        ("invite --ttl 99999999999", None, {}, ("invite", "--ttl", "99999999999"), "2592000"),
+        ("config 100k nested", "x = " + "[" * 100_000 + "]" * 100_000, {}, serve, "too deeply"),
+        ("config keepalive 1e308", "[sync]\nkeepalive = 1e308", {}, serve, "and 3600 (1 hour)"),
+        ("config batch 5000 digits", "[sync]\nbatch = " + "9" * 5000, {}, serve, "too many"),
+        ("config over 1 MiB", "# " + "x" * (1 << 20), {}, serve, "over 1 MiB"),
+        ("PEER_SYNC_KEEPALIVE=1e308", None, {"PEER_SYNC_KEEPALIVE": "1e308"}, serve, "3600"),
+        ("PEER_SYNC_BATCH 5000 digits", None, {"PEER_SYNC_BATCH": "9" * 5000}, serve, "100000"),
+        ("serve --interval 1e9", None, {}, (*serve, "--interval", "1e9"), "and 86400 (1 day)"),
+        ("serve --listen port 99999", None, {}, ("serve", "--listen", "[::1]:99999"), "65535"),
+        ("history add --exit 1e20", None, {}, ("history", "add", "--exit", "9" * 20, "ls"), "2147"),
+        (
+            "history add --duration",
+            None,
+            {},
+            ("history", "add", "--duration", "9" * 20, "ls"),
+            "(10 years)",
+        ),
+        ("history list --limit", None, {}, ("history", "list", "--limit", "9" * 20), "1000000000"),
+        ("tail --limit", None, {}, ("tail", "--limit", "9" * 20), "1000000000"),
+        ("sync --batch", None, {}, ("sync", "--batch", "9" * 20, "127.0.0.1:1"), "100000"),
+        (
+            "peers add port 5000 digits",
+            None,
+            {},
+            ("peers", "add", node_id, "h:" + "9" * 5000),
+            "65535",
+        ),
+        ("join code expiring 1e400", None, {}, ("join", far_code), "damaged"),
+        (
+            "join code nested 20k deep",
+            None,
+            {},
+            ("join", _code("[" * 20_000 + "]" * 20_000)),
+            "damaged",
+        ),
+    ]
+    failures: list[str] = []
+    for what, text, env, args, bound in cases:
+        config.unlink(missing_ok=True)
+        if text is not None:
+            config.write_text(text + "\n")
+        try:
+            run = peer(home, *args, env={**cli_env(), **env}, timeout=HOSTILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # taken: the daemon started (and was killed)
+            failures.append(f"{what}: accepted, still running after {HOSTILE_TIMEOUT_S:g} s")
+            continue
+        message = run.stderr.strip()
+        words = set(re.findall(r"[A-Za-z_]+", message))
+        clear = (
+            run.returncode != 0
+            and message.startswith("peer: ")
+            and "\n" not in message
+            and "Traceback" not in message
+            and "unexpected" not in message
+            and not words & TYPE_NAMES
+            and bound in message
+            and len(message) < 400
+        )
+        if not clear:
+            failures.append(f"{what}: exit {run.returncode}, {message[:300]!r}")
+    config.unlink(missing_ok=True)
+    held = json.loads(ok(home, "status", "--json"))
+    assert failures == []
+    assert held["logs"] == [] and held["views"]["malformed"] == 0  # nothing half-written
+    report(
+        "a hostile number, nesting or size in a flag, PEER_* variable, config.toml or "
+        "invitation code is refused in one line naming the bound, never an unexpected failure",
+        f"{len(cases)} hostile values: {len(cases) - len(failures)} clear one-line errors, "
+        f"{len(failures)} unexpected failures; 0 records written",
+        not failures,
+        cases=len(cases),
     )
