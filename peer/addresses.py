@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from peer.errors import UsageError
 
+MAX_PORT = 65535
+
 
 def split_address(address: str) -> tuple[str, int]:
     """HOST:PORT (or [IPv6]:PORT) as (host, port), with a clear error when malformed."""
@@ -16,9 +18,12 @@ def split_address(address: str) -> tuple[str, int]:
     if bracketed:
         host = host[1:-1]
     malformed = not sep or not host or not port.isascii() or not port.isdigit()
-    if malformed or int(port) > 65535 or (":" in host and not bracketed):
+    malformed = malformed or len(port) > 5  # int() of 4300+ digits fails on its own
+    if malformed or int(port) > MAX_PORT or (":" in host and not bracketed):
+        shown = address if len(address) <= 60 else address[:59] + "…"
         raise UsageError(
-            f"{address!r} is not HOST:PORT (an IPv6 host goes in brackets: [::1]:7417)"
+            f"{shown!r} is not HOST:PORT with a port from 0 to {MAX_PORT} "
+            "(an IPv6 host goes in brackets: [::1]:7417)"
         )
     return host, int(port)
 

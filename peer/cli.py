@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 FOLLOW_POLL_S = 0.1
+MAX_LIMIT = 1_000_000_000  # records or entries shown; SQLite's integers end at 2**63
+MAX_BATCH = 100_000  # as the setting sync.batch (peer.config, not imported here: slow)
+MAX_TTL_S = 30 * 86400  # an invitation is for a device in hand, not for a month
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +70,12 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def say(kind: str, lines: Sequence[str]) -> None:
+    """One stderr line per note or warning: `peer: warning: ...`."""
+    for line in lines:
+        sys.stderr.write(f"peer: {kind}: {line}\n")
+
+
 def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
     from peer.cli_apps import register as register_apps
     from peer.cli_net import (  # the network commands live beside, in their own module
@@ -102,7 +111,7 @@ def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
 
     tail = _command(commands, "tail", cmd_tail, "print decrypted records as JSON lines")
     tail.add_argument("--tag", help="only this tag")
-    tail.add_argument("--limit", type=_positive, help="only the last N records")
+    tail.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the last N records")
     tail.add_argument("--follow", action="store_true", help="keep printing new records")
 
     serve = _command(commands, "serve", cmd_serve, "serve this node to peers until stopped")
@@ -123,7 +132,7 @@ def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
     sync = _command(commands, "sync", cmd_sync, "sync now with the given peers (or all)")
     sync.add_argument("peers", nargs="*", metavar="PEER", help="HOST:PORT, node id or name")
     sync.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
-    sync.add_argument("--batch", type=_positive, default=1000, help="records per message")
+    sync.add_argument("--batch", type=whole(1, MAX_BATCH), default=1000, help="records per message")
 
     peers = commands.add_parser("peers", help="the trust list: who this node talks to")
     peer_commands = peers.add_subparsers(title="peers commands", metavar="ACTION", required=True)
@@ -137,7 +146,12 @@ def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
 
     invite = _command(commands, "invite", cmd_invite, "print a one-time pairing code")
     invite.add_argument("--relay", action="store_true", help="pair a relay (no sync key)")
-    invite.add_argument("--ttl", type=_positive, default=3600, help="seconds it stays valid")
+    invite.add_argument(
+        "--ttl",
+        type=whole(1, MAX_TTL_S, "seconds", "30 days"),
+        default=3600,
+        help="seconds it stays valid (at most 30 days)",
+    )
     invite.add_argument("--address", help="HOST:PORT the new device should use to reach us")
     join = _command(commands, "join", cmd_join, "pair with a node using its code")
     join.add_argument("code", help="the code `peer invite` printed on the other device")
@@ -156,14 +170,23 @@ def _command(commands: Any, name: str, handler: Handler, help_text: str) -> argp
     return sub
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
+def whole(low: int, high: int, unit: str = "", span: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`, else a message naming the
+    bounds (an unbounded one failed later, deep in SQLite, as an unexpected failure)."""
+    what = f"a whole number of {unit}" if unit else "a whole number"
+    bounds = f"between {low} and {high}" + (f" ({span})" if span else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not a number, or more than 4300 digits
+            value = None
+        if value is None or not low <= value <= high:
+            shown = text if len(text) <= 40 else text[:39] + "…"
+            raise argparse.ArgumentTypeError(f'must be {what} {bounds}, got "{shown}"')
+        return value
+
+    return parse
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -196,6 +219,7 @@ async def cmd_init(args: argparse.Namespace) -> int:
     sync = SyncKey.from_text(args.key) if args.key else None
     node = await Node.init(home_of(args), args.name, sync, relay=args.relay)
     await node.close()
+    say("note", node.home.tightened)
     identity = node.identity
     key_id = identity.sync.key_id_text if identity.sync else None
     node_id = format_node_id(identity.node_id)
@@ -335,10 +359,12 @@ async def cmd_status(args: argparse.Namespace) -> int:
         finally:
             await node.close()
         status["daemon"] = None
+    status["warnings"] = home_of(args).exposed()
     if args.json:
         print_json(status)
     else:
         print("\n".join(render.status_lines(status)))
+        say("warning", status["warnings"])
     return 0
 
 
@@ -364,6 +390,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         report = await node.verify()
     finally:
         await node.close()
+    warnings = node.home.exposed()  # said, but not a verify failure: the data is sound
     if args.json:
         print_json(
             {
@@ -373,6 +400,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
                 "decrypted": report.decrypted,
                 "forks": report.forks,
                 "problems": report.problems,
+                "warnings": warnings,
             }
         )
     else:
@@ -384,6 +412,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
             f"{report.decrypted} decrypted, {len(report.problems)} problem(s), "
             f"{report.forks} fork(s)"
         )
+        say("warning", warnings)
     return 0 if report.ok else 1
 
 

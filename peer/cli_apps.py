@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peer.cli import _command, _positive, open_node, print_json
+from peer.cli import MAX_LIMIT, _command, open_node, print_json, whole
 
 if TYPE_CHECKING:
     from peer.apps.history import ImportResult
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_NS = "default"  # peer.apps.kv.DEFAULT_NS, without importing it at startup
 MAX_PROBLEMS_SHOWN = 20
+EXIT_RANGE = (-(2**31), 2**31 - 1)  # any platform's exit status (Windows' are 32-bit)
+MAX_DURATION_NS = 10 * 365 * 86400 * 10**9  # bounded, so `now - duration` stays a time
 
 
 def register(commands: Any) -> None:
@@ -60,18 +62,22 @@ def _register_history(commands: Any) -> None:
     actions = history.add_subparsers(title="history commands", metavar="ACTION", required=True)
     add = _command(actions, "add", cmd_history_add, "record one command (for shell hooks)")
     add.add_argument("--cwd", help="where it ran (default: here)")
-    add.add_argument("--exit", type=int, help="its exit status")
-    add.add_argument("--duration", type=int, help="how long it ran, in nanoseconds")
+    add.add_argument("--exit", type=whole(*EXIT_RANGE), help="its exit status")
+    add.add_argument(
+        "--duration",
+        type=whole(0, MAX_DURATION_NS, "nanoseconds", "10 years"),
+        help="how long it ran, in nanoseconds",
+    )
     add.add_argument("--session", default="", help="the shell session it ran in")
     add.add_argument("command", nargs="+", help="the command (after --)")
     imp = _command(actions, "import", cmd_history_import, "import a shell's history file")
     imp.add_argument("file", type=Path)
     imp.add_argument("--format", choices=("bash", "zsh", "fish", "atuin"), help="default: guess")
     listing = _command(actions, "list", cmd_history_list, "the latest commands, oldest first")
-    listing.add_argument("--limit", type=_positive, help="only the last N")
+    listing.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the last N")
     search = _command(actions, "search", cmd_history_search, "commands containing QUERY")
     search.add_argument("query")
-    search.add_argument("--limit", type=_positive, help="only the newest N")
+    search.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the newest N")
     delete = _command(actions, "delete", cmd_history_delete, "delete one entry, everywhere")
     delete.add_argument("id")
 

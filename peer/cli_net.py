@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from peer import render
-from peer.cli import home_of, open_node, print_json
+from peer.cli import home_of, open_node, print_json, say
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -26,6 +26,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     options = daemon.DaemonOptions.from_config(config)
     node = await open_node(args)
     node_id = format_node_id(node.identity.node_id)
+    say("warning", home.exposed())
 
     def ready(running: Any) -> None:
         host, _ = split_address(options.listen)
@@ -205,6 +206,7 @@ async def cmd_join(args: argparse.Namespace) -> int:
             shutil.rmtree(home.root, ignore_errors=True)
         raise
     await node.close()
+    say("note", node.home.tightened)
     shown = format_node_id(invitation.node_id)
     if args.json:
         print_json(

@@ -8,9 +8,12 @@ Each setting comes from the first of these that gives it:
     defaults     the field defaults of the dataclasses below
 
 A bad value stops the start with one line naming where it came from and what is
-expected (`config.toml: sync.interval must be a positive number of seconds, got "abc"`);
-unknown keys are errors too, with the nearest known key suggested. Nothing downstream
-reads the environment: it gets a frozen `Config`.
+expected (`config.toml: sync.interval must be a number of seconds between 0.01 and 86400
+(1 day), got "abc"`); unknown keys are errors too, with the nearest known key suggested.
+Durations and counts are bounded on both sides, and the file in size and nesting, so no
+value (1e308, arrays nested 100,000 deep, a 1 GB file) reaches the daemon or fails
+later as an unexpected error. Nothing downstream reads the environment: it gets a
+frozen `Config`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from peer.addresses import split_address
+from peer.addresses import MAX_PORT, split_address
 from peer.errors import ConfigError, UsageError
 from peer.home import Home
 from peer.identity import parse_node_id
@@ -34,6 +37,10 @@ from peer.identity import parse_node_id
 ENV_PREFIX = "PEER_"
 DEFAULT_SOURCE = "the default"
 ENV_NOT_SETTINGS = frozenset({"PEER_HOME"})  # chooses the home, so it is read before this
+MAX_FILE_BYTES = 1 << 20  # a config file holds a few settings; more is the wrong file
+MAX_SHOWN = 80  # characters of a bad value quoted in a message
+MIN_SECONDS = 0.01  # below this a duration is a busy loop, not a setting
+HOUR, DAY = 3600.0, 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,18 @@ def _positive(value: object, from_text: bool) -> float:
     return number
 
 
+def _seconds(most: float, span: str) -> Kind:
+    """A duration from MIN_SECONDS to `most` seconds (`span` says it in words)."""
+
+    def parse(value: object, from_text: bool) -> float:
+        number = _number(value, from_text)
+        if not MIN_SECONDS <= number <= most:
+            raise _Invalid
+        return number
+
+    return Kind(f"a number of seconds between {MIN_SECONDS:g} and {most:g} ({span})", parse)
+
+
 def _fraction(value: object, from_text: bool) -> float:
     number = _number(value, from_text)
     if not 0 <= number < 1:
@@ -149,7 +168,10 @@ def _integer(low: int, high: int) -> Kind:
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
         elif from_text and isinstance(value, str) and _is_decimal(value.strip().lstrip("+-")):
-            number = int(value)
+            try:
+                number = int(value)
+            except ValueError:  # more than 4300 digits
+                raise _Invalid from None
         else:
             raise _Invalid
         if not low <= number <= high:
@@ -187,10 +209,14 @@ def _ip_list(value: object, from_text: bool) -> tuple[str, ...]:
 
 
 BOOLEAN = Kind("true or false", _boolean, "one of true/false, yes/no, on/off, 1/0")
-SECONDS = Kind("a positive number of seconds", _positive)
+UP_TO_AN_HOUR = _seconds(HOUR, "1 hour")
+UP_TO_A_DAY = _seconds(DAY, "1 day")
 POSITIVE = Kind("a positive number", _positive)
 FRACTION = Kind("a number from 0 up to (not including) 1", _fraction)
-ADDRESS = Kind("HOST:PORT (an IPv6 host in brackets: [::1]:7417)", _address)
+ADDRESS = Kind(
+    f"HOST:PORT with a port from 0 to {MAX_PORT} (an IPv6 host in brackets: [::1]:7417)",
+    _address,
+)
 IP_LIST = Kind("a list of IP addresses of this machine (empty for all)", _ip_list)
 
 
@@ -206,17 +232,19 @@ SETTINGS: dict[str, Setting] = {
     "sync.auto": Setting(
         BOOLEAN, "scheduled and live sync; when off the node still serves and `peer sync` works"
     ),
-    "sync.interval": Setting(SECONDS, "seconds between sync rounds with each peer"),
+    "sync.interval": Setting(UP_TO_A_DAY, "seconds between sync rounds with each peer"),
     "sync.jitter": Setting(FRACTION, "random spread of the interval, as a fraction (+-)"),
-    "sync.backoff_initial": Setting(SECONDS, "seconds to wait after a failure; doubles each time"),
-    "sync.backoff_max": Setting(SECONDS, "the longest wait after failures, in seconds"),
+    "sync.backoff_initial": Setting(
+        UP_TO_AN_HOUR, "seconds to wait after a failure; doubles each time"
+    ),
+    "sync.backoff_max": Setting(UP_TO_A_DAY, "the longest wait after failures, in seconds"),
     "sync.batch": Setting(_integer(1, 100_000), "records per message asked of peers"),
     "sync.live": Setting(BOOLEAN, "keep Subscribe streams to reachable peers (live propagation)"),
     "sync.keepalive": Setting(
-        SECONDS, "seconds between pings on a quiet connection (a dead peer is noticed)"
+        UP_TO_AN_HOUR, "seconds between pings on a quiet connection (a dead peer is noticed)"
     ),
     "sync.keepalive_timeout": Setting(
-        SECONDS, "seconds to wait for a ping's answer before the connection counts as dead"
+        UP_TO_AN_HOUR, "seconds to wait for a ping's answer before the connection counts as dead"
     ),
     "discovery.enabled": Setting(BOOLEAN, "announce this node and find peers on the LAN (mDNS)"),
     "discovery.interfaces": Setting(IP_LIST, "IP addresses to announce on; empty = all"),
@@ -269,10 +297,14 @@ def defaults() -> dict[str, Any]:
 
 
 def _shown(value: object) -> str:
+    """The value as the user wrote it, cut short: a message stays one readable line."""
     try:
-        return json.dumps(value, ensure_ascii=False)
+        text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
-        return repr(value)
+        text = repr(value)
+    except RecursionError:
+        text = "[a value nested too deep to show]"
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
 def _suggestion(name: str, known: list[str], quote: str = '"') -> str:
@@ -305,17 +337,30 @@ class _Layers:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    """The TOML document of `path` ({} if there is none); bounded in size and depth."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{path}: cannot read the config file: {reason}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: over 1 MiB, too large for a config file (is it the right file?)"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: not UTF-8 text") from exc
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except ValueError:  # int() refuses more than 4300 digits, before TOML can check
+        raise ConfigError(f"{path}: not valid TOML: a number with too many digits") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: not valid TOML: too deeply nested") from None
 
 
 def _apply_file(layers: _Layers, path: Path, document: Mapping[str, Any]) -> None:

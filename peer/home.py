@@ -9,10 +9,23 @@
     HOME/serve.json  where a running `peer serve` listens (for `peer invite`, programs)
     HOME/serve.lock  held (flock) by the running `peer serve`: one daemon per home
     HOME/peer.sock   the running daemon's local API (Unix socket, mode 0600)
-    HOME/peer.db     the record store (SQLite, WAL)
+    HOME/peer.db     the record store (SQLite, WAL; SQLite keeps its WAL and shared-memory
+                     index beside it, named after it)
 
-Secret files are created with mode 0600 from the start (never chmod after writing,
-which would leave a window where another user could read them).
+A home is private to its user: the KV and history views in peer.db are decrypted, so
+another local user reading any file here reads secrets. The rules:
+
+  - Every file peer writes here is created 0600 from the start, whatever the umask
+    (never chmod after writing, which would leave a window where another user could
+    read it). The store makes peer.db 0600 before SQLite opens it, and SQLite gives
+    the files it keeps beside the database (WAL, shared memory, journal) its mode.
+  - Creating or initialising a home (`peer init`, `peer join` into a new home) makes
+    the directory 0700 and tightens peer's files already in it to 0600 (a directory
+    made with `mkdir` under a 022 umask is 0755); a directory owned by another user is
+    refused, since its owner could read or replace our keys.
+  - Opening a home never changes modes: a home made by an older peer, or loosened by
+    hand, is reported by `peer status`, `peer verify` and `peer serve` (`exposed()`:
+    one warning per path, naming the chmod that fixes it), and fixed by the user.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -72,6 +86,23 @@ class Serving:
     pid: int
 
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+OPEN_TO_OTHERS = 0o077  # any group or other permission bit
+FILE_NAMES = (  # every file peer keeps in a home (checked by `exposed`, tightened at init)
+    "host.key",
+    "sync.key",
+    "tls.key",
+    "tls.crt",
+    "node.json",
+    "config.toml",
+    "serve.json",
+    "serve.lock",
+    "peer.sock",
+)
+STORE_FILES = "peer.db*"  # the database and the files SQLite keeps beside it
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -95,6 +126,7 @@ class Home:
         self.config_file = root / "config.toml"
         self.serve_file = root / "serve.json"
         self.database = root / "peer.db"
+        self.tightened: list[str] = []  # what `create` made private, for the CLI to say
 
     def exists(self) -> bool:
         return self.host_key.exists()
@@ -103,16 +135,49 @@ class Home:
         """Make a new identity here; refuses to overwrite an existing one."""
         if self.exists():
             raise AlreadyInitialized(f"{self.root} already holds a peer identity")
+        self.tightened = self.make_private()
+        signing = SigningKey.generate()
+        write_private(self.host_key, signing.to_bytes())
+        if sync is not None:
+            write_private(self.sync_key, (sync.to_text() + "\n").encode())
+        write_private(self.node_file, (json.dumps({"name": name}) + "\n").encode())
+        return Identity(signing, sync, name, *self._tls())
+
+    def make_private(self) -> list[str]:
+        """Create the home 0700, or make an existing one of ours 0700 and peer's files
+        in it 0600; a note for each mode changed. Refuses a directory of another user."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+            owner = self.root.stat().st_uid
         except OSError as exc:
             raise UsageError(f"cannot create the home {self.root}: {exc.strerror}") from exc
-        signing = SigningKey.generate()
-        write_secret(self.host_key, signing.to_bytes())
-        if sync is not None:
-            write_secret(self.sync_key, (sync.to_text() + "\n").encode())
-        self.node_file.write_text(json.dumps({"name": name}) + "\n")
-        return Identity(signing, sync, name, *self._tls())
+        if owner != os.geteuid():
+            raise UsageError(
+                f"{self.root} belongs to another user (uid {owner}), who could read or "
+                "replace its keys; choose a home directory you own"
+            )
+        notes = [_tighten(self.root, PRIVATE_DIR)]
+        notes += [_tighten(path, PRIVATE_FILE) for path in self.files()]
+        return [note for note in notes if note]
+
+    def files(self) -> list[Path]:
+        """Peer's files that exist in this home (the store's: all named peer.db*)."""
+        named = [path for path in map(self.root.joinpath, FILE_NAMES) if path.exists()]
+        return named + sorted(self.root.glob(STORE_FILES))
+
+    def exposed(self) -> list[str]:
+        """A warning, with its fix, for the home and each of its files that another user
+        may read or write (no mode is changed: see the module's docstring)."""
+        warnings: list[str] = []
+        for path, private in [(self.root, PRIVATE_DIR), *((p, PRIVATE_FILE) for p in self.files())]:
+            mode = _mode(path)
+            if mode is not None and mode & OPEN_TO_OTHERS:
+                what = "the home " if path == self.root else ""
+                warnings.append(
+                    f"{what}{path} is open to other users (mode {mode:04o}): "
+                    f"run `chmod {private:o} {path}`"
+                )
+        return warnings
 
     def load(self) -> Identity:
         """The identity stored here; NotInitialized if there is none."""
@@ -125,8 +190,8 @@ class Home:
         """The TLS key and certificate, made on first use (also for older homes)."""
         if not self.tls_certificate.exists():
             key, certificate = generate_tls_identity()
-            write_secret(self.tls_key, key)
-            self.tls_certificate.write_bytes(certificate)
+            write_private(self.tls_key, key)
+            write_private(self.tls_certificate, certificate)
         return self.tls_key.read_bytes(), self.tls_certificate.read_bytes()
 
     def load_sync_key(self) -> SyncKey | None:
@@ -144,7 +209,7 @@ class Home:
             "socket": serving.socket,
             "pid": serving.pid,
         }
-        self.serve_file.write_text(json.dumps(fields) + "\n")
+        write_private(self.serve_file, (json.dumps(fields) + "\n").encode())
 
     def serving(self) -> Serving | None:
         """Where the running `peer serve` of this home listens, if one runs."""
@@ -163,8 +228,8 @@ class Home:
     @contextlib.contextmanager
     def lock_serving(self) -> Iterator[None]:
         """Hold the home's daemon lock: a second `peer serve` of one home is refused."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        fd = os.open(self.root / "serve.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -180,7 +245,7 @@ class Home:
             os.close(fd)  # closing releases the lock
 
     def replace_sync_key(self, sync: SyncKey) -> None:
-        write_secret(self.sync_key, (sync.to_text() + "\n").encode())
+        write_private(self.sync_key, (sync.to_text() + "\n").encode())
 
     def _name(self) -> str:
         try:
@@ -190,12 +255,13 @@ class Home:
         return str(name)
 
 
-def write_secret(path: Path, data: bytes) -> None:
-    """Write `data` to a new file readable by its owner only, atomically."""
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to a new file readable by its owner only, atomically (a mode given
+    to open(2) is only ever narrowed by the umask, so 0600 holds under any umask)."""
     temp = path.with_name(path.name + ".tmp")
     temp.unlink(missing_ok=True)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as handle:
@@ -203,3 +269,24 @@ def write_secret(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+
+
+def _tighten(path: Path, private: int) -> str:
+    """chmod `path` to `private` if it differs; a note if it was open to others."""
+    mode = _mode(path)
+    if mode is None or mode == private:
+        return ""
+    try:
+        path.chmod(private)
+    except OSError as exc:
+        raise UsageError(f"cannot make {path} private: {exc.strerror}") from exc
+    if not mode & OPEN_TO_OTHERS:
+        return ""
+    return f"{path} was open to other users (mode {mode:04o}); it is now {private:04o}"

@@ -18,7 +18,7 @@ from peer.apps.views import APP_TAGS, ViewEngine
 from peer.config import config_template
 from peer.crypto import Author, ChainCheck, SyncKey, open_record
 from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
-from peer.home import Home, Identity
+from peer.home import Home, Identity, write_private
 from peer.identity import format_node_id
 from peer.records import LogKey, Record, check_record
 from peer.store import Store
@@ -72,7 +72,7 @@ class Node:
         key = None if relay else sync if sync is not None else SyncKey.generate()
         identity = home.create(name, key)
         if not home.config_file.exists():  # every setting, commented, to edit later
-            home.config_file.write_text(config_template())
+            write_private(home.config_file, config_template().encode())
         store = await Store.open(home.database)
         await store.add_host(identity.signing.public_key)
         return cls(home, identity, store)

@@ -84,7 +84,8 @@ class Invitation:
                 int(fields["e"]),
                 bool(fields["r"]),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+            # OverflowError: "e" given as 1e400; RecursionError: JSON nested deep
             raise UsageError("the invitation code is damaged: copy it again, whole") from exc
         if len(secret) != SECRET_LEN:
             raise UsageError("the invitation code is damaged: copy it again, whole")

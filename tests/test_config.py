@@ -23,6 +23,8 @@ from peer.errors import ConfigError, UsageError
 from peer.home import Home
 from peer.identity import format_node_id
 
+A_DAY = "a number of seconds between 0.01 and 86400 (1 day)"
+AN_HOUR = "a number of seconds between 0.01 and 3600 (1 hour)"
 LAPTOP = bytes(range(32))
 PHONE = bytes(range(1, 33))
 
@@ -180,14 +182,17 @@ def test_the_file_takes_toml_booleans_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (
-            '[sync]\ninterval = "abc"',
-            'sync.interval must be a positive number of seconds, got "abc"',
-        ),
-        ("[sync]\ninterval = 0", "sync.interval must be a positive number of seconds, got 0"),
-        ("[sync]\ninterval = -1.5", "sync.interval must be a positive number of seconds, got -1.5"),
-        ("[sync]\ninterval = nan", "sync.interval must be a positive number of seconds, got NaN"),
-        ("[sync]\ninterval = true", "sync.interval must be a positive number of seconds, got true"),
+        ('[sync]\ninterval = "abc"', f'sync.interval must be {A_DAY}, got "abc"'),
+        ("[sync]\ninterval = 0", f"sync.interval must be {A_DAY}, got 0"),
+        ("[sync]\ninterval = -1.5", f"sync.interval must be {A_DAY}, got -1.5"),
+        ("[sync]\ninterval = nan", f"sync.interval must be {A_DAY}, got NaN"),
+        ("[sync]\ninterval = inf", f"sync.interval must be {A_DAY}, got Infinity"),
+        ("[sync]\ninterval = true", f"sync.interval must be {A_DAY}, got true"),
+        ("[sync]\ninterval = 86401", f"sync.interval must be {A_DAY}, got 86401"),
+        ("[sync]\nkeepalive = 1e308", f"sync.keepalive must be {AN_HOUR}, got 1e+308"),
+        ("[sync]\nkeepalive_timeout = 0.001", f"sync.keepalive_timeout must be {AN_HOUR}"),
+        ("[sync]\nbackoff_initial = 3601", f"sync.backoff_initial must be {AN_HOUR}"),
+        ("[sync]\nbackoff_max = 1e9", f"sync.backoff_max must be {A_DAY}, got 1000000000.0"),
         (
             "[sync]\njitter = 1",
             "sync.jitter must be a number from 0 up to (not including) 1, got 1",
@@ -198,7 +203,8 @@ def test_the_file_takes_toml_booleans_only(tmp_path: Path) -> None:
         ("[limits]\nburst = 10000000", "limits.burst must be an integer between 1 and 1000000"),
         (
             "listen = 7417",
-            "listen must be HOST:PORT (an IPv6 host in brackets: [::1]:7417), got 7417",
+            "listen must be HOST:PORT with a port from 0 to 65535 (an IPv6 host in brackets: "
+            "[::1]:7417), got 7417",
         ),
         ('listen = "::1:7417"', "listen must be HOST:PORT"),
         ('listen = "host:99999"', "listen must be HOST:PORT"),
@@ -217,7 +223,9 @@ def test_invalid_values_in_the_file(tmp_path: Path, text: str, message: str) -> 
     [
         ("PEER_SYNC_BATCH", "x", 'must be an integer between 1 and 100000, got "x"'),
         ("PEER_SYNC_BATCH", "1.0", 'must be an integer between 1 and 100000, got "1.0"'),
-        ("PEER_SYNC_INTERVAL", "inf", 'must be a positive number of seconds, got "inf"'),
+        ("PEER_SYNC_INTERVAL", "inf", f'must be {A_DAY}, got "inf"'),
+        ("PEER_SYNC_KEEPALIVE", "1e308", f'must be {AN_HOUR}, got "1e308"'),
+        ("PEER_SYNC_BATCH", "9" * 5000, "must be an integer between 1 and 100000, got"),
         ("PEER_LISTEN", "localhost", "must be HOST:PORT"),
         ("PEER_DISCOVERY_INTERFACES", "198.18.0.1,eth0", "must be a list of IP addresses"),
     ],
@@ -230,7 +238,10 @@ def test_invalid_values_in_the_environment(
 
 def test_invalid_flags_are_named_as_flags(tmp_path: Path) -> None:
     assert refused(tmp_path, **{"sync.interval": "soon"}) == (
-        '--sync-interval: must be a positive number of seconds, got "soon"'
+        f'--sync-interval: must be {A_DAY}, got "soon"'
+    )
+    assert refused(tmp_path, **{"sync.interval": "100000"}) == (
+        f'--sync-interval: must be {A_DAY}, got "100000"'
     )
 
 
@@ -299,6 +310,36 @@ def test_bad_toml_reports_line_and_column(tmp_path: Path) -> None:
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "config.toml").mkdir()
     assert "config.toml: cannot read the config file" in refused(tmp_path)
+
+
+def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    write(tmp_path, "[sync]\ninterval = 86400\nbackoff_max = 86400\nkeepalive = 0.01\n")
+    config = load_config(tmp_path, {"PEER_SYNC_KEEPALIVE_TIMEOUT": "3600"})
+    assert (config.sync.interval, config.sync.keepalive) == (86400.0, 0.01)
+    assert config.sync.keepalive_timeout == 3600.0
+
+
+def test_a_file_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    write(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert refused(tmp_path) == f"{tmp_path / 'config.toml'}: not valid TOML: too deeply nested"
+
+
+def test_a_number_of_5000_digits_in_the_file_is_one_line(tmp_path: Path) -> None:
+    write(tmp_path, "[sync]\nbatch = " + "9" * 5000 + "\n")
+    assert refused(tmp_path).endswith("not valid TOML: a number with too many digits")
+
+
+def test_a_file_over_1_mib_is_refused_unread(tmp_path: Path) -> None:
+    write(tmp_path, "# " + "x" * (1 << 20) + "\n")
+    assert refused(tmp_path).endswith(
+        "over 1 MiB, too large for a config file (is it the right file?)"
+    )
+
+
+def test_a_long_bad_value_is_shown_cut_short(tmp_path: Path) -> None:
+    write(tmp_path, f'[sync]\ninterval = "{"a" * 10_000}"\n')
+    message = refused(tmp_path)
+    assert message.endswith('got "' + "a" * 78 + "…") and len(message) < 300
 
 
 def test_config_errors_are_usage_errors() -> None:

@@ -4,11 +4,16 @@ Writes go through one connection, one transaction at a time (an asyncio lock: th
 daemon appends and receives concurrently). Reads go through a second connection, so
 in WAL mode they only ever see committed state: an index is never advertised from a
 batch that is still being written and may yet be rolled back.
+
+A new database file is created 0600 before SQLite opens it (SQLite would make it 0644
+under the umask), and SQLite gives the files it keeps beside it the database's mode:
+the store holds decrypted views, so none of it is readable by other users.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -43,6 +48,7 @@ class Database:
         cls, path: Path, max_bytes: int | None = None, faults: Faults | None = None
     ) -> Database:
         connections: list[aiosqlite.Connection] = []
+        _create_private(path)
         try:
             with translated(f"open the store {path}"):
                 for _ in range(2):
@@ -110,6 +116,17 @@ class Database:
     async def read_scalar(self, sql: str, params: Sequence[object] = ()) -> int:
         with translated("read the store"):
             return await scalar(self.reader, sql, params)
+
+
+def _create_private(path: Path) -> None:
+    """Make a missing database file, empty and 0600 (under any umask); SQLite takes an
+    empty file as a new database."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"could not open the store {path}: {exc.strerror}") from exc
 
 
 async def scalar(connection: aiosqlite.Connection, sql: str, params: Sequence[object] = ()) -> int:

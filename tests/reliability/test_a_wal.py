@@ -30,7 +30,7 @@ OS_DELETERS = {"remove", "rename", "replace", "unlink", "rmdir", "removedirs"}  
 REVIEWED = {
     ("cli_net.py", "cmd_join"): "a home this failed join created itself",
     ("home.py", "lock_serving"): "serve.json of the stopping daemon",
-    ("home.py", "write_secret"): "a temp file renamed over a secret",
+    ("home.py", "write_private"): "a temp file renamed over a private file",
     ("local_service.py", "stop"): "the daemon's API socket and its private dir",
     ("local_service.py", "start_local_server"): "a stale socket of a crashed daemon",
 }
