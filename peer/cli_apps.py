@@ -41,7 +41,9 @@ def _register_kv(commands: Any) -> None:
     actions = kv.add_subparsers(title="kv commands", metavar="ACTION", required=True)
     kv_set = _namespaced(_command(actions, "set", cmd_kv_set, "set KEY to VALUE"))
     kv_set.add_argument("key")
-    kv_set.add_argument("value")
+    kv_set.add_argument(
+        "value", help="the value, or - to read it from stdin (one trailing newline dropped)"
+    )
     get = _namespaced(_command(actions, "get", cmd_kv_get, "print the value of KEY"))
     get.add_argument("key")
     delete = _namespaced(_command(actions, "delete", cmd_kv_delete, "delete KEY"))
@@ -80,9 +82,10 @@ def _register_history(commands: Any) -> None:
 
 
 async def cmd_kv_set(args: argparse.Namespace) -> int:
+    value = _stdin_value() if args.value == "-" else os.fsencode(args.value)
     node = await open_node(args)
     try:
-        record = await node.kv.set(args.key, os.fsencode(args.value), args.namespace)
+        record = await node.kv.set(args.key, value, args.namespace)
     finally:
         await node.close()
     if args.json:
@@ -96,6 +99,21 @@ async def cmd_kv_set(args: argparse.Namespace) -> int:
             }
         )
     return 0
+
+
+def _stdin_value() -> bytes:
+    """All of stdin, bounded by the record limit, without one trailing newline (so that
+    `peer kv get K | peer kv set K2 -` copies a value exactly)."""
+    from peer.crypto import MAX_PLAINTEXT
+    from peer.errors import InvalidRecord
+    from peer.inputs import read_all
+
+    value = read_all(sys.stdin.buffer, MAX_PLAINTEXT)
+    if value is None:
+        raise InvalidRecord(
+            f"the value on stdin is longer than the record limit of {MAX_PLAINTEXT:,} bytes"
+        )
+    return value.removesuffix(b"\n")
 
 
 async def cmd_kv_get(args: argparse.Namespace) -> int:
