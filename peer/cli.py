@@ -64,7 +64,7 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"peer: {message}\n")
+    sys.stderr.write(f"peer: {render.printable(message)}\n")  # it may quote remote text
     return code
 
 
@@ -409,7 +409,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         )
     else:
         for problem in report.problems[:50]:
-            print(f"problem: {problem}")
+            print(f"problem: {render.printable(problem)}")
         verdict = "ok" if report.ok else "FAILED"
         print(
             f"{verdict}: {report.logs} log(s), {report.records} record(s) checked, "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peer.cli import _command, _positive, open_node, print_json
+from peer.render import printable
 
 if TYPE_CHECKING:
     from peer.apps.history import ImportResult
@@ -142,7 +143,7 @@ async def cmd_kv_delete(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ns": args.namespace, "key": args.key, "existed": existed})
     elif not existed:
-        print(f"{args.key} was not set (deleted anyway, on every device)")
+        print(f"{printable(args.key)} was not set (deleted anyway, on every device)")
     return 0
 
 
@@ -155,8 +156,8 @@ async def cmd_kv_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([_kv_json(item) for item in items])
     for item in [] if args.json else items:
-        value = item.value.decode("utf-8", "backslashreplace")
-        print(f"{item.ns}\t{item.key}\t{value}" if args.all else f"{item.key}\t{value}")
+        key, value = printable(item.key), printable(item.value.decode("utf-8", "backslashreplace"))
+        print(f"{printable(item.ns)}\t{key}\t{value}" if args.all else f"{key}\t{value}")
     return 0
 
 
@@ -247,8 +248,8 @@ async def cmd_history_import(args: argparse.Namespace) -> int:
         return 0
     _warn_skipped(path, problems)
     print(
-        f"imported {result.added} command(s) from {path} ({fmt}); {result.already} already "
-        f"held, {len(problems)} line(s) skipped"
+        f"imported {result.added} command(s) from {printable(str(path))} ({fmt}); "
+        f"{result.already} already held, {len(problems)} line(s) skipped"
     )
     return 0
 
@@ -274,7 +275,8 @@ async def _import_with_progress(
 
 def _warn_skipped(path: Path, problems: list[dict[str, Any]]) -> None:
     for problem in problems[:MAX_PROBLEMS_SHOWN]:
-        sys.stderr.write(f"peer: {path}: line {problem['line']}: {problem['reason']}, skipped\n")
+        where = f"{printable(str(path))}: line {problem['line']}"
+        sys.stderr.write(f"peer: {where}: {printable(problem['reason'])}, skipped\n")
     if len(problems) > MAX_PROBLEMS_SHOWN:
         sys.stderr.write(f"peer: … and {len(problems) - MAX_PROBLEMS_SHOWN} more lines skipped\n")
 
@@ -308,7 +310,7 @@ async def cmd_history_delete(args: argparse.Namespace) -> int:
     if args.json:
         print_json(entry.as_json())
     else:
-        print(f"deleted {entry.id}: {entry.command}")
+        print(f"deleted {printable(entry.id)}: {printable(entry.command)}")
     return 0
 
 
@@ -318,7 +320,7 @@ def _print_entries(entries: list[HistoryEntry], as_json: bool) -> None:
         return
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.timestamp // 10**9))
-        print(f"{when}  {e.id}  {e.command}")
+        print(f"{when}  {printable(e.id)}  {printable(e.command)}")
 
 
 # -- store -------------------------------------------------------------------------
