@@ -26,6 +26,7 @@ FOLLOW_POLL_S = 0.1
 MAX_LIMIT = 1_000_000_000  # records or entries shown; SQLite's integers end at 2**63
 MAX_BATCH = 100_000  # as the setting sync.batch (peer.config, not imported here: slow)
 MAX_TTL_S = 30 * 86400  # an invitation is for a device in hand, not for a month
+KEY_LINE_LIMIT = 4096  # bytes of stdin read for `key import -` (a key text is 60)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,7 +67,7 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"peer: {message}\n")
+    sys.stderr.write(f"peer: {render.printable(message)}\n")  # it may quote remote text
     return code
 
 
@@ -103,11 +104,16 @@ def build_parser() -> _Parser:  # noqa: PLR0915 (one flat list of every command)
     key_commands = key.add_subparsers(title="key commands", metavar="ACTION", required=True)
     _command(key_commands, "export", cmd_key_export, "print the sync key (one line)")
     key_import = _command(key_commands, "import", cmd_key_import, "set the sync key")
-    key_import.add_argument("key", help="the key text, or - to read it from stdin")
+    key_import.add_argument("key", help="the key text, or - to read its first line from stdin")
 
     append = _command(commands, "append", cmd_append, "append records to one of your logs")
     append.add_argument("--tag", required=True, help="the log's tag (a-z 0-9 . _ -)")
-    append.add_argument("data", nargs="?", help="the record (default: one per stdin line)")
+    append.add_argument(
+        "data",
+        nargs="?",
+        help="the record (default: one per stdin line; a line over the record limit "
+        "stops there, the lines before it kept)",
+    )
 
     tail = _command(commands, "tail", cmd_tail, "print decrypted records as JSON lines")
     tail.add_argument("--tag", help="only this tag")
@@ -265,8 +271,7 @@ async def cmd_key_export(args: argparse.Namespace) -> int:
 async def cmd_key_import(args: argparse.Namespace) -> int:
     from peer.crypto import SyncKey
 
-    text = sys.stdin.readline() if args.key == "-" else args.key
-    sync = SyncKey.from_text(text)
+    sync = SyncKey.from_text(_stdin_key() if args.key == "-" else args.key)
     node = await open_node(args)
     try:
         await node.import_sync_key(sync)
@@ -306,13 +311,27 @@ async def cmd_append(args: argparse.Namespace) -> int:
 
 
 async def _append_stdin(node: Node, tag: str) -> list[tuple[int, int]]:
-    """Bulk append; another writer may interleave between chunks, hence the ranges."""
+    """Bulk append; another writer may interleave between chunks, hence the ranges. A
+    line over the record limit ends the input: the lines before it are appended (and
+    durable), then InvalidRecord names it; nothing after it is read."""
+    from peer.crypto import MAX_PLAINTEXT
+    from peer.errors import InvalidRecord
+    from peer.inputs import read_lines
     from peer.progress import Progress
 
     progress = Progress(f"appending to {tag}")
     ranges: list[tuple[int, int]] = []
     count = 0
-    async for first, last in node.append_many(tag, _stdin_lines()):
+    over: list[int] = []  # the number of the line over the limit, if one was
+
+    def lines() -> Iterator[bytes]:
+        for number, line in read_lines(sys.stdin.buffer, MAX_PLAINTEXT):
+            if line is None:
+                over.append(number)
+                return
+            yield line
+
+    async for first, last in node.append_many(tag, lines()):
         if ranges and ranges[-1][1] + 1 == first:
             ranges[-1] = (ranges[-1][0], last)
         else:
@@ -320,12 +339,25 @@ async def _append_stdin(node: Node, tag: str) -> list[tuple[int, int]]:
         count += last - first + 1
         progress.update(count)
     progress.finish()
+    if over:
+        raise InvalidRecord(
+            f"stdin line {over[0]} is longer than the record limit of {MAX_PLAINTEXT:,} "
+            f"bytes: stopped there, the {count} line(s) before it were appended"
+        )
     return ranges
 
 
-def _stdin_lines() -> Iterator[bytes]:
-    for line in sys.stdin.buffer:
-        yield line.rstrip(b"\r\n")
+def _stdin_key() -> str:
+    """The first line of stdin, read in bounded memory (stdin may be endless)."""
+    from peer.errors import KeyFormatError
+    from peer.inputs import first_line
+
+    line = first_line(sys.stdin.buffer, KEY_LINE_LIMIT)
+    if line is None:
+        raise KeyFormatError(
+            f"not a peer sync key: the first line of stdin is longer than {KEY_LINE_LIMIT:,} bytes"
+        )
+    return line.decode("utf-8", "replace")
 
 
 async def cmd_tail(args: argparse.Namespace) -> int:
@@ -405,7 +437,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         )
     else:
         for problem in report.problems[:50]:
-            print(f"problem: {problem}")
+            print(f"problem: {render.printable(problem)}")
         verdict = "ok" if report.ok else "FAILED"
         print(
             f"{verdict}: {report.logs} log(s), {report.records} record(s) checked, "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peer.cli import MAX_LIMIT, _command, open_node, print_json, whole
+from peer.render import printable
 
 if TYPE_CHECKING:
     from peer.apps.history import ImportResult
@@ -43,7 +44,9 @@ def _register_kv(commands: Any) -> None:
     actions = kv.add_subparsers(title="kv commands", metavar="ACTION", required=True)
     kv_set = _namespaced(_command(actions, "set", cmd_kv_set, "set KEY to VALUE"))
     kv_set.add_argument("key")
-    kv_set.add_argument("value")
+    kv_set.add_argument(
+        "value", help="the value, or - to read it from stdin (one trailing newline dropped)"
+    )
     get = _namespaced(_command(actions, "get", cmd_kv_get, "print the value of KEY"))
     get.add_argument("key")
     delete = _namespaced(_command(actions, "delete", cmd_kv_delete, "delete KEY"))
@@ -86,9 +89,10 @@ def _register_history(commands: Any) -> None:
 
 
 async def cmd_kv_set(args: argparse.Namespace) -> int:
+    value = _stdin_value() if args.value == "-" else os.fsencode(args.value)
     node = await open_node(args)
     try:
-        record = await node.kv.set(args.key, os.fsencode(args.value), args.namespace)
+        record = await node.kv.set(args.key, value, args.namespace)
     finally:
         await node.close()
     if args.json:
@@ -102,6 +106,21 @@ async def cmd_kv_set(args: argparse.Namespace) -> int:
             }
         )
     return 0
+
+
+def _stdin_value() -> bytes:
+    """All of stdin, bounded by the record limit, without one trailing newline (so that
+    `peer kv get K | peer kv set K2 -` copies a value exactly)."""
+    from peer.crypto import MAX_PLAINTEXT
+    from peer.errors import InvalidRecord
+    from peer.inputs import read_all
+
+    value = read_all(sys.stdin.buffer, MAX_PLAINTEXT)
+    if value is None:
+        raise InvalidRecord(
+            f"the value on stdin is longer than the record limit of {MAX_PLAINTEXT:,} bytes"
+        )
+    return value.removesuffix(b"\n")
 
 
 async def cmd_kv_get(args: argparse.Namespace) -> int:
@@ -130,7 +149,7 @@ async def cmd_kv_delete(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ns": args.namespace, "key": args.key, "existed": existed})
     elif not existed:
-        print(f"{args.key} was not set (deleted anyway, on every device)")
+        print(f"{printable(args.key)} was not set (deleted anyway, on every device)")
     return 0
 
 
@@ -143,8 +162,8 @@ async def cmd_kv_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([_kv_json(item) for item in items])
     for item in [] if args.json else items:
-        value = item.value.decode("utf-8", "backslashreplace")
-        print(f"{item.ns}\t{item.key}\t{value}" if args.all else f"{item.key}\t{value}")
+        key, value = printable(item.key), printable(item.value.decode("utf-8", "backslashreplace"))
+        print(f"{printable(item.ns)}\t{key}\t{value}" if args.all else f"{key}\t{value}")
     return 0
 
 
@@ -235,8 +254,8 @@ async def cmd_history_import(args: argparse.Namespace) -> int:
         return 0
     _warn_skipped(path, problems)
     print(
-        f"imported {result.added} command(s) from {path} ({fmt}); {result.already} already "
-        f"held, {len(problems)} line(s) skipped"
+        f"imported {result.added} command(s) from {printable(str(path))} ({fmt}); "
+        f"{result.already} already held, {len(problems)} line(s) skipped"
     )
     return 0
 
@@ -262,7 +281,8 @@ async def _import_with_progress(
 
 def _warn_skipped(path: Path, problems: list[dict[str, Any]]) -> None:
     for problem in problems[:MAX_PROBLEMS_SHOWN]:
-        sys.stderr.write(f"peer: {path}: line {problem['line']}: {problem['reason']}, skipped\n")
+        where = f"{printable(str(path))}: line {problem['line']}"
+        sys.stderr.write(f"peer: {where}: {printable(problem['reason'])}, skipped\n")
     if len(problems) > MAX_PROBLEMS_SHOWN:
         sys.stderr.write(f"peer: … and {len(problems) - MAX_PROBLEMS_SHOWN} more lines skipped\n")
 
@@ -296,7 +316,7 @@ async def cmd_history_delete(args: argparse.Namespace) -> int:
     if args.json:
         print_json(entry.as_json())
     else:
-        print(f"deleted {entry.id}: {entry.command}")
+        print(f"deleted {printable(entry.id)}: {printable(entry.command)}")
     return 0
 
 
@@ -306,7 +326,7 @@ def _print_entries(entries: list[HistoryEntry], as_json: bool) -> None:
         return
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.timestamp // 10**9))
-        print(f"{when}  {e.id}  {e.command}")
+        print(f"{when}  {printable(e.id)}  {printable(e.command)}")
 
 
 # -- store -------------------------------------------------------------------------

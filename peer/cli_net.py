@@ -97,9 +97,11 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
     from peer.addresses import split_address
     from peer.errors import PeerUnavailable
     from peer.identity import format_node_id, parse_node_id
+    from peer.names import check_name
     from peer.store import TrustedPeer
 
     node_id = parse_node_id(args.node_id)
+    check_name(args.name)
     if args.address:
         split_address(args.address)
     node = await open_node(args)
@@ -128,10 +130,11 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
             }
         )
     else:
-        where = f" at {args.address}" if args.address else " (no address yet)"
+        where = f" at {render.printable(args.address)}" if args.address else " (no address yet)"
         print(f"trusting {shown}{where}")
         if offline:
-            print(f"note: {offline}; its certificate is checked at the first contact")
+            note = render.printable(offline)
+            print(f"note: {note}; its certificate is checked at the first contact")
     return 0
 
 
@@ -146,7 +149,8 @@ async def cmd_peers_list(args: argparse.Namespace) -> int:
         print_json({"peers": rows})
     for row in [] if args.json else rows:
         cert = "" if row["certificate"] else "  (certificate not known yet)"
-        print(f"{row['node_id']}  {row['name'] or '-'}  {row['address'] or '-'}{cert}")
+        name, address = render.node_name(row["name"]), render.printable(row["address"])
+        print(f"{row['node_id']}  {name or '-'}  {address or '-'}{cert}")
     return 0
 
 
@@ -187,6 +191,7 @@ async def cmd_invite(args: argparse.Namespace) -> int:
 async def cmd_join(args: argparse.Namespace) -> int:
     from peer import daemon
     from peer.identity import format_node_id
+    from peer.names import clean_name
     from peer.node import Node
     from peer.pairing import Invitation
 
@@ -198,7 +203,7 @@ async def cmd_join(args: argparse.Namespace) -> int:
     else:
         node = await Node.init(home, args.name, relay=True)  # the key comes from the inviter
     try:
-        name = await daemon.join(node, invitation)
+        name = clean_name(await daemon.join(node, invitation))  # the inviter chose it
         has_key = node.identity.sync is not None
     except BaseException:
         await node.close()
@@ -220,5 +225,6 @@ async def cmd_join(args: argparse.Namespace) -> int:
         )
     else:
         role = "as a relay (no sync key)" if invitation.relay else "with the sync key"
-        print(f"paired with {name or shown} at {invitation.address} {role}; now run `peer sync`")
+        where = render.printable(invitation.address)
+        print(f"paired with {name or shown} at {where} {role}; now run `peer sync`")
     return 0

@@ -44,6 +44,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from peer.addresses import join_host
 from peer.errors import UsageError
 from peer.identity import format_node_id, parse_node_id
+from peer.names import clean_name
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -254,7 +255,8 @@ class Discovery:
                 log.debug("ignoring the LAN announcement %r: not a peer v1 node", service_name)
             self._found.pop(service_name, None)  # it may have been valid before
             return
-        found = Found(node_id, address, service_name.removesuffix("." + SERVICE_TYPE))
+        label = clean_name(service_name.removesuffix("." + SERVICE_TYPE))  # anyone's words
+        found = Found(node_id, address, label)
         if self._found.get(service_name) == found:
             return
         remember(self._found, service_name, found, MAX_FOUND)

@@ -20,6 +20,7 @@ from peer.crypto import Author, ChainCheck, SyncKey, open_record
 from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity, write_private
 from peer.identity import format_node_id
+from peer.names import check_name
 from peer.records import LogKey, Record, check_record
 from peer.store import Store
 
@@ -67,6 +68,7 @@ class Node:
 
         A relay gets no sync key: it stores, verifies and forwards records it cannot read.
         """
+        check_name(name)
         if relay and sync is not None:
             raise UsageError("a relay holds no sync key: drop --key or --relay")
         key = None if relay else sync if sync is not None else SyncKey.generate()

@@ -59,7 +59,6 @@ from peer.trust import Credentials
 
 log = logging.getLogger(__name__)
 NOT_PROVEN = "the joining node did not prove that it holds its certificate's key"
-NAME_CHARS = 64
 
 
 def pairing_policy() -> CallerPolicy:
@@ -93,7 +92,7 @@ class PairingServicer:
         if relay is None:
             raise PeerRefused(REFUSED)
         node_id = _proven(request, self.node_id)
-        if not self.holds.take(hashed, node_id, request.certificate, _name(request.name)):
+        if not self.holds.take(hashed, node_id, request.certificate, request.name):
             raise PeerRefused(REFUSED)  # another joiner holds it: one winner
         key = "" if relay or self.sync_key_text is None else self.sync_key_text
         return encode_join_response(key, self.name)
@@ -135,12 +134,6 @@ def _proven(request: JoinRequest, inviter: bytes) -> bytes:
     if not verify_tls_signature(request.certificate, message, request.proof):
         raise PeerRefused(NOT_PROVEN)
     return node_id_of(request.certificate)
-
-
-def _name(text: str) -> str:
-    """A name from the other side, kept printable and short before it is stored."""
-    cleaned = "".join(c for c in text if c.isprintable())
-    return cleaned[:NAME_CHARS]
 
 
 def _admitted(

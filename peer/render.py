@@ -1,6 +1,9 @@
 """How command results look: JSON objects for programs, lines for people.
 
-Pure functions from results to dicts and text; the CLI decides where they go.
+Pure functions from results to dicts and text; the CLI decides where they go. Text
+that came from elsewhere (names, addresses, commands, values, remote error messages)
+goes through `printable` before it is printed for people, so it cannot move the
+cursor, retitle the terminal or forge a line; JSON escapes it by itself.
 """
 
 from __future__ import annotations
@@ -12,11 +15,28 @@ from typing import TYPE_CHECKING, Any
 
 from peer.alarms import own_log_json, own_log_warning
 from peer.identity import format_node_id
+from peer.names import MAX_NAME
 
 if TYPE_CHECKING:
     from peer.daemon import PeerResult
     from peer.node import Entry
     from peer.store import TrustedPeer
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` safe to print on a terminal, on one line: every non-printable character
+    (C0 and C1 controls, DEL, bidi overrides, line separators) written as its escape
+    (`\\x1b`, `\\n`, `\\u202e`); cut at `limit` characters with "…" if longer."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def node_name(text: str) -> str:
+    """A node name for people: printable, and at most MAX_NAME characters."""
+    return printable(text, MAX_NAME)
 
 
 def entry_json(entry: Entry) -> dict[str, Any]:
@@ -45,9 +65,10 @@ def sync_lines(results: Sequence[PeerResult]) -> list[str]:
     for result in results:
         summary = result.summary
         if summary is None:
-            lines.append(f"{result.target}: FAILED: {result.error}")
+            lines.append(f"{printable(result.target)}: FAILED: {printable(result.error or '')}")
             continue
-        lines.append(f"{result.target}: pulled {summary.pulled}, pushed {summary.pushed} record(s)")
+        target = printable(result.target)
+        lines.append(f"{target}: pulled {summary.pulled}, pushed {summary.pushed} record(s)")
         lines += [
             f"  warning: {log} differs at the same length on both sides (a fork?)"
             for log in summary.diverged
@@ -87,12 +108,14 @@ def peer_json(peer: TrustedPeer) -> dict[str, Any]:
 
 def status_lines(status: dict[str, Any]) -> list[str]:
     """`peer status` for people: the node, its logs, its peers and links, forks."""
-    lines = [f"node {status['node_id']}  name {status['name'] or '-'}  key {status['key_id']}"]
+    own = node_name(status["name"]) or "-"
+    lines = [f"node {status['node_id']}  name {own}  key {status['key_id']}"]
     daemon = status.get("daemon")
     if daemon:
         mode = "mutual TLS" if daemon["tls"] else "plaintext, loopback only"
         auto = "automatic sync" if daemon["auto_sync"] else "automatic sync off"
-        lines.append(f"daemon: pid {daemon['pid']} on {daemon['listen']} ({mode}; {auto})")
+        listen = printable(daemon["listen"])
+        lines.append(f"daemon: pid {daemon['pid']} on {listen} ({mode}; {auto})")
     else:
         lines.append("daemon: not running (`peer serve` starts it)")
     lines.append(f"{len(status['logs'])} log(s):")
@@ -107,8 +130,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     lines.append(f"{len(status['peers'])} peer(s):")
     lines += [_peer_line(peer) for peer in status["peers"]]
     lines += [
-        f"warning: peer {peer['name'] or peer['node_id'][:15]} {link['own_log_warning']} "
-        f"(seen {link['own_log_alarms']} time(s))"
+        f"warning: peer {node_name(peer['name']) or peer['node_id'][:15]} "
+        f"{link['own_log_warning']} (seen {link['own_log_alarms']} time(s))"
         for peer in status["peers"]
         if (link := peer.get("link")) and link.get("own_log_warning")
     ]
@@ -116,7 +139,9 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     if unpinned:
         lines.append(f"seen on the LAN, not pinned ({len(unpinned)}): to sync with one, pin it")
         lines += [
-            f"  {d['name']} at {d['address']}: `peer peers add {d['node_id']}`" for d in unpinned
+            f"  {node_name(d['name'])} at {printable(d['address'])}: "
+            f"`peer peers add {d['node_id']}`"
+            for d in unpinned
         ]
     lines += [
         f"fork: {fork['host'][:16]}/{fork['tag']} at idx {fork['idx']}" for fork in status["forks"]
@@ -125,7 +150,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
 
 
 def _peer_line(peer: dict[str, Any]) -> str:
-    name = f"{peer['name'] or '-'} {peer['node_id']} {peer['address'] or '(no address)'}"
+    address = printable(peer["address"]) or "(no address)"
+    name = f"{node_name(peer['name']) or '-'} {peer['node_id']} {address}"
     link = peer.get("link")
     if not link:
         return f"  {name}"
@@ -133,7 +159,7 @@ def _peer_line(peer: dict[str, Any]) -> str:
         state = "connected, live" if link["live"] else "connected"
     elif link["last_error"]:
         retry = link["retry_in"]
-        state = f"FAILING: {link['last_error']}"
+        state = f"FAILING: {printable(link['last_error'])}"
         if retry is not None:
             state += f" (retry in {retry:.0f} s)"
     else:

@@ -53,6 +53,26 @@ def test_kv_values_keep_every_character(home: Path) -> None:
     assert ok(home, "kv", "get", "k", "--json").json()["value"] == value
 
 
+def test_kv_set_dash_reads_the_value_from_stdin_and_copies_a_get_exactly(home: Path) -> None:
+    value = "line one\nline two\n\ttab ✓\n"
+    ok(home, "kv", "set", "file", "-", stdin=value)  # one trailing newline dropped
+    assert ok(home, "kv", "get", "file").out == value  # `kv get` adds it back
+    ok(home, "kv", "set", "copy", "-", stdin=ok(home, "kv", "get", "file").out)
+    assert ok(home, "kv", "get", "copy").out == value
+    ok(home, "kv", "set", "binary", "-", stdin=b"\xff\x00 bin")
+    assert ok(home, "kv", "get", "binary", "--json").json()["value_b64"] == "/wAgYmlu"
+    too_big = peer(home, "kv", "set", "big", "-", stdin=b"x" * (1 << 20))
+    assert too_big.code == 1
+    assert "longer than the record limit of 1,048,560 bytes" in assert_one_line_failure(too_big)
+
+
+def test_kv_list_and_history_list_print_control_characters_escaped(home: Path) -> None:
+    ok(home, "kv", "set", "k\x1b[2J", "v\r\nFAKE")
+    ok(home, "history", "add", "--", "printf", "\x1b]0;title\x07")
+    assert ok(home, "kv", "list").out == "k\\x1b[2J\tv\\r\\nFAKE\n"
+    assert ok(home, "history", "list").out.endswith("  printf \\x1b]0;title\\x07\n")
+
+
 def test_history_add_list_search_and_delete(home: Path) -> None:
     first = ok(home, "history", "add", "--cwd", "/src", "--exit", "2", "--", "make", "-j4").out
     ok(home, "history", "add", "--duration", "1500000", "--session", "s1", "--", "make test")

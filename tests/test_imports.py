@@ -4,8 +4,9 @@ importing the same file again adds nothing."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import closing
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def commands(parsed: imports.Parsed) -> list[tuple[int, str, int | None]]:
 
 def test_bash_plain_one_command_per_line() -> None:
     data = b"ls -la\ncd /tmp\n\ngit status\n\xff\xfe broken\nls -la\n"
-    parsed = imports.parse_bash(data)
+    parsed = imports.parse_bash(imports.lines_of(data))
     assert commands(parsed) == [
         (1, "ls -la", None),
         (2, "cd /tmp", None),
@@ -55,7 +56,7 @@ def test_bash_with_timestamps_keeps_multi_line_commands_whole() -> None:
         b"#1700000000\nls\n#1700000005\nfor i in 1 2; do\n  echo $i\ndone\n"
         b"#1700000009\n#1700000010\nmake\n"
     )
-    parsed = imports.parse_bash(data)
+    parsed = imports.parse_bash(imports.lines_of(data))
     assert commands(parsed) == [
         (2, "ls", 1700000000 * S),
         (4, "for i in 1 2; do\n  echo $i\ndone", 1700000005 * S),
@@ -73,7 +74,7 @@ def test_zsh_extended_with_durations_continuations_and_metafied_text() -> None:
         b": 1700000020:0;echo \xc4\x83\xa3\n"  # "echo ă" as zsh writes it (metafied)
         b": 99999999999999999999:0;too far\n"
     )
-    parsed = imports.parse_zsh(data)
+    parsed = imports.parse_zsh(imports.lines_of(data))
     assert parsed.commands == [
         Command(1, "ls", 1700000000 * S, 0),
         Command(2, "echo one\ntwo\nthree", 1700000003 * S, 2 * S),
@@ -94,7 +95,7 @@ def test_fish_history_entries_with_paths_and_escapes() -> None:
         b"what is this\n"
         b"- cmd: make\n  when: 1700000005\n"
     )
-    parsed = imports.parse_fish(data)
+    parsed = imports.parse_fish(imports.lines_of(data))
     assert commands(parsed) == [
         (1, "ls", 1700000000 * S),
         (3, "echo a\nb \\ c", 1700000001 * S),
@@ -218,3 +219,77 @@ async def test_a_deleted_entry_is_not_brought_back_by_importing_again(
     await history.delete(secret.id)
     assert await import_file(history, path, "bash") == (0, 2)
     assert [e.command for e in await history.recent()] == ["ls"]
+
+
+LONG = b"x" * (imports.LINE_LIMIT + 1)
+TOO_LONG = f"longer than {imports.LINE_LIMIT:,} bytes"
+
+
+@pytest.mark.parametrize(
+    ("parse", "data", "kept", "problems"),
+    [
+        (imports.parse_bash, b"ls\n" + LONG + b"\nmake\n", ["ls", "make"], [(2, TOO_LONG)]),
+        (
+            imports.parse_bash,  # a stamped command with a line too long is dropped whole
+            b"#1700000000\nls\n#1700000001\nfor i; do\n" + LONG + b"\ndone\n#1700000002\nmake\n",
+            ["ls", "make"],
+            [(5, TOO_LONG)],
+        ),
+        (
+            imports.parse_zsh,  # the line after a too-long one starts afresh
+            b": 1700000000:0;ls\n" + LONG + b"\\\n: 1700000001:0;a\\\nb\n",
+            ["ls", "a\nb"],
+            [(2, TOO_LONG)],
+        ),
+        (
+            imports.parse_zsh,
+            b": 1700000000:0;ls\n: 1700000001:0;a\\\n" + LONG + b"\n: 1700000002:0;make\n",
+            ["ls", "make"],
+            [(3, TOO_LONG)],
+        ),
+        (
+            imports.parse_fish,  # the `when` of a dropped entry is passed over
+            b"- cmd: ls\n  when: 1\n- cmd: " + LONG + b"\n  when: 2\n- cmd: make\n  when: 3\n",
+            ["ls", "make"],
+            [(3, TOO_LONG)],
+        ),
+    ],
+)
+def test_a_line_too_long_is_one_problem_and_the_commands_around_it_are_kept(
+    parse: Callable[[Iterable[imports.Line]], imports.Parsed],
+    data: bytes,
+    kept: list[str],
+    problems: list[tuple[int, str]],
+) -> None:
+    parsed = parse(imports.lines_of(data))
+    assert [c.command for c in parsed.commands] == kept
+    assert [(p.line, p.reason) for p in parsed.problems] == problems
+
+
+def test_commands_too_big_for_one_record_are_reported_not_fatal(tmp_path: Path) -> None:
+    escapes = "\x01" * 200_000  # under the line limit, but 1.2 MB once written as JSON
+    lines = "\n".join(["# part"] * 40_000)  # many short lines, over the limit in all
+    path = tmp_path / "zsh_history"
+    path.write_bytes(
+        f": 1700000000:0;ls\n: 1700000001:0;{escapes}\n: 1700000002:0;make\n".encode()
+        + b": 1700000003:0;"
+        + lines.replace("\n", "\\\n").encode()
+        + b"\n"
+    )
+    parsed = imports.load(path, "zsh")
+    assert [c.command for c in parsed.commands] == ["ls", "make"]
+    assert [p.line for p in parsed.problems] == [2, 4]
+    assert parsed.problems[0].reason.startswith("an entry of 1,200,")
+    assert parsed.problems[0].reason.endswith("bytes is over the record limit of 1,048,560")
+    assert parsed.problems[1].reason == f"a command longer than {imports.LINE_LIMIT:,} bytes"
+
+
+def test_a_fifo_or_a_device_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "fish_history"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match=r"it is a FIFO \(named pipe\), not a regular file"):
+        imports.load(fifo, "fish")
+    atuin = tmp_path / "history.db"
+    atuin.symlink_to("/dev/zero")
+    with pytest.raises(UsageError, match="it is a character device, not a regular file"):
+        imports.load(atuin, "atuin")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from peer.apps import payload
 from peer.apps.app import App
 from peer.apps.payload import Malformed
+from peer.crypto import MAX_PLAINTEXT
 from peer.errors import NotFound, UsageError
 from peer.records import Record
 from peer.store import HistoryCreate, HistoryEntry
@@ -30,12 +31,32 @@ if TYPE_CHECKING:
 TAG = "history"
 MAX_COMMAND = 256 * 1024
 IMPORT_CHUNK = 10_000  # entries per transaction (and per view update) of an import
+_JSON_GROWTH = 6  # at most 6 bytes of JSON per character of text ("\u001b")
+_JSON_FIXED = 1024  # bytes of JSON besides the text fields: keys, numbers
+SURELY_FITS = (MAX_PLAINTEXT - _JSON_FIXED) // _JSON_GROWTH  # characters, all text fields
 
 
 def encode_create(entry: HistoryEntry) -> bytes:
-    if len(entry.command) > MAX_COMMAND:
-        raise UsageError(f"a command of {len(entry.command):,} characters is over the limit")
+    reason = too_big(entry)
+    if reason is not None:
+        raise UsageError(reason)
     return payload.dump({"op": "create", **entry.as_json()})
+
+
+def too_big(entry: HistoryEntry) -> str | None:
+    """Why `entry` cannot be one record (None if it can); an import skips such an entry
+    rather than fail. Only an entry near the limit is encoded to tell."""
+    length = len(entry.command)
+    if length > MAX_COMMAND:
+        return f"a command of {length:,} characters is over the limit of {MAX_COMMAND:,}"
+    e = entry
+    text = len(e.id) + len(e.command) + len(e.cwd) + len(e.hostname) + len(e.session)
+    if text <= SURELY_FITS:
+        return None
+    size = len(payload.dump({"op": "create", **entry.as_json()}))
+    if size > MAX_PLAINTEXT:
+        return f"an entry of {size:,} bytes is over the record limit of {MAX_PLAINTEXT:,}"
+    return None
 
 
 def encode_delete(entry_id: str) -> bytes:

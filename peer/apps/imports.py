@@ -1,7 +1,9 @@
 """Parse shell histories for `peer history import`: bash, zsh, fish and atuin.
 
-The parsers are pure (bytes in, commands and problems out): a line that does not
-follow its format is reported with its line number and skipped, the rest imported.
+The parsers are pure (numbered lines in, commands and problems out): a line that does
+not follow its format, is longer than LINE_LIMIT, or holds a command too big for one
+record is reported with its line number and skipped, the rest imported. The file is
+read line by line in bounded memory (`peer.inputs`), so its size costs no memory.
 `to_entries` gives every command a deterministic id built from what identifies it
 (format, hostname, timestamp, command, and which occurrence of that pair in the file
 it is), so importing the same file again, or a longer version of it, adds only the
@@ -10,19 +12,24 @@ commands not imported before.
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peer.apps.history import import_id
+from peer.apps.history import MAX_COMMAND, SURELY_FITS, import_id, too_big
 from peer.errors import UsageError
+from peer.inputs import Line, open_regular, read_lines
 from peer.store import HistoryEntry
 from peer.store.atuin import AtuinRow, read_atuin
 
 FORMATS = ("bash", "zsh", "fish", "atuin")
 NS = 1_000_000_000
 MAX_SECONDS = (2**63 - 1) // NS
+LINE_LIMIT = MAX_COMMAND  # bytes: any line of a real history is far shorter
+_HOSTNAME_BOUND = "x" * 255  # no hostname is longer (for checking a command's size early)
+_SURELY_FITS = SURELY_FITS - len(_HOSTNAME_BOUND) - 32  # less the hostname and the id
 _BASH_STAMP = re.compile(rb"#(\d+)\s*")
 _ZSH_LINE = re.compile(r": *(\d+):(\d+);(.*)", re.DOTALL)
 _ZSH_META = 0x83
@@ -70,23 +77,51 @@ def guess_format(path: Path) -> str:
 
 
 def load(path: Path, fmt: str) -> Parsed:
-    """Read and parse a history file; UsageError if it cannot be read at all."""
+    """Read and parse a history file; UsageError if it cannot be read at all (missing,
+    or not a regular file: a FIFO, a device or a directory)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown history format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt == "atuin":
-        return parse_atuin(read_atuin(path))
+        return _fitting(parse_atuin(read_atuin(path)))
+    parse = {"bash": parse_bash, "zsh": parse_zsh, "fish": parse_fish}[fmt]
     try:
-        data = path.read_bytes()
+        with open_regular(path) as stream:
+            return _fitting(parse(read_lines(stream, LINE_LIMIT)))
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
-    return {"bash": parse_bash, "zsh": parse_zsh, "fish": parse_fish}[fmt](data)
 
 
-def _lines(data: bytes) -> list[bytes]:
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return [line.removesuffix(b"\r") for line in lines]
+def lines_of(data: bytes) -> Iterator[Line]:
+    """The numbered lines of a history held in memory, as `load` reads a file."""
+    return read_lines(io.BytesIO(data), LINE_LIMIT)
+
+
+def _fitting(parsed: Parsed) -> Parsed:
+    """`parsed` without the commands too big for one history record (reported)."""
+    kept: list[Command] = []
+    for c in parsed.commands:
+        if len(c.command) + len(c.cwd) + len(c.session) <= _SURELY_FITS:
+            kept.append(c)
+            continue
+        probe = HistoryEntry(
+            "0" * 32, c.command, c.cwd, -(2**63), -(2**63), -(2**63), _HOSTNAME_BOUND, c.session
+        )
+        reason = too_big(probe)
+        if reason is None:
+            kept.append(c)
+        else:
+            parsed.problems.append(Problem(c.line, reason))
+    parsed.commands = kept
+    parsed.problems.sort(key=lambda p: p.line)
+    return parsed
+
+
+def _too_long(number: int, parsed: Parsed) -> None:
+    parsed.problems.append(Problem(number, f"longer than {LINE_LIMIT:,} bytes"))
+
+
+def _command_too_long(number: int, parsed: Parsed) -> None:
+    parsed.problems.append(Problem(number, f"a command longer than {LINE_LIMIT:,} bytes"))
 
 
 def _text(raw: bytes, number: int, parsed: Parsed) -> str | None:
@@ -108,35 +143,46 @@ def _seconds(text: bytes | str, number: int, parsed: Parsed) -> int | None:
 # -- bash --------------------------------------------------------------------------
 
 
-def parse_bash(data: bytes) -> Parsed:
+def parse_bash(lines: Iterable[Line]) -> Parsed:
     """One command per line; with HISTTIMEFORMAT, `#SECONDS` lines stamp what follows
-    (and a command then runs until the next stamp, so multi-line commands stay whole)."""
+    (and a command then runs until the next stamp, so multi-line commands stay whole).
+    Once a stamp is seen, every `#SECONDS` line is one (before, there were none). A
+    stamped command with a line too long, or longer than LINE_LIMIT in all, is dropped."""
     parsed = Parsed()
-    lines = _lines(data)
-    stamped = any(_BASH_STAMP.fullmatch(line) for line in lines)
     stamp: tuple[int, int | None] | None = None  # (line number, timestamp) of a stamp
     body: list[str] = []
-    for number, raw in enumerate(lines, 1):
-        match = _BASH_STAMP.fullmatch(raw) if stamped else None
+    size = 0  # bytes in `body`
+    broken = False  # the stamped command is dropped (reported already)
+    for number, raw in lines:
+        if raw is None:
+            _too_long(number, parsed)
+            broken, body = stamp is not None, []
+            continue
+        match = _BASH_STAMP.fullmatch(raw)
         if match:
-            _flush_bash(stamp, body, number - 1, parsed)
-            stamp, body = (number, _seconds(match[1], number, parsed)), []
+            _flush_bash(stamp, body, broken, parsed)
+            stamp, body, size, broken = (number, _seconds(match[1], number, parsed)), [], 0, False
             continue
         text = _text(raw, number, parsed)
         if text is None or not text.strip():
             continue
         if stamp is None:
             parsed.commands.append(Command(number, text))
-        else:
-            body.append(text)
-    _flush_bash(stamp, body, len(lines), parsed)
+        elif not broken:
+            size += len(raw) + 1
+            if size > LINE_LIMIT:
+                _command_too_long(stamp[0] + 1, parsed)
+                broken, body = True, []
+            else:
+                body.append(text)
+    _flush_bash(stamp, body, broken, parsed)
     return parsed
 
 
 def _flush_bash(
-    stamp: tuple[int, int | None] | None, body: list[str], last: int, parsed: Parsed
+    stamp: tuple[int, int | None] | None, body: list[str], broken: bool, parsed: Parsed
 ) -> None:
-    if stamp is None:
+    if stamp is None or broken:
         return
     number, timestamp = stamp
     if not body:
@@ -148,23 +194,46 @@ def _flush_bash(
 # -- zsh ---------------------------------------------------------------------------
 
 
-def parse_zsh(data: bytes) -> Parsed:
+def parse_zsh(lines: Iterable[Line]) -> Parsed:
     """Extended history: `: START:DURATION;COMMAND`, a trailing backslash continuing
-    the command on the next line; non-ASCII text may be "metafied" by zsh."""
+    the command on the next line; non-ASCII text may be "metafied" by zsh. A command
+    longer than LINE_LIMIT in all is dropped; after a line too long, the next line
+    starts afresh (whether that line continued cannot be told)."""
     parsed = Parsed()
-    lines = _lines(data)
-    number = 0
-    while number < len(lines):
-        first = number + 1
-        raw = lines[number]
-        while raw.endswith(b"\\") and number + 1 < len(lines):
-            number += 1
-            raw = raw[:-1] + b"\n" + lines[number]
-        number += 1
-        text = _zsh_text(raw, first, parsed)
-        if text is not None:
-            _zsh_command(text, first, parsed)
+    first = 0  # the line the command being read starts on
+    parts: list[bytes] = []
+    size = 0  # bytes in `parts`
+    dropping = False  # the command being read is too long: pass over its continuation
+    for number, raw in lines:
+        if raw is None:
+            _too_long(number, parsed)
+            parts, size, dropping = [], 0, False
+            continue
+        if not parts and not dropping:
+            first = number
+        continued = raw.endswith(b"\\")
+        if not dropping:
+            size += len(raw)
+            if size > LINE_LIMIT:
+                _command_too_long(first, parsed)
+                parts, dropping = [], True
+            else:
+                parts.append(raw[:-1] if continued else raw)
+        if continued:
+            continue
+        if parts:
+            _zsh_line(b"\n".join(parts), first, parsed)
+        parts, size, dropping = [], 0, False
+    if parts:  # the last line ends in a backslash
+        parts[-1] += b"\\"
+        _zsh_line(b"\n".join(parts), first, parsed)
     return parsed
+
+
+def _zsh_line(raw: bytes, number: int, parsed: Parsed) -> None:
+    text = _zsh_text(raw, number, parsed)
+    if text is not None:
+        _zsh_command(text, number, parsed)
 
 
 def _zsh_command(text: str, number: int, parsed: Parsed) -> None:
@@ -205,24 +274,40 @@ def unmetafy(raw: bytes) -> bytes:
 # -- fish --------------------------------------------------------------------------
 
 
-def parse_fish(data: bytes) -> Parsed:
-    """fish_history: `- cmd: COMMAND` then `  when: SECONDS` and `  paths:` items."""
+def parse_fish(lines: Iterable[Line]) -> Parsed:
+    """fish_history: `- cmd: COMMAND` then `  when: SECONDS` and `  paths:` items. After
+    a `- cmd:` line that is too long, its `when` and `paths` lines are passed over."""
     parsed = Parsed()
     current: tuple[int, str] | None = None  # (line number, command) awaiting its `when`
     when: int | None = None
-    for number, raw in enumerate(_lines(data), 1):
+    dropped = False  # the entry being read had a line too long: skip to the next `- cmd:`
+    for number, raw in lines:
+        if raw is None:
+            _too_long(number, parsed)
+            _flush_fish(current, when, parsed)
+            current, when, dropped = None, None, True
+            continue
         text = _text(raw, number, parsed)
         if text is None:
             continue
         if text.startswith("- cmd:"):
             _flush_fish(current, when, parsed)
-            current, when = (number, fish_unescape(text[6:].strip())), None
+            current, when, dropped = (number, fish_unescape(text[6:].strip())), None, False
         elif text.startswith("  when:") and current is not None:
             when = _fish_when(text[7:].strip(), number, parsed)
-        elif not (text.startswith("  paths:") or text.startswith("    - ") or not text.strip()):
+        elif not _fish_nothing(text, dropped):
             parsed.problems.append(Problem(number, "not a fish history line"))
     _flush_fish(current, when, parsed)
     return parsed
+
+
+def _fish_nothing(text: str, dropped: bool) -> bool:
+    """A line with nothing to read: blank, `paths` items, or the `when` of a dropped entry."""
+    return (
+        not text.strip()
+        or text.startswith(("  paths:", "    - "))
+        or (dropped and text.startswith("  when:"))
+    )
 
 
 def _fish_when(text: str, number: int, parsed: Parsed) -> int | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from peer.codec.parsing import parse
 from peer.errors import InvalidRecord, ProtocolError
+from peer.names import clean_name
 from peer.records import MAX_IDX, Head, LogKey, Range, Record, check_record, check_tag
 from peer.v1 import sync_pb2 as pb
 
@@ -19,7 +20,6 @@ SERVICE_NAME = "peer.v1.SyncService"
 PAIRING_SERVICE_NAME = "peer.v1.PairingService"
 MAX_CERTIFICATE_BYTES = 16 << 10
 MAX_PROOF_BYTES = 128  # an ECDSA P-256 signature in DER is at most 72
-MAX_NAME_CHARS = 256  # names sent in pairing; stored cut to 64 printable characters
 MAX_KEY_TEXT_CHARS = 1024
 MAX_JOIN_MESSAGE_BYTES = 32 << 10  # the pairing port's receive limit: a Join is < 20 KiB
 MAX_RECORDS_PER_MESSAGE = 4096
@@ -270,13 +270,10 @@ def encode_join_request(request: JoinRequest) -> bytes:
 
 def decode_join_request(raw: bytes) -> JoinRequest:
     message = parse(pb.JoinRequest, raw)
-    if (
-        len(message.certificate) > MAX_CERTIFICATE_BYTES
-        or len(message.name) > MAX_NAME_CHARS
-        or len(message.proof) > MAX_PROOF_BYTES
-    ):
+    if len(message.certificate) > MAX_CERTIFICATE_BYTES or len(message.proof) > MAX_PROOF_BYTES:
         raise ProtocolError("join request fields out of bounds")
-    return JoinRequest(message.secret, message.certificate, message.name, message.proof)
+    name = clean_name(message.name)  # stored and printed: short and printable
+    return JoinRequest(message.secret, message.certificate, name, message.proof)
 
 
 def encode_join_response(sync_key: str, name: str) -> bytes:
@@ -285,9 +282,9 @@ def encode_join_response(sync_key: str, name: str) -> bytes:
 
 def decode_join_response(raw: bytes) -> tuple[str, str]:
     message = parse(pb.JoinResponse, raw)
-    if len(message.sync_key) > MAX_KEY_TEXT_CHARS or len(message.name) > MAX_NAME_CHARS:
+    if len(message.sync_key) > MAX_KEY_TEXT_CHARS:
         raise ProtocolError("join response fields out of bounds")
-    return message.sync_key, message.name
+    return message.sync_key, clean_name(message.name)
 
 
 def encode_confirm_join(confirm: ConfirmJoin) -> bytes:

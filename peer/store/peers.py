@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from peer.names import clean_name
 from peer.store.sqlite import Database
 
 
@@ -25,7 +26,8 @@ class TrustList:
         self._database = database
 
     async def add(self, peer: TrustedPeer) -> None:
-        """Pin a node, or update its name, address or certificate (kept if not given)."""
+        """Pin a node, or update its name, address or certificate (kept if not given).
+        The name is stored cleaned (`clean_name`): it may come from the node itself."""
         async with self._database.write() as db:
             await db.execute(
                 "INSERT INTO peers (node_id, name, address, certificate, added_at) "
@@ -34,7 +36,13 @@ class TrustList:
                 "address = CASE WHEN excluded.address != '' THEN excluded.address "
                 "ELSE address END, "
                 "certificate = coalesce(excluded.certificate, certificate)",
-                (peer.node_id, peer.name, peer.address, peer.certificate, time.time_ns()),
+                (
+                    peer.node_id,
+                    clean_name(peer.name),
+                    peer.address,
+                    peer.certificate,
+                    time.time_ns(),
+                ),
             )
 
     async def remove(self, node_id: bytes) -> bool:
