@@ -39,13 +39,13 @@ bench: $(STAMP)
 reliability: $(STAMP)
 	rm -f build/reliability.jsonl build/soak.jsonl
 	$(BIN)/pytest -q tests/reliability
-	$(BIN)/python tests/reliability/table.py build/reliability.jsonl --write docs/reliability.md
+	$(BIN)/python tests/reliability/table.py build/reliability.jsonl --keep docs/reliability.md --write docs/reliability.md
 
 # The soak tier: the same tests with the larger counts (PEER_SOAK=1), about 30-45 min.
 soak: $(STAMP)
 	rm -f build/soak.jsonl
 	PEER_SOAK=1 PEER_REPORT=build/soak.jsonl $(BIN)/pytest -q -p no:cacheprovider tests/reliability
-	$(BIN)/python tests/reliability/table.py build/reliability.jsonl build/soak.jsonl --write docs/reliability.md
+	$(BIN)/python tests/reliability/table.py build/reliability.jsonl build/soak.jsonl --keep docs/reliability.md --write docs/reliability.md
 
 # Regenerate the checked-in stubs (commit the result).
 proto: $(STAMP)
