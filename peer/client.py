@@ -147,13 +147,8 @@ class PeerClient:
         call = self._channel.stream_unary(  # bytes in, bytes out
             self._method("PushRecords"), request_serializer=None, response_deserializer=None
         )
-
-        async def requests() -> AsyncIterator[bytes]:
-            async for records, keys in batches:
-                yield codec.encode_batch(pb.PushRecordsRequest, records, keys)
-
         try:
-            raw = await call(requests(), timeout=self.stream_timeout)
+            raw = await call(wire.encode_push_stream(batches), timeout=self.stream_timeout)
         except aio.AioRpcError as exc:
             raise self._failure(exc) from None
         return codec.decode_push_response(raw)

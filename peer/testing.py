@@ -78,11 +78,7 @@ class MemoryRemote:
             yield wire.decode_batch(pb.PullRecordsResponse, raw)
 
     async def push(self, batches: AsyncIterator[Batch]) -> tuple[int, int]:
-        async def requests() -> AsyncIterator[bytes]:
-            async for records, keys in batches:
-                yield wire.encode_batch(pb.PushRecordsRequest, records, keys)
-
-        raw = await self._unary("PushRecords", requests())
+        raw = await self._unary("PushRecords", wire.encode_push_stream(batches))
         return wire.decode_push_response(raw)
 
     async def subscribe(

@@ -6,7 +6,7 @@ as ProtocolError), and every record is bounds-checked before anything else sees 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from peer.codec.parsing import parse
@@ -202,6 +202,14 @@ def decode_pull_request(raw: bytes) -> tuple[list[Range], int]:
             raise ProtocolError(f"range {m.start}..{m.end} of {log} is out of bounds")
         ranges.append(Range(log.host, log.tag, m.start, m.end))
     return ranges, message.max_batch
+
+
+async def encode_push_stream(
+    batches: AsyncIterator[tuple[list[Record], dict[bytes, bytes]]],
+) -> AsyncIterator[bytes]:
+    """The PushRecords request stream of a stream of (records, new host keys)."""
+    async for records, keys in batches:
+        yield encode_batch(pb.PushRecordsRequest, records, keys)
 
 
 def encode_push_response(added: int, duplicates: int) -> bytes:
