@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from peer.addresses import MAX_PORT, split_address
+from peer.addresses import DEFAULT_LISTEN, MAX_PORT, is_loopback, split_address
 from peer.errors import ConfigError, UsageError
 from peer.home import Home
 from peer.identity import parse_node_id
@@ -82,7 +82,7 @@ class PeerEntry:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    listen: str = "127.0.0.1:7417"
+    listen: str = DEFAULT_LISTEN
     insecure: bool = False
     sync: SyncConfig = field(default_factory=SyncConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -454,19 +454,11 @@ def _check_together(layers: _Layers) -> None:
             f"{layers.blame('sync.backoff_max', 'sync.backoff_initial')}: sync.backoff_max "
             f"({most:g}) must be at least sync.backoff_initial ({initial:g})"
         )
-    if values["insecure"] and not _is_loopback(values["listen"]):
+    if values["insecure"] and not is_loopback(split_address(values["listen"])[0]):
         raise ConfigError(
             f"{layers.blame('insecure')}: insecure (plaintext) is only allowed on a loopback "
             f"address, but listen is {values['listen']} (from {sources['listen']})"
         )
-
-
-def _is_loopback(address: str) -> bool:
-    host, _ = split_address(address)
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _build(values: Mapping[str, Any], peers: tuple[PeerEntry, ...]) -> Config:

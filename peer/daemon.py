@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.addresses import join_host, split_address
+from peer.addresses import DEFAULT_LISTEN, is_loopback, join_host, split_address
 from peer.client import ClientTls, PairingClient, PeerClient
 from peer.codec.local import Appended
 from peer.codec.wire import ConfirmJoin, JoinRequest
@@ -46,7 +46,6 @@ from peer.store import TrustedPeer
 from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials
 
-DEFAULT_LISTEN = "127.0.0.1:7417"
 CERTIFICATE_POLL_S = 2.0
 MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; half our keepalive if lower
 VIEWS_DELAY_S = 0.2
@@ -58,15 +57,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _listen_interfaces(host: str) -> list[str]:
