@@ -29,6 +29,7 @@ from peer.identity import format_node_id
 from peer.inbound import Inbound
 from peer.records import LogKey, Record
 from peer.remote import Remote
+from peer.settings import Schedule
 from peer.store import Store, TrustedPeer
 from peer.sync import SyncSession, SyncSummary
 
@@ -37,30 +38,6 @@ MAX_DISCOVERED = 256  # LAN addresses remembered, newest kept
 
 TRUST_POLL_S = 0.5
 Connect = Callable[[TrustedPeer, str], Awaitable[AbstractAsyncContextManager[Remote]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """When links sync: the interval (with jitter), the backoff, the batch size."""
-
-    interval: float = 60.0
-    jitter: float = 0.1
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    batch: int = 1000
-    live: bool = True
-    keepalive: float = 30.0  # seconds between pings; a dead link fails after this + timeout
-    keepalive_timeout: float = 10.0
-
-    def next_round(self, rng: random.Random) -> float:
-        """Seconds to the next round: the interval, give or take `jitter` of it."""
-        return self.interval * (1.0 + rng.uniform(-self.jitter, self.jitter))
-
-    def backoff(self, failures: int) -> float:
-        """Seconds to wait after `failures` failures in a row: doubling, capped."""
-        if failures <= 0:
-            return 0.0
-        return min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 62))
 
 
 @dataclass

@@ -249,7 +249,7 @@ def _decodes(rpc: str, body: bytes) -> bool:
 async def test_a_thousand_malformed_bodies_get_invalid_argument(
     nodes: Nodes, rng: random.Random, rpc: str
 ) -> None:
-    node = await nodes.node("n", limits=Limits(streams_per_caller=10_000))
+    node = await nodes.node("n", limits=Limits(streams_per_caller=1024))
     bodies = _bodies(rpc, rng)
     gate = asyncio.Semaphore(CONCURRENCY)
 

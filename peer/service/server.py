@@ -17,8 +17,8 @@ from grpc_reflection.v1alpha import reflection
 from peer.codec.wire import SERVICE_NAME
 from peer.errors import PeerError, UsageError
 from peer.feed import Feed
-from peer.service.limits import Limits
 from peer.service.servicer import SyncServicer, method_handlers
+from peer.settings import Limits
 from peer.store import Store
 from peer.trust import Credentials, Trust
 
