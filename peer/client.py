@@ -21,7 +21,7 @@ from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError, PeerUnavailable
 from peer.records import LogKey, Range
 from peer.remote import Batch
-from peer.settings import MAX_MESSAGE_BYTES
+from peer.settings import KEEPALIVE_S, KEEPALIVE_TIMEOUT_S, MAX_MESSAGE_BYTES
 from peer.trust import Credentials
 from peer.v1 import sync_pb2 as pb
 
@@ -40,7 +40,7 @@ class ClientTls:
 DEFAULT_STREAM_TIMEOUT_S = 3600.0
 
 
-DEFAULT_KEEPALIVE_S = (30.0, 10.0)  # ping every 30 s; dead if no answer within 10 s
+DEFAULT_KEEPALIVE_S = (KEEPALIVE_S, KEEPALIVE_TIMEOUT_S)  # the server expects the same
 
 
 def channel_options(

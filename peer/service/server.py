@@ -18,7 +18,7 @@ from peer.codec.wire import SERVICE_NAME
 from peer.errors import PeerError, UsageError
 from peer.feed import Feed
 from peer.service.servicer import SyncServicer, method_handlers
-from peer.settings import Limits
+from peer.settings import KEEPALIVE_S, KEEPALIVE_TIMEOUT_S, Limits
 from peer.store import Store
 from peer.trust import Credentials, Trust
 
@@ -32,9 +32,10 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.ping_timeout_ms", 10_000),  # keepalive_timeout alone does not end it
+        ("grpc.keepalive_time_ms", int(KEEPALIVE_S * 1000)),
+        ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
+        # keepalive_timeout alone does not end it
+        ("grpc.http2.ping_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
