@@ -46,6 +46,7 @@ from peer.settings import MIN_PING_INTERVAL_S, Limits
 from peer.store import TrustedPeer
 from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials
+from peer.watch import StoreWatcher
 
 CERTIFICATE_POLL_S = 2.0
 VIEWS_DELAY_S = 0.2
@@ -97,7 +98,8 @@ class Daemon:
         self.node = node
         self.config = config
         self.limits = served_limits(config)
-        self.mesh = Mesh(node.store, config.sync, self._connect, node.identity.host)
+        self.watcher = StoreWatcher(node.store)  # one poll of the store for feed, trust, mesh
+        self.mesh = Mesh(node.store, config.sync, self._connect, node.identity.host, self.watcher)
         self.started_at = time.time()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.sync_address = ""
@@ -113,7 +115,9 @@ class Daemon:
         """Start serving and syncing; everything started is stopped by `stop`."""
         config, node = self.config, self.node  # a Config is valid: insecure means loopback
         tls = None if config.insecure else credentials(node)
-        running = await start_server(node.store, self.node_id, config.listen, self.limits, tls)
+        running = await start_server(
+            node.store, self.node_id, config.listen, self.limits, tls, self.watcher
+        )
         self.running = running
         self._closers.append(lambda: running.stop(grace=2.0))
         host, _ = split_address(config.listen)

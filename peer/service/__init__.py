@@ -20,7 +20,7 @@ from peer.service.guards import (
     guard_stream,
     guard_unary,
 )
-from peer.service.server import TRUST_POLL_S, RunningServer, server_options, start_server
+from peer.service.server import RunningServer, server_options, start_server
 from peer.service.servicer import REJECTIONS, SyncServicer, method_handlers
 from peer.settings import Limits
 
@@ -29,7 +29,6 @@ __all__ = [
     "FAILURE_TEXT",
     "REJECTIONS",
     "THROTTLE_DELAY_S",
-    "TRUST_POLL_S",
     "Context",
     "Limits",
     "OnError",
