@@ -36,6 +36,7 @@ from peer.crypto import SyncKey, open_record
 from peer.errors import CryptoError, UsageError
 from peer.home import Home, default_home
 from peer.records import LogKey, Record
+from peer.relay import NO_SYNC_KEY
 
 __all__ = ["Appended", "Connection", "Message", "connect"]
 
@@ -115,7 +116,7 @@ class Connection:
     def _open(self, record: Record) -> Message:
         fields = (record.host, record.tag, record.idx, record.timestamp, record.id)
         if self._sync_key is None:
-            return Message(*fields, None, "this node holds no sync key (a relay)")
+            return Message(*fields, None, NO_SYNC_KEY)
         try:
             return Message(*fields, open_record(self._sync_key, record))
         except CryptoError as exc:

@@ -21,6 +21,7 @@ from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity, write_private
 from peer.identity import format_node_id
 from peer.records import LogKey, Record, check_record
+from peer.relay import CANNOT_WRITE, NO_SYNC_KEY, require_sync_key
 from peer.store import Store
 
 VERIFY_CHUNK = 2000
@@ -89,9 +90,8 @@ class Node:
 
     @property
     def author(self) -> Author:
-        if self.identity.sync is None:
-            raise UsageError("this node holds no sync key (a relay), so it cannot write records")
-        return Author(self.identity.signing, self.identity.sync)
+        sync = require_sync_key(self.identity.sync, CANNOT_WRITE)
+        return Author(self.identity.signing, sync)
 
     async def append(self, tag: str, items: Sequence[bytes]) -> list[Record]:
         """Append records to this host's log `tag` in one transaction."""
@@ -159,7 +159,7 @@ class Node:
 
     def decrypt(self, seq: int, record: Record) -> Entry:
         if self.identity.sync is None:
-            return Entry(seq, record, None, "this node holds no sync key (a relay)")
+            return Entry(seq, record, None, NO_SYNC_KEY)
         try:
             return Entry(seq, record, open_record(self.identity.sync, record))
         except CryptoError as exc:

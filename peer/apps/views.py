@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from peer.apps import history, kv
 from peer.apps.payload import Malformed
 from peer.crypto import SyncKey, open_record
-from peer.errors import CryptoError, UsageError
+from peer.errors import CryptoError
 from peer.records import LogKey, Record
+from peer.relay import HAS_NO_VIEWS, require_sync_key
 from peer.store import HistoryCreate, KvRow, Pending, Skipped, Store, ViewChunk
 
 VERSION = "v1"  # the payload version these views understand
@@ -50,9 +51,9 @@ class ViewEngine:
     ) -> ViewReport:
         """Apply every record past the cursors; `required`: refuse on a relay."""
         report = ViewReport()
+        if required:
+            require_sync_key(self.sync, HAS_NO_VIEWS)
         if self.sync is None:
-            if required:
-                raise UsageError("this node holds no sync key (a relay), so it has no views")
             return report
         previous: list[Pending] = []
         while (pending := await self.store.views.pending(APP_TAGS)) and pending != previous:
@@ -63,8 +64,7 @@ class ViewEngine:
 
     async def rebuild(self, progress: Progress | None = None) -> ViewReport:
         """Drop the views and recompute them from the log (same result as incremental)."""
-        if self.sync is None:
-            raise UsageError("this node holds no sync key (a relay), so it has no views")
+        require_sync_key(self.sync, HAS_NO_VIEWS)
         await self.store.views.clear()
         return await self.catch_up(progress=progress)
 
