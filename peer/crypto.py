@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from peer.errors import (
+    CryptoError,
     DecryptionFailed,
     ForgeryError,
     InvalidRecord,
@@ -52,6 +53,7 @@ from peer.records import (
     metadata_of,
     new_record_id,
 )
+from peer.relay import NO_SYNC_KEY
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -195,6 +197,18 @@ def open_record(sync: SyncKey, record: Record) -> bytes:
         raise DecryptionFailed(
             f"record {record.log}#{record.idx} does not decrypt: it was altered after sealing"
         ) from exc
+
+
+def open_or_why(sync: SyncKey | None, record: Record) -> tuple[bytes, None] | tuple[None, str]:
+    """(plaintext, None), or (None, why it cannot be read, in words): on a relay (no
+    key), under another key, or altered. For listing records (tail, verify, the API,
+    the views), where one unreadable record is shown as such and stops nothing."""
+    if sync is None:
+        return None, NO_SYNC_KEY
+    try:
+        return open_record(sync, record), None
+    except CryptoError as exc:
+        return None, str(exc)
 
 
 class Author:

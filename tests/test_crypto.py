@@ -14,12 +14,14 @@ from peer.crypto import (
     Author,
     SigningKey,
     SyncKey,
+    open_or_why,
     open_record,
     record_hash,
     verify_chain,
 )
 from peer.errors import DecryptionFailed, ForgeryError, InvalidRecord, KeyFormatError, WrongKey
 from peer.records import Head, Record
+from peer.relay import NO_SYNC_KEY
 from tests.conftest import new_author
 
 PLAINTEXT = bytes(range(64))
@@ -79,6 +81,18 @@ def test_a_wrong_key_names_both_key_ids(author: Author) -> None:
         f"this record was written with key {author.sync.key_id_text}; "
         f"this node holds key {other.key_id_text}"
     )
+
+
+def test_open_or_why_opens_or_says_what_open_record_would_raise(author: Author) -> None:
+    record = one_record(author)
+    other = SyncKey.generate()
+    altered = dataclasses.replace(record, timestamp=1_001)
+    assert open_or_why(author.sync, record) == (PLAINTEXT, None)
+    assert open_or_why(None, record) == (None, NO_SYNC_KEY)  # a relay
+    for key, damaged in ((other, record), (author.sync, altered)):
+        with pytest.raises((WrongKey, DecryptionFailed)) as caught:
+            open_record(key, damaged)
+        assert open_or_why(key, damaged) == (None, str(caught.value))
 
 
 def test_the_key_text_round_trips_on_one_line() -> None:

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 from peer.apps import history, kv
 from peer.apps.payload import Malformed
-from peer.crypto import SyncKey, open_record
-from peer.errors import CryptoError
+from peer.crypto import SyncKey, open_or_why
 from peer.records import LogKey, Record
 from peer.relay import HAS_NO_VIEWS, require_sync_key
 from peer.store import HistoryCreate, KvRow, Pending, Skipped, Store, ViewChunk
@@ -100,13 +99,12 @@ class ViewEngine:
         return self._chunk(log, records, [self._open(record) for record in records])
 
     def _open(self, record: Record) -> bytes | None:
-        """The plaintext, or None when the record cannot be (or need not be) opened."""
-        if record.version != VERSION or self.sync is None:
+        """The plaintext, or None when the record cannot be (or need not be) opened:
+        why does not matter here, the record is counted as skipped."""
+        if record.version != VERSION:
             return None
-        try:
-            return open_record(self.sync, record)
-        except CryptoError:
-            return None
+        data, _ = open_or_why(self.sync, record)
+        return data
 
     def _chunk(
         self, log: LogKey, records: Sequence[Record], plaintexts: Sequence[bytes | None]
