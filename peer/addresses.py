@@ -6,9 +6,12 @@ the last colon and the host never has to be guessed.
 
 from __future__ import annotations
 
+import ipaddress
+
 from peer.errors import UsageError
 
 MAX_PORT = 65535
+DEFAULT_LISTEN = "127.0.0.1:7417"  # `peer serve` without --listen: this machine only
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -31,3 +34,14 @@ def split_address(address: str) -> tuple[str, int]:
 def join_host(host: str, port: int) -> str:
     """The HOST:PORT text of a host and a port, bracketing an IPv6 host."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an IP address) is this machine only: where plaintext
+    may listen, and where announcing on the LAN would be pointless."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -32,8 +32,8 @@ from typing import Any
 
 from peer.client import LocalClient
 from peer.codec.local import Appended
-from peer.crypto import SyncKey, open_record
-from peer.errors import CryptoError, UsageError
+from peer.crypto import SyncKey, open_or_why
+from peer.errors import UsageError
 from peer.home import Home, default_home
 from peer.records import LogKey, Record
 
@@ -113,13 +113,8 @@ class Connection:
                 yield self._open(record)
 
     def _open(self, record: Record) -> Message:
-        fields = (record.host, record.tag, record.idx, record.timestamp, record.id)
-        if self._sync_key is None:
-            return Message(*fields, None, "this node holds no sync key (a relay)")
-        try:
-            return Message(*fields, open_record(self._sync_key, record))
-        except CryptoError as exc:
-            return Message(*fields, None, str(exc))
+        data, why = open_or_why(self._sync_key, record)
+        return Message(record.host, record.tag, record.idx, record.timestamp, record.id, data, why)
 
 
 async def connect(home: str | os.PathLike[str] | None = None) -> Connection:

@@ -13,9 +13,9 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from peer.crypto import SIGN_EVERY
 from peer.errors import IntegrityError
 from peer.records import LogKey, Range, Record, group_by_log
+from peer.settings import DEFAULT_BATCH
 from peer.store import Store
 
-DEFAULT_BATCH = 1000
 MAX_BATCH_BYTES = 4 << 20  # well under the 8 MiB message cap, whatever the record sizes
 
 

@@ -256,15 +256,13 @@ async def cmd_id(args: argparse.Namespace) -> int:
 
 
 async def cmd_key_export(args: argparse.Namespace) -> int:
-    from peer.errors import UsageError
+    from peer.relay import require_sync_key
 
-    identity = home_of(args).load()
-    if identity.sync is None:
-        raise UsageError("this node holds no sync key (it is a relay)")
+    sync = require_sync_key(home_of(args).load().sync)
     if args.json:
-        print_json({"key": identity.sync.to_text(), "key_id": identity.sync.key_id_text})
+        print_json({"key": sync.to_text(), "key_id": sync.key_id_text})
     else:
-        print(identity.sync.to_text())
+        print(sync.to_text())
     return 0
 
 

@@ -23,23 +23,22 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
     home = home_of(args)
     config = load_config(home, overrides=serve_overrides(args))
-    options = daemon.DaemonOptions.from_config(config)
     node = await open_node(args)
     node_id = format_node_id(node.identity.node_id)
     say("warning", home.exposed())
 
     def ready(running: Any) -> None:
-        host, _ = split_address(options.listen)
+        host, _ = split_address(config.listen)
         address = f"[{host}]:{running.port}" if ":" in host else f"{host}:{running.port}"
-        mode = "plaintext, loopback only" if options.insecure else "mutual TLS"
+        mode = "plaintext, loopback only" if config.insecure else "mutual TLS"
         if args.json:
-            print_json({"listen": address, "node_id": node_id, "tls": not options.insecure})
+            print_json({"listen": address, "node_id": node_id, "tls": not config.insecure})
         else:
             print(f"serving node {node_id} on {address} ({mode}; Ctrl-C to stop)")
         sys.stdout.flush()
 
     try:
-        await daemon.serve(node, options, ready)
+        await daemon.serve(node, config, ready)
     finally:
         await node.close()
     return 0

@@ -21,6 +21,7 @@ from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError, PeerUnavailable
 from peer.records import LogKey, Range
 from peer.remote import Batch
+from peer.settings import KEEPALIVE_S, KEEPALIVE_TIMEOUT_S, MAX_MESSAGE_BYTES
 from peer.trust import Credentials
 from peer.v1 import sync_pb2 as pb
 
@@ -39,7 +40,7 @@ class ClientTls:
 DEFAULT_STREAM_TIMEOUT_S = 3600.0
 
 
-DEFAULT_KEEPALIVE_S = (30.0, 10.0)  # ping every 30 s; dead if no answer within 10 s
+DEFAULT_KEEPALIVE_S = (KEEPALIVE_S, KEEPALIVE_TIMEOUT_S)  # the server expects the same
 
 
 def channel_options(
@@ -49,8 +50,8 @@ def channel_options(
     that stops answering, e.g. behind a silent blackhole, fails after time + timeout)."""
     every, timeout = keepalive
     return [
-        ("grpc.max_receive_message_length", codec.MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", codec.MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", int(every * 1000)),
         ("grpc.keepalive_timeout_ms", int(timeout * 1000)),
         # grpcio 1.85 ends a transport whose ping goes unanswered only by this one:

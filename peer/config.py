@@ -5,265 +5,95 @@ Each setting comes from the first of these that gives it:
     flags        `overrides` by dotted key ("listen", "sync.interval"); None means not given
     environment  PEER_LISTEN, PEER_SYNC_INTERVAL, PEER_DISCOVERY, PEER_LIMITS_RATE, ...
     file         HOME/config.toml (`config_template()` documents every key)
-    defaults     the field defaults of the dataclasses below
+    defaults     the field defaults of `Config` and its sections (`peer.settings`)
 
 A bad value stops the start with one line naming where it came from and what is
 expected (`config.toml: sync.interval must be a number of seconds between 0.01 and 86400
 (1 day), got "abc"`); unknown keys are errors too, with the nearest known key suggested.
 Durations and counts are bounded on both sides, and the file in size and nesting, so no
 value (1e308, arrays nested 100,000 deep, a 1 GB file) reaches the daemon or fails
-later as an unexpected error. Nothing downstream reads the environment: it gets a
-frozen `Config`.
+later as an unexpected error. The kinds and bounds are the dataclasses' own (each
+checks itself when built, in code too); this module adds where a value came from.
+Nothing downstream reads the environment: it gets a frozen `Config`, whose sections
+are the values the mesh and the server run with.
 """
 
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
-import math
 import os
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer.addresses import MAX_PORT, split_address
+from peer.addresses import DEFAULT_LISTEN, is_loopback, split_address
 from peer.errors import ConfigError, UsageError
 from peer.home import Home
 from peer.identity import parse_node_id
+from peer.kinds import ADDRESS, BOOLEAN, Invalid, shown
+from peer.settings import (
+    DiscoveryConfig,
+    Limits,
+    Schedule,
+    Setting,
+    SettingError,
+    check,
+    setting,
+    settings_of,
+)
+from peer.store import TrustedPeer
 
 ENV_PREFIX = "PEER_"
 DEFAULT_SOURCE = "the default"
 ENV_NOT_SETTINGS = frozenset({"PEER_HOME"})  # chooses the home, so it is read before this
 MAX_FILE_BYTES = 1 << 20  # a config file holds a few settings; more is the wrong file
-MAX_SHOWN = 80  # characters of a bad value quoted in a message
-MIN_SECONDS = 0.01  # below this a duration is a busy loop, not a setting
-HOUR, DAY = 3600.0, 86400.0
 
 
-@dataclass(frozen=True, slots=True)
-class SyncConfig:
-    auto: bool = True
-    interval: float = 60.0
-    jitter: float = 0.1
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    batch: int = 1000
-    live: bool = True
-    keepalive: float = 30.0
-    keepalive_timeout: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class DiscoveryConfig:
-    enabled: bool = True
-    interfaces: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    streams_per_caller: int = 8
-    max_batch: int = 2048
-    subscriber_queue: int = 64
-    rate: float = 50.0
-    burst: int = 200
-
-
-@dataclass(frozen=True, slots=True)
-class PeerEntry:
-    """A peer pinned at start (added to the trust list), from `[[peers]]`."""
-
-    node_id: bytes
-    address: str | None = None
-    name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    listen: str = "127.0.0.1:7417"
-    insecure: bool = False
-    sync: SyncConfig = field(default_factory=SyncConfig)
+    """Every setting of a node: two of its own, its sections, and its pinned peers."""
+
+    listen: str = setting(
+        DEFAULT_LISTEN,
+        ADDRESS,
+        "where `peer serve` listens for peers (0.0.0.0:7417 for the LAN)",
+    )
+    insecure: bool = setting(
+        False, BOOLEAN, "plaintext instead of mutual TLS; allowed on loopback only"
+    )
+    sync: Schedule = field(default_factory=Schedule)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    peers: tuple[PeerEntry, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    peers: tuple[TrustedPeer, ...] = ()  # pinned at start (added to the trust list)
+
+    def __post_init__(self) -> None:
+        check(self, "")
+        if self.insecure and not is_loopback(split_address(self.listen)[0]):
+            raise SettingError(
+                "insecure (plaintext) is only allowed on a loopback address, "
+                f"but listen is {self.listen}",
+                ("insecure",),
+                sourced="listen",
+            )
 
 
-# -- kinds of values ----------------------------------------------------------------------
-
-
-class _Invalid(ValueError):
-    """A value does not fit its kind; the kind's description says what would."""
-
-
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """What a setting accepts: `parse(value, from_text)` -> value, or _Invalid.
-    `from_text` is true for environment variables and flags given as text."""
-
-    expected: str
-    parse: Callable[[object, bool], Any]
-    expected_text: str = ""  # when text is read more loosely than a TOML value
-
-    def describe(self, from_text: bool) -> str:
-        return self.expected_text if from_text and self.expected_text else self.expected
-
-
-TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
-FALSE_WORDS = frozenset({"false", "0", "no", "off"})
-
-
-def _boolean(value: object, from_text: bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    if from_text and isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
-    raise _Invalid
-
-
-def _number(value: object, from_text: bool) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif from_text and isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            raise _Invalid from None
-    else:
-        raise _Invalid
-    if not math.isfinite(number):
-        raise _Invalid
-    return number
-
-
-def _positive(value: object, from_text: bool) -> float:
-    number = _number(value, from_text)
-    if number <= 0:
-        raise _Invalid
-    return number
-
-
-def _seconds(most: float, span: str) -> Kind:
-    """A duration from MIN_SECONDS to `most` seconds (`span` says it in words)."""
-
-    def parse(value: object, from_text: bool) -> float:
-        number = _number(value, from_text)
-        if not MIN_SECONDS <= number <= most:
-            raise _Invalid
-        return number
-
-    return Kind(f"a number of seconds between {MIN_SECONDS:g} and {most:g} ({span})", parse)
-
-
-def _fraction(value: object, from_text: bool) -> float:
-    number = _number(value, from_text)
-    if not 0 <= number < 1:
-        raise _Invalid
-    return number
-
-
-def _integer(low: int, high: int) -> Kind:
-    def parse(value: object, from_text: bool) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        elif from_text and isinstance(value, str) and _is_decimal(value.strip().lstrip("+-")):
-            try:
-                number = int(value)
-            except ValueError:  # more than 4300 digits
-                raise _Invalid from None
-        else:
-            raise _Invalid
-        if not low <= number <= high:
-            raise _Invalid
-        return number
-
-    return Kind(f"an integer between {low} and {high}", parse)
-
-
-def _is_decimal(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def _address(value: object, from_text: bool) -> str:
-    if not isinstance(value, str):
-        raise _Invalid
-    try:
-        split_address(value)
-    except UsageError:
-        raise _Invalid from None
-    return value
-
-
-def _ip_list(value: object, from_text: bool) -> tuple[str, ...]:
-    if from_text and isinstance(value, str):
-        value = [item.strip() for item in value.split(",") if item.strip()]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise _Invalid
-    for item in value:
-        try:
-            ipaddress.ip_address(item)
-        except ValueError:
-            raise _Invalid from None
-    return tuple(value)
-
-
-BOOLEAN = Kind("true or false", _boolean, "one of true/false, yes/no, on/off, 1/0")
-UP_TO_AN_HOUR = _seconds(HOUR, "1 hour")
-UP_TO_A_DAY = _seconds(DAY, "1 day")
-POSITIVE = Kind("a positive number", _positive)
-FRACTION = Kind("a number from 0 up to (not including) 1", _fraction)
-ADDRESS = Kind(
-    f"HOST:PORT with a port from 0 to {MAX_PORT} (an IPv6 host in brackets: [::1]:7417)",
-    _address,
-)
-IP_LIST = Kind("a list of IP addresses of this machine (empty for all)", _ip_list)
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    kind: Kind
-    doc: str
-
-
-SETTINGS: dict[str, Setting] = {
-    "listen": Setting(ADDRESS, "where `peer serve` listens for peers (0.0.0.0:7417 for the LAN)"),
-    "insecure": Setting(BOOLEAN, "plaintext instead of mutual TLS; allowed on loopback only"),
-    "sync.auto": Setting(
-        BOOLEAN, "scheduled and live sync; when off the node still serves and `peer sync` works"
-    ),
-    "sync.interval": Setting(UP_TO_A_DAY, "seconds between sync rounds with each peer"),
-    "sync.jitter": Setting(FRACTION, "random spread of the interval, as a fraction (+-)"),
-    "sync.backoff_initial": Setting(
-        UP_TO_AN_HOUR, "seconds to wait after a failure; doubles each time"
-    ),
-    "sync.backoff_max": Setting(UP_TO_A_DAY, "the longest wait after failures, in seconds"),
-    "sync.batch": Setting(_integer(1, 100_000), "records per message asked of peers"),
-    "sync.live": Setting(BOOLEAN, "keep Subscribe streams to reachable peers (live propagation)"),
-    "sync.keepalive": Setting(
-        UP_TO_AN_HOUR, "seconds between pings on a quiet connection (a dead peer is noticed)"
-    ),
-    "sync.keepalive_timeout": Setting(
-        UP_TO_AN_HOUR, "seconds to wait for a ping's answer before the connection counts as dead"
-    ),
-    "discovery.enabled": Setting(BOOLEAN, "announce this node and find peers on the LAN (mDNS)"),
-    "discovery.interfaces": Setting(IP_LIST, "IP addresses to announce on; empty = all"),
-    "limits.streams_per_caller": Setting(_integer(1, 1024), "concurrent streams per peer"),
-    "limits.max_batch": Setting(_integer(1, 100_000), "most records sent in one message"),
-    "limits.subscriber_queue": Setting(
-        _integer(1, 100_000), "batches queued per live subscriber before it is cut off"
-    ),
-    "limits.rate": Setting(POSITIVE, "calls per second allowed to each peer"),
-    "limits.burst": Setting(
-        _integer(1, 1_000_000), "calls a peer may make in a burst before the rate applies"
-    ),
+SECTIONS: dict[str, type[Schedule | DiscoveryConfig | Limits]] = {
+    section.SECTION: section for section in (Schedule, DiscoveryConfig, Limits)
 }
 
-SECTIONS: dict[str, type[SyncConfig | DiscoveryConfig | LimitsConfig]] = {
-    "sync": SyncConfig,
-    "discovery": DiscoveryConfig,
-    "limits": LimitsConfig,
-}
+
+def _settings() -> dict[str, Setting]:
+    """Every setting by dotted key, in the order of the template: the dataclasses'."""
+    table = dict(settings_of(Config))
+    for name, section in SECTIONS.items():
+        table.update({f"{name}.{key}": spec for key, spec in settings_of(section).items()})
+    return table
+
+
+SETTINGS = _settings()
 PEER_KEYS = ("id", "address", "name")
 
 
@@ -284,27 +114,17 @@ ENV_KEYS = {env_name(key): key for key in SETTINGS}
 
 def defaults() -> dict[str, Any]:
     """Every setting's default, by dotted key."""
-    config = Config()
-    flat: dict[str, Any] = {"listen": config.listen, "insecure": config.insecure}
-    for section in SECTIONS:
-        values = getattr(config, section)
-        for item in fields(values):
-            flat[f"{section}.{item.name}"] = getattr(values, item.name)
-    return flat
+    return {key: _value_of(Config(), key) for key in SETTINGS}
+
+
+def _value_of(config: Config, key: str) -> Any:
+    value: Any = config
+    for name in key.split("."):
+        value = getattr(value, name)
+    return value
 
 
 # -- loading --------------------------------------------------------------------------------
-
-
-def _shown(value: object) -> str:
-    """The value as the user wrote it, cut short: a message stays one readable line."""
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    except RecursionError:
-        text = "[a value nested too deep to show]"
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
 def _suggestion(name: str, known: list[str], quote: str = '"') -> str:
@@ -324,10 +144,8 @@ class _Layers:
         kind = SETTINGS[key].kind
         try:
             self.values[key] = kind.parse(value, from_text)
-        except _Invalid:
-            raise ConfigError(
-                f"{where}: {prefix}must be {kind.describe(from_text)}, got {_shown(value)}"
-            ) from None
+        except Invalid:
+            raise ConfigError(f"{where}: {kind.refusal(value, from_text, prefix)}") from None
         self.sources[key] = where
 
     def blame(self, *keys: str) -> str:
@@ -367,7 +185,7 @@ def _apply_file(layers: _Layers, path: Path, document: Mapping[str, Any]) -> Non
     for name, value in document.items():
         if name in SECTIONS:
             if not isinstance(value, dict):
-                raise ConfigError(f"{path}: {name} must be a table ([{name}]), got {_shown(value)}")
+                raise ConfigError(f"{path}: {name} must be a table ([{name}]), got {shown(value)}")
             for sub, inner in value.items():
                 _apply_file_key(layers, path, f"{name}.{sub}", inner)
         elif name != "peers":
@@ -381,11 +199,11 @@ def _apply_file_key(layers: _Layers, path: Path, key: str, value: object) -> Non
     layers.set(key, value, False, str(path), f"{key} ")
 
 
-def _peers(path: Path, value: object) -> tuple[PeerEntry, ...]:
+def _peers(path: Path, value: object) -> tuple[TrustedPeer, ...]:
     """`[[peers]]`: each with an `id` (a node id), an optional `address` and `name`."""
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ConfigError(f"{path}: peers must be an array of tables ([[peers]])")
-    entries: list[PeerEntry] = []
+    entries: list[TrustedPeer] = []
     for number, table in enumerate(value, 1):
         where = f"{path}: peers[{number}]"
         for key in table:
@@ -399,7 +217,7 @@ def _peers(path: Path, value: object) -> tuple[PeerEntry, ...]:
     return tuple(entries)
 
 
-def _peer(where: str, table: Mapping[str, object]) -> PeerEntry:
+def _peer(where: str, table: Mapping[str, object]) -> TrustedPeer:
     node_id, address, name = table.get("id"), table.get("address"), table.get("name", "")
     if not isinstance(node_id, str):
         raise ConfigError(f"{where}.id must be a node id (as `peer id` prints it)")
@@ -409,14 +227,12 @@ def _peer(where: str, table: Mapping[str, object]) -> PeerEntry:
         raise ConfigError(f"{where}.id: {exc}") from exc
     if address is not None:
         try:
-            address = _address(address, False)
-        except _Invalid:
-            raise ConfigError(
-                f"{where}.address must be {ADDRESS.expected}, got {_shown(address)}"
-            ) from None
+            address = ADDRESS.parse(address, False)
+        except Invalid:
+            raise ConfigError(f"{where}.{ADDRESS.refusal(address, False, 'address ')}") from None
     if not isinstance(name, str):
-        raise ConfigError(f"{where}.name must be text, got {_shown(name)}")
-    return PeerEntry(parsed, address, name)
+        raise ConfigError(f"{where}.name must be text, got {shown(name)}")
+    return TrustedPeer(parsed, name, address or "")
 
 
 def _apply_env(layers: _Layers, env: Mapping[str, str]) -> None:
@@ -445,42 +261,26 @@ def _apply_overrides(layers: _Layers, overrides: Mapping[str, object]) -> None:
             layers.set(key, value, True, flag_name(key), "")
 
 
-def _check_together(layers: _Layers) -> None:
-    """Rules that span two settings, checked once every source is merged."""
-    values, sources = layers.values, layers.sources
-    initial, most = values["sync.backoff_initial"], values["sync.backoff_max"]
-    if most < initial:
-        raise ConfigError(
-            f"{layers.blame('sync.backoff_max', 'sync.backoff_initial')}: sync.backoff_max "
-            f"({most:g}) must be at least sync.backoff_initial ({initial:g})"
-        )
-    if values["insecure"] and not _is_loopback(values["listen"]):
-        raise ConfigError(
-            f"{layers.blame('insecure')}: insecure (plaintext) is only allowed on a loopback "
-            f"address, but listen is {values['listen']} (from {sources['listen']})"
-        )
+def _build(layers: _Layers, peers: tuple[TrustedPeer, ...]) -> Config:
+    """The merged values as a Config, whose sections check the rules that span two
+    settings; a refusal names the source to blame."""
+    values = layers.values
 
-
-def _is_loopback(address: str) -> bool:
-    host, _ = split_address(address)
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _build(values: Mapping[str, Any], peers: tuple[PeerEntry, ...]) -> Config:
     def section(name: str) -> dict[str, Any]:
         return {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}
 
-    return Config(
-        listen=values["listen"],
-        insecure=values["insecure"],
-        sync=SyncConfig(**section("sync")),
-        discovery=DiscoveryConfig(**section("discovery")),
-        limits=LimitsConfig(**section("limits")),
-        peers=peers,
-    )
+    try:
+        return Config(
+            listen=values["listen"],
+            insecure=values["insecure"],
+            sync=Schedule(**section("sync")),
+            discovery=DiscoveryConfig(**section("discovery")),
+            limits=Limits(**section("limits")),
+            peers=peers,
+        )
+    except SettingError as exc:
+        cited = f" (from {layers.sources[exc.sourced]})" if exc.sourced else ""
+        raise ConfigError(f"{layers.blame(*exc.keys)}: {exc}{cited}") from None
 
 
 def load_config(
@@ -500,8 +300,7 @@ def load_config(
     peers = _peers(path, document["peers"]) if "peers" in document else ()
     _apply_env(layers, env)
     _apply_overrides(layers, overrides or {})
-    _check_together(layers)
-    return _build(layers.values, peers)
+    return _build(layers, peers)
 
 
 # -- the template ---------------------------------------------------------------------------

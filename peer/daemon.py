@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -16,10 +17,10 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from peer.addresses import join_host, split_address
+from peer.addresses import is_loopback, join_host, split_address
 from peer.client import ClientTls, PairingClient, PeerClient
 from peer.codec.local import Appended
 from peer.codec.wire import ConfirmJoin, JoinRequest
@@ -30,7 +31,7 @@ from peer.errors import KeyFormatError, PeerError, PeerUnavailable, UsageError
 from peer.home import Serving
 from peer.identity import fetch_certificate, format_node_id, parse_node_id
 from peer.local_service import LocalServicer, start_local_server
-from peer.mesh import Mesh, Schedule
+from peer.mesh import Mesh
 from peer.node import Node
 from peer.pairing import (
     Invitation,
@@ -40,15 +41,14 @@ from peer.pairing import (
 )
 from peer.pairing_service import PairingServicer, start_pairing_server
 from peer.records import LogKey
-from peer.service.limits import Limits
 from peer.service.server import RunningServer, start_server
+from peer.settings import MIN_PING_INTERVAL_S, Limits
 from peer.store import TrustedPeer
 from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials
+from peer.watch import StoreWatcher
 
-DEFAULT_LISTEN = "127.0.0.1:7417"
 CERTIFICATE_POLL_S = 2.0
-MIN_PING_INTERVAL_S = 10.0  # pings accepted from peers; half our keepalive if lower
 VIEWS_DELAY_S = 0.2
 MAX_UNPINNED_SHOWN = 32  # nodes seen on the LAN but not pinned, in `peer status`
 log = logging.getLogger(__name__)
@@ -58,15 +58,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _listen_interfaces(host: str) -> list[str]:
@@ -91,57 +82,24 @@ def credentials(node: Node) -> Credentials:
     return Credentials(node.identity.tls_key, node.identity.tls_certificate)
 
 
-@dataclass(frozen=True)
-class DaemonOptions:
-    """How `peer serve` runs (from the config file, PEER_* variables and flags)."""
-
-    listen: str = DEFAULT_LISTEN
-    insecure: bool = False
-    auto_sync: bool = True
-    schedule: Schedule = field(default_factory=Schedule)
-    limits: Limits = field(default_factory=Limits)
-    discovery: bool = False
-    interfaces: tuple[str, ...] = ()
-    peers: tuple[TrustedPeer, ...] = ()  # pinned at start (the config's [[peers]])
-
-    @classmethod
-    def from_config(cls, config: Config) -> DaemonOptions:
-        sync, limits = config.sync, config.limits
-        return cls(
-            listen=config.listen,
-            insecure=config.insecure,
-            auto_sync=sync.auto,
-            schedule=Schedule(
-                sync.interval,
-                sync.jitter,
-                sync.backoff_initial,
-                sync.backoff_max,
-                sync.batch,
-                sync.live,
-                sync.keepalive,
-                sync.keepalive_timeout,
-            ),
-            limits=Limits(
-                streams_per_caller=limits.streams_per_caller,
-                max_batch=limits.max_batch,
-                subscriber_queue=limits.subscriber_queue,
-                rate=limits.rate,
-                burst=limits.burst,
-                min_ping_interval=min(MIN_PING_INTERVAL_S, sync.keepalive / 2),
-            ),
-            discovery=config.discovery.enabled,
-            interfaces=config.discovery.interfaces,
-            peers=tuple(TrustedPeer(p.node_id, p.name, p.address or "") for p in config.peers),
-        )
+def served_limits(config: Config) -> Limits:
+    """The config's limits, accepting pings from peers as often as half our own
+    keepalive when that is more often than usual: peers are configured like us, and
+    their pings would otherwise count as strikes."""
+    floor = min(MIN_PING_INTERVAL_S, config.sync.keepalive / 2)
+    return dataclasses.replace(config.limits, min_ping_interval=floor)
 
 
 class Daemon:
-    """A node on the network: sync server, pairing server, local API, links to peers."""
+    """A node on the network: sync server, pairing server, local API, links to peers.
+    `config` says how (the config file, PEER_* variables and flags, or code)."""
 
-    def __init__(self, node: Node, options: DaemonOptions) -> None:
+    def __init__(self, node: Node, config: Config) -> None:
         self.node = node
-        self.options = options
-        self.mesh = Mesh(node.store, options.schedule, self._connect, node.identity.host)
+        self.config = config
+        self.limits = served_limits(config)
+        self.watcher = StoreWatcher(node.store)  # one poll of the store for feed, trust, mesh
+        self.mesh = Mesh(node.store, config.sync, self._connect, node.identity.host, self.watcher)
         self.started_at = time.time()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.sync_address = ""
@@ -155,15 +113,14 @@ class Daemon:
 
     async def start(self) -> RunningServer:
         """Start serving and syncing; everything started is stopped by `stop`."""
-        options, node = self.options, self.node
-        split_address(options.listen)
-        if options.insecure:
-            require_loopback(options.listen)
-        tls = None if options.insecure else credentials(node)
-        running = await start_server(node.store, self.node_id, options.listen, options.limits, tls)
+        config, node = self.config, self.node  # a Config is valid: insecure means loopback
+        tls = None if config.insecure else credentials(node)
+        running = await start_server(
+            node.store, self.node_id, config.listen, self.limits, tls, self.watcher
+        )
         self.running = running
         self._closers.append(lambda: running.stop(grace=2.0))
-        host, _ = split_address(options.listen)
+        host, _ = split_address(config.listen)
         self.sync_address = join_host(host, running.port)
         pairing_address = await self._start_pairing(running, tls, host)
         local = await start_local_server(
@@ -172,14 +129,14 @@ class Daemon:
             running.feed,
             self.node_id,
             LocalServicer(self.append, self.status_json),
-            options.limits,
+            self.limits,
         )
         self._closers.append(local.stop)
         node.home.record_serving(
             Serving(self.sync_address, pairing_address, str(local.socket), os.getpid())
         )
         await self._pin_configured_peers()
-        if options.auto_sync:
+        if config.sync.auto:
             if running.servicer is not None:
                 running.servicer.on_contact = self.mesh.contacted
                 self.mesh.taking = running.servicer.is_taking
@@ -213,7 +170,7 @@ class Daemon:
     async def _pin_configured_peers(self) -> None:
         """The config's [[peers]]: pinned (or updated) before anything connects."""
         pinned = {p.node_id: p for p in await self.node.store.peers.all()}
-        for peer in self.options.peers:
+        for peer in self.config.peers:
             known = pinned.get(peer.node_id)
             name = peer.name or (known.name if known else "")
             address = peer.address or (known.address if known else "")
@@ -243,12 +200,12 @@ class Daemon:
 
     async def _start_discovery(self, host: str, port: int) -> None:
         """Announce and browse on the LAN, unless off or only reachable on loopback."""
-        if not self.options.discovery:
+        if not self.config.discovery.enabled:
             return
-        if is_loopback(host) or self.options.insecure:
+        if is_loopback(host) or self.config.insecure:
             self.discovery_note = "off: this node listens on loopback only"
             return
-        interfaces = list(self.options.interfaces) or _listen_interfaces(host)
+        interfaces = list(self.config.discovery.interfaces) or _listen_interfaces(host)
         self.discovery = Discovery(
             self.node.identity.node_id,
             port,
@@ -294,7 +251,7 @@ class Daemon:
 
     async def _connect(self, peer: TrustedPeer, address: str) -> PeerClient:
         certificate = peer.certificate or await self._learn_certificate(peer, address)
-        schedule = self.options.schedule
+        schedule = self.config.sync
         return PeerClient(
             address,
             tls=ClientTls(credentials(self.node), certificate),
@@ -318,8 +275,8 @@ class Daemon:
         status["daemon"] = {
             "pid": os.getpid(),
             "listen": self.sync_address,
-            "tls": not self.options.insecure,
-            "auto_sync": self.options.auto_sync,
+            "tls": not self.config.insecure,
+            "auto_sync": self.config.sync.auto,
             "discovery": self.discovery_note,
             "discovered": self._discovered({p["node_id"] for p in status["peers"]}),
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -347,12 +304,10 @@ class Daemon:
         return json.dumps(await self.status(), sort_keys=True)
 
 
-async def serve(
-    node: Node, options: DaemonOptions, on_ready: Callable[[RunningServer], None]
-) -> None:
+async def serve(node: Node, config: Config, on_ready: Callable[[RunningServer], None]) -> None:
     """Serve the node until SIGINT or SIGTERM, then stop gracefully (exit 0)."""
     with node.home.lock_serving():
-        daemon = Daemon(node, options)
+        daemon = Daemon(node, config)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

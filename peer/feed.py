@@ -1,25 +1,21 @@
 """Fan-out of newly stored records to live subscribers, in arrival order.
 
-One task per node reads what arrived (by the store's arrival number) and hands it to
-every subscriber's bounded queue. It wakes at once on a commit by this process, and
-polls `PRAGMA data_version` to notice commits by other processes (the CLI writing to
-the same store). A subscriber that falls a whole queue behind is cut off instead of
-growing memory: it reconnects and catches up from the store.
+The feed reads what arrived (by the store's arrival number) and hands it to every
+subscriber's bounded queue, whenever the store's watcher (`peer.watch`) says something
+was committed: at once for a commit by this process, within its poll for one by
+another (the CLI writing to the same store). A subscriber that falls a whole queue
+behind is cut off instead of growing memory: it reconnects and catches up from the
+store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 
-from peer.errors import StoreError
 from peer.records import Record
 from peer.store import Store
+from peer.watch import StoreWatcher, Watch
 
-log = logging.getLogger(__name__)
-
-DEFAULT_POLL_S = 0.05  # other processes' commits (the CLI) are seen within this
 DEFAULT_QUEUE_BATCHES = 64
 SCAN_LIMIT = 2000
 
@@ -50,33 +46,29 @@ class Subscriber:
 
 
 class Feed:
-    """Watches one store and publishes every record it gains to the subscribers."""
+    """Publishes every record one store gains to the subscribers. `watcher` is the
+    store's (shared with the server and the mesh); without one, the feed has its own."""
 
     def __init__(
         self,
         store: Store,
-        poll_s: float = DEFAULT_POLL_S,
+        watcher: StoreWatcher | None = None,
         queue_batches: int = DEFAULT_QUEUE_BATCHES,
     ) -> None:
         self.store = store
-        self.poll_s = poll_s
+        self.watcher = watcher or StoreWatcher(store)
         self.queue_batches = queue_batches
         self.cursor = 0
         self._subscribers: set[Subscriber] = set()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stop_listening = store.on_change(self._wake.set)
+        self._watch: Watch | None = None
 
     async def start(self) -> None:
         self.cursor = await self.store.last_seq()
-        self._task = asyncio.create_task(self._run(), name="peer-feed")
+        self._watch = self.watcher.watch("live feed", self._publish_new, local=True, at_once=True)
 
     async def close(self) -> None:
-        self._stop_listening()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._watch is not None:
+            await self._watch.close()
 
     def subscribe(self) -> Subscriber:
         subscriber = Subscriber(self.queue_batches)
@@ -85,24 +77,6 @@ class Feed:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
-
-    async def _run(self) -> None:
-        version = -1
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            woken = self._wake.is_set()
-            self._wake.clear()
-            try:
-                if woken:  # a commit by this process: no need to ask SQLite first
-                    await self._publish_new()
-                    continue
-                current = await self.store.data_version()
-                if current != version:
-                    version = current
-                    await self._publish_new()
-            except StoreError as exc:  # e.g. the disk is busy: try again at the next tick
-                log.warning("live feed: %s", exc)
 
     async def _publish_new(self) -> None:
         while True:

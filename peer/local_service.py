@@ -32,8 +32,8 @@ from peer.codec.local import (
 from peer.errors import UsageError
 from peer.feed import Feed
 from peer.service.guards import Context, guard_unary
-from peer.service.limits import Limits
 from peer.service.servicer import SyncServicer, method_handlers
+from peer.settings import Limits
 from peer.store import Store
 
 MAX_SOCKET_PATH = 100  # sockaddr_un holds 107 bytes on Linux, fewer elsewhere

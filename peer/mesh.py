@@ -29,38 +29,14 @@ from peer.identity import format_node_id
 from peer.inbound import Inbound
 from peer.records import LogKey, Record
 from peer.remote import Remote
+from peer.settings import Schedule
 from peer.store import Store, TrustedPeer
 from peer.sync import SyncSession, SyncSummary
+from peer.watch import TRUST_POLL_S, StoreWatcher, Watch
 
 log = logging.getLogger(__name__)
 MAX_DISCOVERED = 256  # LAN addresses remembered, newest kept
-
-TRUST_POLL_S = 0.5
 Connect = Callable[[TrustedPeer, str], Awaitable[AbstractAsyncContextManager[Remote]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """When links sync: the interval (with jitter), the backoff, the batch size."""
-
-    interval: float = 60.0
-    jitter: float = 0.1
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    batch: int = 1000
-    live: bool = True
-    keepalive: float = 30.0  # seconds between pings; a dead link fails after this + timeout
-    keepalive_timeout: float = 10.0
-
-    def next_round(self, rng: random.Random) -> float:
-        """Seconds to the next round: the interval, give or take `jitter` of it."""
-        return self.interval * (1.0 + rng.uniform(-self.jitter, self.jitter))
-
-    def backoff(self, failures: int) -> float:
-        """Seconds to wait after `failures` failures in a row: doubling, capped."""
-        if failures <= 0:
-            return 0.0
-        return min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 62))
 
 
 @dataclass
@@ -269,28 +245,34 @@ class Mesh:
     """All links of a node, following the trust list and what discovery finds."""
 
     def __init__(
-        self, store: Store, schedule: Schedule, connect: Connect, own_host: bytes | None = None
+        self,
+        store: Store,
+        schedule: Schedule,
+        connect: Connect,
+        own_host: bytes | None = None,
+        watcher: StoreWatcher | None = None,  # the store's, shared (else one of its own)
     ) -> None:
         self.store = store
         self.schedule = schedule
         self.connect = connect
         self.own_host = own_host
+        self.watcher = watcher or StoreWatcher(store)
         # Set by the daemon to its server's view: is this peer pulling from us right now?
         # (Then a link's round leaves the push to the peer's own pull.)
         self.taking: Callable[[bytes], bool] | None = None
         self.links: dict[bytes, Link] = {}
         self.discovered: dict[bytes, str] = {}
-        self._watcher: asyncio.Task[None] | None = None
+        self._trust_watch: Watch | None = None
 
     async def start(self) -> None:
+        """Links for the pinned peers, then for those pinned or unpinned later (by
+        `peer peers` in another process too), within a second."""
         await self.refresh()
-        self._watcher = asyncio.create_task(self._follow_trust(), name="mesh-trust")
+        self._trust_watch = self.watcher.watch("trust list", self.refresh, every=TRUST_POLL_S)
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        if self._trust_watch is not None:
+            await self._trust_watch.close()
         await asyncio.gather(*(link.stop() for link in self.links.values()))
         self.links.clear()
 
@@ -337,18 +319,6 @@ class Mesh:
 
     def states(self) -> list[LinkState]:
         return [link.state for link in self.links.values()]
-
-    async def _follow_trust(self) -> None:
-        version = await self.store.data_version()
-        while True:
-            await asyncio.sleep(TRUST_POLL_S)
-            try:
-                current = await self.store.data_version()
-                if current != version:
-                    version = current
-                    await self.refresh()
-            except PeerError as exc:
-                log.warning("trust list: %s", exc)
 
 
 def _reachability(peer: TrustedPeer) -> tuple[str, str, bytes | None]:

@@ -16,12 +16,13 @@ from peer.apps.history import History
 from peer.apps.kv import Kv
 from peer.apps.views import APP_TAGS, ViewEngine
 from peer.config import config_template
-from peer.crypto import Author, ChainCheck, SyncKey, open_record
-from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
+from peer.crypto import Author, ChainCheck, SyncKey, open_or_why
+from peer.errors import IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity, write_private
 from peer.identity import format_node_id
 from peer.names import check_name
 from peer.records import LogKey, Record, check_record
+from peer.relay import CANNOT_WRITE, require_sync_key
 from peer.store import Store
 
 VERIFY_CHUNK = 2000
@@ -91,9 +92,8 @@ class Node:
 
     @property
     def author(self) -> Author:
-        if self.identity.sync is None:
-            raise UsageError("this node holds no sync key (a relay), so it cannot write records")
-        return Author(self.identity.signing, self.identity.sync)
+        sync = require_sync_key(self.identity.sync, CANNOT_WRITE)
+        return Author(self.identity.signing, sync)
 
     async def append(self, tag: str, items: Sequence[bytes]) -> list[Record]:
         """Append records to this host's log `tag` in one transaction."""
@@ -160,12 +160,8 @@ class Node:
         return [self.decrypt(s, r) for s, r in await self.store.scan(tag=tag, after=after)]
 
     def decrypt(self, seq: int, record: Record) -> Entry:
-        if self.identity.sync is None:
-            return Entry(seq, record, None, "this node holds no sync key (a relay)")
-        try:
-            return Entry(seq, record, open_record(self.identity.sync, record))
-        except CryptoError as exc:
-            return Entry(seq, record, None, str(exc))
+        data, why = open_or_why(self.identity.sync, record)
+        return Entry(seq, record, data, why)
 
     async def status(self) -> dict[str, Any]:
         """The node's identity, every log it holds, and fork evidence, as plain data."""
@@ -254,11 +250,13 @@ class Node:
             report.problems.append(str(exc))
 
     def _decrypt_all(self, records: Sequence[Record], report: VerifyReport) -> None:
+        """Count what opens, report why the rest does not (a relay opens nothing, and
+        that is no problem)."""
         if self.identity.sync is None:
             return
         for record in records:
-            try:
-                open_record(self.identity.sync, record)
+            _, why = open_or_why(self.identity.sync, record)
+            if why is None:
                 report.decrypted += 1
-            except CryptoError as exc:
-                report.problems.append(str(exc))
+            else:
+                report.problems.append(why)

@@ -12,13 +12,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from peer.batches import DEFAULT_BATCH
 from peer.codec.wire import PROTOCOL_VERSION, RemoteIndex
 from peer.errors import ProtocolError
 from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.records import LogKey, Range, Record, diff
 from peer.remote import Batch, Remote
+from peer.settings import DEFAULT_BATCH
 from peer.store import Store
 
 Progress = Callable[[int, int], None]

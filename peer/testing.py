@@ -20,8 +20,8 @@ from peer.codec.wire import RemoteIndex
 from peer.feed import Feed
 from peer.records import LogKey, Range
 from peer.remote import Batch
-from peer.service.limits import Limits
 from peer.service.servicer import SyncServicer, guarded_handlers
+from peer.settings import Limits
 from peer.store import Store
 from peer.v1 import sync_pb2 as pb
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peer.addresses import join_host, split_address
+from peer.addresses import DEFAULT_LISTEN, is_loopback, join_host, split_address
 from peer.errors import UsageError
 
 
@@ -41,3 +41,25 @@ def test_split_and_join_round_trip(text: str, host: str, port: int) -> None:
 def test_malformed_addresses_are_refused_with_the_expected_form(text: str) -> None:
     with pytest.raises(UsageError, match="is not HOST:PORT"):
         split_address(text)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("198.18.0.1", False),
+        ("laptop.local", False),
+        ("", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_the_default_listen_address_is_loopback() -> None:
+    assert is_loopback(split_address(DEFAULT_LISTEN)[0])

@@ -4,6 +4,7 @@ once, in one line naming where it came from and what is expected."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,6 @@ import pytest
 from peer.config import (
     SETTINGS,
     Config,
-    DiscoveryConfig,
-    LimitsConfig,
-    PeerEntry,
-    SyncConfig,
     config_template,
     env_name,
     load_config,
@@ -22,6 +19,8 @@ from peer.config import (
 from peer.errors import ConfigError, UsageError
 from peer.home import Home
 from peer.identity import format_node_id
+from peer.settings import DiscoveryConfig, Limits, Schedule
+from peer.store import TrustedPeer
 
 A_DAY = "a number of seconds between 0.01 and 86400 (1 day)"
 AN_HOUR = "a number of seconds between 0.01 and 3600 (1 hour)"
@@ -50,9 +49,19 @@ def test_no_file_means_the_defaults(tmp_path: Path) -> None:
     assert config == Config()
     assert config.listen == "127.0.0.1:7417"
     assert config.insecure is False
-    assert config.sync == SyncConfig(True, 60.0, 0.1, 1.0, 300.0, 1000, True)
-    assert config.discovery == DiscoveryConfig(True, ())
-    assert config.limits == LimitsConfig(8, 2048, 64, 50.0, 200)
+    assert config.sync == Schedule(
+        auto=True,
+        interval=60.0,
+        jitter=0.1,
+        backoff_initial=1.0,
+        backoff_max=300.0,
+        batch=1000,
+        live=True,
+    )
+    assert config.discovery == DiscoveryConfig(enabled=True, interfaces=())
+    assert config.limits == Limits(
+        streams_per_caller=8, max_batch=2048, subscriber_queue=64, rate=50.0, burst=200
+    )
     assert config.peers == ()
 
 
@@ -85,9 +94,17 @@ def test_the_file_sets_every_kind_of_value(tmp_path: Path) -> None:
     assert config == Config(
         listen="[::1]:9000",
         insecure=True,
-        sync=SyncConfig(False, 5.0, 0.25, 0.5, 30.0, 50, False),
-        discovery=DiscoveryConfig(False, ("198.18.0.1", "2001:db8::1")),
-        limits=LimitsConfig(2, 100, 16, 5.5, 10),
+        sync=Schedule(
+            auto=False,
+            interval=5.0,
+            jitter=0.25,
+            backoff_initial=0.5,
+            backoff_max=30.0,
+            batch=50,
+            live=False,
+        ),
+        discovery=DiscoveryConfig(enabled=False, interfaces=("198.18.0.1", "2001:db8::1")),
+        limits=Limits(streams_per_caller=2, max_batch=100, subscriber_queue=16, rate=5.5, burst=10),
     )
     assert isinstance(config.sync.interval, float)
 
@@ -127,9 +144,19 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert load_config(tmp_path, env) == Config(
         listen="127.0.0.1:0",
         insecure=True,
-        sync=SyncConfig(False, 1.0, 0.0, 2.0, 4.0, 3, False, 9.0, 4.0),
-        discovery=DiscoveryConfig(False, ("198.18.0.1", "198.18.0.2")),
-        limits=LimitsConfig(1, 5, 6, 7.0, 8),
+        sync=Schedule(
+            auto=False,
+            interval=1.0,
+            jitter=0.0,
+            backoff_initial=2.0,
+            backoff_max=4.0,
+            batch=3,
+            live=False,
+            keepalive=9.0,
+            keepalive_timeout=4.0,
+        ),
+        discovery=DiscoveryConfig(enabled=False, interfaces=("198.18.0.1", "198.18.0.2")),
+        limits=Limits(streams_per_caller=1, max_batch=5, subscriber_queue=6, rate=7.0, burst=8),
     )
 
 
@@ -365,8 +392,8 @@ def test_peers_are_parsed(tmp_path: Path) -> None:
         """,
     )
     assert load_config(tmp_path, {}).peers == (
-        PeerEntry(LAPTOP, "198.18.0.2:7417", "laptop"),
-        PeerEntry(PHONE, None, ""),
+        TrustedPeer(LAPTOP, address="198.18.0.2:7417", name="laptop"),
+        TrustedPeer(PHONE),  # no address, no name
     )
 
 
@@ -421,4 +448,50 @@ def test_the_template_peers_example_is_the_documented_shape(tmp_path: Path) -> N
     lines = [line.removeprefix("# ") for line in example.splitlines()]
     text = "[[peers]]" + "\n".join(lines).replace("NODE-ID", format_node_id(LAPTOP))
     write(tmp_path, text)
-    assert load_config(tmp_path, {}).peers == (PeerEntry(LAPTOP, "host:7417", "laptop"),)
+    assert load_config(tmp_path, {}).peers == (
+        TrustedPeer(LAPTOP, address="host:7417", name="laptop"),
+    )
+
+
+# -- the sections check themselves ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Schedule(interval=0), f"sync.interval must be {A_DAY}, got 0"),
+        (lambda: Schedule(keepalive=1e308), f"sync.keepalive must be {AN_HOUR}, got 1e+308"),
+        (lambda: Schedule(batch=2.5), "sync.batch must be an integer between 1 and 100000"),
+        (
+            lambda: Schedule(backoff_initial=600.0),
+            "sync.backoff_max (300) must be at least sync.backoff_initial (600)",
+        ),
+        (lambda: Limits(rate=0), "limits.rate must be a positive number, got 0"),
+        (lambda: Limits(streams_per_caller=10_000), "limits.streams_per_caller must be an"),
+        (lambda: DiscoveryConfig(interfaces=("eth0",)), "discovery.interfaces must be a list"),
+        (lambda: Config(listen="7417"), "listen must be HOST:PORT"),
+        (
+            lambda: Config(listen="0.0.0.0:7417", insecure=True),
+            "insecure (plaintext) is only allowed on a loopback address, but listen is 0.0.0.0",
+        ),
+    ],
+)
+def test_a_section_built_in_code_refuses_what_the_file_would(
+    build: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build()
+    assert str(caught.value).startswith(message)
+
+
+def test_a_section_built_in_code_keeps_the_parsed_values() -> None:
+    schedule = Schedule(interval=5, keepalive=1)
+    assert (schedule.interval, schedule.keepalive) == (5.0, 1.0)
+    assert isinstance(schedule.interval, float)
+    assert DiscoveryConfig(interfaces=["198.18.0.1"]).interfaces == ("198.18.0.1",)  # type: ignore[arg-type]
+
+
+def test_the_sections_defaults_are_the_settings_defaults() -> None:
+    config = Config()
+    assert (config.sync.keepalive, config.sync.keepalive_timeout) == (30.0, 10.0)
+    assert config.sync.batch == config.limits.default_batch == 1000

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.crypto import (
@@ -14,12 +16,29 @@ from peer.crypto import (
     Author,
     SigningKey,
     SyncKey,
+    open_or_why,
     open_record,
     record_hash,
     verify_chain,
+    verify_signature,
 )
 from peer.errors import DecryptionFailed, ForgeryError, InvalidRecord, KeyFormatError, WrongKey
-from peer.records import Head, Record
+from peer.records import (
+    HASH_LEN,
+    HOST_LEN,
+    ID_LEN,
+    MAX_IDX,
+    MAX_TIMESTAMP,
+    MAX_WRAPPED_KEY,
+    SIG_LEN,
+    TAG_RE,
+    VERSION_RE,
+    Head,
+    Record,
+    hash_input_of,
+    metadata,
+)
+from peer.relay import NO_SYNC_KEY
 from tests.conftest import new_author
 
 PLAINTEXT = bytes(range(64))
@@ -79,6 +98,18 @@ def test_a_wrong_key_names_both_key_ids(author: Author) -> None:
         f"this record was written with key {author.sync.key_id_text}; "
         f"this node holds key {other.key_id_text}"
     )
+
+
+def test_open_or_why_opens_or_says_what_open_record_would_raise(author: Author) -> None:
+    record = one_record(author)
+    other = SyncKey.generate()
+    altered = dataclasses.replace(record, timestamp=1_001)
+    assert open_or_why(author.sync, record) == (PLAINTEXT, None)
+    assert open_or_why(None, record) == (None, NO_SYNC_KEY)  # a relay
+    for key, damaged in ((other, record), (author.sync, altered)):
+        with pytest.raises((WrongKey, DecryptionFailed)) as caught:
+            open_record(key, damaged)
+        assert open_or_why(key, damaged) == (None, str(caught.value))
 
 
 def test_the_key_text_round_trips_on_one_line() -> None:
@@ -186,3 +217,69 @@ def test_records_of_two_logs_are_not_one_batch(author: Author) -> None:
     other = author.write("other", Head(0), [5], [b"y"])
     with pytest.raises(InvalidRecord, match="consecutive"):
         verify_chain([notes[0], other[0]], author.signing.public_key)
+
+
+# -- one record hash: `record_hash`, and the writer's form of it ----------------------------
+
+
+def _exactly(size: int) -> st.SearchStrategy[bytes]:
+    return st.binary(min_size=size, max_size=size)
+
+
+RECORDS = st.builds(
+    Record,
+    id=_exactly(ID_LEN),
+    host=_exactly(HOST_LEN),
+    tag=st.from_regex(TAG_RE, fullmatch=True),
+    idx=st.integers(0, MAX_IDX),
+    timestamp=st.integers(0, MAX_TIMESTAMP),
+    version=st.from_regex(VERSION_RE, fullmatch=True),
+    payload=st.binary(max_size=70_000),  # lengths of one to three bytes, and 0
+    wrapped_key=st.binary(max_size=MAX_WRAPPED_KEY),
+    prev=_exactly(HASH_LEN),
+    sig=st.one_of(st.just(b""), _exactly(SIG_LEN)),
+)
+
+
+@given(record=RECORDS)
+def test_the_hash_of_a_records_parts_is_record_hash(record: Record) -> None:
+    """What `Author.write` hashes (its metadata, payload, wrapped key, prev) is the
+    record hash of the record it builds, whatever the record."""
+    parts = hash_input_of(metadata(record), record.payload, record.wrapped_key, record.prev)
+    assert hashlib.sha256(parts).digest() == record_hash(record)
+
+
+WRITER = new_author()
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    tag=st.from_regex(TAG_RE, fullmatch=True),
+    version=st.from_regex(VERSION_RE, fullmatch=True),
+    start=st.integers(0, 2 * 256 * 4),  # appends that cross checkpoints
+    head_hash=_exactly(HASH_LEN),
+    timestamps=st.lists(st.integers(0, MAX_TIMESTAMP), min_size=1, max_size=300),
+    data=st.data(),
+)
+def test_the_writer_chains_and_signs_record_hash(
+    tag: str,
+    version: str,
+    start: int,
+    head_hash: bytes,
+    timestamps: list[int],
+    data: st.DataObject,
+) -> None:
+    """Every record `Author.write` makes is linked to (the next record's prev) or
+    signed over (its signature) exactly its `record_hash`."""
+    plaintexts = data.draw(st.lists(st.binary(max_size=300), min_size=len(timestamps)))
+    author = Author(WRITER.signing, WRITER.sync, version)
+    records = author.write(tag, Head(start, head_hash), timestamps, plaintexts[: len(timestamps)])
+    assert records[0].prev == head_hash
+    for record, following in itertools.pairwise(records):
+        assert following.prev == record_hash(record)
+    for record in records:
+        if record.sig:
+            where = f"record #{record.idx}"
+            verify_signature(author.signing.public_key, record_hash(record), record.sig, where)
+    assert records[-1].sig  # the last is always signed, so every hash above is covered
+    assert verify_chain(records, author.signing.public_key) == [record_hash(r) for r in records]

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from peer.client import PeerClient
-from peer.mesh import MAX_DISCOVERED, Mesh, Schedule
+from peer.mesh import MAX_DISCOVERED, Mesh
+from peer.settings import Schedule
 from peer.store import TrustedPeer
 from tests.daemons import (
     INTERVAL_S,

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from peer import codec, errors
+from peer.client import channel_options
 from peer.codec import ERROR_FOR_STATUS, STATUS_FOR_ERROR, error_for, status_for
 from peer.errors import (
     GapError,
@@ -32,7 +33,8 @@ from peer.errors import (
     WrongKey,
 )
 from peer.records import Record
-from peer.service import Limits
+from peer.service import Limits, server_options
+from peer.settings import Schedule
 from peer.v1 import sync_pb2 as pb
 from tests.conftest import new_author, signed_chain
 from tests.nodes import Node, Nodes, batches_of, closing_gen, keys_of
@@ -249,7 +251,7 @@ def _decodes(rpc: str, body: bytes) -> bool:
 async def test_a_thousand_malformed_bodies_get_invalid_argument(
     nodes: Nodes, rng: random.Random, rpc: str
 ) -> None:
-    node = await nodes.node("n", limits=Limits(streams_per_caller=10_000))
+    node = await nodes.node("n", limits=Limits(streams_per_caller=1024))
     bodies = _bodies(rpc, rng)
     gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -497,3 +499,20 @@ async def test_a_protocol_error_reaches_the_client_as_its_class(nodes: Nodes) ->
     async with node.client() as peer:
         with pytest.raises(ProtocolError, match="invalid record"):
             await peer.push(batches_of(([replace(record, idx=2**63)], keys_of(author))))
+
+
+KEEPALIVE_OPTIONS = (
+    "grpc.keepalive_time_ms",
+    "grpc.keepalive_timeout_ms",
+    "grpc.http2.ping_timeout_ms",
+)
+
+
+def test_client_server_and_config_agree_on_the_keepalive() -> None:
+    server, client = dict(server_options(Limits())), dict(channel_options())
+    assert [server[o] for o in KEEPALIVE_OPTIONS] == [client[o] for o in KEEPALIVE_OPTIONS]
+    schedule = Schedule()
+    assert server["grpc.keepalive_time_ms"] == schedule.keepalive * 1000
+    assert server["grpc.keepalive_timeout_ms"] == schedule.keepalive_timeout * 1000
+    # a client pinging at the default keepalive is never a strike
+    assert server["grpc.http2.min_ping_interval_without_data_ms"] <= client[KEEPALIVE_OPTIONS[0]]

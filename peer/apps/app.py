@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from peer.crypto import Author
-from peer.errors import UsageError
+from peer.relay import CANNOT_WRITE, require_sync_key
 
 if TYPE_CHECKING:
     from peer.apps.views import ViewEngine
@@ -21,6 +21,4 @@ class App:
         self._author = author
 
     def _writer(self) -> Author:
-        if self._author is None:
-            raise UsageError("this node holds no sync key (a relay), so it cannot write")
-        return self._author
+        return require_sync_key(self._author, CANNOT_WRITE)

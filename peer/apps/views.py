@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from peer.apps import history, kv
 from peer.apps.payload import Malformed
-from peer.crypto import SyncKey, open_record
-from peer.errors import CryptoError, UsageError
+from peer.crypto import SyncKey, open_or_why
 from peer.records import LogKey, Record
+from peer.relay import HAS_NO_VIEWS, require_sync_key
 from peer.store import HistoryCreate, KvRow, Pending, Skipped, Store, ViewChunk
 
 VERSION = "v1"  # the payload version these views understand
@@ -50,9 +50,9 @@ class ViewEngine:
     ) -> ViewReport:
         """Apply every record past the cursors; `required`: refuse on a relay."""
         report = ViewReport()
+        if required:
+            require_sync_key(self.sync, HAS_NO_VIEWS)
         if self.sync is None:
-            if required:
-                raise UsageError("this node holds no sync key (a relay), so it has no views")
             return report
         previous: list[Pending] = []
         while (pending := await self.store.views.pending(APP_TAGS)) and pending != previous:
@@ -63,8 +63,7 @@ class ViewEngine:
 
     async def rebuild(self, progress: Progress | None = None) -> ViewReport:
         """Drop the views and recompute them from the log (same result as incremental)."""
-        if self.sync is None:
-            raise UsageError("this node holds no sync key (a relay), so it has no views")
+        require_sync_key(self.sync, HAS_NO_VIEWS)
         await self.store.views.clear()
         return await self.catch_up(progress=progress)
 
@@ -100,13 +99,12 @@ class ViewEngine:
         return self._chunk(log, records, [self._open(record) for record in records])
 
     def _open(self, record: Record) -> bytes | None:
-        """The plaintext, or None when the record cannot be (or need not be) opened."""
-        if record.version != VERSION or self.sync is None:
+        """The plaintext, or None when the record cannot be (or need not be) opened:
+        why does not matter here, the record is counted as skipped."""
+        if record.version != VERSION:
             return None
-        try:
-            return open_record(self.sync, record)
-        except CryptoError:
-            return None
+        data, _ = open_or_why(self.sync, record)
+        return data
 
     def _chunk(
         self, log: LogKey, records: Sequence[Record], plaintexts: Sequence[bytes | None]

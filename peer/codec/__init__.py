@@ -34,7 +34,6 @@ from peer.codec.status import (
 from peer.codec.wire import (
     MAX_CERTIFICATE_BYTES,
     MAX_HOSTS_PER_MESSAGE,
-    MAX_MESSAGE_BYTES,
     MAX_RANGES,
     MAX_RECORDS_PER_MESSAGE,
     PAIRING_SERVICE_NAME,
@@ -69,7 +68,6 @@ __all__ = [
     "MAX_APPEND_ITEMS",
     "MAX_CERTIFICATE_BYTES",
     "MAX_HOSTS_PER_MESSAGE",
-    "MAX_MESSAGE_BYTES",
     "MAX_RANGES",
     "MAX_RECORDS_PER_MESSAGE",
     "PAIRING_SERVICE_NAME",

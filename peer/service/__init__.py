@@ -3,7 +3,9 @@
 - `servicer`: the handlers (index, pull, push, subscribe) and their registration;
 - `guards`: what every handler goes through: caller identity, failures made a status;
 - `server`: starting the server (options, mutual TLS, health, reflection) and
-  following the trust list; `limits`: what one caller may ask at once.
+  following the trust list.
+
+What one caller may ask at once (`Limits`) is a setting, in `peer.settings`.
 
 The names below are re-exported so that `service.X` reads the same from anywhere.
 """
@@ -18,16 +20,15 @@ from peer.service.guards import (
     guard_stream,
     guard_unary,
 )
-from peer.service.limits import Limits
-from peer.service.server import TRUST_POLL_S, RunningServer, server_options, start_server
+from peer.service.server import RunningServer, server_options, start_server
 from peer.service.servicer import REJECTIONS, SyncServicer, method_handlers
+from peer.settings import Limits
 
 __all__ = [
     "DRAIN_S",
     "FAILURE_TEXT",
     "REJECTIONS",
     "THROTTLE_DELAY_S",
-    "TRUST_POLL_S",
     "Context",
     "Limits",
     "OnError",

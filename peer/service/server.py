@@ -3,9 +3,6 @@ and the trust list followed live."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +12,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from peer.codec.wire import SERVICE_NAME
-from peer.errors import PeerError, UsageError
+from peer.errors import UsageError
 from peer.feed import Feed
-from peer.service.limits import Limits
 from peer.service.servicer import SyncServicer, method_handlers
+from peer.settings import KEEPALIVE_S, KEEPALIVE_TIMEOUT_S, Limits
 from peer.store import Store
 from peer.trust import Credentials, Trust
+from peer.watch import TRUST_POLL_S, StoreWatcher, Watch
 
-log = logging.getLogger(__name__)
-TRUST_POLL_S = 0.5
 HANDSHAKE_TIMEOUT_MS = 5_000  # a connection that does not finish TLS by then is closed
 
 
@@ -32,9 +28,10 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.ping_timeout_ms", 10_000),  # keepalive_timeout alone does not end it
+        ("grpc.keepalive_time_ms", int(KEEPALIVE_S * 1000)),
+        ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
+        # keepalive_timeout alone does not end it
+        ("grpc.http2.ping_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
@@ -52,8 +49,8 @@ class RunningServer:
     server: aio.Server
     port: int
     feed: Feed
-    watcher: asyncio.Task[None] | None = None
     servicer: SyncServicer | None = None
+    trust_watch: Watch | None = None  # the trust list followed (with TLS only)
 
     async def refresh_trust(self) -> None:
         """Re-read the trust list now (e.g. right after a pairing pinned a peer)."""
@@ -62,10 +59,8 @@ class RunningServer:
             self.servicer.drop(self.servicer.trust.update(peers))
 
     async def stop(self, grace: float = 1.0) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
+        if self.trust_watch is not None:
+            await self.trust_watch.close()
         await self.server.stop(grace)
         await self.feed.close()
 
@@ -76,15 +71,18 @@ async def start_server(
     listen: str,
     limits: Limits | None = None,
     credentials: Credentials | None = None,
+    watcher: StoreWatcher | None = None,
 ) -> RunningServer:
     """Serve `store` on `listen` (HOST:PORT; port 0 picks one) with health and reflection.
 
     With `credentials`, mutual TLS admits only the pinned peers of the store's trust
     list, followed live; without, plaintext (the caller checks that it is loopback).
+    `watcher` is the store's, shared by the feed and the trust list (one of its own
+    if not given).
     """
     limits = limits or Limits()
     trust = Trust(credentials) if credentials is not None else None
-    feed = Feed(store, queue_batches=limits.subscriber_queue)
+    feed = Feed(store, watcher or StoreWatcher(store), limits.subscriber_queue)
     await feed.start()
     servicer = SyncServicer(store, node_id, feed, limits, trust)
     server = aio.server(options=server_options(limits))
@@ -93,21 +91,24 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    watcher = None
     try:
         if trust is None:
             port = server.add_insecure_port(listen)
         else:
             trust.update(await store.peers.all())
             port = server.add_secure_port(listen, _server_credentials(trust))
-            watcher = asyncio.create_task(_follow_trust(store, trust, servicer))
     except RuntimeError as exc:
         await feed.close()
         raise UsageError(f"cannot listen on {listen}: the address is in use or invalid") from exc
+    running = RunningServer(server, port, feed, servicer)
+    if trust is not None:  # `peer peers` in another process takes effect within ~1 s
+        running.trust_watch = feed.watcher.watch(
+            "trust list", running.refresh_trust, every=TRUST_POLL_S
+        )
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, feed, watcher, servicer)
+    return running
 
 
 def _server_credentials(trust: Trust) -> grpc.ServerCredentials:
@@ -127,17 +128,3 @@ def _server_credentials(trust: Trust) -> grpc.ServerCredentials:
         fetch,  # type: ignore[arg-type]  # grpc accepts None for "no change"
         require_client_authentication=True,
     )
-
-
-async def _follow_trust(store: Store, trust: Trust, servicer: SyncServicer) -> None:
-    """Apply trust list changes (made by `peer peers` in another process) within ~1 s."""
-    version = await store.data_version()
-    while True:
-        await asyncio.sleep(TRUST_POLL_S)
-        try:
-            current = await store.data_version()
-            if current != version:
-                version = current
-                servicer.drop(trust.update(await store.peers.all()))
-        except PeerError as exc:
-            log.warning("trust list: %s", exc)

@@ -34,7 +34,7 @@ from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range, Record
 from peer.service.guards import Context, caller_id, drain, guard_stream, guard_unary
-from peer.service.limits import Limits
+from peer.settings import Limits
 from peer.store import Store
 from peer.trust import Trust, caller_node_id
 from peer.v1 import sync_pb2 as pb

@@ -34,12 +34,13 @@ import peer
 from peer import codec
 from peer.api import Connection
 from peer.client import LocalClient, PeerClient
-from peer.daemon import Daemon, DaemonOptions, invite, join, sync_peers
+from peer.config import Config
+from peer.daemon import Daemon, invite, join, sync_peers
 from peer.home import Home
-from peer.mesh import Schedule
 from peer.node import Node
 from peer.records import LogKey, Range
 from peer.service import Limits
+from peer.settings import DiscoveryConfig, Schedule
 from peer.sync import sync_with
 from tests.nodes import Nodes, batches_of, keys_of
 from tests.nodes import eventually as poll
@@ -139,8 +140,8 @@ def short(site: str) -> str:
 
 async def _daemon(root: Path, name: str, schedule: Schedule) -> Daemon:
     node = await Node.init(Home(root / name), name)
-    options = DaemonOptions(listen="127.0.0.1:0", schedule=schedule)
-    daemon = Daemon(node, options)
+    config = Config(listen="127.0.0.1:0", sync=schedule, discovery=DiscoveryConfig(enabled=False))
+    daemon = Daemon(node, config)
     await daemon.start()
     return daemon
 

@@ -26,6 +26,7 @@ from peer.codec import wire
 from peer.errors import LimitExceeded, PeerError
 from peer.records import MAX_IDX, Head, LogKey, Range
 from peer.service import Limits
+from peer.settings import MAX_MESSAGE_BYTES
 from peer.store import Store
 from peer.sync import sync_with
 from peer.v1 import sync_pb2 as pb
@@ -166,7 +167,7 @@ VALID = {rpc: _valid(rpc) for rpc in RPCS}
 
 async def test_c12_malformed_messages(nodes: Nodes, rng: random.Random, report: Report) -> None:
     total = 10_000
-    node = await nodes.node("n", limits=Limits(streams_per_caller=10_000))
+    node = await nodes.node("n", limits=Limits(streams_per_caller=1024))
     await node.append_each("t", 3)
     before = await node.store.index()
     bodies: list[tuple[str, bytes]] = []
@@ -364,7 +365,7 @@ async def _sync_outcome(replica: Store, target: str) -> str:
 
 async def test_c11_message_size_limits(nodes: Nodes, report: Report) -> None:
     node = await nodes.node("n")
-    limit = codec.MAX_MESSAGE_BYTES
+    limit = MAX_MESSAGE_BYTES
     options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
     def unknown_field_body(size: int) -> bytes:

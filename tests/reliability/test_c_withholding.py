@@ -24,8 +24,9 @@ from peer.client import PeerClient
 from peer.codec import RemoteIndex
 from peer.crypto import record_hash
 from peer.errors import PeerError
-from peer.mesh import Mesh, Schedule
+from peer.mesh import Mesh
 from peer.records import Head, Record
+from peer.settings import Schedule
 from peer.store import TrustedPeer
 from peer.sync import sync_with
 from peer.v1 import sync_pb2 as pb
@@ -70,7 +71,9 @@ async def _mesh_of(node: Node, peers: dict[bytes, str]) -> Mesh:
         return PeerClient(address, timeout=10)  # plaintext loopback: trust is not the point
 
     # rounds only (the test double serves no Subscribe)
-    schedule = Schedule(ROUND_S, jitter=0.1, backoff_initial=0.2, backoff_max=1.0, live=False)
+    schedule = Schedule(
+        interval=ROUND_S, jitter=0.1, backoff_initial=0.2, backoff_max=1.0, live=False
+    )
     mesh = Mesh(node.store, schedule, connect)
     await mesh.start()
     return mesh
