@@ -63,7 +63,7 @@ def model(hosts: list[Host], sync: SyncKey) -> Snapshot:
     """The views as the rules define them, computed from all records at once."""
     from peer.apps import history
     from peer.crypto import open_record
-    from peer.store import HistoryCreate
+    from peer.store import HistoryCreate, HistoryDelete
 
     winners: dict[tuple[str, str], KvRow] = {}
     creates: dict[str, HistoryCreate] = {}
@@ -78,8 +78,8 @@ def model(hosts: list[Host], sync: SyncKey) -> Snapshot:
                 winners[(row.ns, row.key)] = row
             continue
         decided = history.decide(record, plaintext)
-        if isinstance(decided, str):
-            deleted.add(decided)
+        if isinstance(decided, HistoryDelete):
+            deleted.add(decided.entry_id)
         elif decided.entry.id not in creates or order(decided) > order(creates[decided.entry.id]):
             creates[decided.entry.id] = decided
     live = [c.entry for i, c in creates.items() if i not in deleted]

@@ -1,21 +1,42 @@
 """What the KV store and the shell history share: reads go through the node's caught-up
-views, writes append records signed by this node's author (a relay has none)."""
+views, writes append records signed by this node's author (a relay has none).
+
+An app also tells the view engine what its records mean: a `Decide` function, entered
+in `peer.apps.views.APPS` under the app's tag. A third app is its own module, one line
+there, and its tables in `peer.store.views`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from peer.crypto import Author
+from peer.records import Record
 from peer.relay import CANNOT_WRITE, require_sync_key
+from peer.store import Decision, Store
 
-if TYPE_CHECKING:
-    from peer.apps.views import ViewEngine
+Decide = Callable[[Record, bytes], Decision]  # Malformed when a payload follows no format
+
+
+class CaughtUp(Protocol):
+    """The views as an app reads them: brought up to date first (`ViewEngine`)."""
+
+    store: Store
+
+    async def catch_up(
+        self, required: bool = False, progress: Callable[[int], None] | None = None
+    ) -> Any: ...
+
+    async def apply_written(
+        self, records: Sequence[Record], plaintexts: Sequence[bytes]
+    ) -> None: ...
 
 
 class App:
     """One app on one node's store."""
 
-    def __init__(self, views: ViewEngine, author: Author | None) -> None:
+    def __init__(self, views: CaughtUp, author: Author | None) -> None:
         self._views = views
         self._store = views.store
         self._author = author

@@ -23,7 +23,7 @@ from peer.apps.payload import Malformed
 from peer.crypto import MAX_PLAINTEXT
 from peer.errors import NotFound, UsageError
 from peer.records import Record
-from peer.store import HistoryCreate, HistoryEntry
+from peer.store import HistoryCreate, HistoryDelete, HistoryEntry
 
 if TYPE_CHECKING:
     pass
@@ -63,13 +63,13 @@ def encode_delete(entry_id: str) -> bytes:
     return payload.dump({"op": "delete", "id": entry_id})
 
 
-def decide(record: Record, plaintext: bytes) -> HistoryCreate | str:
-    """A create (entry and record order) or a deleted id; Malformed otherwise."""
+def decide(record: Record, plaintext: bytes) -> HistoryCreate | HistoryDelete:
+    """A create (entry and record order) or a delete (the id); Malformed otherwise."""
     body = payload.load(plaintext)
     op = body.get("op")
     entry_id = payload.text(body, "id")
     if op == "delete":
-        return entry_id
+        return HistoryDelete(entry_id)
     if op != "create":
         raise Malformed(f"unknown history op {op!r}")
     entry = HistoryEntry(

@@ -17,14 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from peer.apps import history, kv
+from peer.apps.app import Decide
 from peer.apps.payload import Malformed
 from peer.crypto import SyncKey, open_or_why
 from peer.records import LogKey, Record
 from peer.relay import HAS_NO_VIEWS, require_sync_key
-from peer.store import HistoryCreate, KvRow, Pending, Skipped, Store, ViewChunk
+from peer.store import Decision, Pending, Skipped, Store, ViewChunk
 
 VERSION = "v1"  # the payload version these views understand
-APP_TAGS = (kv.TAG, history.TAG)
+APPS: dict[str, Decide] = {kv.TAG: kv.decide, history.TAG: history.decide}  # tag: its app
+APP_TAGS = tuple(APPS)
 CHUNK = 5000
 Progress = Callable[[int], None]
 
@@ -85,6 +87,10 @@ class ViewEngine:
                 progress(report.applied)
             start = chunk.end
 
+    async def sizes(self) -> tuple[int, int]:
+        """(kv keys, history entries) held in the views."""
+        return await self.store.views.sizes()
+
     async def apply_written(self, records: Sequence[Record], plaintexts: Sequence[bytes]) -> None:
         """Apply records this node just wrote from their plaintexts (no decryption).
 
@@ -109,9 +115,8 @@ class ViewEngine:
     def _chunk(
         self, log: LogKey, records: Sequence[Record], plaintexts: Sequence[bytes | None]
     ) -> ViewChunk:
-        kv_rows: list[KvRow] = []
-        creates: list[HistoryCreate] = []
-        deletes: list[str] = []
+        decide = APPS[log.tag]
+        decisions: list[Decision] = []
         undecryptable = unknown = malformed = 0
         for record, plaintext in zip(records, plaintexts, strict=True):
             if record.version != VERSION:
@@ -120,19 +125,11 @@ class ViewEngine:
                 undecryptable += 1
             else:
                 try:
-                    if log.tag == kv.TAG:
-                        kv_rows.append(kv.decide(record, plaintext))
-                    else:
-                        decided = history.decide(record, plaintext)
-                        if isinstance(decided, str):
-                            deletes.append(decided)
-                        else:
-                            creates.append(decided)
+                    decisions.append(decide(record, plaintext))
                 except Malformed:
                     malformed += 1
         skipped = Skipped(undecryptable, unknown, malformed)
-        end = records[-1].idx + 1
-        return ViewChunk(log, records[0].idx, end, kv_rows, creates, deletes, skipped)
+        return ViewChunk.of(log, records[0].idx, records[-1].idx + 1, decisions, skipped)
 
 
 async def catch_up(store: Store, sync: SyncKey | None) -> ViewReport:

@@ -11,7 +11,9 @@ from peer.store.peers import TrustedPeer, TrustList
 from peer.store.rows import RECORD_COLUMNS
 from peer.store.sqlite import Faults
 from peer.store.views import (
+    Decision,
     HistoryCreate,
+    HistoryDelete,
     HistoryEntry,
     KvItem,
     KvRow,
@@ -24,9 +26,11 @@ from peer.store.views import (
 __all__ = [
     "DEFAULT_CHUNK",
     "RECORD_COLUMNS",
+    "Decision",
     "Faults",
     "ForkEvidence",
     "HistoryCreate",
+    "HistoryDelete",
     "HistoryEntry",
     "InsertResult",
     "KvItem",

@@ -108,6 +108,16 @@ class HistoryCreate:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryDelete:
+    """A history delete record, decided: the id of the entry it deletes."""
+
+    entry_id: str
+
+
+Decision = KvRow | HistoryCreate | HistoryDelete  # what one app record does to the views
+
+
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """Records the views passed over, by reason."""
 
@@ -138,6 +148,16 @@ class ViewChunk:
     creates: Sequence[HistoryCreate] = ()
     deletes: Sequence[str] = ()
     skipped: Skipped = field(default_factory=Skipped)
+
+    @classmethod
+    def of(
+        cls, log: LogKey, start: int, end: int, decisions: Sequence[Decision], skipped: Skipped
+    ) -> ViewChunk:
+        """A chunk from the decisions of its records, each to the table it changes."""
+        kv = [d for d in decisions if isinstance(d, KvRow)]
+        creates = [d for d in decisions if isinstance(d, HistoryCreate)]
+        deletes = [d.entry_id for d in decisions if isinstance(d, HistoryDelete)]
+        return cls(log, start, end, kv, creates, deletes, skipped)
 
 
 @dataclass(frozen=True, slots=True)
