@@ -45,3 +45,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def require_loopback(address: str) -> None:
+    """Plaintext is only for this machine: refuse any non-loopback address."""
+    host, _ = split_address(address)
+    if not is_loopback(host):
+        raise UsageError(
+            f"--insecure is only allowed on a loopback address (127.0.0.1, ::1), not {host}"
+        )

@@ -16,35 +16,26 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from peer.addresses import is_loopback, join_host, split_address
-from peer.client import ClientTls, PairingClient, PeerClient
+from peer.client import ClientTls, PeerClient
 from peer.codec.local import Appended
-from peer.codec.wire import ConfirmJoin, JoinRequest
 from peer.config import Config
-from peer.crypto import SyncKey, sign_with_tls_key
 from peer.discovery import Discovery, Found
-from peer.errors import KeyFormatError, PeerError, PeerUnavailable, UsageError
+from peer.errors import PeerError
 from peer.home import Serving
-from peer.identity import fetch_certificate, format_node_id, parse_node_id
+from peer.identity import format_node_id
 from peer.local_service import LocalServicer, start_local_server
 from peer.mesh import Mesh
 from peer.node import Node
-from peer.pairing import (
-    Invitation,
-    confirm_proof_message,
-    join_proof_message,
-    new_secret,
-)
 from peer.pairing_service import PairingServicer, start_pairing_server
+from peer.peers import fetch_pinned
 from peer.records import LogKey
 from peer.service.server import RunningServer, start_server
 from peer.settings import MIN_PING_INTERVAL_S, Limits
 from peer.store import TrustedPeer
-from peer.sync import Progress, SyncSummary, sync_with
 from peer.trust import Credentials
 from peer.watch import StoreWatcher
 
@@ -67,19 +58,6 @@ def _listen_interfaces(host: str) -> list[str]:
     except ValueError:
         return []
     return [] if address.is_unspecified else [host]
-
-
-def require_loopback(address: str) -> None:
-    """Plaintext is only for this machine: refuse any non-loopback address."""
-    host, _ = split_address(address)
-    if not is_loopback(host):
-        raise UsageError(
-            f"--insecure is only allowed on a loopback address (127.0.0.1, ::1), not {host}"
-        )
-
-
-def credentials(node: Node) -> Credentials:
-    return Credentials(node.identity.tls_key, node.identity.tls_certificate)
 
 
 def served_limits(config: Config) -> Limits:
@@ -114,7 +92,7 @@ class Daemon:
     async def start(self) -> RunningServer:
         """Start serving and syncing; everything started is stopped by `stop`."""
         config, node = self.config, self.node  # a Config is valid: insecure means loopback
-        tls = None if config.insecure else credentials(node)
+        tls = None if config.insecure else node.credentials
         running = await start_server(
             node.store, self.node_id, config.listen, self.limits, tls, self.watcher
         )
@@ -254,7 +232,7 @@ class Daemon:
         schedule = self.config.sync
         return PeerClient(
             address,
-            tls=ClientTls(credentials(self.node), certificate),
+            tls=ClientTls(self.node.credentials, certificate),
             keepalive=(schedule.keepalive, schedule.keepalive_timeout),
         )
 
@@ -320,178 +298,3 @@ async def serve(node: Node, config: Config, on_ready: Callable[[RunningServer], 
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             await daemon.stop()
-
-
-@dataclass
-class PeerResult:
-    """The outcome of syncing with one peer: a summary, or the error in words."""
-
-    target: str
-    summary: SyncSummary | None = None
-    error: str | None = None
-
-
-async def sync_peers(
-    node: Node,
-    targets: Sequence[str],
-    batch: int,
-    progress: Callable[[str], Progress],
-    insecure: bool = False,
-) -> list[PeerResult]:
-    """Sync with each peer in turn; one failing peer does not stop the others."""
-    results: list[PeerResult] = []
-    for target in targets if insecure else await _trusted_targets(node, targets):
-        try:
-            address, tls = await _connection(node, target, insecure)
-            async with PeerClient(address, tls=tls) as peer:
-                summary = await sync_with(
-                    node.store,
-                    peer,
-                    batch=batch,
-                    progress=progress(address),
-                    own_host=node.identity.host,
-                )
-            results.append(PeerResult(address, summary))
-        except PeerError as exc:
-            results.append(PeerResult(_label(target), error=str(exc)))
-    return results
-
-
-def _label(target: str | TrustedPeer) -> str:
-    if isinstance(target, str):
-        return target
-    return target.address or target.name or format_node_id(target.node_id)
-
-
-async def _connection(
-    node: Node, target: str | TrustedPeer, insecure: bool
-) -> tuple[str, ClientTls | None]:
-    if isinstance(target, str):
-        require_loopback(target)
-        return target, None
-    if not target.address:
-        raise UsageError(f"no address known for {_label(target)}: `peer peers add ID HOST:PORT`")
-    certificate = target.certificate or await fetch_pinned(node, target)
-    return target.address, ClientTls(credentials(node), certificate)
-
-
-async def read_certificate(peer: TrustedPeer, address: str = "") -> bytes:
-    """A peer's certificate, read from its address and checked against its pin."""
-    return await fetch_certificate(address or peer.address, peer.node_id)
-
-
-async def fetch_pinned(node: Node, peer: TrustedPeer, address: str = "") -> bytes:
-    """Read a pinned peer's certificate from its address and remember it."""
-    certificate = await read_certificate(peer, address)
-    await node.store.peers.add(TrustedPeer(peer.node_id, certificate=certificate))
-    return certificate
-
-
-async def _trusted_targets(node: Node, targets: Sequence[str]) -> list[str | TrustedPeer]:
-    """The pinned peers named by address, node id or name (all with an address if none)."""
-    peers = await node.store.peers.all()
-    if not targets:
-        chosen = [p for p in peers if p.address]
-        if not chosen:
-            raise UsageError(
-                "no peer to sync with: add one with `peer peers add NODE_ID HOST:PORT`"
-            )
-        return list(chosen)
-    return [find_peer(peers, target) for target in targets]
-
-
-def find_peer(peers: Sequence[TrustedPeer], target: str) -> TrustedPeer:
-    """A pinned peer by address, node id or name; UsageError if none matches."""
-    for peer in peers:
-        if target in (peer.address, peer.name):
-            return peer
-    try:
-        node_id = parse_node_id(target)
-    except UsageError:
-        node_id = b""
-    for peer in peers:
-        if peer.node_id == node_id:
-            return peer
-    raise UsageError(
-        f"{target} is not a trusted peer: pin it first with `peer peers add NODE_ID HOST:PORT`"
-    )
-
-
-async def invite(node: Node, relay: bool, ttl_s: int, address: str | None) -> Invitation:
-    """A one-time invitation that the running `peer serve` of this home honours."""
-    serving = node.home.serving()
-    if serving is None or not serving.pairing_address:
-        raise UsageError(
-            "start `peer serve` (with TLS) first: the invitation names where it listens"
-        )
-    sync_address, pairing_address = serving.address, serving.pairing_address
-    if address:
-        host, _ = split_address(address)
-        pairing_address = join_host(host, split_address(pairing_address)[1])
-        sync_address = address
-    expires = int(time.time()) + ttl_s
-    invitation = Invitation(
-        node.identity.node_id, sync_address, pairing_address, new_secret(), expires, relay
-    )
-    await node.store.invitations.create(invitation.secret_hash, relay, expires * 10**9)
-    return invitation
-
-
-async def join(node: Node, invitation: Invitation) -> str:
-    """Pair with the inviter: get pinned by it, pin it, and take the sync key if offered.
-
-    Nothing is pinned on either side before this node accepts the inviter's answer: an
-    answer it refuses (a damaged key, a key that does not fit the records this node
-    wrote) frees the invitation on the inviter instead (docs/protocol.md §1.1).
-    """
-    if invitation.expires_at < time.time():
-        raise UsageError("this invitation has expired: ask for a new one (`peer invite`)")
-    certificate = await fetch_certificate(invitation.pairing_address, invitation.node_id)
-    own = credentials(node)
-    proof = sign_with_tls_key(own.key, join_proof_message(invitation.secret, invitation.node_id))
-    request = JoinRequest(invitation.secret, own.certificate, node.identity.name, proof)
-    async with PairingClient(invitation.pairing_address, certificate) as pairing:
-        key_text, name = await pairing.join(request)
-        try:
-            key = await _acceptable_key(node, key_text)
-        except PeerError:
-            with contextlib.suppress(PeerError):
-                await pairing.confirm(_verdict(node, invitation, own, accepted=False))
-            raise
-        await _confirm(pairing, _verdict(node, invitation, own, accepted=True))
-    if key is not None:
-        await node.import_sync_key(key)
-    await node.store.peers.add(
-        TrustedPeer(invitation.node_id, name, invitation.address, certificate)
-    )
-    return name
-
-
-async def _acceptable_key(node: Node, key_text: str) -> SyncKey | None:
-    """The sync key the inviter sent (None for a relay), if this node can take it."""
-    if not key_text:
-        return None
-    try:
-        key = SyncKey.from_text(key_text)
-    except KeyFormatError as exc:
-        raise UsageError("the inviting node sent a damaged sync key; nothing was paired") from exc
-    await node.check_sync_key(key)
-    return key
-
-
-def _verdict(node: Node, invitation: Invitation, own: Credentials, accepted: bool) -> ConfirmJoin:
-    message = confirm_proof_message(invitation.secret, invitation.node_id, accepted)
-    proof = sign_with_tls_key(own.key, message)
-    return ConfirmJoin(invitation.secret, node.identity.node_id, accepted, proof)
-
-
-async def _confirm(pairing: PairingClient, verdict: ConfirmJoin, attempts: int = 2) -> None:
-    """Accept the answer; tried twice, since ConfirmJoin is idempotent for its joiner
-    and a lost answer would otherwise leave the inviter alone in pinning us."""
-    for attempt in range(attempts):
-        try:
-            await pairing.confirm(verdict)
-            return
-        except PeerUnavailable:
-            if attempt == attempts - 1:
-                raise

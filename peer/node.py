@@ -23,7 +23,8 @@ from peer.identity import format_node_id
 from peer.names import check_name
 from peer.records import LogKey, Record, check_record
 from peer.relay import CANNOT_WRITE, require_sync_key
-from peer.store import Store
+from peer.store import Store, TrustList
+from peer.trust import Credentials
 
 VERIFY_CHUNK = 2000
 
@@ -89,6 +90,22 @@ class Node:
 
     async def close(self) -> None:
         await self.store.close()
+
+    async def __aenter__(self) -> Node:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def credentials(self) -> Credentials:
+        """This node's TLS key and certificate: what it proves itself with."""
+        return Credentials(self.identity.tls_key, self.identity.tls_certificate)
+
+    @property
+    def trust(self) -> TrustList:
+        """The pinned peers (the store's trust list), followed live by a daemon."""
+        return self.store.peers
 
     @property
     def author(self) -> Author:

@@ -1,4 +1,4 @@
-"""Text from elsewhere on a terminal (`peer.render.printable`) and node names
+"""Text from elsewhere on a terminal (`peer.cli.render.printable`) and node names
 (`peer.names`): escapes shown, never sent; names bounded to 64 characters."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from peer.errors import UsageError
 from peer.names import MAX_NAME, check_name, clean_name
-from peer.render import node_name, printable
+from peer.cli.render import node_name, printable
 
 HOSTILE = "\x1b[2J\x1b]0;title\x07\r\n FAKE line\t\x7f\x9b1m\u202eend"
 

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peer.cli import MAX_LIMIT, _command, open_node, print_json, whole
-from peer.render import printable
+from peer.cli.common import MAX_LIMIT, command, open_node, print_json, whole
+from peer.cli.render import printable
 
 if TYPE_CHECKING:
     from peer.apps.history import ImportResult
@@ -36,22 +36,22 @@ def register(commands: Any) -> None:
     _register_history(commands)
     store = commands.add_parser("store", help="maintain the local store")
     store_commands = store.add_subparsers(title="store commands", metavar="ACTION", required=True)
-    _command(store_commands, "rebuild", cmd_store_rebuild, "recompute the views from the log")
+    command(store_commands, "rebuild", cmd_store_rebuild, "recompute the views from the log")
 
 
 def _register_kv(commands: Any) -> None:
     kv = commands.add_parser("kv", help="a key-value store shared by your devices")
     actions = kv.add_subparsers(title="kv commands", metavar="ACTION", required=True)
-    kv_set = _namespaced(_command(actions, "set", cmd_kv_set, "set KEY to VALUE"))
+    kv_set = _namespaced(command(actions, "set", cmd_kv_set, "set KEY to VALUE"))
     kv_set.add_argument("key")
     kv_set.add_argument(
         "value", help="the value, or - to read it from stdin (one trailing newline dropped)"
     )
-    get = _namespaced(_command(actions, "get", cmd_kv_get, "print the value of KEY"))
+    get = _namespaced(command(actions, "get", cmd_kv_get, "print the value of KEY"))
     get.add_argument("key")
-    delete = _namespaced(_command(actions, "delete", cmd_kv_delete, "delete KEY"))
+    delete = _namespaced(command(actions, "delete", cmd_kv_delete, "delete KEY"))
     delete.add_argument("key")
-    listing = _namespaced(_command(actions, "list", cmd_kv_list, "the keys and their values"))
+    listing = _namespaced(command(actions, "list", cmd_kv_list, "the keys and their values"))
     listing.add_argument("--all", action="store_true", help="every namespace")
 
 
@@ -63,7 +63,7 @@ def _namespaced(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _register_history(commands: Any) -> None:
     history = commands.add_parser("history", help="your shell history, on every device")
     actions = history.add_subparsers(title="history commands", metavar="ACTION", required=True)
-    add = _command(actions, "add", cmd_history_add, "record one command (for shell hooks)")
+    add = command(actions, "add", cmd_history_add, "record one command (for shell hooks)")
     add.add_argument("--cwd", help="where it ran (default: here)")
     add.add_argument("--exit", type=whole(*EXIT_RANGE), help="its exit status")
     add.add_argument(
@@ -73,15 +73,15 @@ def _register_history(commands: Any) -> None:
     )
     add.add_argument("--session", default="", help="the shell session it ran in")
     add.add_argument("command", nargs="+", help="the command (after --)")
-    imp = _command(actions, "import", cmd_history_import, "import a shell's history file")
+    imp = command(actions, "import", cmd_history_import, "import a shell's history file")
     imp.add_argument("file", type=Path)
     imp.add_argument("--format", choices=("bash", "zsh", "fish", "atuin"), help="default: guess")
-    listing = _command(actions, "list", cmd_history_list, "the latest commands, oldest first")
+    listing = command(actions, "list", cmd_history_list, "the latest commands, oldest first")
     listing.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the last N")
-    search = _command(actions, "search", cmd_history_search, "commands containing QUERY")
+    search = command(actions, "search", cmd_history_search, "commands containing QUERY")
     search.add_argument("query")
     search.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the newest N")
-    delete = _command(actions, "delete", cmd_history_delete, "delete one entry, everywhere")
+    delete = command(actions, "delete", cmd_history_delete, "delete one entry, everywhere")
     delete.add_argument("id")
 
 
@@ -90,11 +90,8 @@ def _register_history(commands: Any) -> None:
 
 async def cmd_kv_set(args: argparse.Namespace) -> int:
     value = _stdin_value() if args.value == "-" else os.fsencode(args.value)
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         record = await node.kv.set(args.key, value, args.namespace)
-    finally:
-        await node.close()
     if args.json:
         print_json(
             {
@@ -126,11 +123,8 @@ def _stdin_value() -> bytes:
 async def cmd_kv_get(args: argparse.Namespace) -> int:
     from peer.errors import NotFound
 
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         value = await node.kv.get(args.key, args.namespace)
-    finally:
-        await node.close()
     if value is None:
         raise NotFound(f"no key {args.key!r} in namespace {args.namespace!r}")
     if args.json:
@@ -141,11 +135,8 @@ async def cmd_kv_get(args: argparse.Namespace) -> int:
 
 
 async def cmd_kv_delete(args: argparse.Namespace) -> int:
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         existed = await node.kv.delete(args.key, args.namespace)
-    finally:
-        await node.close()
     if args.json:
         print_json({"ns": args.namespace, "key": args.key, "existed": existed})
     elif not existed:
@@ -154,11 +145,8 @@ async def cmd_kv_delete(args: argparse.Namespace) -> int:
 
 
 async def cmd_kv_list(args: argparse.Namespace) -> int:
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         items = await node.kv.items(None if args.all else args.namespace)
-    finally:
-        await node.close()
     if args.json:
         print_json([_kv_json(item) for item in items])
     for item in [] if args.json else items:
@@ -205,11 +193,8 @@ async def cmd_history_add(args: argparse.Namespace) -> int:
         socket.gethostname(),
         args.session,
     )
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         await node.history.add(entry)
-    finally:
-        await node.close()
     if args.json:
         print_json(entry.as_json())
     else:
@@ -234,11 +219,8 @@ async def cmd_history_import(args: argparse.Namespace) -> int:
     parsed = imports.load(path, fmt)
     mtime = path.stat().st_mtime_ns
     entries = imports.to_entries(parsed.commands, fmt, socket.gethostname(), mtime)
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         result = await _import_with_progress(node, path, entries)
-    finally:
-        await node.close()
     problems = [{"line": p.line, "reason": p.reason} for p in parsed.problems]
     if args.json:
         print_json(
@@ -288,31 +270,22 @@ def _warn_skipped(path: Path, problems: list[dict[str, Any]]) -> None:
 
 
 async def cmd_history_list(args: argparse.Namespace) -> int:
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         entries = await node.history.recent(args.limit)
-    finally:
-        await node.close()
     _print_entries(entries, args.json)
     return 0
 
 
 async def cmd_history_search(args: argparse.Namespace) -> int:
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         entries = await node.history.search(args.query, args.limit)
-    finally:
-        await node.close()
     _print_entries(entries, args.json)
     return 0
 
 
 async def cmd_history_delete(args: argparse.Namespace) -> int:
-    node = await open_node(args)
-    try:
+    async with open_node(args) as node:
         entry = await node.history.delete(args.id)
-    finally:
-        await node.close()
     if args.json:
         print_json(entry.as_json())
     else:
@@ -335,13 +308,10 @@ def _print_entries(entries: list[HistoryEntry], as_json: bool) -> None:
 async def cmd_store_rebuild(args: argparse.Namespace) -> int:
     from peer.progress import Progress
 
-    node = await open_node(args)
     progress = Progress("rebuilding views")
-    try:
+    async with open_node(args) as node:
         report = await node.views.rebuild(progress.update)
-        keys, entries = await node.store.views.sizes()
-    finally:
-        await node.close()
+        keys, entries = await node.views.sizes()
     progress.finish()
     if args.json:
         print_json({**_report_json(report), "kv_keys": keys, "history_entries": entries})

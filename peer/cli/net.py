@@ -6,13 +6,60 @@ Same rules as `peer.cli`: build objects, call one library function, print.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from peer import render
-from peer.cli import home_of, open_node, print_json, say
+from peer.cli import render
+from peer.cli.common import command, home_of, open_node, print_json, say, whole
+
+MAX_BATCH = 100_000  # as the setting sync.batch (peer.config, not imported here: slow)
+MAX_TTL_S = 30 * 86400  # an invitation is for a device in hand, not for a month
+
+
+def register(commands: Any) -> None:
+    serve = command(commands, "serve", cmd_serve, "serve this node to peers until stopped")
+    serve.add_argument(
+        "--listen", default=None, help="HOST:PORT (default 127.0.0.1:7417; config.toml)"
+    )
+    serve.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
+    serve.add_argument("--no-sync", action="store_true", help="serve only: no automatic sync")
+    serve.add_argument(
+        "--interval",
+        "--sync-interval",
+        dest="interval",
+        default=None,
+        help="seconds between syncs with each peer",
+    )
+    serve.add_argument("--no-discovery", action="store_true", help="do not use LAN discovery")
+
+    sync = command(commands, "sync", cmd_sync, "sync now with the given peers (or all)")
+    sync.add_argument("peers", nargs="*", metavar="PEER", help="HOST:PORT, node id or name")
+    sync.add_argument("--insecure", action="store_true", help="plaintext, loopback only")
+    sync.add_argument("--batch", type=whole(1, MAX_BATCH), default=1000, help="records per message")
+
+    peers = commands.add_parser("peers", help="the trust list: who this node talks to")
+    peer_commands = peers.add_subparsers(title="peers commands", metavar="ACTION", required=True)
+    add = command(peer_commands, "add", cmd_peers_add, "pin a node by its id")
+    add.add_argument("node_id", help="the other node's id (`peer id` there)")
+    add.add_argument("address", nargs="?", default="", help="HOST:PORT where it serves")
+    add.add_argument("--name", default="", help="a name for it")
+    command(peer_commands, "list", cmd_peers_list, "the pinned nodes")
+    remove = command(peer_commands, "remove", cmd_peers_remove, "unpin a node")
+    remove.add_argument("node_id", help="its node id, name or address")
+
+    invite = command(commands, "invite", cmd_invite, "print a one-time pairing code")
+    invite.add_argument("--relay", action="store_true", help="pair a relay (no sync key)")
+    invite.add_argument(
+        "--ttl",
+        type=whole(1, MAX_TTL_S, "seconds", "30 days"),
+        default=3600,
+        help="seconds it stays valid (at most 30 days)",
+    )
+    invite.add_argument("--address", help="HOST:PORT the new device should use to reach us")
+    join = command(commands, "join", cmd_join, "pair with a node using its code")
+    join.add_argument("code", help="the code `peer invite` printed on the other device")
+    join.add_argument("--name", default="", help="a name for this node (new homes)")
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -23,8 +70,6 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
     home = home_of(args)
     config = load_config(home, overrides=serve_overrides(args))
-    node = await open_node(args)
-    node_id = format_node_id(node.identity.node_id)
     say("warning", home.exposed())
 
     def ready(running: Any) -> None:
@@ -37,10 +82,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             print(f"serving node {node_id} on {address} ({mode}; Ctrl-C to stop)")
         sys.stdout.flush()
 
-    try:
+    async with open_node(args) as node:
+        node_id = format_node_id(node.identity.node_id)
         await daemon.serve(node, config, ready)
-    finally:
-        await node.close()
     return 0
 
 
@@ -56,16 +100,16 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def cmd_sync(args: argparse.Namespace) -> int:
-    from peer import daemon
+    from peer.addresses import require_loopback
     from peer.errors import UsageError
     from peer.progress import Progress
+    from peer.sync_now import sync_peers
 
     if args.insecure:
         if not args.peers:
             raise UsageError("with --insecure, name the peers (HOST:PORT on loopback)")
         for target in args.peers:
-            daemon.require_loopback(target)
-    node = await open_node(args)
+            require_loopback(target)
     bars: list[Progress] = []
 
     def progress(target: str) -> Callable[[int, int], None]:
@@ -78,10 +122,8 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 
         return update
 
-    try:
-        results = await daemon.sync_peers(node, args.peers, args.batch, progress, args.insecure)
-    finally:
-        await node.close()
+    async with open_node(args) as node:
+        results = await sync_peers(node, args.peers, args.batch, progress, args.insecure)
     for bar in bars:
         bar.finish()
     if args.json:
@@ -92,31 +134,15 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 
 
 async def cmd_peers_add(args: argparse.Namespace) -> int:
-    from peer import daemon
-    from peer.addresses import split_address
-    from peer.errors import PeerUnavailable
     from peer.identity import format_node_id, parse_node_id
     from peer.names import check_name
-    from peer.store import TrustedPeer
+    from peer.peers import pin
 
     node_id = parse_node_id(args.node_id)
     check_name(args.name)
-    if args.address:
-        split_address(args.address)
-    node = await open_node(args)
-    offline = ""
-    try:
-        pinned = TrustedPeer(node_id, args.name, args.address)
-        if args.address:  # check the pin now if we can; else at the first contact
-            try:
-                certificate = await daemon.read_certificate(pinned)
-                pinned = TrustedPeer(node_id, args.name, args.address, certificate)
-            except PeerUnavailable as exc:
-                offline = str(exc)
-        await node.store.peers.add(pinned)
-        fetched = pinned.certificate is not None
-    finally:
-        await node.close()
+    async with open_node(args) as node:
+        pinned, offline = await pin(node, node_id, args.name, args.address)
+    fetched = pinned.certificate is not None
     shown = format_node_id(node_id)
     if args.json:
         print_json(
@@ -138,11 +164,8 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
 
 
 async def cmd_peers_list(args: argparse.Namespace) -> int:
-    node = await open_node(args)
-    try:
-        peers = await node.store.peers.all()
-    finally:
-        await node.close()
+    async with open_node(args) as node:
+        peers = await node.trust.all()
     rows = [render.peer_json(p) for p in peers]
     if args.json:
         print_json({"peers": rows})
@@ -154,14 +177,10 @@ async def cmd_peers_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_peers_remove(args: argparse.Namespace) -> int:
-    from peer import daemon
+    from peer.peers import unpin
 
-    node = await open_node(args)
-    try:
-        peer = daemon.find_peer(await node.store.peers.all(), args.node_id)
-        await node.store.peers.remove(peer.node_id)
-    finally:
-        await node.close()
+    async with open_node(args) as node:
+        peer = await unpin(node, args.node_id)
     if args.json:
         print_json(render.peer_json(peer))
     else:
@@ -170,13 +189,10 @@ async def cmd_peers_remove(args: argparse.Namespace) -> int:
 
 
 async def cmd_invite(args: argparse.Namespace) -> int:
-    from peer import daemon
+    from peer.pair import invite
 
-    node = await open_node(args)
-    try:
-        invitation = await daemon.invite(node, args.relay, args.ttl, args.address)
-    finally:
-        await node.close()
+    async with open_node(args) as node:
+        invitation = await invite(node, args.relay, args.ttl, args.address)
     code = invitation.to_code()
     if args.json:
         print_json({"code": code, "expires_at": invitation.expires_at, "relay": args.relay})
@@ -188,29 +204,14 @@ async def cmd_invite(args: argparse.Namespace) -> int:
 
 
 async def cmd_join(args: argparse.Namespace) -> int:
-    from peer import daemon
     from peer.identity import format_node_id
-    from peer.names import clean_name
-    from peer.node import Node
+    from peer.pair import join_home
     from peer.pairing import Invitation
 
     invitation = Invitation.from_code(args.code)
-    home = home_of(args)
-    created = not home.exists() and not home.root.exists()
-    if home.exists():
-        node = await Node.open(home)
-    else:
-        node = await Node.init(home, args.name, relay=True)  # the key comes from the inviter
-    try:
-        name = clean_name(await daemon.join(node, invitation))  # the inviter chose it
-        has_key = node.identity.sync is not None
-    except BaseException:
-        await node.close()
-        if created:  # a failed join leaves no half-made home behind
-            shutil.rmtree(home.root, ignore_errors=True)
-        raise
-    await node.close()
-    say("note", node.home.tightened)
+    joined = await join_home(home_of(args), invitation, args.name)
+    name, has_key = joined.name, joined.sync_key
+    say("note", joined.tightened)
     shown = format_node_id(invitation.node_id)
     if args.json:
         print_json(

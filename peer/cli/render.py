@@ -18,9 +18,9 @@ from peer.identity import format_node_id
 from peer.names import MAX_NAME
 
 if TYPE_CHECKING:
-    from peer.daemon import PeerResult
     from peer.node import Entry
     from peer.store import TrustedPeer
+    from peer.sync_now import PeerResult
 
 
 def printable(text: str, limit: int | None = None) -> str:

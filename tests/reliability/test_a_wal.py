@@ -28,7 +28,7 @@ DELETERS = {"unlink", "rmtree", "rmdir", "truncate"}  # on any object
 OS_DELETERS = {"remove", "rename", "replace", "unlink", "rmdir", "removedirs"}  # os./shutil.
 # (module, enclosing function): what each reviewed deletion removes
 REVIEWED = {
-    ("cli_net.py", "cmd_join"): "a home this failed join created itself",
+    ("pair.py", "join_home"): "a home this failed join created itself",
     ("home.py", "lock_serving"): "serve.json of the stopping daemon",
     ("home.py", "write_private"): "a temp file renamed over a private file",
     ("local_service.py", "stop"): "the daemon's API socket and its private dir",

@@ -35,13 +35,15 @@ from peer import codec
 from peer.api import Connection
 from peer.client import LocalClient, PeerClient
 from peer.config import Config
-from peer.daemon import Daemon, invite, join, sync_peers
+from peer.daemon import Daemon
 from peer.home import Home
 from peer.node import Node
+from peer.pair import invite, join
 from peer.records import LogKey, Range
 from peer.service import Limits
 from peer.settings import DiscoveryConfig, Schedule
 from peer.sync import sync_with
+from peer.sync_now import sync_peers
 from tests.nodes import Nodes, batches_of, keys_of
 from tests.nodes import eventually as poll
 from tests.reliability.conftest import Report

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from peer.discovery import SERVICE_TYPE, Discovery, Found, txt_properties
 from peer.identity import format_node_id
-from peer.render import status_lines
+from peer.cli.render import status_lines
 from tests.cli import Server, ok
 from tests.reliability.conftest import Report, Tier
 from tests.reliability.procs import child_env, peer_command

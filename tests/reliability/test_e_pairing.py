@@ -33,11 +33,11 @@ from grpc import aio
 
 from peer.codec import wire
 from peer.crypto import TLS_SERVER_NAME, SyncKey, generate_tls_identity, sign_with_tls_key
-from peer.daemon import join
 from peer.errors import PeerUnavailable, UsageError
 from peer.home import Home
 from peer.identity import fetch_certificate, node_id_of
 from peer.node import Node
+from peer.pair import join
 from peer.pairing import (
     MAX_CONNECTIONS,
     REFUSED,

@@ -1,0 +1,109 @@
+"""What every command of the CLI shares: the parser's one-line mistakes, running a
+command with every error made one line and an exit code (1 for a failure, 2 for a usage
+mistake; no traceback unless `--debug`), bounded number flags, the home, JSON output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from peer.cli.render import printable
+
+if TYPE_CHECKING:
+    from peer.home import Home
+    from peer.node import Node
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+MAX_LIMIT = 1_000_000_000  # records or entries shown; SQLite's integers end at 2**63
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line, like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"peer: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def run(handler: Handler, args: argparse.Namespace) -> int:
+    """Run one command, turning every error into one line and an exit code."""
+    from peer.errors import PeerError, UsageError
+
+    try:
+        return asyncio.run(handler(args))
+    except UsageError as exc:
+        return fail(str(exc), 2)
+    except PeerError as exc:
+        return fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        return fail(f"unexpected failure: {exc} (run with --debug for details)", 1)
+
+
+def fail(message: str, code: int) -> int:
+    sys.stderr.write(f"peer: {printable(message)}\n")  # it may quote remote text
+    return code
+
+
+def say(kind: str, lines: Sequence[str]) -> None:
+    """One stderr line per note or warning: `peer: warning: ...`."""
+    for line in lines:
+        sys.stderr.write(f"peer: {kind}: {line}\n")
+
+
+def command(commands: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def whole(low: int, high: int, unit: str = "", span: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`, else a message naming the
+    bounds (an unbounded one failed later, deep in SQLite, as an unexpected failure)."""
+    what = f"a whole number of {unit}" if unit else "a whole number"
+    bounds = f"between {low} and {high}" + (f" ({span})" if span else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not a number, or more than 4300 digits
+            value = None
+        if value is None or not low <= value <= high:
+            shown = text if len(text) <= 40 else text[:39] + "…"
+            raise argparse.ArgumentTypeError(f'must be {what} {bounds}, got "{shown}"')
+        return value
+
+    return parse
+
+
+def home_of(args: argparse.Namespace) -> Home:
+    from peer.home import Home, default_home
+
+    return Home(args.home if args.home else default_home(os.environ))
+
+
+@asynccontextmanager
+async def open_node(args: argparse.Namespace) -> AsyncIterator[Node]:
+    """The node of `--home`, closed when the command is done with it."""
+    from peer.node import Node
+
+    async with await Node.open(home_of(args)) as node:
+        yield node
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
