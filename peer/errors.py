@@ -22,6 +22,7 @@
     │   └── SchemaTooNew           the database was written by a newer peer
     ├── ProtocolError              a peer sent a malformed or out-of-bounds message
     ├── LimitExceeded              a peer asked for more than a limit allows (streams, size)
+    │   └── Throttled              a caller over its request rate, or cut off for a while
     ├── PeerRefused                a peer would not serve us (not trusted, or it is failing)
     └── PeerUnavailable            a peer cannot be reached or the connection broke
         └── PeerTimeout            a call to a peer ran past its deadline
