@@ -26,7 +26,7 @@ from peer.codec.wire import ConfirmJoin, JoinRequest
 from peer.config import Config
 from peer.crypto import SyncKey, sign_with_tls_key
 from peer.discovery import Discovery, Found
-from peer.errors import KeyFormatError, PeerError, PeerUnavailable, UsageError
+from peer.errors import KeyFormatError, PeerError, PeerUnavailable, StoreError, UsageError
 from peer.home import Serving
 from peer.identity import fetch_certificate, format_node_id, parse_node_id
 from peer.local_service import LocalServicer, start_local_server
@@ -537,6 +537,6 @@ async def _confirm(pairing: PairingClient, verdict: ConfirmJoin, attempts: int =
         try:
             await pairing.confirm(verdict)
             return
-        except PeerUnavailable:
+        except (PeerUnavailable, StoreError):  # UNAVAILABLE: its store may fail it, too
             if attempt == attempts - 1:
                 raise

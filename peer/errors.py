@@ -108,10 +108,13 @@ class CryptoError(PeerError):
 class WrongKey(CryptoError):
     """The record was sealed with another sync key: import the right one with `peer key`."""
 
-    def __init__(self, record_key_id: str, node_key_id: str) -> None:
-        super().__init__(
+    def __init__(self, record_key_id: str, node_key_id: str, *, message: str = "") -> None:
+        """`message` replaces the text made of the ids: a WrongKey that a peer reported
+        arrives as its text alone (the ids are in it, and empty here)."""
+        made = (
             f"this record was written with key {record_key_id}; this node holds key {node_key_id}"
         )
+        super().__init__(message or made)
         self.record_key_id = record_key_id
         self.node_key_id = node_key_id
 

@@ -1,23 +1,37 @@
-"""The tree drawn in peer/errors.py's docstring is the tree of classes, in order: a class
-added, moved or renamed without redrawing it (Throttled once was) fails here."""
+"""The error tree: drawn in peer/errors.py's docstring as it is defined, and carried
+over the wire as itself (`codec.status`: the status code plus the class's name).
+
+Every class is found by walking `PeerError.__subclasses__()`, so a class added to the
+tree is checked here without anyone listing it."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 
+import grpc
+import pytest
+
 from peer import errors
-from peer.errors import PeerError
+from peer.codec import ERROR_KEY, EXPECTED_IDX_KEY, error_for, status_for
+from peer.errors import (
+    ForgeryError,
+    ForkDetected,
+    GapError,
+    IntegrityError,
+    PeerError,
+    ProtocolError,
+    WrongKey,
+)
 
 DRAWN = re.compile(r"^    (?P<indent>[│├└─ ]*)(?P<name>[A-Z]\w+)\s")
 
 
-def walk(kind: type[PeerError] = PeerError, depth: int = 0) -> Iterator[tuple[int, str]]:
-    """Every class of the tree (depth, name), depth first in the order they are defined."""
-    yield depth, kind.__name__
+def walk(kind: type[PeerError] = PeerError, depth: int = 0) -> Iterator[tuple[int, type]]:
+    """Every subclass of `kind` and itself (depth, class), depth first, in definition order."""
+    yield depth, kind
     for sub in kind.__subclasses__():
-        if sub.__module__ == errors.__name__:
-            yield from walk(sub, depth + 1)
+        yield from walk(sub, depth + 1)
 
 
 def drawn() -> list[tuple[int, str]]:
@@ -26,8 +40,72 @@ def drawn() -> list[tuple[int, str]]:
     return [(len(m["indent"]) // 4, m["name"]) for m in found if m]
 
 
+EVERY_CLASS = [kind for _, kind in walk()]  # wherever made: each must cross the wire
+
+
 def test_the_docstring_draws_every_class_where_it_is_in_the_tree() -> None:
-    classes = list(walk())
+    classes = [(d, kind.__name__) for d, kind in walk() if kind.__module__ == errors.__name__]
     assert drawn() == classes
     assert (2, "Throttled") in classes
     assert len(classes) >= 25
+
+
+def an_instance(kind: type[PeerError]) -> PeerError:
+    if issubclass(kind, GapError):
+        return kind("log x: the batch starts at idx 9", 4)
+    if issubclass(kind, WrongKey):
+        return kind("k1", "k2")
+    return kind(f"what went wrong ({kind.__name__.lower()})")
+
+
+def over_the_wire(error: PeerError) -> PeerError:
+    """What a caller raises for `error`, answered as the service answers it."""
+    code, metadata = status_for(error)
+    return error_for(code, str(error), dict(metadata), "peer-x")
+
+
+@pytest.mark.parametrize("kind", EVERY_CLASS, ids=lambda kind: kind.__name__)
+def test_every_error_comes_back_as_its_own_class(kind: type[PeerError]) -> None:
+    error = an_instance(kind)
+    back = over_the_wire(error)
+    assert type(back) is type(error)
+    assert str(back) == f"peer-x: {error}"
+    if isinstance(error, GapError):
+        assert isinstance(back, GapError) and back.expected_idx == error.expected_idx
+
+
+METADATA_THAT_NAMES_NO_CLASS = [
+    {},  # an older peer
+    {ERROR_KEY: "NoSuchError"},  # a newer peer's class
+    {ERROR_KEY: "ForkDetected"},  # a class of another code: the code wins
+    {ERROR_KEY: "object"},
+    {ERROR_KEY: "KeyboardInterrupt"},
+    {ERROR_KEY: ""},
+    {ERROR_KEY: b"ForgeryError"},  # not text
+]
+
+
+@pytest.mark.parametrize("metadata", METADATA_THAT_NAMES_NO_CLASS, ids=repr)
+def test_a_status_without_a_usable_name_maps_by_its_code(
+    metadata: dict[str, str | bytes],
+) -> None:
+    back = error_for(grpc.StatusCode.INVALID_ARGUMENT, "bad input", metadata, "peer-x")
+    assert type(back) is ProtocolError
+    assert str(back) == "peer-x: bad input"
+
+
+def test_a_named_gap_without_its_idx_is_not_a_gap() -> None:
+    for idx in ({}, {EXPECTED_IDX_KEY: "four"}):
+        metadata = {ERROR_KEY: "GapError", **idx}
+        back = error_for(grpc.StatusCode.FAILED_PRECONDITION, "x", metadata, "peer-x")
+        assert type(back) is IntegrityError
+
+
+def test_a_class_made_outside_the_tree_is_sent_as_the_nearest_one() -> None:
+    class Elsewhere(ForgeryError):
+        """Not in peer.errors: the wire knows only the tree's names."""
+
+    code, metadata = status_for(Elsewhere("forged"))
+    assert (code, dict(metadata)) == (grpc.StatusCode.INVALID_ARGUMENT, {ERROR_KEY: "ForgeryError"})
+    assert type(over_the_wire(Elsewhere("forged"))) is ForgeryError
+    assert type(over_the_wire(ForkDetected("fork"))) is ForkDetected
