@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from grpc import aio
 
 from peer import errors
+from peer.client import call_error, channel_failure
 from peer.codec import ERROR_KEY, EXPECTED_IDX_KEY, error_for, status_for
 from peer.errors import (
     ForgeryError,
@@ -20,7 +22,10 @@ from peer.errors import (
     GapError,
     IntegrityError,
     PeerError,
+    PeerRefused,
+    PeerUnavailable,
     ProtocolError,
+    StoreError,
     WrongKey,
 )
 
@@ -109,3 +114,69 @@ def test_a_class_made_outside_the_tree_is_sent_as_the_nearest_one() -> None:
     assert (code, dict(metadata)) == (grpc.StatusCode.INVALID_ARGUMENT, {ERROR_KEY: "ForgeryError"})
     assert type(over_the_wire(Elsewhere("forged"))) is ForgeryError
     assert type(over_the_wire(ForkDetected("fork"))) is ForkDetected
+
+
+# -- failures of the channel: no peer answered, grpc says what happened in English -------
+
+REFUSED = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+    "Failed to connect to remote host: Connection refused"
+)
+HANDSHAKE = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Tls "
+    "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:10000410:SSL "
+    "routines:OPENSSL_internal:SSLV3_ALERT_HANDSHAKE_FAILURE"
+)
+
+
+@pytest.mark.parametrize(
+    ("details", "tls", "answered", "expected"),
+    [
+        (REFUSED, False, False, "cannot reach 127.0.0.1:1 (connection refused): is `peer serve`"),
+        (HANDSHAKE, True, False, "127.0.0.1:1 refused the TLS handshake: it does not trust"),
+        ("Socket closed", True, False, "127.0.0.1:1 refused the TLS handshake"),
+        ("Socket closed", True, True, "lost the connection to 127.0.0.1:1 (Socket closed)"),
+        (HANDSHAKE, True, True, "lost the connection to 127.0.0.1:1 (failed to connect"),
+    ],
+)
+def test_a_channel_failure_is_named_by_what_grpc_says(
+    details: str, tls: bool, answered: bool, expected: str
+) -> None:
+    failure = channel_failure(
+        grpc.StatusCode.UNAVAILABLE, details, "127.0.0.1:1", tls=tls, answered=answered
+    )
+    assert failure is not None and str(failure).startswith(expected), failure
+    assert isinstance(failure, PeerRefused if "refused the TLS" in expected else PeerUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "tls"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "Socket closed", False),  # no TLS: not a handshake
+        (grpc.StatusCode.UNAVAILABLE, "the database is locked", True),  # a peer's words
+        (grpc.StatusCode.INVALID_ARGUMENT, HANDSHAKE, True),  # only UNAVAILABLE is grpc's
+        (grpc.StatusCode.PERMISSION_DENIED, REFUSED, True),
+    ],
+)
+def test_a_status_that_is_not_the_channels_is_left_to_the_error_table(
+    code: grpc.StatusCode, details: str, tls: bool
+) -> None:
+    assert channel_failure(code, details, "127.0.0.1:1", tls=tls, answered=False) is None
+
+
+def test_a_status_that_names_its_class_was_the_peers_answer() -> None:
+    """Whatever its text says, and after the peer answered: not a lost connection."""
+    named = aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        aio.Metadata(),
+        aio.Metadata((ERROR_KEY, "StoreError")),
+        "the disk failed during the SSL handshake",
+    )
+    for answered in (False, True):
+        error = call_error(named, "peer-x", tls=True, answered=answered)
+        assert type(error) is StoreError
+        assert str(error) == "peer-x: the disk failed during the SSL handshake"
+    nameless = aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, aio.Metadata(), aio.Metadata(), "Socket closed"
+    )
+    assert "lost the connection" in str(call_error(nameless, "peer-x", tls=True, answered=True))

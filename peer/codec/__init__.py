@@ -24,7 +24,6 @@ from peer.codec.local import (
 )
 from peer.codec.parsing import count_fields
 from peer.codec.status import (
-    CERTIFICATE_DATES,
     ERROR_FOR_STATUS,
     ERROR_KEY,
     ERROR_NAMES,
@@ -65,7 +64,6 @@ from peer.codec.wire import (
 )
 
 __all__ = [
-    "CERTIFICATE_DATES",
     "ERROR_FOR_STATUS",
     "ERROR_KEY",
     "ERROR_NAMES",

@@ -115,22 +115,14 @@ def status_for(error: PeerError) -> tuple[grpc.StatusCode, tuple[tuple[str, str]
     return code_for(kind), metadata
 
 
-# What BoringSSL says (verifying, or in the other side's alert) of a certificate's dates.
-CERTIFICATE_DATES = (
-    "certificate has expired",
-    "certificate is not yet valid",
-    "certificate expired",
-)
-
-
 def error_for(
     code: grpc.StatusCode,
     details: str,
     metadata: Mapping[str, str | bytes],
     target: str = "peer",
-    tls: bool = False,
 ) -> PeerError:
-    """The peer error for a status a peer (or the channel to it) answered with."""
+    """The peer error for a status a peer answered with (a failure of the channel
+    itself, which has no answer behind it, is told apart by `client.channel_failure`)."""
     text = f"{target}: {details or code.name.lower().replace('_', ' ')}"
     named = _named(code, text, metadata)
     if named is not None:
@@ -138,25 +130,6 @@ def error_for(
     expected = _expected_idx(metadata)
     if code == grpc.StatusCode.FAILED_PRECONDITION and expected is not None:
         return GapError(f"{target}: {details}", expected)  # an older peer: no name
-    lowered = details.lower()
-    handshake = "ssl" in lowered or "handshake" in lowered or (tls and "socket closed" in lowered)
-    dates = next((words for words in CERTIFICATE_DATES if words in lowered), None)
-    if code == grpc.StatusCode.UNAVAILABLE and handshake and dates:
-        return PeerRefused(
-            f"TLS handshake with {target} failed: {dates} (a certificate outside its "
-            "validity dates: is the clock wrong on this machine or there? certificates "
-            "made by `peer init` are valid from 2000 to 9999)"
-        )
-    if code == grpc.StatusCode.UNAVAILABLE and handshake:
-        return PeerRefused(
-            f"{target} refused the TLS handshake: it does not trust this node yet (run "
-            "`peer peers add` there with this node's `peer id`), or it pinned this node "
-            "but has not read its certificate yet (it reads it from this node's address "
-            "while `peer serve` runs here), or it is not the node pinned here"
-        )
-    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in lowered:
-        reason = "connection refused" if "refused" in lowered else "no answer"
-        return PeerUnavailable(f"cannot reach {target} ({reason}): is `peer serve` running there?")
     return ERROR_FOR_STATUS.get(code, PeerUnavailable)(text)
 
 
