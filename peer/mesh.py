@@ -3,9 +3,11 @@
 One `Link` per pinned peer. A link syncs at start, then keeps a `Subscribe` stream open
 to the peer, storing what the peer stores the moment it arrives, and still runs a full
 round (pull and push) every interval, with jitter so a mesh does not sync in lockstep.
-A peer that fails is retried after an exponential backoff (capped); a peer that shows up
-again (it calls us, or discovery sees it) is retried at once. The `Mesh` follows the
-trust list, so `peer peers add/remove` in another process takes effect within a second.
+A peer that fails is retried after an exponential backoff (capped), or after the cap at
+once if its error says retrying cannot help (`PeerError.retryable`: a newer database, a
+forged or malformed message); a peer that shows up again (it calls us, or discovery
+sees it) is retried at once. The `Mesh` follows the trust list, so `peer peers
+add/remove` in another process takes effect within a second.
 
 Every link keeps a `LinkState` in words and numbers, so `peer status` can always say
 what is going on with a peer: never a silent "stuck".
@@ -56,10 +58,14 @@ class Schedule:
         """Seconds to the next round: the interval, give or take `jitter` of it."""
         return self.interval * (1.0 + rng.uniform(-self.jitter, self.jitter))
 
-    def backoff(self, failures: int) -> float:
-        """Seconds to wait after `failures` failures in a row: doubling, capped."""
+    def backoff(self, failures: int, retryable: bool = True) -> float:
+        """Seconds to wait after `failures` failures in a row: doubling, capped. The cap
+        at once if the last one was not `retryable`: trying sooner changes nothing until
+        someone acts, and a peer upgraded or repaired calls us (which wakes the link)."""
         if failures <= 0:
             return 0.0
+        if not retryable:
+            return self.backoff_max
         return min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 62))
 
 
@@ -180,7 +186,7 @@ class Link:
     def _failed(self, error: PeerError) -> float:
         self.state.failures += 1
         self.state.last_error = str(error)
-        delay = self.schedule.backoff(self.state.failures)
+        delay = self.schedule.backoff(self.state.failures, error.retryable)
         self.state.retry_at = time.time() + delay
         log.info("peer %s: %s (retry in %.1f s)", self._label, error, delay)
         return delay

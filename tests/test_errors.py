@@ -180,3 +180,26 @@ def test_a_status_that_names_its_class_was_the_peers_answer() -> None:
         grpc.StatusCode.UNAVAILABLE, aio.Metadata(), aio.Metadata(), "Socket closed"
     )
     assert "lost the connection" in str(call_error(nameless, "peer-x", tls=True, answered=True))
+
+
+# -- retryable: may a later attempt succeed with nobody acting? -----------------------
+
+RETRYABLE = {
+    "GapError",  # resend from the idx expected
+    "ForkDetected",  # the next session leaves the frozen log out
+    "LogFrozen",
+    "StoreError",  # busy, locked, I/O
+    "StoreFull",  # space is freed, or the peer's cap grows
+    "LimitExceeded",  # streams end, a subscriber catches up
+    "Throttled",  # a ban ends
+    "PeerRefused",  # a pin or a certificate read there; a reset read as a refusal
+    "PeerUnavailable",
+    "PeerTimeout",
+}
+
+
+def test_retryable_where_trying_again_may_help_with_nobody_acting() -> None:
+    assert {kind.__name__ for kind in EVERY_CLASS if kind.retryable} == RETRYABLE
+    drawing = (errors.__doc__ or "").splitlines()
+    marked = {m["name"] for line in drawing if "↻" in line and (m := DRAWN.match(line))}
+    assert marked == RETRYABLE  # the drawing marks them
