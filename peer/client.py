@@ -1,8 +1,10 @@
 """PeerClient: one channel to one peer, every call with a deadline, errors mapped back.
 
 Methods move raw bytes and parse the answers with `codec` (a malformed answer is a
-ProtocolError, not a crash). Status codes become peer errors through
-`codec.error_for`, the reverse of the server's table.
+ProtocolError, not a crash). A failed call is either the peer's answer, which
+`codec.error_for` turns back into the error the peer raised, or a failure of the
+channel (cannot connect, handshake refused, connection lost), which only
+`channel_failure` here tells apart.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from grpc import aio
 from peer import codec
 from peer.codec import Appended, RemoteIndex, wire
 from peer.crypto import TLS_SERVER_NAME
-from peer.errors import PeerError, PeerUnavailable
+from peer.errors import PeerError, PeerRefused, PeerUnavailable
 from peer.records import LogKey, Range
 from peer.remote import Batch
 from peer.settings import KEEPALIVE_S, KEEPALIVE_TIMEOUT_S, MAX_MESSAGE_BYTES
@@ -97,11 +99,8 @@ class PeerClient:
         await self._channel.close(None)
 
     def _failure(self, exc: aio.AioRpcError) -> PeerError:
-        """The peer error for a failed call. Once the peer has answered on this channel,
-        a closed socket is a lost connection, not a refused handshake."""
-        if self.answered and exc.code() == grpc.StatusCode.UNAVAILABLE:
-            return PeerUnavailable(f"lost the connection to {self.target} ({exc.details()})")
-        return _error(exc, self.target, self.tls)
+        """The peer error for a failed call on this channel."""
+        return call_error(exc, self.target, tls=self.tls, answered=self.answered)
 
     async def __aenter__(self) -> Self:
         return self
@@ -191,7 +190,7 @@ class LocalClient(PeerClient):
         try:
             return cast(bytes, await call(request, timeout=self.timeout))
         except aio.AioRpcError as exc:
-            raise _error(exc, "the local daemon", False) from None
+            raise call_error(exc, "the local daemon", tls=False) from None
 
     async def append(self, tag: str, items: Sequence[bytes]) -> Appended:
         """Append records as the node's host, in one transaction of the daemon."""
@@ -205,10 +204,62 @@ class LocalClient(PeerClient):
         )
 
 
-def _error(exc: aio.AioRpcError, target: str, tls: bool) -> PeerError:
+def call_error(
+    exc: aio.AioRpcError, target: str, *, tls: bool, answered: bool = False
+) -> PeerError:
+    """The peer error for a failed call: the channel's failure if it was one, else the
+    error the peer answered with. A status that names its error class (`peer-error`)
+    was answered by the peer, whatever its text says."""
     metadata = dict(cast(Iterable[tuple[str, str]], exc.trailing_metadata() or ()))
     code = exc.code() if isinstance(exc.code(), grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-    return codec.error_for(code, exc.details() or "", metadata, target, tls)
+    details = exc.details() or ""
+    if codec.ERROR_KEY not in metadata:
+        failure = channel_failure(code, details, target, tls=tls, answered=answered)
+        if failure is not None:
+            return failure
+    return codec.error_for(code, details, metadata, target)
+
+
+# What BoringSSL says (verifying, or in the other side's alert) of a certificate's dates.
+CERTIFICATE_DATES = (
+    "certificate has expired",
+    "certificate is not yet valid",
+    "certificate expired",
+)
+
+
+def channel_failure(
+    code: grpc.StatusCode, details: str, target: str, *, tls: bool, answered: bool
+) -> PeerError | None:
+    """The error for a call the channel failed (no peer answered it), or None if the
+    status is not one. grpc reports every such failure as UNAVAILABLE and says which
+    only in English, its own or BoringSSL's, so that text is read here and nowhere
+    else. `answered`: the peer has answered on this channel, so TLS got through and a
+    closed socket is a lost connection, not a refused handshake."""
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return None
+    if answered:
+        return PeerUnavailable(f"lost the connection to {target} ({details})")
+    lowered = details.lower()
+    handshake = "ssl" in lowered or "handshake" in lowered or (tls and "socket closed" in lowered)
+    dates = next((words for words in CERTIFICATE_DATES if words in lowered), None)
+    if handshake and dates:
+        return PeerRefused(
+            f"TLS handshake with {target} failed: {dates} (a certificate outside its "
+            "validity dates: is the clock wrong on this machine or there? certificates "
+            "made by `peer init` are valid from 2000 to 9999)"
+        )
+    if handshake:
+        return PeerRefused(
+            f"{target} refused the TLS handshake: it does not trust this node yet (run "
+            "`peer peers add` there with this node's `peer id`), or it pinned this node "
+            "but has not read its certificate yet (it reads it from this node's address "
+            "while `peer serve` runs here), or it is not the node pinned here"
+        )
+    if "failed to connect" in lowered:
+        reason = "connection refused" if "refused" in lowered else "no answer"
+        return PeerUnavailable(f"cannot reach {target} ({reason}): is `peer serve` running there?")
+    return None
 
 
 class PairingClient:
@@ -254,7 +305,7 @@ class PairingClient:
         except aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 raise _Unimplemented from None
-            raise _error(exc, self.address, True) from None
+            raise call_error(exc, self.address, tls=True) from None
 
 
 class _Unimplemented(Exception):

@@ -8,26 +8,33 @@
     ├── NotFound                   the key or history entry asked for does not exist
     ├── InvalidRecord              a field is out of its bounds (malformed input)
     ├── IntegrityError             a record or batch breaks a rule of the log
-    │   ├── GapError               a batch would leave a hole; carries the idx expected
+    │   ├── GapError             ↻ a batch would leave a hole; carries the idx expected
     │   ├── ForgeryError           chain link or signature does not verify
     │   ├── UnknownHost            no public key known for the host of a record
-    │   ├── ForkDetected           a different authentic record at an occupied idx
-    │   └── LogFrozen              the log holds fork evidence; nothing more is accepted
+    │   ├── ForkDetected         ↻ a different authentic record at an occupied idx
+    │   └── LogFrozen            ↻ the log holds fork evidence; nothing more is accepted
     ├── CryptoError                the sync key cannot open a record
     │   ├── WrongKey               sealed with another sync key (names both key ids)
     │   └── DecryptionFailed       the ciphertext or its metadata was altered
     ├── KeyFormatError             a key text or key file is not a peer key
-    ├── StoreError                 the database failed (disk full, I/O error, locked)
-    │   ├── StoreFull              the disk (or the database's size cap) is full
+    ├── StoreError               ↻ the database failed (disk full, I/O error, locked)
+    │   ├── StoreFull            ↻ the disk (or the database's size cap) is full
     │   └── SchemaTooNew           the database was written by a newer peer
     ├── ProtocolError              a peer sent a malformed or out-of-bounds message
-    ├── LimitExceeded              a peer asked for more than a limit allows (streams, size)
-    ├── PeerRefused                a peer would not serve us (not trusted, or it is failing)
-    └── PeerUnavailable            a peer cannot be reached or the connection broke
-        └── PeerTimeout            a call to a peer ran past its deadline
+    ├── LimitExceeded            ↻ a peer asked for more than a limit allows (streams, size)
+    │   └── Throttled            ↻ a caller over its request rate, or cut off for a while
+    ├── PeerRefused              ↻ a peer would not serve us (not trusted, or it is failing)
+    └── PeerUnavailable          ↻ a peer cannot be reached or the connection broke
+        └── PeerTimeout          ↻ a call to a peer ran past its deadline
+
+↻ marks the retryable classes: a later attempt may succeed with nobody acting, so the
+mesh retries after a doubling backoff. The others wait for someone to act (upgrade
+peer, import the key, fix the data or the command line), so the mesh waits its
+longest backoff at once; a call from the peer or LAN discovery still wakes it.
 
 Each class's docstring says when it happens and what to do; messages are written for
 the user and never contain Python type names. Causes are chained with `raise ... from`.
+The class names cross the wire (trailing metadata `peer-error`, docs/protocol.md §11).
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from __future__ import annotations
 class PeerError(Exception):
     """Base of every error peer raises on purpose."""
 
+    # May a later attempt succeed with nobody acting? The mesh backs off doubling if so,
+    # and waits its longest backoff at once if not (docs/protocol.md §9.1).
     retryable: bool = False
 
     def __init__(self, message: str) -> None:
@@ -95,9 +104,13 @@ class UnknownHost(IntegrityError):
 class ForkDetected(IntegrityError):
     """The host signed two different records at one idx; evidence kept, log frozen."""
 
+    retryable = True  # the session ends; the next one leaves the frozen log out
+
 
 class LogFrozen(IntegrityError):
     """The log holds fork evidence, so it accepts and relays nothing more."""
+
+    retryable = True  # frozen meanwhile: the next session leaves it out
 
 
 class CryptoError(PeerError):
@@ -107,10 +120,13 @@ class CryptoError(PeerError):
 class WrongKey(CryptoError):
     """The record was sealed with another sync key: import the right one with `peer key`."""
 
-    def __init__(self, record_key_id: str, node_key_id: str) -> None:
-        super().__init__(
+    def __init__(self, record_key_id: str, node_key_id: str, *, message: str = "") -> None:
+        """`message` replaces the text made of the ids: a WrongKey that a peer reported
+        arrives as its text alone (the ids are in it, and empty here)."""
+        made = (
             f"this record was written with key {record_key_id}; this node holds key {node_key_id}"
         )
+        super().__init__(message or made)
         self.record_key_id = record_key_id
         self.node_key_id = node_key_id
 
@@ -156,6 +172,10 @@ class Throttled(LimitExceeded):
 
 class PeerRefused(PeerError):
     """A peer refused to serve us; the message says why and what to do."""
+
+    # A pin on the other side, or its reading our certificate, ends it with nothing to
+    # wake us; and a connection reset in the TLS handshake reads the same as a refusal.
+    retryable = True
 
 
 class PeerUnavailable(PeerError):

@@ -3,9 +3,11 @@
 One `Link` per pinned peer. A link syncs at start, then keeps a `Subscribe` stream open
 to the peer, storing what the peer stores the moment it arrives, and still runs a full
 round (pull and push) every interval, with jitter so a mesh does not sync in lockstep.
-A peer that fails is retried after an exponential backoff (capped); a peer that shows up
-again (it calls us, or discovery sees it) is retried at once. The `Mesh` follows the
-trust list, so `peer peers add/remove` in another process takes effect within a second.
+A peer that fails is retried after an exponential backoff (capped), or after the cap at
+once if its error says retrying cannot help (`PeerError.retryable`: a newer database, a
+forged or malformed message); a peer that shows up again (it calls us, or discovery
+sees it) is retried at once. The `Mesh` follows the trust list, so `peer peers
+add/remove` in another process takes effect within a second.
 
 Every link keeps a `LinkState` in words and numbers, so `peer status` can always say
 what is going on with a peer: never a silent "stuck".
@@ -156,7 +158,7 @@ class Link:
     def _failed(self, error: PeerError) -> float:
         self.state.failures += 1
         self.state.last_error = str(error)
-        delay = self.schedule.backoff(self.state.failures)
+        delay = self.schedule.backoff(self.state.failures, error.retryable)
         self.state.retry_at = time.time() + delay
         log.info("peer %s: %s (retry in %.1f s)", self._label, error, delay)
         return delay

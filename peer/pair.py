@@ -15,7 +15,7 @@ from peer.addresses import join_host, split_address
 from peer.client import PairingClient
 from peer.codec.wire import ConfirmJoin, JoinRequest
 from peer.crypto import SyncKey, sign_with_tls_key
-from peer.errors import KeyFormatError, PeerError, PeerUnavailable, UsageError
+from peer.errors import KeyFormatError, PeerError, PeerUnavailable, StoreError, UsageError
 from peer.home import Home
 from peer.identity import fetch_certificate
 from peer.node import Node
@@ -125,6 +125,6 @@ async def _confirm(pairing: PairingClient, verdict: ConfirmJoin, attempts: int =
         try:
             await pairing.confirm(verdict)
             return
-        except PeerUnavailable:
+        except (PeerUnavailable, StoreError):  # UNAVAILABLE: its store may fail it, too
             if attempt == attempts - 1:
                 raise

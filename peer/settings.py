@@ -131,10 +131,14 @@ class Schedule:
         """Seconds to the next round: the interval, give or take `jitter` of it."""
         return self.interval * (1.0 + rng.uniform(-self.jitter, self.jitter))
 
-    def backoff(self, failures: int) -> float:
-        """Seconds to wait after `failures` failures in a row: doubling, capped."""
+    def backoff(self, failures: int, retryable: bool = True) -> float:
+        """Seconds to wait after `failures` failures in a row: doubling, capped. The cap
+        at once if the last one was not `retryable`: trying sooner changes nothing until
+        someone acts, and a peer upgraded or repaired calls us (which wakes the link)."""
         if failures <= 0:
             return 0.0
+        if not retryable:
+            return self.backoff_max
         return min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 62))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import sqlite3
 import statistics
 import time
 from collections.abc import Callable
@@ -380,3 +381,43 @@ async def eventually_async(condition: Callable[[], bool], what: str, timeout: fl
         return condition()
 
     await until(probe, what, timeout)
+
+
+async def test_an_error_retrying_cannot_mend_waits_the_longest_backoff_at_once(
+    tmp_path: Path,
+) -> None:
+    """A peer serving a record damaged in its database fails every round alike (a
+    ForgeryError here): its link waits the cap at once instead of trying again in 1, 2,
+    4 s. A peer that is not there (retryable) still starts at 1 s."""
+    async with Nodes(tmp_path) as nodes:
+        here = await nodes.node("here", serve=False)
+        there = await nodes.node("there")
+        await there.append_each("notes", 3)
+        with sqlite3.connect(tmp_path / "there.db") as db:
+            db.execute("UPDATE records SET payload = ? WHERE idx = 1", (b"damaged",))
+        db.close()
+        damaged, absent = (
+            TrustedPeer(os.urandom(32), "damaged", there.target),
+            TrustedPeer(os.urandom(32), "absent", "127.0.0.1:1"),
+        )
+        for pinned in (damaged, absent):
+            await here.store.peers.add(pinned)
+
+        async def connect(peer: TrustedPeer, address: str) -> PeerClient:
+            return PeerClient(address)  # plaintext on loopback: trust is not the point here
+
+        schedule = Schedule(interval=60.0, backoff_initial=1.0, backoff_max=300.0)
+        mesh = Mesh(here.store, schedule, connect)
+        await mesh.start()
+        try:
+            states = {state.name: state for state in mesh.states()}
+            for state in states.values():
+                await eventually_async(lambda s=state: s.failures >= 1, f"{state.name} to fail")
+            retry_in = {name: (s.retry_at or 0) - time.time() for name, s in states.items()}
+            print(f"after one failure: {states['damaged'].last_error!r}, retry in {retry_in}")
+            assert "does not verify" in (states["damaged"].last_error or "")
+            assert states["damaged"].failures == 1 and 290.0 < retry_in["damaged"] <= 300.0
+            assert "cannot reach" in (states["absent"].last_error or "")
+            assert retry_in["absent"] <= schedule.backoff(states["absent"].failures) < 290.0
+        finally:
+            await mesh.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from peer.cli.render import node_name, printable
 from peer.errors import UsageError
 from peer.names import MAX_NAME, check_name, clean_name
-from peer.cli.render import node_name, printable
 
 HOSTILE = "\x1b[2J\x1b]0;title\x07\r\n FAKE line\t\x7f\x9b1m\u202eend"
 

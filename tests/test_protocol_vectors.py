@@ -392,3 +392,12 @@ def test_the_client_status_table_is_the_code_table() -> None:
     expected = {code.name: kind.__name__ for code, kind in codec.ERROR_FOR_STATUS.items()}
     assert documented == expected
     assert grpc.StatusCode.UNKNOWN not in codec.ERROR_FOR_STATUS
+
+
+def test_the_error_names_in_the_doc_are_the_classes_sent() -> None:
+    section = doc_section("11. Errors")
+    assert f"metadata key `{codec.ERROR_KEY}`" in " ".join(section.split())
+    names = re.search(r"tree of `peer\.errors`: (.*?)\. A subclass", section, re.DOTALL)
+    assert names, "§11 lists no `peer-error` names"
+    listed = re.findall(r"`(\w+)`", names.group(1))
+    assert sorted(listed) == sorted(codec.ERROR_NAMES)

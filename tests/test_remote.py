@@ -5,6 +5,7 @@ servicer in-process, must behave alike, errors included."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from peer.client import PeerClient
-from peer.errors import GapError, PeerError
+from peer.errors import ForgeryError, GapError, PeerError, StoreFull, UnknownHost
 from peer.remote import Remote
 from peer.service import start_server
 from peer.store import Store
@@ -86,3 +87,36 @@ async def test_a_gap_is_the_same_error_with_the_idx_expected(tmp_path: Path, ser
                 await remote.push(batches_of((records[2:], keys)))
     assert raised.value.expected_idx == 0
     assert isinstance(raised.value, PeerError)
+
+
+async def test_refusals_keep_their_class(tmp_path: Path, serve: Serve) -> None:
+    """Each came back as its status code's class (ProtocolError, IntegrityError)."""
+    author = new_author()
+    records = signed_chain(author, "t", 3)
+    keys = {author.host: author.signing.public_key}
+    forged = [*records[:2], dataclasses.replace(records[2], payload=b"tampered")]
+    async with await Store.open(tmp_path / "b.db") as b, serve(b) as remote:
+        with pytest.raises(PeerError) as raised:
+            await remote.push(batches_of((forged, keys)))
+        assert type(raised.value) is ForgeryError
+        assert "the signature does not verify" in str(raised.value)
+        with pytest.raises(PeerError) as raised:
+            await remote.push(batches_of((records, {})))
+        assert type(raised.value) is UnknownHost
+        assert await b.index() == {}
+
+
+async def test_a_full_store_is_store_full(tmp_path: Path, serve: Serve) -> None:
+    """Not LimitExceeded, which shares its status code, RESOURCE_EXHAUSTED."""
+    author = new_author()
+    async with (
+        await Store.open(tmp_path / "a.db") as a,
+        await Store.open(tmp_path / "b.db", max_bytes=300_000) as b,
+    ):
+        await a.add_host(author.signing.public_key)
+        await a.append(author, "t", [bytes(200)] * 3000)
+        async with serve(b) as remote:
+            with pytest.raises(PeerError) as raised:
+                await sync_with(a, remote, batch=256)
+    assert type(raised.value) is StoreFull
+    assert "the disk is full" in str(raised.value)

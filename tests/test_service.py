@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from peer import codec, errors
-from peer.client import channel_options
+from peer.client import channel_failure, channel_options
 from peer.codec import ERROR_FOR_STATUS, STATUS_FOR_ERROR, error_for, status_for
 from peer.errors import (
     GapError,
@@ -384,7 +384,9 @@ def test_a_handshake_failing_on_certificate_dates_names_the_clock() -> None:
         "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL "
         "routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: certificate has expired: OK"
     )
-    error = error_for(grpc.StatusCode.UNAVAILABLE, details, {}, "127.0.0.1:1", tls=True)
+    error = channel_failure(
+        grpc.StatusCode.UNAVAILABLE, details, "127.0.0.1:1", tls=True, answered=False
+    )
     assert "certificate has expired" in str(error)
     assert "clock" in str(error)
     assert "does not trust" not in str(error)

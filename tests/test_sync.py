@@ -19,13 +19,13 @@ import pytest
 from peer.client import PeerClient
 from peer.crypto import Author, SyncKey, open_record, record_hash
 from peer.errors import (
+    ForgeryError,
     ForkDetected,
     GapError,
     IntegrityError,
     LimitExceeded,
     LogFrozen,
     PeerUnavailable,
-    ProtocolError,
     StoreError,
     WrongKey,
 )
@@ -501,9 +501,9 @@ async def test_a_forged_push_is_refused_and_nothing_of_it_is_stored(
     good_other_log = signed_chain(other, "fine", 3)  # all-or-nothing: this goes too
     before = await b.store.index()
     async with b.client() as peer:
-        with pytest.raises(ProtocolError):
+        with pytest.raises(ForgeryError):  # as the peer raised it, not a ProtocolError
             await peer.push(batches_of((good_other_log + batch, keys_of(a.author, other))))
-        with pytest.raises(ProtocolError):  # on its own too
+        with pytest.raises(ForgeryError):  # on its own too
             await peer.push(batches_of((batch, {})))
     assert await b.store.index() == before
     assert await b.store.forks() == []
@@ -515,7 +515,7 @@ async def test_a_new_host_offered_with_someone_elses_key_is_refused(nodes: Nodes
     b = await nodes.node("b")
     forged = _forged_under(a, m, 2, Head(0))
     async with b.client() as peer:
-        with pytest.raises(ProtocolError, match="not its key"):
+        with pytest.raises(ForgeryError, match="not its key"):
             await peer.push(batches_of((forged, {a.host: m.signing.public_key})))
         with pytest.raises(IntegrityError) as unknown:  # no key at all: FAILED_PRECONDITION
             await peer.push(batches_of((signed_chain(a, "t", 2), {})))

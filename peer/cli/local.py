@@ -224,7 +224,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def _daemon_status(args: argparse.Namespace) -> dict[str, Any] | None:
     """The live status of the home's running daemon, or None if none answers."""
     from peer.client import LocalClient
-    from peer.errors import PeerUnavailable
+    from peer.errors import PeerUnavailable, StoreError
 
     serving = home_of(args).serving()
     if serving is None:
@@ -233,7 +233,7 @@ async def _daemon_status(args: argparse.Namespace) -> dict[str, Any] | None:
         async with LocalClient(serving.socket) as client:
             value: dict[str, Any] = json.loads(await client.status())
             return value
-    except PeerUnavailable:
+    except (PeerUnavailable, StoreError):  # UNAVAILABLE: its store failed it, say
         return None  # it just stopped: fall back to reading the store
 
 

@@ -3,7 +3,7 @@
 - `wire`: the sync protocol's messages (records, batches, index, pull, push,
   subscribe, pairing join);
 - `local`: the local API's messages (Append, GetStatus);
-- `status`: peer errors <-> gRPC status codes, one table each way;
+- `status`: peer errors <-> gRPC status codes (the class named in trailing metadata);
 - `parsing`: counting and parsing received bytes defensively, for both codecs.
 
 The names below are re-exported so that `codec.X` reads the same from anywhere.
@@ -24,10 +24,12 @@ from peer.codec.local import (
 )
 from peer.codec.parsing import count_fields
 from peer.codec.status import (
-    CERTIFICATE_DATES,
     ERROR_FOR_STATUS,
+    ERROR_KEY,
+    ERROR_NAMES,
     EXPECTED_IDX_KEY,
     STATUS_FOR_ERROR,
+    code_for,
     error_for,
     status_for,
 )
@@ -61,8 +63,9 @@ from peer.codec.wire import (
 )
 
 __all__ = [
-    "CERTIFICATE_DATES",
     "ERROR_FOR_STATUS",
+    "ERROR_KEY",
+    "ERROR_NAMES",
     "EXPECTED_IDX_KEY",
     "LOCAL_SERVICE_NAME",
     "MAX_APPEND_ITEMS",
@@ -77,6 +80,7 @@ __all__ = [
     "Appended",
     "RemoteIndex",
     "Subscription",
+    "code_for",
     "count_fields",
     "decode_append_request",
     "decode_append_response",

@@ -1,7 +1,10 @@
-"""Peer errors <-> gRPC status codes: one table each way, translated at the boundary.
+"""Peer errors <-> gRPC status codes, translated at the boundary without losing the class.
 
-The server answers a peer error with `status_for`; the client turns the status (or
-the channel's own failure) back into a peer error with `error_for`.
+A node answers a peer error with `status_for`: the code of the first row of
+STATUS_FOR_ERROR its class falls under, and the class's name in the trailing metadata
+`peer-error`. The caller's `error_for` raises that class again if the name is one of the
+tree and its code is the code received (the code stays authoritative); a status that
+names no class (an older peer, grpc itself) falls back to ERROR_FOR_STATUS.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ from peer.errors import (
     StoreFull,
     UnknownHost,
     UsageError,
+    WrongKey,
 )
 
 EXPECTED_IDX_KEY = "peer-expected-idx"
+ERROR_KEY = "peer-error"  # the class of the tree an error was raised as, by name
 
-# One table each way. Order matters: the first matching class wins (subclasses first).
+# Class -> code: what a node answers, and what a name received must agree with.
+# Order matters: the first matching class wins (subclasses first).
 STATUS_FOR_ERROR: tuple[tuple[type[PeerError], grpc.StatusCode], ...] = (
     (GapError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownHost, grpc.StatusCode.FAILED_PRECONDITION),
@@ -55,6 +61,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[PeerError], grpc.StatusCode], ...] = (
     (PeerError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
+# Code -> class, for a status that names no class of the tree.
 ERROR_FOR_STATUS: dict[grpc.StatusCode, type[PeerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: ProtocolError,
     grpc.StatusCode.FAILED_PRECONDITION: IntegrityError,
@@ -69,20 +76,43 @@ ERROR_FOR_STATUS: dict[grpc.StatusCode, type[PeerError]] = {
 }
 
 
+def _tree() -> dict[str, type[PeerError]]:
+    """Every class of the tree in peer.errors, by name: the names a node sends and takes.
+    Walked, not listed, so that a class added to the tree crosses the wire as itself."""
+    found: dict[str, type[PeerError]] = {}
+    pending = [PeerError]
+    while pending:
+        kind = pending.pop()
+        if kind.__module__ == PeerError.__module__:  # a subclass made elsewhere is not sent
+            found[kind.__name__] = kind
+            pending.extend(kind.__subclasses__())
+    return found
+
+
+ERROR_NAMES = _tree()
+
+
+def code_for(kind: type[PeerError]) -> grpc.StatusCode:
+    """The status code of a class: the first row of STATUS_FOR_ERROR it falls under."""
+    return next(code for row, code in STATUS_FOR_ERROR if issubclass(kind, row))
+
+
+def _sent_as(error: PeerError) -> type[PeerError]:
+    """The class of the tree an error is sent as: its own, or the nearest it derives from."""
+    for kind in type(error).__mro__:
+        if issubclass(kind, PeerError) and ERROR_NAMES.get(kind.__name__) is kind:
+            return kind
+    return PeerError  # unreachable: PeerError itself is in the tree
+
+
 def status_for(error: PeerError) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
-    """The status code for an error, and trailing metadata carrying its details."""
-    code = next(c for kind, c in STATUS_FOR_ERROR if isinstance(error, kind))
+    """The status code for an error, and trailing metadata carrying its details: the
+    name of its class in the tree (so it comes back as itself), and a gap's idx."""
+    kind = _sent_as(error)
+    metadata: tuple[tuple[str, str], ...] = ((ERROR_KEY, kind.__name__),)
     if isinstance(error, GapError):
-        return code, ((EXPECTED_IDX_KEY, str(error.expected_idx)),)
-    return code, ()
-
-
-# What BoringSSL says (verifying, or in the other side's alert) of a certificate's dates.
-CERTIFICATE_DATES = (
-    "certificate has expired",
-    "certificate is not yet valid",
-    "certificate expired",
-)
+        metadata += ((EXPECTED_IDX_KEY, str(error.expected_idx)),)
+    return code_for(kind), metadata
 
 
 def error_for(
@@ -90,34 +120,40 @@ def error_for(
     details: str,
     metadata: Mapping[str, str | bytes],
     target: str = "peer",
-    tls: bool = False,
 ) -> PeerError:
-    """The peer error for a status a peer (or the channel to it) answered with."""
-    expected = metadata.get(EXPECTED_IDX_KEY)
+    """The peer error for a status a peer answered with (a failure of the channel
+    itself, which has no answer behind it, is told apart by `client.channel_failure`)."""
+    text = f"{target}: {details or code.name.lower().replace('_', ' ')}"
+    named = _named(code, text, metadata)
+    if named is not None:
+        return named
+    expected = _expected_idx(metadata)
     if code == grpc.StatusCode.FAILED_PRECONDITION and expected is not None:
-        try:
-            return GapError(f"{target}: {details}", int(expected))
-        except ValueError:
-            pass
-    lowered = details.lower()
-    handshake = "ssl" in lowered or "handshake" in lowered or (tls and "socket closed" in lowered)
-    dates = next((words for words in CERTIFICATE_DATES if words in lowered), None)
-    if code == grpc.StatusCode.UNAVAILABLE and handshake and dates:
-        return PeerRefused(
-            f"TLS handshake with {target} failed: {dates} (a certificate outside its "
-            "validity dates: is the clock wrong on this machine or there? certificates "
-            "made by `peer init` are valid from 2000 to 9999)"
-        )
-    if code == grpc.StatusCode.UNAVAILABLE and handshake:
-        return PeerRefused(
-            f"{target} refused the TLS handshake: it does not trust this node yet (run "
-            "`peer peers add` there with this node's `peer id`), or it pinned this node "
-            "but has not read its certificate yet (it reads it from this node's address "
-            "while `peer serve` runs here), or it is not the node pinned here"
-        )
-    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in lowered:
-        reason = "connection refused" if "refused" in lowered else "no answer"
-        return PeerUnavailable(f"cannot reach {target} ({reason}): is `peer serve` running there?")
-    kind = ERROR_FOR_STATUS.get(code, PeerUnavailable)
-    text = details or code.name.lower().replace("_", " ")
-    return kind(f"{target}: {text}")
+        return GapError(f"{target}: {details}", expected)  # an older peer: no name
+    return ERROR_FOR_STATUS.get(code, PeerUnavailable)(text)
+
+
+def _named(
+    code: grpc.StatusCode, text: str, metadata: Mapping[str, str | bytes]
+) -> PeerError | None:
+    """The error of the class the peer named, if it is one of the tree sent with this
+    very code (the code stays authoritative: a name that disagrees is ignored)."""
+    name = metadata.get(ERROR_KEY)
+    kind = ERROR_NAMES.get(name) if isinstance(name, str) else None
+    if kind is None or code_for(kind) != code:
+        return None
+    if issubclass(kind, GapError):
+        expected = _expected_idx(metadata)
+        return None if expected is None else kind(text, expected)
+    if issubclass(kind, WrongKey):
+        return kind("", "", message=text)  # its key ids crossed the wire only in the text
+    return kind(text)
+
+
+def _expected_idx(metadata: Mapping[str, str | bytes]) -> int | None:
+    """A gap's idx expected, if the metadata holds one that reads as a number."""
+    value = metadata.get(EXPECTED_IDX_KEY)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None

@@ -7,8 +7,8 @@ giant line is one reported, skipped line and the lines around it are imported.
 E4: text from elsewhere (names, addresses, commands, kv keys and values) is printed
 escaped, never raw, and names are bounded to 64 characters on the way in.
 
-Real `peer` processes on real homes under tmp_path; each one's peak RSS comes from
-`wait4`, so it is that process's own, not the largest of the session's children.
+Real `peer` processes on real homes under tmp_path; each one writes its own peak RSS
+(VmHWM) at exit, so it is that process's own, whatever the size of the test runner.
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ import os
 import re
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from peer.cli.render import status_lines
 from peer.discovery import SERVICE_TYPE, Discovery, Found, txt_properties
 from peer.identity import format_node_id
-from peer.cli.render import status_lines
 from tests.cli import Server, ok
 from tests.reliability.conftest import Report, Tier
 from tests.reliability.procs import child_env, peer_command
@@ -63,25 +64,47 @@ class Run:
         )
 
 
+# `peer` as it runs, plus its own peak RSS written at exit. The peak is VmHWM: a child's
+# ru_maxrss (wait4) also counts the pytest process it was forked from, hundreds of MB
+# late in a full run; VmHWM belongs to the memory map that exec gave the child.
+WITH_PEAK = """\
+import atexit, os, sys
+def peak():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["PEER_TEST_PEAK"], "w") as out:
+        out.write(kib)
+atexit.register(peak)
+from peer.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def run(home: Path, *args: str, stdin: Path | None = None) -> Run:
     """`peer --home HOME ARGS` to completion (killed after RUN_TIMEOUT_S), stdin from a
-    file (or none), reaped with wait4 for its own peak RSS."""
+    file (or none); its peak RSS as it wrote it at exit (infinite if it never exited)."""
     with (
         tempfile.TemporaryFile() as out,
         tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r") as peak,
         open(stdin or os.devnull, "rb") as source,
     ):
         start = time.monotonic()
+        command = [sys.executable, "-c", WITH_PEAK, *peer_command(home, *args)[3:]]
         process = subprocess.Popen(
-            peer_command(home, *args), stdin=source, stdout=out, stderr=err, env=child_env()
+            command,
+            stdin=source,
+            stdout=out,
+            stderr=err,
+            env={**child_env(), "PEER_TEST_PEAK": peak.name},
         )
         while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() - start > RUN_TIMEOUT_S:
                 process.kill()
-                _, status, usage = os.wait4(process.pid, 0)
+                _, status, _ = os.wait4(process.pid, 0)
                 break
             time.sleep(POLL_S)
         seconds = time.monotonic() - start
@@ -93,8 +116,12 @@ def run(home: Path, *args: str, stdin: Path | None = None) -> Run:
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
             seconds,
-            usage.ru_maxrss / 1024,
+            _peak_mb(peak.read()),
         )
+
+
+def _peak_mb(kib: str) -> float:
+    return int(kib) / 1024 if kib.strip().isdigit() else float("inf")
 
 
 def giant(path: Path, head: bytes, size: int, tail: bytes) -> Path:
