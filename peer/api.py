@@ -22,7 +22,6 @@ restart, keep `since[message.log] = message.idx + 1` and pass it back.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -98,8 +97,7 @@ class Connection:
 
     async def status(self) -> dict[str, Any]:
         """The daemon's live state (the object `peer status --json` prints)."""
-        value: dict[str, Any] = json.loads(await self._client.status())
-        return value
+        return (await self._client.status()).as_json()
 
     async def subscribe(
         self,

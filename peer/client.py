@@ -24,6 +24,7 @@ from peer.errors import PeerError, PeerRefused, PeerUnavailable
 from peer.records import LogKey, Range
 from peer.remote import Batch
 from peer.settings import KEEPALIVE_S, KEEPALIVE_TIMEOUT_S, MAX_MESSAGE_BYTES
+from peer.status import NodeStatus
 from peer.trust import Credentials
 from peer.v1 import sync_pb2 as pb
 
@@ -197,8 +198,8 @@ class LocalClient(PeerClient):
         raw = await self._call("Append", codec.encode_append_request(tag, items))
         return codec.decode_append_response(raw)
 
-    async def status(self) -> str:
-        """The daemon's live state, as the JSON text of `peer status --json`."""
+    async def status(self) -> NodeStatus:
+        """The daemon's live state: logs, peers and their links."""
         return codec.decode_status_response(
             await self._call("GetStatus", codec.encode_status_request())
         )

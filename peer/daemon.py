@@ -11,13 +11,11 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
-import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from peer.addresses import is_loopback, join_host, split_address
 from peer.client import ClientTls, PeerClient
@@ -32,9 +30,9 @@ from peer.mesh import Mesh
 from peer.node import Node
 from peer.pairing_service import PairingServicer, start_pairing_server
 from peer.peers import fetch_pinned
-from peer.records import LogKey
 from peer.service.server import RunningServer, start_server
 from peer.settings import MIN_PING_INTERVAL_S, Limits
+from peer.status import DaemonStatus, Discovered, NodeStatus
 from peer.store import TrustedPeer
 from peer.trust import Credentials
 from peer.watch import StoreWatcher
@@ -106,7 +104,7 @@ class Daemon:
             node.store,
             running.feed,
             self.node_id,
-            LocalServicer(self.append, self.status_json),
+            LocalServicer(self.append, self.status),
             self.limits,
         )
         self._closers.append(local.stop)
@@ -147,22 +145,20 @@ class Daemon:
 
     async def _pin_configured_peers(self) -> None:
         """The config's [[peers]]: pinned (or updated) before anything connects."""
-        pinned = {p.node_id: p for p in await self.node.store.peers.all()}
+        pinned = {p.node_id: p for p in await self.node.trust.all()}
         for peer in self.config.peers:
             known = pinned.get(peer.node_id)
             name = peer.name or (known.name if known else "")
             address = peer.address or (known.address if known else "")
             if known is None or (known.name, known.address) != (name, address):
                 certificate = known.certificate if known else None
-                await self.node.store.peers.add(
-                    TrustedPeer(peer.node_id, name, address, certificate)
-                )
+                await self.node.trust.add(TrustedPeer(peer.node_id, name, address, certificate))
 
     async def _learn_certificates(self) -> None:
         """Read the certificates of peers pinned while they were offline, so that their
         calls pass our TLS (which admits only certificates it knows)."""
         while True:
-            for peer in await self.node.store.peers.all():
+            for peer in await self.node.trust.all():
                 if peer.certificate is None and peer.address:
                     with contextlib.suppress(PeerError):
                         await self._learn_certificate(peer, peer.address)
@@ -236,50 +232,40 @@ class Daemon:
             keepalive=(schedule.keepalive, schedule.keepalive_timeout),
         )
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> NodeStatus:
         """`peer status` of this node, with what the daemon knows live of each peer."""
         status = await self.node.status()
-        links = {format_node_id(s.node_id): s for s in self.mesh.states()}
-        for peer in status["peers"]:
-            state = links.get(peer["node_id"])
-            peer["link"] = state.as_json() if state is not None else None
-        for entry in status["logs"]:
-            log = LogKey(bytes.fromhex(entry["host"]), entry["tag"])
-            entry["peers"] = {
-                node_id: state.remote_heads[log]
-                for node_id, state in links.items()
-                if log in state.remote_heads
-            }
-        status["daemon"] = {
-            "pid": os.getpid(),
-            "listen": self.sync_address,
-            "tls": not self.config.insecure,
-            "auto_sync": self.config.sync.auto,
-            "discovery": self.discovery_note,
-            "discovered": self._discovered({p["node_id"] for p in status["peers"]}),
-            "uptime_s": round(time.time() - self.started_at, 3),
-        }
-        return status
+        links = {state.node_id: state for state in self.mesh.states()}
+        peers = tuple(
+            dataclasses.replace(peer, link=links.get(peer.node_id)) for peer in status.peers
+        )
+        daemon = DaemonStatus(
+            os.getpid(),
+            self.sync_address,
+            not self.config.insecure,
+            self.config.sync.auto,
+            self.discovery_note,
+            self._discovered({p.node_id for p in peers}),
+            round(time.time() - self.started_at, 3),
+        )
+        return dataclasses.replace(status, peers=peers, daemon=daemon)
 
-    def _discovered(self, pinned: set[str]) -> list[dict[str, Any]]:
+    def _discovered(self, pinned: set[bytes]) -> tuple[Discovered, ...]:
         """The nodes announced on the LAN, each marked pinned or not. The unpinned ones
         are the nearest thing to a list of who would like to sync with us (a refused
         handshake happens inside grpc's TLS, before we could learn who it was); the
         last MAX_UNPINNED_SHOWN of them are listed, so the status stays bounded."""
-        shown: list[dict[str, Any]] = []
+        shown: list[Discovered] = []
         unpinned = 0
         for found in reversed(self.discovery.found() if self.discovery else []):
-            node_id = format_node_id(found.node_id)
-            if node_id not in pinned:
+            if found.node_id not in pinned:
                 unpinned += 1
                 if unpinned > MAX_UNPINNED_SHOWN:
                     continue
-            entry = {"node_id": node_id, "address": found.address, "name": found.name}
-            shown.append({**entry, "pinned": node_id in pinned})
-        return shown[::-1]
-
-    async def status_json(self) -> str:
-        return json.dumps(await self.status(), sort_keys=True)
+            shown.append(
+                Discovered(found.node_id, found.address, found.name, found.node_id in pinned)
+            )
+        return tuple(shown[::-1])
 
 
 async def serve(node: Node, config: Config, on_ready: Callable[[RunningServer], None]) -> None:

@@ -34,11 +34,12 @@ from peer.feed import Feed
 from peer.service.guards import Context, guard_unary
 from peer.service.servicer import SyncServicer, method_handlers
 from peer.settings import Limits
+from peer.status import NodeStatus
 from peer.store import Store
 
 MAX_SOCKET_PATH = 100  # sockaddr_un holds 107 bytes on Linux, fewer elsewhere
 AppendFn = Callable[[str, list[bytes]], Awaitable[Appended]]
-StatusFn = Callable[[], Awaitable[str]]
+StatusFn = Callable[[], Awaitable[NodeStatus]]
 
 
 @dataclass

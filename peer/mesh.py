@@ -22,16 +22,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any
 
-from peer.alarms import own_log_json, own_log_warning
+from peer.alarms import own_log_warning
 from peer.errors import PeerError
 from peer.identity import format_node_id
 from peer.inbound import Inbound
 from peer.records import LogKey, Record
 from peer.remote import Remote
 from peer.settings import Schedule
+from peer.status import LinkState
 from peer.store import Store, TrustedPeer
 from peer.sync import SyncSession, SyncSummary
 from peer.watch import TRUST_POLL_S, StoreWatcher, Watch
@@ -39,50 +38,6 @@ from peer.watch import TRUST_POLL_S, StoreWatcher, Watch
 log = logging.getLogger(__name__)
 MAX_DISCOVERED = 256  # LAN addresses remembered, newest kept
 Connect = Callable[[TrustedPeer, str], Awaitable[AbstractAsyncContextManager[Remote]]]
-
-
-@dataclass
-class LinkState:
-    """What we know of one peer's link, for `peer status`."""
-
-    node_id: bytes
-    name: str = ""
-    address: str = ""
-    connected: bool = False
-    live: bool = False
-    last_sync: float | None = None  # wall clock seconds of the last completed round
-    last_error: str | None = None
-    failures: int = 0
-    retry_at: float | None = None  # wall clock seconds of the next attempt after a failure
-    pulled: int = 0
-    pushed: int = 0
-    received_live: int = 0
-    pushes_left_to_peer: int = 0  # rounds whose push stopped: the peer was pulling itself
-    remote_heads: dict[LogKey, int] = field(default_factory=dict)
-    own_log_alarms: int = 0  # rounds in which the peer held more of our own log than we
-    own_log_behind: dict[LogKey, tuple[int, int]] = field(default_factory=dict)  # the last
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "node_id": format_node_id(self.node_id),
-            "name": self.name,
-            "address": self.address,
-            "connected": self.connected,
-            "live": self.live,
-            "last_sync": self.last_sync,
-            "last_error": self.last_error,
-            "failures": self.failures,
-            "retry_in": None if self.retry_at is None else max(0.0, self.retry_at - time.time()),
-            "pulled": self.pulled,
-            "pushed": self.pushed,
-            "received_live": self.received_live,
-            "pushes_left_to_peer": self.pushes_left_to_peer,
-            "own_log_alarms": self.own_log_alarms,
-            "own_log_behind": own_log_json(self.own_log_behind),
-            "own_log_warning": (
-                own_log_warning(self.own_log_behind) if self.own_log_alarms else None
-            ),
-        }
 
 
 class Link:

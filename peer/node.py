@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from peer.apps.history import History
 from peer.apps.kv import Kv
@@ -19,11 +18,11 @@ from peer.config import config_template
 from peer.crypto import Author, ChainCheck, SyncKey, open_or_why
 from peer.errors import IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity, write_private
-from peer.identity import format_node_id
 from peer.names import check_name
 from peer.records import LogKey, Record, check_record
 from peer.relay import CANNOT_WRITE, require_sync_key
-from peer.store import Store, TrustList
+from peer.status import ForkStatus, LogStatus, NodeStatus, PeerStatus, ViewsStatus
+from peer.store import Invitations, Store, TrustList
 from peer.trust import Credentials
 
 VERIFY_CHUNK = 2000
@@ -108,6 +107,11 @@ class Node:
         return self.store.peers
 
     @property
+    def invitations(self) -> Invitations:
+        """The pairing invitations this node made, honoured by its running daemon."""
+        return self.store.invitations
+
+    @property
     def author(self) -> Author:
         sync = require_sync_key(self.identity.sync, CANNOT_WRITE)
         return Author(self.identity.signing, sync)
@@ -176,60 +180,43 @@ class Node:
         """Records that arrived after sequence number `after` (for `tail --follow`)."""
         return [self.decrypt(s, r) for s, r in await self.store.scan(tag=tag, after=after)]
 
+    async def newest(self, tag: str | None = None) -> int:
+        """The arrival number of the newest record (of `tag`): where following starts."""
+        return await self.store.last_seq(tag)
+
     def decrypt(self, seq: int, record: Record) -> Entry:
         data, why = open_or_why(self.identity.sync, record)
         return Entry(seq, record, data, why)
 
-    async def status(self) -> dict[str, Any]:
-        """The node's identity, every log it holds, and fork evidence, as plain data."""
-        index = await self.store.index()
+    async def status(self) -> NodeStatus:
+        """The node's identity, every log it holds, its peers and fork evidence."""
         frozen = await self.store.frozen_logs()
-        forks = await self.store.forks()
-        peers = await self.store.peers.all()
         skipped = await self.store.views.skipped()
         sync = self.identity.sync
-        return {
-            "node_id": format_node_id(self.identity.node_id),
-            "host": self.identity.host.hex(),
-            "name": self.identity.name,
-            "key_id": sync.key_id_text if sync else None,
-            "logs": [
-                {
-                    "host": log.host.hex(),
-                    "tag": log.tag,
-                    "next_idx": head.next_idx,
-                    "head": head.head_hash.hex(),
-                    "frozen": log in frozen,
-                }
-                for log, head in index.items()
-            ],
-            "peers": [
-                {
-                    "node_id": format_node_id(p.node_id),
-                    "name": p.name,
-                    "address": p.address,
-                    "certificate": p.certificate is not None,
-                }
-                for p in peers
-            ],
-            "views": {
-                "applied": await self.store.views.applied(),
-                "undecryptable": skipped.undecryptable,
-                "unknown_version": skipped.unknown_version,
-                "malformed": skipped.malformed,
-            },
-            "forks": [
-                {
-                    "host": f.log.host.hex(),
-                    "tag": f.log.tag,
-                    "idx": f.idx,
-                    "held": f.held_hash.hex(),
-                    "offered": len(f.offered),
-                    "detected_at": f.detected_at,
-                }
-                for f in forks
-            ],
-        }
+        return NodeStatus(
+            self.identity.node_id,
+            self.identity.host,
+            self.identity.name,
+            sync.key_id_text if sync else None,
+            tuple(
+                LogStatus(log, head.next_idx, head.head_hash, log in frozen)
+                for log, head in (await self.store.index()).items()
+            ),
+            tuple(
+                PeerStatus(p.node_id, p.name, p.address, p.certificate is not None)
+                for p in await self.trust.all()
+            ),
+            ViewsStatus(
+                await self.store.views.applied(),
+                skipped.undecryptable,
+                skipped.unknown_version,
+                skipped.malformed,
+            ),
+            tuple(
+                ForkStatus(f.log, f.idx, f.held_hash, len(f.offered), f.detected_at)
+                for f in await self.store.forks()
+            ),
+        )
 
     async def verify(self) -> VerifyReport:
         """Re-check every stored chain, signature and head, and decrypt every record."""

@@ -40,7 +40,7 @@ async def invite(node: Node, relay: bool, ttl_s: int, address: str | None) -> In
     invitation = Invitation(
         node.identity.node_id, sync_address, pairing_address, new_secret(), expires, relay
     )
-    await node.store.invitations.create(invitation.secret_hash, relay, expires * 10**9)
+    await node.invitations.create(invitation.secret_hash, relay, expires * 10**9)
     return invitation
 
 

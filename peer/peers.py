@@ -48,7 +48,7 @@ async def read_certificate(peer: TrustedPeer, address: str = "") -> bytes:
 async def fetch_pinned(node: Node, peer: TrustedPeer, address: str = "") -> bytes:
     """Read a pinned peer's certificate from its address and remember it."""
     certificate = await read_certificate(peer, address)
-    await node.store.peers.add(TrustedPeer(peer.node_id, certificate=certificate))
+    await node.trust.add(TrustedPeer(peer.node_id, certificate=certificate))
     return certificate
 
 

@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "kinds": 2,
     "settings": 3,
     "alarms": 2,
+    "status": 3,
     "pairing": 2,
     "names": 1,
     "inputs": 1,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,7 @@ from peer.cli.common import MAX_LIMIT, command, home_of, open_node, print_json, 
 
 if TYPE_CHECKING:
     from peer.node import Entry, Node
+    from peer.status import NodeStatus
 
 FOLLOW_POLL_S = 0.1
 KEY_LINE_LIMIT = 4096  # bytes of stdin read for `key import -` (a key text is 60)
@@ -192,7 +192,7 @@ async def cmd_tail(args: argparse.Namespace) -> int:
         entries = await node.tail(args.tag, args.limit)
         last = _print_entries(entries)
         if args.follow:
-            last = last or await node.store.last_seq(args.tag)
+            last = last or await node.newest(args.tag)
             while True:
                 await asyncio.sleep(FOLLOW_POLL_S)
                 last = _print_entries(await node.follow(args.tag, last)) or last
@@ -207,12 +207,11 @@ def _print_entries(entries: Sequence[Entry]) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    status = await _daemon_status(args)
-    if status is None:
+    live = await _daemon_status(args)
+    if live is None:
         async with open_node(args) as node:
-            status = await node.status()
-        status["daemon"] = None
-    status["warnings"] = home_of(args).exposed()
+            live = await node.status()
+    status = {**live.as_json(), "warnings": home_of(args).exposed()}
     if args.json:
         print_json(status)
     else:
@@ -221,7 +220,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _daemon_status(args: argparse.Namespace) -> dict[str, Any] | None:
+async def _daemon_status(args: argparse.Namespace) -> NodeStatus | None:
     """The live status of the home's running daemon, or None if none answers."""
     from peer.client import LocalClient
     from peer.errors import PeerUnavailable, StoreError
@@ -231,8 +230,7 @@ async def _daemon_status(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     try:
         async with LocalClient(serving.socket) as client:
-            value: dict[str, Any] = json.loads(await client.status())
-            return value
+            return await client.status()
     except (PeerUnavailable, StoreError):  # UNAVAILABLE: its store failed it, say
         return None  # it just stopped: fall back to reading the store
 

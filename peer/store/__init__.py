@@ -7,7 +7,7 @@ tables, `atuin` the reader of an atuin `history.db` (for imports).
 
 from peer.store.core import DEFAULT_CHUNK, InsertResult, Prepared, Store
 from peer.store.forks import ForkEvidence
-from peer.store.peers import TrustedPeer, TrustList
+from peer.store.peers import Invitations, TrustedPeer, TrustList
 from peer.store.rows import RECORD_COLUMNS
 from peer.store.sqlite import Faults
 from peer.store.views import (
@@ -33,6 +33,7 @@ __all__ = [
     "HistoryDelete",
     "HistoryEntry",
     "InsertResult",
+    "Invitations",
     "KvItem",
     "KvRow",
     "Pending",

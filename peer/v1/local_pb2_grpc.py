@@ -57,7 +57,7 @@ class LocalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetStatus(self, request, context):
-        """The daemon's live state: peers, links, logs (the document of `peer status --json`).
+        """The daemon's live state: logs, peers and their links (what `peer status` shows).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

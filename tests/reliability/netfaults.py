@@ -177,8 +177,7 @@ class Daemon:
         """The daemon's live status (`peer status --json`), or None if it does not answer."""
         try:
             async with LocalClient(self.socket, timeout=STATUS_TIMEOUT_S) as client:
-                value: dict[str, Any] = json.loads(await client.status())
-                return value
+                return (await client.status()).as_json()
         except PeerError:
             return None
 
