@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.addresses import DEFAULT_LISTEN, is_loopback, split_address
-from peer.errors import ConfigError, UsageError
+from peer.errors import ConfigError, SettingError, UsageError
 from peer.home import Home
 from peer.identity import parse_node_id
 from peer.kinds import ADDRESS, BOOLEAN, Invalid, shown
@@ -39,7 +39,6 @@ from peer.settings import (
     Limits,
     Schedule,
     Setting,
-    SettingError,
     check,
     setting,
     settings_of,

@@ -25,11 +25,11 @@ from peer.discovery import Discovery, Found
 from peer.errors import PeerError
 from peer.home import Serving
 from peer.identity import format_node_id
-from peer.local_service import LocalServicer, start_local_server
 from peer.mesh import Mesh
 from peer.node import Node
-from peer.pairing_service import PairingServicer, start_pairing_server
 from peer.peers import fetch_pinned
+from peer.service.local import LocalServicer, start_local_server
+from peer.service.pairing import PairingServicer, start_pairing_server
 from peer.service.server import RunningServer, start_server
 from peer.settings import MIN_PING_INTERVAL_S, Limits
 from peer.status import DaemonStatus, Discovered, NodeStatus

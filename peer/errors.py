@@ -4,6 +4,7 @@
     ├── UsageError                 the user asked for something impossible (bad flag, bad text)
     │   ├── NotInitialized         no identity in this home: run `peer init`
     │   ├── ConfigError            config.toml, a PEER_* variable or a flag holds a bad value
+    │   │   └── SettingError       a settings section refuses a value (the keys at fault)
     │   └── AlreadyInitialized     `peer init` on a home that already has an identity
     ├── NotFound                   the key or history entry asked for does not exist
     ├── InvalidRecord              a field is out of its bounds (malformed input)
@@ -65,6 +66,19 @@ class NotInitialized(UsageError):
 
 class ConfigError(UsageError):
     """A setting is invalid; the message names its source (file, variable, flag) and the fix."""
+
+
+class SettingError(ConfigError):
+    """A value, or a pair of values, a section refuses. `keys` are the dotted keys at
+    fault, in the order to blame them; `sourced` a key whose source the message adds
+    (`peer.config` names the source; a ConfigError to everyone else)."""
+
+    def __init__(
+        self, message: str, keys: tuple[str, ...] = (), sourced: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.keys = keys
+        self.sourced = sourced
 
 
 class AlreadyInitialized(UsageError):

@@ -1,7 +1,7 @@
 """The two ends of pairing as the CLI runs them: `invite` makes a code that the running
 daemon honours; `join` redeems one (docs/protocol.md §1.1), in a new home or an existing
 one, and leaves nothing behind when it fails. The codes themselves: `peer.pairing`; the
-inviter's server: `peer.pairing_service`.
+inviter's server: `peer.service.pairing`.
 """
 
 from __future__ import annotations

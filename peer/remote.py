@@ -1,7 +1,7 @@
 """What the sync engine needs of a peer: the `Remote` protocol.
 
 The grpc client (`peer.client.PeerClient`) is one implementation; an in-memory one
-that calls a servicer through the same codec (`peer.testing.MemoryRemote`) is another,
+that calls a servicer through the same codec (`peer.service.memory.MemoryRemote`) is another,
 for tests and simulations. The engine (`peer.sync`, `peer.mesh`) talks to this only.
 """
 

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from peer.errors import ConfigError
+from peer.errors import SettingError
 from peer.kinds import (
     BOOLEAN,
     FRACTION,
@@ -55,19 +55,6 @@ def settings_of(cls: type) -> dict[str, Setting]:
     """The fields of a dataclass that are settings, in their order, by name."""
     found = ((item.name, item.metadata.get(_SETTING)) for item in fields(cls))
     return {name: spec for name, spec in found if spec is not None}
-
-
-class SettingError(ConfigError):
-    """A value, or a pair of values, a section refuses. `keys` are the dotted keys at
-    fault, in the order to blame them; `sourced` a key whose source the message adds
-    (`peer.config` names the source; a ConfigError to everyone else)."""
-
-    def __init__(
-        self, message: str, keys: tuple[str, ...] = (), sourced: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.keys = keys
-        self.sourced = sourced
 
 
 def check(instance: Any, section: str) -> None:

@@ -59,9 +59,6 @@ LAYERS: dict[str, int] = {
     "service": 9,
     "client": 9,
     "discovery": 9,
-    "testing": 10,
-    "local_service": 10,
-    "pairing_service": 10,
     "mesh": 10,
     "api": 10,
     "peers": 8,
@@ -153,6 +150,27 @@ def test_no_import_cycles() -> None:
         if module not in state:
             visit(module, [module])
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+GRPC_USERS = {"codec", "service", "client"}  # and the generated code, peer/v1
+
+
+def test_only_codec_service_and_client_import_grpc() -> None:
+    """grpc stays behind three doors; everything else speaks domain types."""
+    users: set[str] = set()
+    for module, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n == "grpc" or n.startswith(("grpc.", "grpc_")) for n in names):
+                users.add(module)
+    outside = sorted(m for m in users if m.split(".")[1] not in GRPC_USERS)
+    assert not outside, f"grpc imported outside codec, service and client: {outside}"
 
 
 def test_the_rule_catches_a_wrong_edge(tmp_path: Path) -> None:

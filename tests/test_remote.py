@@ -16,9 +16,9 @@ from peer.client import PeerClient
 from peer.errors import ForgeryError, GapError, PeerError, StoreFull, UnknownHost
 from peer.remote import Remote
 from peer.service import start_server
+from peer.service.memory import MemoryRemote, serve_in_memory
 from peer.store import Store
 from peer.sync import sync_with
-from peer.testing import MemoryRemote, serve_in_memory
 from tests.conftest import new_author, signed_chain
 from tests.nodes import assert_converged, batches_of
 

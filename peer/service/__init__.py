@@ -1,9 +1,14 @@
-"""The SyncService server, in three parts:
+"""Everything a node serves over grpc (the only package, with `codec` and `client`,
+that imports grpc):
 
-- `servicer`: the handlers (index, pull, push, subscribe) and their registration;
+- `servicer`: the SyncService handlers (index, pull, push, subscribe) and their
+  registration;
 - `guards`: what every handler goes through: caller identity, failures made a status;
-- `server`: starting the server (options, mutual TLS, health, reflection) and
-  following the trust list.
+- `server`: starting the sync server (options, mutual TLS, health, reflection) and
+  following the trust list;
+- `pairing`: the pairing endpoint (its own port, bounded, server-only TLS);
+- `local`: the local API on the home's Unix socket (Append, GetStatus);
+- `memory`: `MemoryRemote`, the servicer called in-process (tests, simulations).
 
 What one caller may ask at once (`Limits`) is a setting, in `peer.settings`.
 

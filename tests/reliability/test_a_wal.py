@@ -31,8 +31,8 @@ REVIEWED = {
     ("pair.py", "join_home"): "a home this failed join created itself",
     ("home.py", "lock_serving"): "serve.json of the stopping daemon",
     ("home.py", "write_private"): "a temp file renamed over a private file",
-    ("local_service.py", "stop"): "the daemon's API socket and its private dir",
-    ("local_service.py", "start_local_server"): "a stale socket of a crashed daemon",
+    ("service/local.py", "stop"): "the daemon's API socket and its private dir",
+    ("service/local.py", "start_local_server"): "a stale socket of a crashed daemon",
 }
 
 

@@ -47,8 +47,8 @@ from peer.pairing import (
     new_secret,
     secret_hash,
 )
-from peer.pairing_service import NOT_PROVEN, PairingServicer, start_pairing_server
 from peer.policy import CallerPolicy
+from peer.service.pairing import NOT_PROVEN, PairingServicer, start_pairing_server
 from peer.store import Store, TrustedPeer
 from peer.trust import Credentials
 from tests.cli import Server, ok, peer
