@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO := proto/peer/v1/sync.proto proto/peer/v1/local.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iproto
 
-.PHONY: test lint typecheck pytest demo bench proto proto-check clean reliability soak
+.PHONY: test lint typecheck pytest demo bench proto proto-check clean reliability soak sysdeps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP) proto-check lint typecheck pytest
+test: $(STAMP) sysdeps proto-check lint typecheck pytest
+
+# System packages some tests use (Debian's; CI runs as root). Best effort: without them
+# those tests skip and say why (libfaketime: the clock-skew test, D5).
+sysdeps:
+	@command -v faketime >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq faketime >/dev/null 2>&1) \
+	  && echo "installed faketime (for the clock-skew test)"; } \
+	  || echo "faketime not installed: the clock-skew test (D5) will skip"
 
 lint: $(STAMP)
 	$(BIN)/ruff check peer tests bench
