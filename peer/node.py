@@ -7,6 +7,7 @@ returning plain data to print.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ from peer.apps.history import History
 from peer.apps.kv import Kv
 from peer.apps.views import APP_TAGS, ViewEngine
 from peer.config import config_template
-from peer.crypto import Author, ChainCheck, SyncKey, open_or_why
-from peer.errors import IntegrityError, InvalidRecord, UsageError
+from peer.crypto import Author, ChainCheck, SyncKey, open_or_why, record_key_id
+from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity, write_private
 from peer.names import check_name
 from peer.records import LogKey, Record, check_record
@@ -36,6 +37,16 @@ class Entry:
     record: Record
     data: bytes | None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """Records a node with a sync key could not open: how many of how many shown, and
+    the ids of the other keys they were sealed with (none: they were altered)."""
+
+    count: int
+    shown: int
+    other_keys: list[str]
 
 
 @dataclass(slots=True)
@@ -183,6 +194,19 @@ class Node:
     async def newest(self, tag: str | None = None) -> int:
         """The arrival number of the newest record (of `tag`): where following starts."""
         return await self.store.last_seq(tag)
+
+    def unreadable(self, entries: Sequence[Entry]) -> Unreadable | None:
+        """What of `entries` this node should have been able to open and could not
+        (None on a relay, which opens nothing by design): their count and key ids."""
+        sync = self.identity.sync
+        failed = [entry.record for entry in entries if entry.data is None]
+        if sync is None or not failed:
+            return None
+        keys = set()
+        for record in failed:
+            with contextlib.suppress(CryptoError):
+                keys.add(record_key_id(record))
+        return Unreadable(len(failed), len(entries), sorted(keys - {sync.key_id.hex()}))
 
     def decrypt(self, seq: int, record: Record) -> Entry:
         data, why = open_or_why(self.identity.sync, record)

@@ -12,6 +12,7 @@ import builtins
 import json
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -495,3 +496,37 @@ def test_a_failure_with_debug_still_exits_non_zero(tmp_path: Path) -> None:
     run = peer(tmp_path / "missing", "--debug", "tail")
     assert run.code != 0
     assert "peer init" in run.err
+
+
+def test_tail_under_the_wrong_key_prints_everything_then_exits_3_naming_both_keys(
+    home: Path, tmp_path: Path
+) -> None:
+    """A script piping `peer tail --json` must not read an unreadable log as success."""
+    ok(home, "append", "--tag", "notes", "one")
+    ok(home, "append", "--tag", "notes", "two")
+    written_with = ok(home, "key", "export", "--json").json()["key_id"]
+    other = tmp_path / "other"
+    ok(other, "init")
+    wrong = tmp_path / "wrong"
+    shutil.copytree(home, wrong)
+    shutil.copyfile(other / "sync.key", wrong / "sync.key")  # a user with the wrong key
+    held = ok(wrong, "key", "export", "--json").json()["key_id"]
+
+    done = peer(wrong, "tail", "--json")
+
+    assert done.code == 3
+    assert [r["idx"] for r in done.json_lines()] == [0, 1]
+    assert all("error" in r and "data" not in r for r in done.json_lines())
+    line = assert_one_line_failure(done)
+    assert "2 of 2 record(s) could not be opened" in line
+    assert written_with in line and held in line
+
+
+def test_tail_on_a_relay_opens_nothing_by_design_and_exits_0(home: Path, tmp_path: Path) -> None:
+    ok(home, "append", "--tag", "notes", "one")
+    relay = tmp_path / "relay"
+    shutil.copytree(home, relay)
+    (relay / "sync.key").unlink()  # what `peer init --relay` leaves out
+    done = peer(relay, "tail", "--json")
+    assert (done.code, done.err) == (0, "")
+    assert "no sync key" in done.json_lines()[0]["error"]

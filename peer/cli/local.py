@@ -14,10 +14,11 @@ from peer.cli import render
 from peer.cli.common import MAX_LIMIT, command, home_of, open_node, print_json, say, whole
 
 if TYPE_CHECKING:
-    from peer.node import Entry, Node
+    from peer.node import Entry, Node, Unreadable
     from peer.status import NodeStatus
 
 FOLLOW_POLL_S = 0.1
+EXIT_UNREADABLE = 3  # `tail`: everything printed, but records this node should open did not
 KEY_LINE_LIMIT = 4096  # bytes of stdin read for `key import -` (a key text is 60)
 
 
@@ -44,6 +45,11 @@ def register(commands: Any) -> None:
     )
 
     tail = command(commands, "tail", cmd_tail, "print decrypted records as JSON lines")
+    tail.epilog = (
+        "Exit status 3: every record was printed, but some could not be opened with this "
+        "node's sync key (a wrong key names both keys on stderr; a relay opens none and "
+        "exits 0)."
+    )
     tail.add_argument("--tag", help="only this tag")
     tail.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the last N records")
     tail.add_argument("--follow", action="store_true", help="keep printing new records")
@@ -196,7 +202,24 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             while True:
                 await asyncio.sleep(FOLLOW_POLL_S)
                 last = _print_entries(await node.follow(args.tag, last)) or last
-    return 0
+        unreadable = node.unreadable(entries)
+        held = node.identity.sync.key_id_text if node.identity.sync else ""
+    if unreadable is None:
+        return 0
+    sys.stderr.write(f"peer: {_unreadable_line(unreadable, held)}\n")
+    return EXIT_UNREADABLE
+
+
+def _unreadable_line(unreadable: Unreadable, held: str) -> str:
+    """A script piping `tail --json` must not take an unreadable log for success."""
+    count = f"{unreadable.count} of {unreadable.shown} record(s) could not be opened"
+    if not unreadable.other_keys:
+        return f"{count}: they were altered (run `peer verify`)"
+    keys = ", ".join(unreadable.other_keys)
+    return (
+        f"{count}: written with key {keys}; this node holds key {held} "
+        "(import the right one: `peer key import`)"
+    )
 
 
 def _print_entries(entries: Sequence[Entry]) -> int:
