@@ -79,3 +79,25 @@ def test_a_flood_of_empty_entries_stops_at_the_cap() -> None:
 def test_malformed_framing_is_a_protocol_error(raw: bytes) -> None:
     with pytest.raises(ProtocolError):
         count_fields(raw, {1: 10})
+
+
+@pytest.mark.parametrize(
+    ("host", "public_key"),
+    [(bytes(16), bytes(31)), (bytes(16), bytes(33)), (bytes(15), bytes(32)), (bytes(16), b"")],
+)
+def test_a_host_key_of_the_wrong_length_is_a_protocol_error(host: bytes, public_key: bytes) -> None:
+    from peer.codec import wire
+
+    raw = pb.PullRecordsResponse(hosts=[pb.HostKey(host=host, public_key=public_key)])
+    with pytest.raises(ProtocolError, match="32-byte Ed25519 key"):
+        wire.decode_batch(pb.PullRecordsResponse, raw.SerializeToString())
+
+
+def test_a_host_key_of_the_right_length_is_taken() -> None:
+    from peer.codec import wire
+
+    raw = pb.PullRecordsResponse(hosts=[pb.HostKey(host=bytes(16), public_key=bytes(32))])
+    assert wire.decode_batch(pb.PullRecordsResponse, raw.SerializeToString()) == (
+        [],
+        {bytes(16): bytes(32)},
+    )

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from peer.codec.parsing import parse
 from peer.errors import InvalidRecord, ProtocolError
 from peer.names import clean_name
-from peer.records import MAX_IDX, Head, LogKey, Range, Record, check_record, check_tag
+from peer.records import HOST_LEN, MAX_IDX, Head, LogKey, Range, Record, check_record, check_tag
 from peer.v1 import sync_pb2 as pb
 
 PROTOCOL_VERSION = 1
 SERVICE_NAME = "peer.v1.SyncService"
 PAIRING_SERVICE_NAME = "peer.v1.PairingService"
 MAX_CERTIFICATE_BYTES = 16 << 10
+PUBLIC_KEY_LEN = 32  # HostKey.public_key: an Ed25519 public key
 MAX_PROOF_BYTES = 128  # an ECDSA P-256 signature in DER is at most 72
 MAX_KEY_TEXT_CHARS = 1024
 MAX_JOIN_MESSAGE_BYTES = 32 << 10  # the pairing port's receive limit: a Join is < 20 KiB
@@ -103,7 +104,10 @@ def _fill_keys(target: object, keys: Mapping[bytes, bytes]) -> None:
 
 
 def _keys_from(messages: Iterable[pb.HostKey]) -> dict[bytes, bytes]:
-    return {k.host: k.public_key for k in messages}
+    keys = {k.host: k.public_key for k in messages}
+    if any(len(host) != HOST_LEN or len(key) != PUBLIC_KEY_LEN for host, key in keys.items()):
+        raise ProtocolError("a host key is a 16-byte host id and a 32-byte Ed25519 key")
+    return keys
 
 
 def encode_batch(
