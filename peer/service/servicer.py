@@ -104,10 +104,10 @@ class SyncServicer:
                             f"no message for {self.limits.idle_s:.0f} s: idle stream closed"
                         ) from None
                     slot.check()
-                    await inbound.take(*wire.decode_batch(pb.PushRecordsRequest, raw))
-                await inbound.flush()
+                    # Stored before the next message is read: a pusher learns at once
+                    # when its batch was refused, and is not sped past a peer's pull.
+                    await inbound.store_now(*wire.decode_batch(pb.PushRecordsRequest, raw))
             except PeerError:
-                await inbound.close()
                 await drain(messages)
                 raise
         return wire.encode_push_response(inbound.added, inbound.duplicates)
