@@ -80,19 +80,27 @@ class Inbound:
         very batch), then the batch is tried once more. Returns (records added, the
         records taken)."""
         added = self.added
-        for attempt in range(2):
-            fresh = await self._unfrozen(records)
-            try:
-                await self.take(fresh, keys)
-                await self.flush()
-            except (LogFrozen, ForkDetected):
-                frozen = await self.store.frozen_logs()
-                if not self.live or attempt or frozen == self._frozen:
-                    raise
-                self._frozen = frozen
-                continue
-            return self.added - added, fresh
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            fresh = await self._write_now(records, keys)
+        except (LogFrozen, ForkDetected):
+            if not self.live or not await self._frozen_changed():
+                raise
+            fresh = await self._write_now(records, keys)  # without the logs frozen since
+        return self.added - added, fresh
+
+    async def _write_now(
+        self, records: Sequence[Record], keys: Mapping[bytes, bytes]
+    ) -> Sequence[Record]:
+        fresh = await self._unfrozen(records)
+        await self.take(fresh, keys)
+        await self.flush()
+        return fresh
+
+    async def _frozen_changed(self) -> bool:
+        """Re-read the frozen logs; whether they differ from the set in use."""
+        frozen = await self.store.frozen_logs()
+        changed, self._frozen = frozen != self._frozen, frozen
+        return changed
 
     async def close(self) -> None:
         """Wait for a write still in flight (its error is not ours to raise: the first
@@ -110,8 +118,6 @@ class Inbound:
         return [r for r in records if r.log not in frozen] if frozen else records
 
     async def _known_hosts(self, records: Sequence[Record]) -> None:
-        """Hosts neither offered on this stream nor in memory: another process may have
-        stored their keys since this store was opened (the CLI beside a daemon)."""
-        missing = {r.host for r in records} - self.keys.keys()
-        if missing and not missing <= self.store.known_keys(missing).keys():
-            await self.store.host_keys(missing)
+        """Hosts not offered on this stream: `host_keys` re-reads the table on a miss,
+        since another process may have stored their keys (the CLI beside a daemon)."""
+        await self.store.host_keys({r.host for r in records} - self.keys.keys())
