@@ -141,3 +141,27 @@ class FakePeer:
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(0.2)
+
+
+# -- raw protobuf writing ---------------------------------------------------------------
+
+
+def varint(value: int) -> bytes:
+    """A protobuf varint, for bodies written by hand as a hostile peer writes them."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def key(number: int, wire: int) -> bytes:
+    return varint(number << 3 | wire)
+
+
+def ld(number: int, data: bytes) -> bytes:
+    return key(number, 2) + varint(len(data)) + data

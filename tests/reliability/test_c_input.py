@@ -33,33 +33,10 @@ from peer.v1 import sync_pb2 as pb
 from tests.conftest import new_author, open_store, signed_chain
 from tests.nodes import Nodes
 from tests.reliability.conftest import Report, Tier
-from tests.reliability.rel_c import LEAK, FakePeer, answer, rss_mb
+from tests.reliability.rel_c import LEAK, FakePeer, answer, key, ld, rss_mb, varint
 
 RPCS = ("GetIndex", "PullRecords", "PushRecords", "Subscribe")
 CONCURRENCY = 48
-
-
-# -- raw protobuf writing ---------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def key(number: int, wire: int) -> bytes:
-    return varint(number << 3 | wire)
-
-
-def ld(number: int, data: bytes) -> bytes:
-    return key(number, 2) + varint(len(data)) + data
 
 
 # -- C12: the corpus ----------------------------------------------------------------------

@@ -53,6 +53,7 @@ from peer.store import Store, TrustedPeer
 from peer.trust import Credentials
 from tests.cli import Server, ok, peer
 from tests.reliability.conftest import Report, Tier
+from tests.reliability.rel_c import ld
 
 CALL_TIMEOUT_S = 10.0
 MB = 1 << 20
@@ -461,17 +462,9 @@ def _vm(pid: int, field_name: str) -> float:
 
 
 def _padded_join(size: int) -> bytes:
-    """A Join whose bulk is an unknown field, as the probe sent it."""
+    """A Join whose bulk is an unknown field (15), as the probe sent it."""
     body = wire.encode_join_request(wire.JoinRequest(bytes(16), b"", "flood", b""))
-    tag = bytes([(15 << 3) | 2])  # field 15, length-delimited: unknown to JoinRequest
-    length = bytearray()
-    value = size
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        length.append(byte | (0x80 if value else 0))
-        if not value:
-            break
-    return body + tag + bytes(length) + bytes(size)
+    return body + ld(15, bytes(size))
 
 
 async def _flood(address: str, certificate: bytes, channels: int, requests: int) -> Counter:
