@@ -135,11 +135,9 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 
 async def cmd_peers_add(args: argparse.Namespace) -> int:
     from peer.identity import format_node_id, parse_node_id
-    from peer.names import check_name
     from peer.peers import pin
 
     node_id = parse_node_id(args.node_id)
-    check_name(args.name)
     async with open_node(args) as node:
         pinned, offline = await pin(node, node_id, args.name, args.address)
     fetched = pinned.certificate is not None
