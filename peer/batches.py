@@ -12,11 +12,13 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from peer.crypto import SIGN_EVERY
 from peer.errors import IntegrityError
-from peer.records import LogKey, Range, Record, group_by_log
-from peer.settings import DEFAULT_BATCH
+from peer.records import LogKey, Range, Record, group_by_log, message_size
+from peer.settings import DEFAULT_BATCH, STOCK_MESSAGE_BYTES
 from peer.store import Store
 
-MAX_BATCH_BYTES = 4 << 20  # well under the 8 MiB message cap, whatever the record sizes
+# The records of one message, counted by `records.message_size`; the rest of a stock
+# client's 4 MiB is left for host keys (at most 4,096 of 54 bytes) and the framing.
+MAX_BATCH_BYTES = STOCK_MESSAGE_BYTES - (512 << 10)
 
 
 def cut_signed(sizes: Sequence[tuple[int, bool]], want: int, budget: int) -> int:
@@ -41,8 +43,9 @@ async def read_batches(
     store: Store, ranges: Iterable[Range], max_batch: int = DEFAULT_BATCH
 ) -> AsyncGenerator[list[Record], None]:
     """The records of `ranges` (each extended to its next signature) in batches of
-    about `max_batch` records and at most MAX_BATCH_BYTES (bar one oversized run),
-    several logs per batch when they are short."""
+    about `max_batch` records and at most MAX_BATCH_BYTES (a run between signatures is
+    at most crypto.RUN_PAYLOAD_BYTES of payload, so it always fits one), several logs
+    per batch when they are short."""
     batch: list[Record] = []
     used = 0
     for wanted in merge_ranges(ranges):
@@ -59,8 +62,13 @@ async def read_batches(
             count = cut_signed(sizes, min(room, wanted.end - start), budget)
             if not count:
                 raise IntegrityError(f"log {wanted.log} has no signed record after idx {start}")
+            size = sum(size for size, _ in sizes[:count])
+            if batch and size > budget:  # a run that fits no more: it starts the next batch
+                yield batch
+                batch, used = [], 0
+                continue
             batch += await store.read_range(wanted.host, wanted.tag, start, count)
-            used += sum(size for size, _ in sizes[:count])
+            used += size
             start += count
             if len(batch) >= max_batch or used >= MAX_BATCH_BYTES:
                 yield batch
@@ -91,14 +99,14 @@ def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
 
 def split_for_wire(records: Sequence[Record], max_batch: int = DEFAULT_BATCH) -> list[list[Record]]:
     """Records (each log's run ending signed) cut into messages of at most `max_batch`
-    records and about MAX_BATCH_BYTES, each log's run in each message ending signed."""
+    records and MAX_BATCH_BYTES, each log's run in each message ending signed."""
     messages: list[list[Record]] = []
     current: list[Record] = []
     used = 0
     for log_run in group_by_log(records).values():
         rest = log_run
         while rest:
-            sizes = [(wire_size(r), bool(r.sig)) for r in rest]
+            sizes = [(message_size(r), bool(r.sig)) for r in rest]
             room, budget = max_batch - len(current), MAX_BATCH_BYTES - used
             count = cut_signed(sizes, room, budget)
             size = sum(s for s, _ in sizes[:count])
@@ -114,11 +122,6 @@ def split_for_wire(records: Sequence[Record], max_batch: int = DEFAULT_BATCH) ->
     if current:
         messages.append(current)
     return messages
-
-
-def wire_size(record: Record) -> int:
-    """About how many bytes a record takes in a message (as `Store.record_sizes`)."""
-    return len(record.payload) + len(record.wrapped_key) + 120
 
 
 class Holdback:

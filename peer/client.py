@@ -115,12 +115,16 @@ class PeerClient:
         call = self._channel.unary_unary(  # bytes in, bytes out
             self._method("GetIndex"), request_serializer=None, response_deserializer=None
         )
-        try:
-            raw = await call(codec.encode_get_index_request(), timeout=self.timeout)
-        except aio.AioRpcError as exc:
-            raise self._failure(exc) from None
-        self.answered = True
-        return codec.decode_index(raw)
+
+        async def ask(request: bytes) -> bytes:
+            try:
+                raw: bytes = await call(request, timeout=self.timeout)
+            except aio.AioRpcError as exc:
+                raise self._failure(exc) from None
+            self.answered = True
+            return raw
+
+        return await codec.read_whole_index(ask)
 
     async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
         """The records of `ranges`, batch by batch, as the peer streams them."""

@@ -63,6 +63,9 @@ KEY_ID_LEN = 8
 SIGN_EVERY = 256
 MAX_PLAINTEXT = MAX_PAYLOAD - 16  # the AEAD tag takes 16 bytes of the payload bound
 SIGN_BYTES = 1 << 20  # also sign once this much payload is unsigned, so batches stay small
+# The payload of a run (the records after a signed one, up to the next signed one) is at
+# most this: a run always fits one message. SIGN_BYTES keeps a writer's runs under it.
+RUN_PAYLOAD_BYTES = 2 << 20
 KEY_TEXT_PREFIX = "peer-key-1:"
 WRAP_V1 = 0x01
 WRAPPED_KEY_LEN = 1 + KEY_ID_LEN + 12 + SYNC_KEY_LEN + 16
@@ -289,8 +292,9 @@ def verify_chain(records: Sequence[Record], public_key: bytes) -> list[bytes]:
     """Authenticate a batch of one log; returns each record's hash.
 
     The records must be consecutive, each `prev` the hash of the one before; every
-    signature present must verify, one is required every SIGN_EVERY idx and on the
-    last record. Linking the first record to what is already stored is the caller's job.
+    signature present must verify, one is required every SIGN_EVERY idx, on the last
+    record, and within RUN_PAYLOAD_BYTES of payload. Linking the first record to what
+    is already stored is the caller's job.
     """
     check = ChainCheck(public_key)
     hashes = check.feed(records)
@@ -305,6 +309,7 @@ class ChainCheck:
         self.public_key = public_key
         self.last: Record | None = None
         self.last_hash = b""
+        self.run = 0  # payload bytes since the last signed record
 
     def feed(self, records: Sequence[Record]) -> list[bytes]:
         """Check the links and signatures of `records`, which continue what was fed.
@@ -313,7 +318,7 @@ class ChainCheck:
         """
         hashes: list[bytes] = []
         keep = hashes.append
-        last, last_hash = self.last, self.last_hash
+        last, last_hash, run = self.last, self.last_hash, self.run
         for record in records:
             if last is None:
                 if host_id(self.public_key) != record.host:
@@ -326,13 +331,20 @@ class ChainCheck:
             ):
                 _explain_link(last, last_hash, record)
             digest = record_hash(record)
+            run += len(record.payload)
+            if run > RUN_PAYLOAD_BYTES:
+                raise InvalidRecord(
+                    f"{_where(record)}: over {RUN_PAYLOAD_BYTES:,} bytes of payload since "
+                    "the last signature (such a run fits no message)"
+                )
             if record.sig:
                 verify_signature(self.public_key, digest, record.sig, _where(record))
+                run = 0
             elif must_sign(record.idx):
                 raise ForgeryError(f"{_where(record)}: a signature is required here")
             keep(digest)
             last, last_hash = record, digest
-        self.last, self.last_hash = last, last_hash
+        self.last, self.last_hash, self.run = last, last_hash, run
         return hashes
 
     def finish(self) -> None:

@@ -29,6 +29,10 @@ MAX_PAYLOAD = 1 << 20
 MAX_WRAPPED_KEY = 128
 TAG_RE = re.compile(r"[a-z0-9._-]{1,64}")
 VERSION_RE = re.compile(r"[a-z0-9._-]{1,16}")
+# What a record adds to a message besides its payload, wrapped key, tag and version: the
+# fixed fields (id, host, prev, sig), the two integers at their longest, each field's key
+# and length prefix, and the record's own prefix in the repeated field (§10 of the doc).
+RECORD_FRAMING = 171
 
 AAD_PREFIX_V1 = b"peer.aad.v1\x00"
 HASH_PREFIX_V1 = b"peer.record.v1\x00"
@@ -192,6 +196,12 @@ def _valid_tag(tag: str) -> bool:
 @lru_cache(maxsize=256)
 def _valid_version(version: str) -> bool:
     return VERSION_RE.fullmatch(version) is not None
+
+
+def message_size(record: Record) -> int:
+    """The most bytes `record` can take in a message (exact for the longest integers)."""
+    sizes = len(record.payload) + len(record.wrapped_key) + len(record.tag) + len(record.version)
+    return sizes + RECORD_FRAMING
 
 
 def check_record(record: Record) -> Record:

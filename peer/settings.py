@@ -34,7 +34,9 @@ KEEPALIVE_S = 30.0  # seconds between pings on a quiet connection, both directio
 KEEPALIVE_TIMEOUT_S = 10.0  # a ping unanswered this long: the connection is dead
 MIN_PING_INTERVAL_S = 10.0  # pings accepted from a peer; more often are strikes
 DEFAULT_BATCH = 1000  # records per message, asked for or sent when none is asked
-MAX_MESSAGE_BYTES = 8 << 20  # one gRPC message, either way, on every channel
+MAX_MESSAGE_BYTES = 8 << 20  # one gRPC message received, either way, on every channel
+STOCK_MESSAGE_BYTES = 4 << 20  # what every official gRPC library receives by default: the
+# most this node sends in one message, so that any client can read it
 _SETTING = "setting"  # the field metadata key of a setting
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from peer.codec.wire import PROTOCOL_VERSION, RemoteIndex
+from peer.codec.wire import MAX_RANGES_PER_PULL, PROTOCOL_VERSION, RemoteIndex
 from peer.errors import ProtocolError
 from peer.inbound import Inbound
 from peer.outbound import Outbound
@@ -122,8 +122,10 @@ class SyncSession:
             return
         inbound = Inbound(self.store, self.index.keys)
         try:
-            async for records, keys in self.remote.pull(self.pulls, self.batch):
-                self._pulled(await inbound.take(records, keys))
+            for start in range(0, len(self.pulls), MAX_RANGES_PER_PULL):  # requests ≤ 4 MiB
+                ranges = self.pulls[start : start + MAX_RANGES_PER_PULL]
+                async for records, keys in self.remote.pull(ranges, self.batch):
+                    self._pulled(await inbound.take(records, keys))
             self._pulled(await inbound.flush())
         finally:
             await inbound.close()

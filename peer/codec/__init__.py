@@ -59,6 +59,7 @@ from peer.codec.wire import (
     encode_pull_request,
     encode_push_response,
     encode_subscribe_request,
+    read_whole_index,
     record_from_pb,
 )
 
@@ -107,6 +108,7 @@ __all__ = [
     "encode_status_response",
     "encode_subscribe_request",
     "error_for",
+    "read_whole_index",
     "record_from_pb",
     "status_for",
 ]

@@ -6,8 +6,8 @@ as ProtocolError), and every record is bounds-checked before anything else sees 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from peer.codec.parsing import parse
 from peer.errors import InvalidRecord, ProtocolError
@@ -16,6 +16,7 @@ from peer.records import HOST_LEN, MAX_IDX, Head, LogKey, Range, Record, check_r
 from peer.v1 import sync_pb2 as pb
 
 PROTOCOL_VERSION = 1
+PROTOCOL_MINOR = 1  # 1.1: a paged index, every message within a stock client's 4 MiB
 SERVICE_NAME = "peer.v1.SyncService"
 PAIRING_SERVICE_NAME = "peer.v1.PairingService"
 MAX_CERTIFICATE_BYTES = 16 << 10
@@ -26,6 +27,9 @@ MAX_JOIN_MESSAGE_BYTES = 32 << 10  # the pairing port's receive limit: a Join is
 MAX_RECORDS_PER_MESSAGE = 4096
 MAX_HOSTS_PER_MESSAGE = 4096
 MAX_RANGES = 100_000
+MAX_INDEX_LOGS = MAX_RANGES  # logs of a whole index, all pages together
+INDEX_PAGE = 16_384  # logs per GetIndex response at most: ≤ 16,384 × (132 + 54) B < 4 MiB
+MAX_RANGES_PER_PULL = 16_384  # ranges per PullRecordsRequest sent: ≤ 16,384 × 107 B
 _BATCH_CAPS = {1: MAX_RECORDS_PER_MESSAGE, 2: MAX_HOSTS_PER_MESSAGE}
 
 
@@ -38,6 +42,8 @@ class RemoteIndex:
     logs: dict[LogKey, Head]
     keys: dict[bytes, bytes]
     frozen: frozenset[LogKey] = frozenset()
+    next_page: LogKey | None = None  # this is one page, and more logs follow this one
+    protocol_minor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +141,12 @@ def decode_batch(
 
 
 def encode_index(index: RemoteIndex) -> bytes:
-    message = pb.GetIndexResponse(node_id=index.node_id, protocol_version=index.protocol_version)
+    """One page of an index (a whole index when it fits one page)."""
+    message = pb.GetIndexResponse(
+        node_id=index.node_id,
+        protocol_version=index.protocol_version,
+        protocol_minor=index.protocol_minor,
+    )
     for log, head in index.logs.items():
         message.logs.add(
             host=log.host,
@@ -145,15 +156,54 @@ def encode_index(index: RemoteIndex) -> bytes:
             frozen=log in index.frozen,
         )
     _fill_keys(message.hosts, index.keys)
+    if index.next_page is not None:
+        message.next_page_token = _page_token(index.next_page)
     return message.SerializeToString()
 
 
 def decode_index(raw: bytes) -> RemoteIndex:
+    """One page of a peer's index (`next_page` set when more follow)."""
     message = parse(pb.GetIndexResponse, raw, {3: MAX_RANGES, 4: MAX_RANGES})
     logs = {_log_of(m.host, m.tag): _head_of(m) for m in message.logs}
     frozen = frozenset(_log_of(m.host, m.tag) for m in message.logs if m.frozen)
     keys = _keys_from(message.hosts)
-    return RemoteIndex(message.node_id, message.protocol_version, logs, keys, frozen)
+    next_page = _log_of_token(message.next_page_token) if message.next_page_token else None
+    return RemoteIndex(
+        message.node_id,
+        message.protocol_version,
+        logs,
+        keys,
+        frozen,
+        next_page,
+        message.protocol_minor,
+    )
+
+
+async def read_whole_index(ask: Callable[[bytes], Awaitable[bytes]]) -> RemoteIndex:
+    """A peer's whole index: GetIndex page after page (`ask` sends one request).
+
+    A v1 peer answers with one page and no token. Each token must move forward and
+    the whole index stays within MAX_INDEX_LOGS, so a hostile peer cannot keep a
+    client paging forever or fill its memory.
+    """
+    index = decode_index(await ask(encode_get_index_request()))
+    whole = replace(index, logs=dict(index.logs), keys=dict(index.keys))
+    while index.next_page is not None:
+        after = index.next_page
+        index = decode_index(await ask(encode_get_index_request(page_token=after)))
+        if (
+            not index.logs
+            or min(index.logs) <= after
+            or len(whole.logs) + len(index.logs) > (MAX_INDEX_LOGS)
+        ):
+            raise ProtocolError(
+                "the peer's index pages do not move forward or hold more than "
+                f"{MAX_INDEX_LOGS:,} logs"
+            )
+        whole.logs.update(index.logs)
+        whole.keys.update(index.keys)
+        whole = replace(whole, frozen=whole.frozen | index.frozen)
+    return replace(whole, next_page=None)
 
 
 def _log_of(host: bytes, tag: str) -> LogKey:
@@ -178,12 +228,28 @@ def _head_of(message: pb.LogHead) -> Head:
     return Head(message.next_idx, message.head_hash or bytes(32))
 
 
-def decode_get_index_request(raw: bytes) -> None:
-    parse(pb.GetIndexRequest, raw)
+def decode_get_index_request(raw: bytes) -> tuple[int, LogKey | None]:
+    """(logs per page, the log the page starts after); INDEX_PAGE for a size of 0."""
+    message = parse(pb.GetIndexRequest, raw)
+    size = min(message.page_size or INDEX_PAGE, INDEX_PAGE)
+    return size, _log_of_token(message.page_token) if message.page_token else None
 
 
-def encode_get_index_request() -> bytes:
-    return pb.GetIndexRequest().SerializeToString()
+def encode_get_index_request(page_size: int = 0, page_token: LogKey | None = None) -> bytes:
+    token = _page_token(page_token) if page_token is not None else b""
+    return pb.GetIndexRequest(page_size=page_size, page_token=token).SerializeToString()
+
+
+def _page_token(log: LogKey) -> bytes:
+    """The last log of a page: its host's 16 bytes, then its tag (docs/protocol.md §7.1)."""
+    return log.host + log.tag.encode()
+
+
+def _log_of_token(token: bytes) -> LogKey:
+    try:
+        return _log_of(token[:HOST_LEN], token[HOST_LEN:].decode("ascii"))
+    except (UnicodeDecodeError, ProtocolError):
+        raise ProtocolError("page_token is not a token this node gave") from None
 
 
 # -- pull -------------------------------------------------------------------------------

@@ -69,8 +69,7 @@ class MemoryRemote:
         return None
 
     async def get_index(self) -> RemoteIndex:
-        raw = await self._unary("GetIndex", wire.encode_get_index_request())
-        return wire.decode_index(raw)
+        return await wire.read_whole_index(lambda request: self._unary("GetIndex", request))
 
     async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
         request = wire.encode_pull_request(ranges, max_batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -70,11 +71,15 @@ class SyncServicer:
 
     async def get_index(self, request: bytes, context: Context) -> bytes:
         self._admit(context)
-        wire.decode_get_index_request(request)
-        index = await self.store.index()
-        frozen = frozenset(await self.store.frozen_logs())
-        keys = await self.store.host_keys({log.host for log in index})
-        answer = RemoteIndex(self.node_id, wire.PROTOCOL_VERSION, index, keys, frozen)
+        size, after = wire.decode_get_index_request(request)
+        page = await self.store.index(after, size + 1)
+        logs = dict(itertools.islice(page.items(), size))
+        more = max(logs) if len(page) > size else None
+        frozen = frozenset(await self.store.frozen_logs()) & logs.keys()
+        keys = await self.store.host_keys({log.host for log in logs})
+        answer = RemoteIndex(
+            self.node_id, wire.PROTOCOL_VERSION, logs, keys, frozen, more, wire.PROTOCOL_MINOR
+        )
         return wire.encode_index(answer)
 
     async def pull_records(self, request: bytes, context: Context) -> AsyncIterator[bytes]:

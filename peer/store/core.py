@@ -34,6 +34,7 @@ from peer.errors import (
 )
 from peer.records import (
     MAX_IDX,
+    RECORD_FRAMING,
     Head,
     LogKey,
     Record,
@@ -397,10 +398,15 @@ class Store:
     async def _set_head(self, log: LogKey, head: Head) -> None:
         await self._db.execute(_UPSERT_HEAD, (log.host, log.tag, head.next_idx, head.head_hash))
 
-    async def index(self) -> dict[LogKey, Head]:
-        """Every log held here with its length and head hash (from `heads`, no scan)."""
+    async def index(self, after: LogKey | None = None, limit: int = -1) -> dict[LogKey, Head]:
+        """Every log held here with its length and head hash (from `heads`, no scan),
+        in (host, tag) order; or up to `limit` of them after the log `after`."""
+        where, params = "", list[object]()
+        if after is not None:
+            where, params = "WHERE (host, tag) > (?, ?)", [after.host, after.tag]
         rows = await self._database.fetch(
-            "SELECT host, tag, next_idx, head_hash FROM heads ORDER BY host, tag"
+            f"SELECT host, tag, next_idx, head_hash FROM heads {where} ORDER BY host, tag LIMIT ?",
+            (*params, limit),
         )
         return {LogKey(h, t): Head(n, d) for h, t, n, d in rows}
 
@@ -424,10 +430,12 @@ class Store:
     async def record_sizes(
         self, host: bytes, tag: str, start: int, limit: int
     ) -> list[tuple[int, bool]]:
-        """(approximate wire bytes, signed?) of up to `limit` records from idx `start`:
-        lets a sender cut batches by size without loading the payloads."""
+        """(bytes in a message at most, signed?) of up to `limit` records from idx
+        `start`, as `records.message_size`: lets a sender cut batches by size without
+        loading the payloads."""
         rows = await self._database.fetch(
-            "SELECT length(payload) + length(wrapped_key) + 120, length(sig) > 0 "
+            "SELECT length(payload) + length(wrapped_key) + length(tag) + length(version) "
+            f"+ {RECORD_FRAMING}, length(sig) > 0 "
             "FROM records WHERE host = ? AND tag = ? AND idx >= ? ORDER BY idx LIMIT ?",
             (host, check_tag(tag), start, limit),
         )

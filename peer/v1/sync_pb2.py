@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12peer/v1/sync.proto\x12\x07peer.v1\"\xa1\x01\n\x06Record\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0c\n\x04host\x18\x02 \x01(\x0c\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x0b\n\x03idx\x18\x04 \x01(\x04\x12\x11\n\ttimestamp\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x13\n\x0bwrapped_key\x18\x08 \x01(\x0c\x12\x0c\n\x04prev\x18\t \x01(\x0c\x12\x0b\n\x03sig\x18\n \x01(\x0c\"Y\n\x07LogHead\x12\x0c\n\x04host\x18\x01 \x01(\x0c\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x10\n\x08next_idx\x18\x03 \x01(\x04\x12\x11\n\thead_hash\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x05 \x01(\x08\"+\n\x07HostKey\x12\x0c\n\x04host\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"A\n\x08LogRange\x12\x0c\n\x04host\x18\x01 \x01(\x0c\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x04\"\x11\n\x0fGetIndexRequest\"~\n\x10GetIndexResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x1e\n\x04logs\x18\x03 \x03(\x0b\x32\x10.peer.v1.LogHead\x12\x1f\n\x05hosts\x18\x04 \x03(\x0b\x32\x10.peer.v1.HostKey\"J\n\x12PullRecordsRequest\x12!\n\x06ranges\x18\x01 \x03(\x0b\x32\x11.peer.v1.LogRange\x12\x11\n\tmax_batch\x18\x02 \x01(\r\"X\n\x13PullRecordsResponse\x12 \n\x07records\x18\x01 \x03(\x0b\x32\x0f.peer.v1.Record\x12\x1f\n\x05hosts\x18\x02 \x03(\x0b\x32\x10.peer.v1.HostKey\"W\n\x12PushRecordsRequest\x12 \n\x07records\x18\x01 \x03(\x0b\x32\x0f.peer.v1.Record\x12\x1f\n\x05hosts\x18\x02 \x03(\x0b\x32\x10.peer.v1.HostKey\"8\n\x13PushRecordsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x12\n\nduplicates\x18\x02 \x01(\x04\"P\n\x10SubscribeRequest\x12\x1f\n\x05since\x18\x01 \x03(\x0b\x32\x10.peer.v1.LogHead\x12\r\n\x05hosts\x18\x02 \x03(\x0c\x12\x0c\n\x04tags\x18\x03 \x03(\t\"V\n\x11SubscribeResponse\x12 \n\x07records\x18\x01 \x03(\x0b\x32\x0f.peer.v1.Record\x12\x1f\n\x05hosts\x18\x02 \x03(\x0b\x32\x10.peer.v1.HostKey\"O\n\x0bJoinRequest\x12\x0e\n\x06secret\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05proof\x18\x04 \x01(\x0c\".\n\x0cJoinResponse\x12\x10\n\x08sync_key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"V\n\x12\x43onfirmJoinRequest\x12\x0e\n\x06secret\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\r\n\x05proof\x18\x04 \x01(\x0c\"\x15\n\x13\x43onfirmJoinResponse2\xac\x02\n\x0bSyncService\x12?\n\x08GetIndex\x12\x18.peer.v1.GetIndexRequest\x1a\x19.peer.v1.GetIndexResponse\x12J\n\x0bPullRecords\x12\x1b.peer.v1.PullRecordsRequest\x1a\x1c.peer.v1.PullRecordsResponse0\x01\x12J\n\x0bPushRecords\x12\x1b.peer.v1.PushRecordsRequest\x1a\x1c.peer.v1.PushRecordsResponse(\x01\x12\x44\n\tSubscribe\x12\x19.peer.v1.SubscribeRequest\x1a\x1a.peer.v1.SubscribeResponse0\x01\x32\x8f\x01\n\x0ePairingService\x12\x33\n\x04Join\x12\x14.peer.v1.JoinRequest\x1a\x15.peer.v1.JoinResponse\x12H\n\x0b\x43onfirmJoin\x12\x1b.peer.v1.ConfirmJoinRequest\x1a\x1c.peer.v1.ConfirmJoinResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12peer/v1/sync.proto\x12\x07peer.v1\"\xa1\x01\n\x06Record\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0c\n\x04host\x18\x02 \x01(\x0c\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x0b\n\x03idx\x18\x04 \x01(\x04\x12\x11\n\ttimestamp\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x13\n\x0bwrapped_key\x18\x08 \x01(\x0c\x12\x0c\n\x04prev\x18\t \x01(\x0c\x12\x0b\n\x03sig\x18\n \x01(\x0c\"Y\n\x07LogHead\x12\x0c\n\x04host\x18\x01 \x01(\x0c\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x10\n\x08next_idx\x18\x03 \x01(\x04\x12\x11\n\thead_hash\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x05 \x01(\x08\"+\n\x07HostKey\x12\x0c\n\x04host\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"A\n\x08LogRange\x12\x0c\n\x04host\x18\x01 \x01(\x0c\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x04\"8\n\x0fGetIndexRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\x0c\"\xaf\x01\n\x10GetIndexResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x1e\n\x04logs\x18\x03 \x03(\x0b\x32\x10.peer.v1.LogHead\x12\x1f\n\x05hosts\x18\x04 \x03(\x0b\x32\x10.peer.v1.HostKey\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\x0c\x12\x16\n\x0eprotocol_minor\x18\x06 \x01(\r\"J\n\x12PullRecordsRequest\x12!\n\x06ranges\x18\x01 \x03(\x0b\x32\x11.peer.v1.LogRange\x12\x11\n\tmax_batch\x18\x02 \x01(\r\"X\n\x13PullRecordsResponse\x12 \n\x07records\x18\x01 \x03(\x0b\x32\x0f.peer.v1.Record\x12\x1f\n\x05hosts\x18\x02 \x03(\x0b\x32\x10.peer.v1.HostKey\"W\n\x12PushRecordsRequest\x12 \n\x07records\x18\x01 \x03(\x0b\x32\x0f.peer.v1.Record\x12\x1f\n\x05hosts\x18\x02 \x03(\x0b\x32\x10.peer.v1.HostKey\"8\n\x13PushRecordsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x12\n\nduplicates\x18\x02 \x01(\x04\"P\n\x10SubscribeRequest\x12\x1f\n\x05since\x18\x01 \x03(\x0b\x32\x10.peer.v1.LogHead\x12\r\n\x05hosts\x18\x02 \x03(\x0c\x12\x0c\n\x04tags\x18\x03 \x03(\t\"V\n\x11SubscribeResponse\x12 \n\x07records\x18\x01 \x03(\x0b\x32\x0f.peer.v1.Record\x12\x1f\n\x05hosts\x18\x02 \x03(\x0b\x32\x10.peer.v1.HostKey\"O\n\x0bJoinRequest\x12\x0e\n\x06secret\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05proof\x18\x04 \x01(\x0c\".\n\x0cJoinResponse\x12\x10\n\x08sync_key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"V\n\x12\x43onfirmJoinRequest\x12\x0e\n\x06secret\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\r\n\x05proof\x18\x04 \x01(\x0c\"\x15\n\x13\x43onfirmJoinResponse2\xac\x02\n\x0bSyncService\x12?\n\x08GetIndex\x12\x18.peer.v1.GetIndexRequest\x1a\x19.peer.v1.GetIndexResponse\x12J\n\x0bPullRecords\x12\x1b.peer.v1.PullRecordsRequest\x1a\x1c.peer.v1.PullRecordsResponse0\x01\x12J\n\x0bPushRecords\x12\x1b.peer.v1.PushRecordsRequest\x1a\x1c.peer.v1.PushRecordsResponse(\x01\x12\x44\n\tSubscribe\x12\x19.peer.v1.SubscribeRequest\x1a\x1a.peer.v1.SubscribeResponse0\x01\x32\x8f\x01\n\x0ePairingService\x12\x33\n\x04Join\x12\x14.peer.v1.JoinRequest\x1a\x15.peer.v1.JoinResponse\x12H\n\x0b\x43onfirmJoin\x12\x1b.peer.v1.ConfirmJoinRequest\x1a\x1c.peer.v1.ConfirmJoinResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,31 +40,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGRANGE']._serialized_start=331
   _globals['_LOGRANGE']._serialized_end=396
   _globals['_GETINDEXREQUEST']._serialized_start=398
-  _globals['_GETINDEXREQUEST']._serialized_end=415
-  _globals['_GETINDEXRESPONSE']._serialized_start=417
-  _globals['_GETINDEXRESPONSE']._serialized_end=543
-  _globals['_PULLRECORDSREQUEST']._serialized_start=545
-  _globals['_PULLRECORDSREQUEST']._serialized_end=619
-  _globals['_PULLRECORDSRESPONSE']._serialized_start=621
-  _globals['_PULLRECORDSRESPONSE']._serialized_end=709
-  _globals['_PUSHRECORDSREQUEST']._serialized_start=711
-  _globals['_PUSHRECORDSREQUEST']._serialized_end=798
-  _globals['_PUSHRECORDSRESPONSE']._serialized_start=800
-  _globals['_PUSHRECORDSRESPONSE']._serialized_end=856
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=858
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=938
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=940
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1026
-  _globals['_JOINREQUEST']._serialized_start=1028
-  _globals['_JOINREQUEST']._serialized_end=1107
-  _globals['_JOINRESPONSE']._serialized_start=1109
-  _globals['_JOINRESPONSE']._serialized_end=1155
-  _globals['_CONFIRMJOINREQUEST']._serialized_start=1157
-  _globals['_CONFIRMJOINREQUEST']._serialized_end=1243
-  _globals['_CONFIRMJOINRESPONSE']._serialized_start=1245
-  _globals['_CONFIRMJOINRESPONSE']._serialized_end=1266
-  _globals['_SYNCSERVICE']._serialized_start=1269
-  _globals['_SYNCSERVICE']._serialized_end=1569
-  _globals['_PAIRINGSERVICE']._serialized_start=1572
-  _globals['_PAIRINGSERVICE']._serialized_end=1715
+  _globals['_GETINDEXREQUEST']._serialized_end=454
+  _globals['_GETINDEXRESPONSE']._serialized_start=457
+  _globals['_GETINDEXRESPONSE']._serialized_end=632
+  _globals['_PULLRECORDSREQUEST']._serialized_start=634
+  _globals['_PULLRECORDSREQUEST']._serialized_end=708
+  _globals['_PULLRECORDSRESPONSE']._serialized_start=710
+  _globals['_PULLRECORDSRESPONSE']._serialized_end=798
+  _globals['_PUSHRECORDSREQUEST']._serialized_start=800
+  _globals['_PUSHRECORDSREQUEST']._serialized_end=887
+  _globals['_PUSHRECORDSRESPONSE']._serialized_start=889
+  _globals['_PUSHRECORDSRESPONSE']._serialized_end=945
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=947
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1027
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1029
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1115
+  _globals['_JOINREQUEST']._serialized_start=1117
+  _globals['_JOINREQUEST']._serialized_end=1196
+  _globals['_JOINRESPONSE']._serialized_start=1198
+  _globals['_JOINRESPONSE']._serialized_end=1244
+  _globals['_CONFIRMJOINREQUEST']._serialized_start=1246
+  _globals['_CONFIRMJOINREQUEST']._serialized_end=1332
+  _globals['_CONFIRMJOINRESPONSE']._serialized_start=1334
+  _globals['_CONFIRMJOINRESPONSE']._serialized_end=1355
+  _globals['_SYNCSERVICE']._serialized_start=1358
+  _globals['_SYNCSERVICE']._serialized_end=1658
+  _globals['_PAIRINGSERVICE']._serialized_start=1661
+  _globals['_PAIRINGSERVICE']._serialized_end=1804
 # @@protoc_insertion_point(module_scope)

@@ -65,20 +65,28 @@ class LogRange(_message.Message):
     def __init__(self, host: _Optional[bytes] = ..., tag: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class GetIndexRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: bytes
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[bytes] = ...) -> None: ...
 
 class GetIndexResponse(_message.Message):
-    __slots__ = ("node_id", "protocol_version", "logs", "hosts")
+    __slots__ = ("node_id", "protocol_version", "logs", "hosts", "next_page_token", "protocol_minor")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_MINOR_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     protocol_version: int
     logs: _containers.RepeatedCompositeFieldContainer[LogHead]
     hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
-    def __init__(self, node_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., logs: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
+    next_page_token: bytes
+    protocol_minor: int
+    def __init__(self, node_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., logs: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ..., next_page_token: _Optional[bytes] = ..., protocol_minor: _Optional[int] = ...) -> None: ...
 
 class PullRecordsRequest(_message.Message):
     __slots__ = ("ranges", "max_batch")
