@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO := proto/peer/v1/sync.proto proto/peer/v1/local.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iproto
 
-.PHONY: test lint typecheck pytest demo bench proto proto-check clean reliability soak sysdeps
+.PHONY: test lint typecheck pytest demo bench proto proto-check proto-lint proto-baseline clean reliability soak sysdeps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP) sysdeps proto-check lint typecheck pytest
+test: $(STAMP) sysdeps proto-check proto-lint lint typecheck pytest
 
 # System packages some tests use (Debian's; CI runs as root). Best effort: without them
 # those tests skip and say why (libfaketime: the clock-skew test, D5).
@@ -64,6 +64,21 @@ proto-check: $(STAMP)
 	@tmp=$$(mktemp -d) && $(PROTOC) --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO) \
 	  && diff -r -x __init__.py -x __pycache__ $$tmp/peer/v1 peer/v1 \
 	  && echo "proto stubs up to date"; status=$$?; rm -rf $$tmp; exit $$status
+
+# buf lint (STANDARD) and buf breaking against the last released protos; buf.yaml says
+# which rules and why. The baseline is a byte-for-byte copy of the released .proto files
+# in proto-released/ (outside the buf module, so neither linted nor generated): a copy, not
+# a git ref or a binary image, so the check needs no history (a clean clone, a tarball)
+# and a reader can diff the two trees. RELEASED is the commit they are copied from: the
+# first release, 36c17d9 (issue 7 landed, 2026-11-29). At the next release, run
+# make proto-baseline RELEASED=<its commit> and commit the copy with the new RELEASED.
+RELEASED := 36c17d9
+proto-lint: $(STAMP)
+	$(BIN)/buf lint
+	$(BIN)/buf breaking --against proto-released
+
+proto-baseline:
+	for f in $(PROTO); do git show $(RELEASED):$$f > proto-released/$${f#proto/} || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
