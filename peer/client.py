@@ -17,7 +17,7 @@ import grpc
 from grpc import aio
 
 from peer import codec
-from peer.codec import Appended, RemoteIndex, wire
+from peer.codec import Appended, FollowControl, Followed, RemoteIndex, wire
 from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError, PeerRefused, PeerUnavailable
 from peer.records import LogKey, Range
@@ -151,6 +151,21 @@ class PeerClient:
         except aio.AioRpcError as exc:
             raise self._failure(exc) from None
         return codec.decode_push_response(raw)
+
+    async def follow(self, controls: AsyncIterator[FollowControl]) -> AsyncIterator[Followed]:
+        """The peer's Follow stream (see `peer.remote.Remote.follow`)."""
+        call = self._channel.stream_stream(  # bytes in, bytes out
+            self._method("Follow"), request_serializer=None, response_deserializer=None
+        )
+        stream = call(codec.encode_follow_stream(controls))
+        try:
+            async for raw in stream:
+                self.answered = True
+                yield codec.decode_follow_response(raw)
+        except aio.AioRpcError as exc:
+            raise self._failure(exc) from None
+        finally:
+            stream.cancel()
 
     async def subscribe(
         self,

@@ -92,7 +92,13 @@ class Daemon:
         config, node = self.config, self.node  # a Config is valid: insecure means loopback
         tls = None if config.insecure else node.credentials
         running = await start_server(
-            node.store, self.node_id, config.listen, self.limits, tls, self.watcher
+            node.store,
+            self.node_id,
+            config.listen,
+            self.limits,
+            tls,
+            self.watcher,
+            node.identity.host,
         )
         self.running = running
         self._closers.append(lambda: running.stop(grace=2.0))

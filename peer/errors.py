@@ -22,6 +22,7 @@
     │   ├── StoreFull            ↻ the disk (or the database's size cap) is full
     │   └── SchemaTooNew           the database was written by a newer peer
     ├── ProtocolError              a peer sent a malformed or out-of-bounds message
+    │   └── Unsupported            the peer does not know the call (an older version)
     ├── LimitExceeded            ↻ a peer asked for more than a limit allows (streams, size)
     │   └── Throttled            ↻ a caller over its request rate, or cut off for a while
     ├── PeerRefused              ↻ a peer would not serve us (not trusted, or it is failing)
@@ -171,6 +172,11 @@ class SchemaTooNew(StoreError):
 
 class ProtocolError(PeerError):
     """A peer sent a malformed or out-of-bounds message; it was discarded."""
+
+
+class Unsupported(ProtocolError):
+    """The peer does not know the call: it runs an older version (the caller falls
+    back to what that version has, where there is such a thing)."""
 
 
 class LimitExceeded(PeerError):

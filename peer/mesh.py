@@ -20,11 +20,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from peer.alarms import own_log_warning
-from peer.errors import PeerError
+from peer.codec.wire import FollowControl
+from peer.errors import PeerError, Unsupported
 from peer.identity import format_node_id
 from peer.inbound import Inbound
 from peer.records import LogKey, Record
@@ -33,11 +34,14 @@ from peer.settings import Schedule
 from peer.status import LinkState
 from peer.store import Store, TrustedPeer
 from peer.sync import SyncSession, SyncSummary
+from peer.tree import Action, Graft, Tree
 from peer.watch import TRUST_POLL_S, StoreWatcher, Watch
 
 log = logging.getLogger(__name__)
 MAX_DISCOVERED = 256  # LAN addresses remembered, newest kept
+TREE_TICK_S = 0.25  # how often the tree looks for logs whose upstream fell behind
 Connect = Callable[[TrustedPeer, str], Awaitable[AbstractAsyncContextManager[Remote]]]
+Dispatch = Callable[[list[Action]], None]
 
 
 class Link:
@@ -51,6 +55,8 @@ class Link:
         connect: Connect,
         own_host: bytes | None = None,
         taking: Callable[[bytes], bool] | None = None,
+        tree: Tree | None = None,
+        dispatch: Dispatch | None = None,
     ) -> None:
         self.peer = peer
         self.store = store
@@ -64,6 +70,9 @@ class Link:
         self._rng = random.Random()
         self.task: asyncio.Task[None] | None = None
         self.contact_poked = False  # a call from the peer cut this failure streak short
+        self.tree = tree or Tree({}, own_host)  # the mesh's, shared by its links
+        self.dispatch = dispatch or self.control
+        self._controls: asyncio.Queue[FollowControl | None] | None = None  # while following
 
     @property
     def address(self) -> str:
@@ -182,7 +191,69 @@ class Link:
             await self._sleep(self.schedule.next_round(self._rng))
             await self._round(client)
 
+    def control(self, actions: list[Action]) -> None:
+        """Send the tree's grafts and prunes for this peer on its Follow stream."""
+        if self._controls is None or not actions:
+            return
+        graft = {a.log: a.have for a in actions if isinstance(a, Graft)}
+        prune = frozenset(a.log for a in actions if not isinstance(a, Graft))
+        self._controls.put_nowait(FollowControl(graft=graft, prune=prune - graft.keys()))
+
     async def _follow(self, remote: Remote) -> None:
+        """Live: the peer's Follow stream (one upstream per log, `peer.tree`); from a
+        v1 peer, which has none, its Subscribe stream (every record it stores)."""
+        try:
+            await self._follow_tree(remote)
+        except Unsupported:
+            log.info("peer %s: no Follow (protocol 1.0); subscribing to everything", self._label)
+            await self._subscribe(remote)
+
+    async def _follow_tree(self, remote: Remote) -> None:
+        """Store what the peer feeds us; graft and prune logs as the tree decides."""
+        held = {log: head.next_idx for log, head in (await self.store.index()).items()}
+        tree, peer = self.tree, self.peer.node_id
+        tree.advanced(held)
+        self._controls = asyncio.Queue()
+        self._controls.put_nowait(FollowControl(have=held))
+        tree.up(peer)
+        inbound = Inbound(self.store, live=True)
+        self.state.live = True
+        try:
+            async for message in remote.follow(_until_none(self._controls)):
+                if message.host:
+                    tree.met(peer, message.host)
+                if message.records:
+                    before = dict(tree.held)
+                    added, stored = await inbound.store_now(message.records, message.keys)
+                    self.state.received_live += added
+                    self._note_heads(stored)
+                    self._fed(stored, before)
+                if message.notes:
+                    await self._noted(message.notes)
+        finally:
+            self._controls = None
+            self.dispatch(tree.down(peer))
+
+    def _fed(self, records: Sequence[Record], before: dict[LogKey, int]) -> None:
+        """Tell the tree what arrived, per log: new records, or only copies."""
+        counts: dict[LogKey, list[int]] = {}
+        for record in records:
+            count = counts.setdefault(record.log, [0, 0])
+            count[0 if record.idx >= before.get(record.log, 0) else 1] += 1
+        self.tree.advanced({r.log: r.idx + 1 for r in records})
+        for log_key, (added, copies) in counts.items():
+            self.dispatch(self.tree.received(self.peer.node_id, log_key, added, copies))
+
+    async def _noted(self, notes: dict[LogKey, int]) -> None:
+        heads = self.state.remote_heads
+        for log_key, next_idx in notes.items():
+            heads[log_key] = max(heads.get(log_key, 0), next_idx)
+        if any(n > self.tree.held.get(k, 0) for k, n in notes.items()):
+            # perhaps pushed to our server meanwhile: the tree learns it before grafting
+            self.tree.advanced({k: h.next_idx for k, h in (await self.store.index()).items()})
+        self.dispatch(self.tree.noted(self.peer.node_id, notes))
+
+    async def _subscribe(self, remote: Remote) -> None:
         """Store what the peer stores, as it arrives, from where our index stands."""
         since = {log: head.next_idx for log, head in (await self.store.index()).items()}
         inbound = Inbound(self.store, live=True)
@@ -196,6 +267,12 @@ class Link:
         heads = self.state.remote_heads
         for record in records:
             heads[record.log] = max(heads.get(record.log, 0), record.idx + 1)
+
+
+async def _until_none(queue: asyncio.Queue[FollowControl | None]) -> AsyncIterator[FollowControl]:
+    """The control messages of a Follow stream, until None ends our side."""
+    while (control := await queue.get()) is not None:
+        yield control
 
 
 class Mesh:
@@ -219,17 +296,25 @@ class Mesh:
         self.taking: Callable[[bytes], bool] | None = None
         self.links: dict[bytes, Link] = {}
         self.discovered: dict[bytes, str] = {}
+        self.tree = Tree({}, own_host)
         self._trust_watch: Watch | None = None
+        self._ticks: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Links for the pinned peers, then for those pinned or unpinned later (by
         `peer peers` in another process too), within a second."""
+        self.tree.advanced({log: head.next_idx for log, head in (await self.store.index()).items()})
         await self.refresh()
         self._trust_watch = self.watcher.watch("trust list", self.refresh, every=TRUST_POLL_S)
+        self._ticks = asyncio.create_task(self._tick(), name="mesh-tree")
 
     async def close(self) -> None:
         if self._trust_watch is not None:
             await self._trust_watch.close()
+        if self._ticks is not None:
+            self._ticks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticks
         await asyncio.gather(*(link.stop() for link in self.links.values()))
         self.links.clear()
 
@@ -242,7 +327,14 @@ class Mesh:
             link = self.links.get(node_id)
             if link is None:
                 link = self.links[node_id] = Link(
-                    peer, self.store, self.schedule, self.connect, self.own_host, self.taking
+                    peer,
+                    self.store,
+                    self.schedule,
+                    self.connect,
+                    self.own_host,
+                    self.taking,
+                    self.tree,
+                    self.dispatch,
                 )
                 link.discovered = self.discovered.get(node_id, "")
                 link.start()
@@ -273,6 +365,21 @@ class Mesh:
         if link is not None and not link.state.connected and not link.contact_poked:
             link.contact_poked = True
             link.poke()
+
+    def dispatch(self, actions: list[Action]) -> None:
+        """Send the tree's grafts and prunes, each on its peer's Follow stream."""
+        per_peer: dict[bytes, list[Action]] = {}
+        for action in actions:
+            per_peer.setdefault(action.peer, []).append(action)
+        for node_id, mine in per_peer.items():
+            link = self.links.get(node_id)
+            if link is not None:
+                link.control(mine)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TREE_TICK_S)
+            self.dispatch(self.tree.tick())
 
     def states(self) -> list[LinkState]:
         return [link.state for link in self.links.values()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Protocol
 
-from peer.codec.wire import RemoteIndex
+from peer.codec.wire import FollowControl, Followed, RemoteIndex
 from peer.records import LogKey, Range, Record
 
 Batch = tuple[list[Record], dict[bytes, bytes]]  # records, and host keys new to the stream
@@ -43,4 +43,10 @@ class Remote(Protocol):
         tags: Iterable[str] = (),
     ) -> AsyncIterator[Batch]:
         """Records from `since` on (per log), then live as it stores them."""
+        ...
+
+    def follow(self, controls: AsyncIterator[FollowControl]) -> AsyncIterator[Followed]:
+        """Since 1.1: the records of the logs it feeds us (its own and those grafted),
+        and notes of the other logs' heads, while `controls` says what we hold and
+        grafts and prunes. A v1 peer raises Unsupported."""
         ...

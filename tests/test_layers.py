@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "addresses": 1,
     "identity": 1,
     "policy": 1,
+    "tree": 2,
     "relay": 1,
     "kinds": 2,
     "settings": 3,

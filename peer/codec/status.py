@@ -31,6 +31,7 @@ from peer.errors import (
     StoreError,
     StoreFull,
     UnknownHost,
+    Unsupported,
     UsageError,
     WrongKey,
 )
@@ -45,6 +46,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[PeerError], grpc.StatusCode], ...] = (
     (UnknownHost, grpc.StatusCode.FAILED_PRECONDITION),
     (ForkDetected, grpc.StatusCode.ALREADY_EXISTS),
     (LogFrozen, grpc.StatusCode.ABORTED),
+    (Unsupported, grpc.StatusCode.UNIMPLEMENTED),
     (ForgeryError, grpc.StatusCode.INVALID_ARGUMENT),
     (IntegrityError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidRecord, grpc.StatusCode.INVALID_ARGUMENT),
@@ -73,6 +75,7 @@ ERROR_FOR_STATUS: dict[grpc.StatusCode, type[PeerError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: PeerTimeout,
     grpc.StatusCode.UNAVAILABLE: PeerUnavailable,
     grpc.StatusCode.CANCELLED: PeerUnavailable,
+    grpc.StatusCode.UNIMPLEMENTED: Unsupported,
 }
 
 

@@ -7,7 +7,7 @@ as ProtocolError), and every record is bounds-checked before anything else sees 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from peer.codec.parsing import parse
 from peer.errors import InvalidRecord, ProtocolError
@@ -310,6 +310,76 @@ def decode_subscribe_request(raw: bytes) -> Subscription:
     for tag in message.tags:
         _log_of(bytes(16), tag)
     return Subscription(since, frozenset(message.hosts), frozenset(message.tags))
+
+
+# -- follow -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """A FollowResponse: records and their hosts' keys, notes, and (first) the host."""
+
+    records: list[Record]
+    keys: dict[bytes, bytes]
+    notes: dict[LogKey, int]
+    host: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class FollowControl:
+    """A FollowRequest: what the follower holds, and the logs it grafts and prunes."""
+
+    have: dict[LogKey, int] = field(default_factory=dict)
+    graft: dict[LogKey, int] = field(default_factory=dict)
+    prune: frozenset[LogKey] = frozenset()
+
+
+def encode_follow_request(control: FollowControl) -> bytes:
+    message = pb.FollowRequest()
+    for target, heads in ((message.have, control.have), (message.graft, control.graft)):
+        for log, next_idx in heads.items():
+            target.add(host=log.host, tag=log.tag, next_idx=next_idx)
+    for log in control.prune:
+        message.prune.add(host=log.host, tag=log.tag)
+    return message.SerializeToString()
+
+
+async def encode_follow_stream(controls: AsyncIterator[FollowControl]) -> AsyncIterator[bytes]:
+    async for control in controls:
+        yield encode_follow_request(control)
+
+
+def decode_follow_request(raw: bytes) -> FollowControl:
+    message = parse(pb.FollowRequest, raw, {1: MAX_RANGES, 2: MAX_RANGES, 3: MAX_RANGES})
+    return FollowControl(
+        {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.have},
+        {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.graft},
+        frozenset(_log_of(m.host, m.tag) for m in message.prune),
+    )
+
+
+def encode_follow_response(
+    records: Sequence[Record],
+    keys: Mapping[bytes, bytes],
+    notes: Mapping[LogKey, int],
+    host: bytes = b"",
+) -> bytes:
+    """Records (cut as for a pull) and notes; at most INDEX_PAGE notes a message."""
+    message = pb.FollowResponse(host=host)
+    _fill_records(message.records, records)
+    _fill_keys(message.hosts, keys)
+    for log, next_idx in notes.items():
+        message.notes.add(host=log.host, tag=log.tag, next_idx=next_idx)
+    return message.SerializeToString()
+
+
+def decode_follow_response(raw: bytes) -> Followed:
+    message = parse(pb.FollowResponse, raw, {**_BATCH_CAPS, 3: MAX_RANGES})
+    records = [record_from_pb(m) for m in message.records]
+    notes = {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.notes}
+    if message.host:
+        _log_of(message.host, "x")  # 16 bytes
+    return Followed(records, _keys_from(message.hosts), notes, message.host)
 
 
 # -- pairing ----------------------------------------------------------------------------

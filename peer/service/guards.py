@@ -81,11 +81,11 @@ def guard_unary(
 
 
 def guard_stream(
-    handler: Callable[[bytes, Context], AsyncIterator[bytes]],
+    handler: Callable[[T, Context], AsyncIterator[bytes]],
     on_error: OnError = _ignore,
-) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
+) -> Callable[[T, Context], AsyncIterator[bytes]]:
     @functools.wraps(handler)
-    async def guarded(request: bytes, context: Context) -> AsyncIterator[bytes]:
+    async def guarded(request: T, context: Context) -> AsyncIterator[bytes]:
         try:
             async for item in handler(request, context):
                 yield item

@@ -16,7 +16,7 @@ import grpc
 
 from peer.codec import wire
 from peer.codec.status import error_for
-from peer.codec.wire import RemoteIndex
+from peer.codec.wire import FollowControl, Followed, RemoteIndex
 from peer.feed import Feed
 from peer.records import LogKey, Range
 from peer.remote import Batch
@@ -90,6 +90,10 @@ class MemoryRemote:
         async for raw in self._stream("Subscribe", request):
             yield wire.decode_batch(pb.SubscribeResponse, raw)
 
+    async def follow(self, controls: AsyncIterator[FollowControl]) -> AsyncIterator[Followed]:
+        async for raw in self._stream("Follow", wire.encode_follow_stream(controls)):
+            yield wire.decode_follow_response(raw)
+
     async def _unary(self, method: str, request: Any) -> bytes:
         context = _Context(self._caller)
         try:
@@ -98,7 +102,7 @@ class MemoryRemote:
             raise self._error(refused) from None
         return answer
 
-    async def _stream(self, method: str, request: bytes) -> AsyncIterator[bytes]:
+    async def _stream(self, method: str, request: Any) -> AsyncIterator[bytes]:
         context = _Context(self._caller)
         handler: Callable[[bytes, Any], AsyncIterator[bytes]] = self._handlers[method]
         answers = handler(request, context)
@@ -115,10 +119,13 @@ class MemoryRemote:
 
 
 async def serve_in_memory(
-    store: Store, node_id: str = "memory", limits: Limits | None = None
+    store: Store,
+    node_id: str = "memory",
+    limits: Limits | None = None,
+    own_host: bytes | None = None,
 ) -> tuple[SyncServicer, Feed]:
     """A servicer of `store` with its live feed started (close the feed when done)."""
     limits = limits or Limits()
     feed = Feed(store, queue_batches=limits.subscriber_queue)
     await feed.start()
-    return SyncServicer(store, node_id, feed, limits), feed
+    return SyncServicer(store, node_id, feed, limits, own_host=own_host), feed

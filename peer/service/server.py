@@ -72,19 +72,20 @@ async def start_server(
     limits: Limits | None = None,
     credentials: Credentials | None = None,
     watcher: StoreWatcher | None = None,
+    own_host: bytes | None = None,
 ) -> RunningServer:
     """Serve `store` on `listen` (HOST:PORT; port 0 picks one) with health and reflection.
 
     With `credentials`, mutual TLS admits only the pinned peers of the store's trust
     list, followed live; without, plaintext (the caller checks that it is loopback).
     `watcher` is the store's, shared by the feed and the trust list (one of its own
-    if not given).
+    if not given). `own_host`: this node's host id, whose logs `Follow` feeds.
     """
     limits = limits or Limits()
     trust = Trust(credentials) if credentials is not None else None
     feed = Feed(store, watcher or StoreWatcher(store), limits.subscriber_queue)
     await feed.start()
-    servicer = SyncServicer(store, node_id, feed, limits, trust)
+    servicer = SyncServicer(store, node_id, feed, limits, trust, own_host)
     server = aio.server(options=server_options(limits))
     server.add_generic_rpc_handlers((method_handlers(servicer),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]

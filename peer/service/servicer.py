@@ -20,7 +20,7 @@ import grpc
 
 from peer.batches import Holdback
 from peer.codec import wire
-from peer.codec.wire import RemoteIndex, Subscription
+from peer.codec.wire import FollowControl, RemoteIndex, Subscription
 from peer.errors import (
     IntegrityError,
     InvalidRecord,
@@ -34,6 +34,7 @@ from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range, Record
+from peer.service.follow import CONTROL_QUEUE, FollowStream, read_controls
 from peer.service.guards import Context, caller_id, drain, guard_stream, guard_unary
 from peer.settings import Limits
 from peer.store import Store
@@ -48,10 +49,17 @@ class SyncServicer:
     """Serves one store to peers: its index, ranges of records, pushes, live feed."""
 
     def __init__(
-        self, store: Store, node_id: str, feed: Feed, limits: Limits, trust: Trust | None = None
+        self,
+        store: Store,
+        node_id: str,
+        feed: Feed,
+        limits: Limits,
+        trust: Trust | None = None,
+        own_host: bytes | None = None,
     ) -> None:
         self.store = store
         self.node_id = node_id
+        self.own_host = own_host  # this node's host id: its logs are fed to followers
         self.feed = feed
         self.limits = limits
         self.trust = trust
@@ -142,6 +150,49 @@ class SyncServicer:
                         yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
             finally:
                 watchdog.cancel()
+                self.feed.unsubscribe(subscriber)
+
+    async def follow(
+        self, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[bytes]:
+        """Feed the follower its grafted logs and this node's own, note the others'
+        heads (docs/protocol.md §7.5), while it sends grafts and prunes. Live records
+        wait for the first control message (it says what the follower holds)."""
+        with self._slot(context) as slot:
+            controls: asyncio.Queue[FollowControl | PeerError | None] = asyncio.Queue(CONTROL_QUEUE)
+            reader = asyncio.create_task(read_controls(requests, controls, self.limits.idle_s))
+            subscriber = self.feed.subscribe()
+            slot.wake = subscriber.interrupt
+            watchdog = asyncio.create_task(self._cut_if_stuck(subscriber, asyncio.current_task()))
+            stream = FollowStream(self.store, self.own_host, self.limits.default_batch)
+            next_control: asyncio.Future[Any] = asyncio.ensure_future(controls.get())
+            next_live: asyncio.Future[Any] | None = None
+            try:
+                while True:
+                    waiting = {next_control} if next_live is None else {next_control, next_live}
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    slot.check()
+                    if next_control in done:
+                        control = next_control.result()
+                        if control is None:
+                            return  # the follower closed its side
+                        if isinstance(control, PeerError):
+                            raise control
+                        async for message in stream.control(control):
+                            yield message
+                        next_control = asyncio.ensure_future(controls.get())
+                        next_live = next_live or asyncio.ensure_future(subscriber.queue.get())
+                    if next_live is not None and next_live in done:
+                        records = next_live.result()
+                        if records is None:
+                            raise LimitExceeded("follower fell too far behind; follow again")
+                        async for message in stream.live(records):
+                            yield message
+                        next_live = asyncio.ensure_future(subscriber.queue.get())
+            finally:
+                for task in (next_control, next_live, reader, watchdog):
+                    if task is not None:
+                        task.cancel()
                 self.feed.unsubscribe(subscriber)
 
     async def _cut_if_stuck(
@@ -323,6 +374,7 @@ def guarded_handlers(servicer: SyncServicer) -> dict[str, Callable[..., Any]]:
         "PullRecords": guard_stream(servicer.pull_records, note),
         "PushRecords": guard_unary(servicer.push_records, note),
         "Subscribe": guard_stream(servicer.subscribe, note),
+        "Follow": guard_stream(servicer.follow, note),
     }
 
 
@@ -336,5 +388,6 @@ def method_handlers(servicer: SyncServicer) -> grpc.GenericRpcHandler[Any, Any]:
             "PullRecords": grpc.unary_stream_rpc_method_handler(handlers["PullRecords"]),
             "PushRecords": grpc.stream_unary_rpc_method_handler(handlers["PushRecords"]),
             "Subscribe": grpc.unary_stream_rpc_method_handler(handlers["Subscribe"]),
+            "Follow": grpc.stream_stream_rpc_method_handler(handlers["Follow"]),
         },
     )

@@ -138,6 +138,28 @@ class SubscribeResponse(_message.Message):
     hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
 
+class FollowRequest(_message.Message):
+    __slots__ = ("have", "graft", "prune")
+    HAVE_FIELD_NUMBER: _ClassVar[int]
+    GRAFT_FIELD_NUMBER: _ClassVar[int]
+    PRUNE_FIELD_NUMBER: _ClassVar[int]
+    have: _containers.RepeatedCompositeFieldContainer[LogHead]
+    graft: _containers.RepeatedCompositeFieldContainer[LogHead]
+    prune: _containers.RepeatedCompositeFieldContainer[LogHead]
+    def __init__(self, have: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., graft: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., prune: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ...) -> None: ...
+
+class FollowResponse(_message.Message):
+    __slots__ = ("records", "hosts", "notes", "host")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[Record]
+    hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
+    notes: _containers.RepeatedCompositeFieldContainer[LogHead]
+    host: bytes
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ..., notes: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., host: _Optional[bytes] = ...) -> None: ...
+
 class JoinRequest(_message.Message):
     __slots__ = ("secret", "certificate", "name", "proof")
     SECRET_FIELD_NUMBER: _ClassVar[int]

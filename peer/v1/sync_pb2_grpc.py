@@ -55,6 +55,11 @@ class SyncServiceStub:
                 request_serializer=peer_dot_v1_dot_sync__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=peer_dot_v1_dot_sync__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.Follow = channel.stream_stream(
+                '/peer.v1.SyncService/Follow',
+                request_serializer=peer_dot_v1_dot_sync__pb2.FollowRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_sync__pb2.FollowResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -89,6 +94,14 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Follow(self, request_iterator, context):
+        """Since 1.1, the mesh's live stream: records of the logs this node feeds the
+        follower (its own, and those grafted), notes of the heads of the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=peer_dot_v1_dot_sync__pb2.SubscribeRequest.FromString,
                     response_serializer=peer_dot_v1_dot_sync__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'Follow': grpc.stream_stream_rpc_method_handler(
+                    servicer.Follow,
+                    request_deserializer=peer_dot_v1_dot_sync__pb2.FollowRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_sync__pb2.FollowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +240,33 @@ class SyncService:
             '/peer.v1.SyncService/Subscribe',
             peer_dot_v1_dot_sync__pb2.SubscribeRequest.SerializeToString,
             peer_dot_v1_dot_sync__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Follow(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/peer.v1.SyncService/Follow',
+            peer_dot_v1_dot_sync__pb2.FollowRequest.SerializeToString,
+            peer_dot_v1_dot_sync__pb2.FollowResponse.FromString,
             options,
             channel_credentials,
             insecure,

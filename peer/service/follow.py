@@ -1,0 +1,158 @@
+"""The serving side of `Follow` (docs/protocol.md §7.5): for one follower, which logs
+this node feeds it and where it stands in each.
+
+This node feeds a follower its own logs (it is their best source) and the logs the
+follower grafted; of every other log it sends only notes of its head, once per head,
+and only past what the follower holds. The follower (`peer.tree`) decides the grafts
+and prunes; this only keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+
+from peer.batches import Holdback
+from peer.codec import wire
+from peer.codec.wire import FollowControl
+from peer.errors import LimitExceeded, PeerError
+from peer.outbound import Outbound
+from peer.records import Head, LogKey, Range, Record
+from peer.store import Store
+
+CONTROL_QUEUE = 16  # control messages read ahead of the handler (then reading waits)
+
+
+class Feeding:
+    """One follower's state on this node."""
+
+    def __init__(self, own_host: bytes | None) -> None:
+        self.own_host = own_host
+        self.position: dict[LogKey, int] = {}  # what the follower holds, or was sent
+        self.grafted: set[LogKey] = set()
+        self.pruned: set[LogKey] = set()
+        self._noted: dict[LogKey, int] = {}
+
+    def feeds(self, log: LogKey) -> bool:
+        """Whether this node sends the follower `log`'s records (else notes)."""
+        if log in self.grafted:
+            return True
+        return log.host == self.own_host and log not in self.pruned
+
+    def apply(self, control: FollowControl) -> set[LogKey]:
+        """Take a control message; the logs it grafted (to catch up now)."""
+        for log, next_idx in control.have.items():
+            self._advance(log, next_idx)
+        for log in control.prune:
+            self.grafted.discard(log)
+            self.pruned.add(log)
+        for log, next_idx in control.graft.items():
+            self.grafted.add(log)
+            self.pruned.discard(log)
+            self._advance(log, next_idx)
+        return set(control.graft)
+
+    def catch_up(
+        self, index: Mapping[LogKey, Head], logs: set[LogKey] | None
+    ) -> tuple[list[Range], dict[LogKey, int]]:
+        """What to send of `logs` (None: all, at the start): ranges of the logs fed,
+        notes of the others past what the follower holds."""
+        ranges: list[Range] = []
+        notes: dict[LogKey, int] = {}
+        for log, head in index.items():
+            if logs is not None and log not in logs:
+                continue
+            start = self.position.get(log, 0)
+            if head.next_idx <= start:
+                continue
+            if self.feeds(log):
+                ranges.append(Range(log.host, log.tag, start, head.next_idx))
+            elif logs is None:
+                notes[log] = self._noted[log] = head.next_idx
+        return ranges, notes
+
+    def sent(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self._advance(record.log, record.idx + 1)
+
+    def live(self, records: Iterable[Record]) -> tuple[list[Record], dict[LogKey, int]]:
+        """Of records newly stored here (each log's run ending signed): those to send,
+        and the notes of the others."""
+        send: list[Record] = []
+        notes: dict[LogKey, int] = {}
+        position, noted = self.position, self._noted
+        for record in records:
+            log, next_idx = record.log, record.idx + 1
+            if self.feeds(log):
+                if record.idx >= position.get(log, 0):
+                    send.append(record)
+                    position[log] = next_idx
+            elif next_idx > position.get(log, 0) and next_idx > noted.get(log, 0):
+                notes[log] = noted[log] = next_idx
+        return send, notes
+
+    def _advance(self, log: LogKey, next_idx: int) -> None:
+        if next_idx > self.position.get(log, 0):
+            self.position[log] = next_idx
+
+
+class FollowStream:
+    """The messages of one Follow stream, for each control message and each live read."""
+
+    def __init__(self, store: Store, own_host: bytes | None, batch: int) -> None:
+        self.store = store
+        self.feeding = Feeding(own_host)
+        self.outbound = Outbound(store, batch)
+        self.holdback = Holdback()
+        self.started = False
+
+    async def control(self, control: FollowControl) -> AsyncIterator[bytes]:
+        """Apply it; then catch up: everything at the start, the grafted logs later."""
+        grafted = self.feeding.apply(control)
+        index = await self.store.index()
+        ranges, notes = self.feeding.catch_up(index, grafted if self.started else None)
+        if not self.started and self.feeding.own_host is not None:
+            yield wire.encode_follow_response([], {}, {}, self.feeding.own_host)
+        self.started = True
+        async for batch, keys in self.outbound.ranges(ranges):
+            self.feeding.sent(batch)
+            yield wire.encode_follow_response(batch, keys, {})
+        for chunk in note_messages(notes):
+            yield wire.encode_follow_response([], {}, chunk)
+
+    async def live(self, records: list[Record]) -> AsyncIterator[bytes]:
+        """Records this node just stored: those fed, and notes of the others."""
+        send, notes = self.feeding.live(self.holdback.release(records))
+        async for batch, keys in self.outbound.records(send):
+            yield wire.encode_follow_response(batch, keys, {})
+        for chunk in note_messages(notes):
+            yield wire.encode_follow_response([], {}, chunk)
+
+
+async def read_controls(
+    requests: AsyncIterator[bytes],
+    controls: asyncio.Queue[FollowControl | PeerError | None],
+    idle_s: float,
+) -> None:
+    """Decode the follower's messages into `controls`; None when it closes its side,
+    the error when one is malformed (or none comes first within `idle_s`)."""
+    try:
+        first = True
+        while True:
+            try:
+                raw = await asyncio.wait_for(anext(requests), idle_s if first else None)
+            except StopAsyncIteration:
+                await controls.put(None)
+                return
+            except TimeoutError:
+                raise LimitExceeded(f"no FollowRequest within {idle_s:.0f} s") from None
+            first = False
+            await controls.put(wire.decode_follow_request(raw))
+    except PeerError as error:
+        await controls.put(error)
+
+
+def note_messages(notes: Mapping[LogKey, int]) -> list[dict[LogKey, int]]:
+    """Notes cut into messages of at most INDEX_PAGE (each fits 4 MiB)."""
+    items = list(notes.items())
+    return [dict(items[i : i + wire.INDEX_PAGE]) for i in range(0, len(items), wire.INDEX_PAGE)]
