@@ -505,9 +505,8 @@ def invalid_section(log: Sequence[Written], sync: SyncKey, signing: SigningKey) 
             "the reader holds another sync key: the key ids differ, so it refuses without "
             "decrypting, and names both ids",
             "WrongKey",
-            r[2],
+            r[:3],
             key,
-            stored=[0, 1],
             sync_key=other_sync.secret,
             record_key_id=sync.key_id.hex(),
             local_key_id=other_sync.key_id.hex(),
@@ -518,7 +517,7 @@ def invalid_section(log: Sequence[Written], sync: SyncKey, signing: SigningKey) 
             "receiver stores it): the associated data is not the one it was sealed with, "
             "so unwrapping the content key fails",
             "DecryptionFailed",
-            signed(tampered_time, signing),
+            [signed(tampered_time, signing)],
             key,
         ),
         unopenable(
@@ -526,9 +525,8 @@ def invalid_section(log: Sequence[Written], sync: SyncKey, signing: SigningKey) 
             "record 2 with wrapped_key[0] = 0x02, not 0x01 (hashed and signed again, so a "
             "receiver stores it): the wrapping is unknown",
             "DecryptionFailed",
-            signed(odd_wrap, signing),
+            [r[0], r[1], signed(odd_wrap, signing)],
             key,
-            stored=[0, 1],
         ),
     ]
 
@@ -561,21 +559,19 @@ def unopenable(
     name: str,
     why: str,
     error: str,
-    record: Record,
+    records: Sequence[Record],
     keys: dict[bytes, bytes],
     *,
-    stored: Sequence[int] = (),
     sync_key: bytes = SYNC_KEY,
     **extra: object,
 ) -> Json:
-    """An `invalid` entry that a receiver stores and a reader cannot open."""
+    """An `invalid` entry that a receiver stores and a reader cannot open (the last record)."""
     return {
         "name": name,
         "check": "open",
         "why": why,
         "error": error,
-        "stored": list(stored),
-        "records": [record_json(record)],
+        "records": [record_json(x) for x in records],
         "host_keys": keys_json(keys),
         "sync_key": sync_key.hex(),
         **extra,
@@ -695,16 +691,17 @@ FORMAT: Json = {
         "about": "Records a node MUST refuse, each built from the log. check = receive: a node "
         "that holds the records listed by idx in stored (of records.log) receives a "
         "message with records and host_keys and MUST refuse the whole message, storing "
-        "nothing of it. check = open: the record is authentic (such a receiver stores "
-        "it), but a reader holding sync_key MUST NOT return a plaintext for it: an "
-        "unreadable record is not an error of the log.",
+        "nothing of it. check = open: the records are authentic (a receiver holding "
+        "nothing of the log stores them), but a reader holding sync_key MUST NOT return "
+        "a plaintext for the last one: an unreadable record is not an error of the log.",
         "name": "a short name",
         "why": "what is wrong",
         "error": "the peer.errors class this implementation raises (the names of "
         "docs/protocol.md §11, sent as trailing metadata peer-error)",
         "status": "receive only: the gRPC status a server answers with",
-        "stored": "the idx of the records of records.log that the receiver holds first",
-        "records": "the records, with the fields of the protobuf Record",
+        "stored": "receive only: the idx of the records of records.log that the receiver "
+        "holds first",
+        "records": "the records of the message, with the fields of the protobuf Record",
         "host_keys": "the host keys offered with them",
         "sync_key": "open only: the sync key of the reader",
         "expected_idx": "gap only: the idx the receiver expects (peer-expected-idx)",
