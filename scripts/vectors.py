@@ -743,7 +743,7 @@ def main() -> int:
     text = render()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
+    print(f"wrote {OUT}")
     return 0
 
 

@@ -312,7 +312,7 @@ def test_the_log_is_signed_where_a_real_writer_signs() -> None:
     """Appends of the same sizes by peer's writer (its own random values) sign the same
     records, and its records open to the same plaintexts."""
     author = Author(
-        SigningKey.from_bytes(x(V["host"]["ed25519_seed"])), SyncKey(x(VECTOR["sync_key"]))
+        SigningKey.from_bytes(x(V["host"]["ed25519_seed"])), SyncKey(x(V["sync_key"]["key"]))
     )
     head, written = Head(0), []
     for append in V["records"]["appends"]:
