@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO := proto/peer/v1/sync.proto proto/peer/v1/local.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iproto
 
-.PHONY: test lint typecheck pytest demo bench proto proto-check proto-lint proto-baseline clean reliability soak sysdeps
+.PHONY: test lint typecheck pytest demo bench proto proto-check proto-lint proto-baseline vectors clean reliability soak sysdeps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,8 @@ sysdeps:
 	  || echo "faketime not installed: the clock-skew test (D5) will skip"
 
 lint: $(STAMP)
-	$(BIN)/ruff check peer tests bench
-	$(BIN)/ruff format --check peer tests bench
+	$(BIN)/ruff check peer tests bench scripts
+	$(BIN)/ruff format --check peer tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy peer
@@ -79,6 +79,11 @@ proto-lint: $(STAMP)
 
 proto-baseline:
 	for f in $(PROTO); do git show $(RELEASED):$$f > proto-released/$${f#proto/} || exit 1; done
+
+# Regenerate docs/vectors/v1.json from the code (commit the result; tests/test_vectors_json.py
+# fails while the committed file differs from what this writes).
+vectors: $(STAMP)
+	$(BIN)/python scripts/vectors.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -2,8 +2,9 @@
 
 The test vector (docs/protocol.md §12) is duplicated below as constants, and the doc must
 hold exactly these values. Every one is recomputed here: sealing independently with
-`cryptography`'s AESGCM following the documented layout (the code's sealer draws random
-keys), then opened, hashed, signed, verified, decoded and stored by the real code.
+`cryptography`'s AESGCM following the documented layout (`scripts/vectors.seal_fixed`,
+which also makes docs/vectors/v1.json: the code's sealer draws random keys), then
+opened, hashed, signed, verified, decoded and stored by the real code.
 The doc's limit, error and status tables are checked against the code's constants.
 """
 
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from peer import codec, pairing
 from peer.crypto import (
@@ -42,6 +42,7 @@ from peer.records import (
 )
 from peer.store import Store
 from peer.v1 import sync_pb2 as pb
+from scripts.vectors import seal_fixed
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
@@ -142,7 +143,6 @@ VECTOR: dict[str, str] = {
         "511a"
     ),
 }
-ZERO_NONCE = bytes(12)
 
 
 def b(name: str) -> bytes:
@@ -285,12 +285,16 @@ def test_sealing_follows_the_documented_layout(index: int) -> None:
     assert aad.hex() == VECTOR[r + "aad"]
     # Independent of peer.crypto: AES-256-GCM, content key once with a zero nonce, then
     # the content key wrapped as 0x01 | key id | nonce | ciphertext+tag, same AAD.
-    payload = AESGCM(b(r + "content_key")).encrypt(ZERO_NONCE, b(r + "plaintext"), aad)
-    sealed_key = AESGCM(b("sync_key")).encrypt(b(r + "wrap_nonce"), b(r + "content_key"), aad)
-    wrapped = b"\x01" + b("key_id") + b(r + "wrap_nonce") + sealed_key
+    payload, wrapped = seal_fixed(
+        b("sync_key"),
+        b("key_id"),
+        aad,
+        b(r + "plaintext"),
+        b(r + "content_key"),
+        b(r + "wrap_nonce"),
+    )
     assert payload.hex() == VECTOR[r + "payload"]
     assert wrapped.hex() == VECTOR[r + "wrapped_key"]
-    assert len(sealed_key) == 48
     assert len(wrapped) == 69
     assert open_record(sync, unsigned(index)) == b(r + "plaintext")
 
