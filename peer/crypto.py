@@ -67,6 +67,7 @@ SIGN_BYTES = 1 << 20  # also sign once this much payload is unsigned, so batches
 # most this: a run always fits one message. SIGN_BYTES keeps a writer's runs under it.
 RUN_PAYLOAD_BYTES = 2 << 20
 KEY_TEXT_PREFIX = "peer-key-1:"
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 WRAP_V1 = 0x01
 WRAPPED_KEY_LEN = 1 + KEY_ID_LEN + 12 + SYNC_KEY_LEN + 16
 _ZERO_NONCE = bytes(12)
@@ -106,7 +107,9 @@ class SyncKey:
         text = text.strip()
         if not text.startswith(KEY_TEXT_PREFIX):
             raise KeyFormatError(f"not a peer sync key: it should start with {KEY_TEXT_PREFIX!r}")
-        body = text[len(KEY_TEXT_PREFIX) :]
+        body = text[len(KEY_TEXT_PREFIX) :].rstrip("=")
+        if not _BASE64URL.fullmatch(body):  # the decoder would drop strangers silently
+            raise KeyFormatError("not a peer sync key: the text is damaged")
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except ValueError as exc:

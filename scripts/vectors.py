@@ -243,6 +243,7 @@ def sync_key_section() -> Json:
         "text": text,
         "accepted_texts": [
             {"text": f"  {text}\n", "why": "surrounding whitespace is stripped"},
+            {"text": f"{text}==", "why": "padding is accepted (and ignored)"},
         ],
         "invalid_texts": [
             {
@@ -258,6 +259,11 @@ def sync_key_section() -> Json:
             {
                 "text": "peer-key-1:" + body[:-8],
                 "why": "30 decoded bytes, not 36",
+                "error": "KeyFormatError",
+            },
+            {
+                "text": "peer-key-1:" + body[:20] + "!" + body[20:],
+                "why": "a character outside the base64url alphabet",
                 "error": "KeyFormatError",
             },
         ],
