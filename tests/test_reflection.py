@@ -44,6 +44,7 @@ SYNC_METHODS = {
     "PullRecords": ("peer.v1.PullRecordsRequest", "peer.v1.PullRecordsResponse", False, True),
     "PushRecords": ("peer.v1.PushRecordsRequest", "peer.v1.PushRecordsResponse", True, False),
     "Subscribe": ("peer.v1.SubscribeRequest", "peer.v1.SubscribeResponse", False, True),
+    "Follow": ("peer.v1.FollowRequest", "peer.v1.FollowResponse", True, True),
 }
 
 
