@@ -278,15 +278,71 @@ class Author:
         return records
 
 
+# The Ed25519 rules of docs/protocol.md §6.1 that OpenSSL does not enforce itself. OpenSSL
+# verifies cofactorless ([S]B = R + [k]A), refuses S >= L, and refuses an R not in
+# canonical form (it compares R's bytes with the encoding of [S]B - [k]A). It loads any
+# 32 bytes as a key, and accepts a key A or an R of small order: with such an A, anyone
+# can sign (A = identity: R = [s]B, S = s verifies for every message). So a host key
+# must be a canonical encoding of a curve point not of small order (`host_key_problem`),
+# and R must not be of small order. tests/test_ed25519_rules.py shows each rule.
+_P = 2**255 - 19  # the field of edwards25519
+_D = -121665 * pow(121666, -1, _P) % _P  # the curve: -x^2 + y^2 = 1 + d x^2 y^2
+_SMALL_ORDER = frozenset(  # the 8 points of order 1, 2, 4 and 8, canonically encoded
+    bytes.fromhex(point)
+    for point in (
+        "0100000000000000000000000000000000000000000000000000000000000000",  # identity
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+        "0000000000000000000000000000000000000000000000000000000000000080",  # order 4
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",  # order 8
+    )
+)
+
+
+def host_key_problem(public_key: bytes) -> str | None:
+    """Why `public_key` cannot be a host's Ed25519 key, in words; None if it can.
+
+    It must encode a point canonically (RFC 8032 §5.1.3: y < p, and no sign bit when
+    x = 0), the point must be on the curve, and not of small order. About 0.1 ms (one
+    modular exponentiation), once per key: `_public_key` keeps the keys it loaded.
+    """
+    if len(public_key) != 32:
+        return f"an Ed25519 public key is 32 bytes, not {len(public_key)}"
+    y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P  # x^2 = u / v
+    if y >= _P or (public_key[31] >> 7 and u == 0):
+        return "it is not the canonical encoding of a point"
+    if public_key in _SMALL_ORDER:
+        return "it is a point of small order, for which anyone can make signatures"
+    if pow(u * v, (_P - 1) // 2, _P) == _P - 1:  # u / v is not a square: no x
+        return "it is not a point of the curve"
+    return None
+
+
+def check_host_key(public_key: bytes) -> None:
+    """Raise ForgeryError if `public_key` cannot be a host key (`host_key_problem`)."""
+    problem = host_key_problem(public_key)
+    if problem is not None:
+        raise ForgeryError(f"the public key {public_key[:8].hex()}… is refused: {problem}")
+
+
 @lru_cache(maxsize=1024)
 def _public_key(raw: bytes) -> Ed25519PublicKey:
+    check_host_key(raw)
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def verify_signature(public_key: bytes, digest: bytes, sig: bytes, where: str) -> None:
-    """Raise ForgeryError unless `sig` is the host's signature of `digest`."""
+    """Raise ForgeryError unless `sig` is the host's signature of `digest`, under the
+    rules of docs/protocol.md §6.1 (OpenSSL's, and the two it leaves to us)."""
+    key = _public_key(public_key)
+    if sig[:32] in _SMALL_ORDER:
+        raise ForgeryError(f"{where}: the signature's R is a point of small order")
     try:
-        _public_key(public_key).verify(sig, digest)
+        key.verify(sig, digest)
     except (InvalidSignature, ValueError) as exc:
         raise ForgeryError(f"{where}: the signature does not verify") from exc
 
@@ -324,6 +380,7 @@ class ChainCheck:
         last, last_hash, run = self.last, self.last_hash, self.run
         for record in records:
             if last is None:
+                _public_key(self.public_key)  # the key first: ForgeryError if it is weak
                 if host_id(self.public_key) != record.host:
                     raise ForgeryError(f"{_where(record)}: the public key does not match the host")
             elif not (
