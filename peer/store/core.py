@@ -23,7 +23,7 @@ from pathlib import Path
 import aiosqlite
 
 from peer import clock
-from peer.crypto import Author, host_id, record_hash, verify_chain
+from peer.crypto import Author, check_host_key, host_id, record_hash, verify_chain
 from peer.errors import (
     ForgeryError,
     ForkDetected,
@@ -141,6 +141,7 @@ class Store:
 
     async def add_host(self, public_key: bytes) -> bytes:
         """Remember a host's public key (needed to verify its logs); returns its id."""
+        check_host_key(public_key)
         host = host_id(public_key)
         async with self._write():
             await self._save_keys({host: public_key})
@@ -295,6 +296,7 @@ class Store:
                 raise UnknownHost(f"no public key known for host {host.hex()}")
             if host_id(public_key) != host:
                 raise ForgeryError(f"the public key offered for host {host.hex()} is not its key")
+            check_host_key(public_key)  # a small-order key would verify forged signatures
             known[host] = public_key
         return known
 
