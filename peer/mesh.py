@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from peer.alarms import own_log_warning
-from peer.codec.wire import FollowControl
+from peer.codec.wire import FollowControl, have_messages
 from peer.errors import PeerError, Unsupported
 from peer.identity import format_node_id
 from peer.inbound import Inbound
@@ -214,7 +214,8 @@ class Link:
         tree, peer = self.tree, self.peer.node_id
         tree.advanced(held)
         self._controls = asyncio.Queue()
-        self._controls.put_nowait(FollowControl(have=held))
+        for control in have_messages(held):
+            self._controls.put_nowait(control)
         tree.up(peer)
         inbound = Inbound(self.store, live=True)
         self.state.live = True

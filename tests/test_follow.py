@@ -334,3 +334,30 @@ async def test_records_cross_a_line_of_nodes_by_grafts(tmp_path: Path) -> None:
         print(f"records received per node: {dict(mesh.copies)}")
         for name in names:
             assert mesh.copies[name] <= 1.1 * (240 - (120 if name in "ad" else 0))
+
+
+def test_have_is_split_into_messages_that_fit() -> None:
+    held = {LogKey(bytes(16), f"t{n}"): n for n in range(wire.INDEX_PAGE * 2 + 1)}
+    controls = wire.have_messages(held)
+    assert [len(c.have) for c in controls] == [wire.INDEX_PAGE, wire.INDEX_PAGE, 1]
+    assert [c.more for c in controls] == [True, True, False]
+    assert max(len(wire.encode_follow_request(c)) for c in controls) < 4 << 20
+    assert wire.have_messages({}) == [FollowControl()]
+
+
+async def test_the_catch_up_waits_for_the_last_have(tmp_path: Path) -> None:
+    own = new_author()
+    store = await open_store(tmp_path / "a.db", own)
+    await store.append(own, "kv", [b"1", b"2", b"3"])
+    servicer, feed = await serve_in_memory(store, own_host=own.host)
+    log = LogKey(own.host, "kv")
+    first = FollowControl(have={LogKey(bytes(16), "other"): 1}, more=True)
+    stream = MemoryRemote(servicer).follow(_controls(first, FollowControl(have={log: 2})))
+    try:
+        hello, fed = await _read(stream, 2)
+        assert hello.host == own.host
+        assert [r.idx for r in fed.records] == [2]  # not from 0: the second message said 2
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+        await feed.close()
+        await store.close()

@@ -332,16 +332,27 @@ class FollowControl:
     have: dict[LogKey, int] = field(default_factory=dict)
     graft: dict[LogKey, int] = field(default_factory=dict)
     prune: frozenset[LogKey] = frozenset()
+    more: bool = False  # more `have` follows: the catch-up waits for it
 
 
 def encode_follow_request(control: FollowControl) -> bytes:
-    message = pb.FollowRequest()
+    message = pb.FollowRequest(more=control.more)
     for target, heads in ((message.have, control.have), (message.graft, control.graft)):
         for log, next_idx in heads.items():
             target.add(host=log.host, tag=log.tag, next_idx=next_idx)
     for log in control.prune:
         message.prune.add(host=log.host, tag=log.tag)
     return message.SerializeToString()
+
+
+def have_messages(held: Mapping[LogKey, int]) -> list[FollowControl]:
+    """What a follower holds, as its first FollowRequests: INDEX_PAGE logs each (so
+    each fits 4 MiB), all but the last marked `more`."""
+    items = list(held.items())
+    chunks = [dict(items[i : i + INDEX_PAGE]) for i in range(0, len(items), INDEX_PAGE)]
+    return [
+        FollowControl(have=chunk, more=n < len(chunks) - 1) for n, chunk in enumerate(chunks)
+    ] or [FollowControl()]
 
 
 async def encode_follow_stream(controls: AsyncIterator[FollowControl]) -> AsyncIterator[bytes]:
@@ -355,6 +366,7 @@ def decode_follow_request(raw: bytes) -> FollowControl:
         {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.have},
         {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.graft},
         frozenset(_log_of(m.host, m.tag) for m in message.prune),
+        message.more,
     )
 
 

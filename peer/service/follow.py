@@ -109,6 +109,8 @@ class FollowStream:
     async def control(self, control: FollowControl) -> AsyncIterator[bytes]:
         """Apply it; then catch up: everything at the start, the grafted logs later."""
         grafted = self.feeding.apply(control)
+        if control.more and not self.started:
+            return  # the follower's `have` goes on in its next message
         index = await self.store.index()
         ranges, notes = self.feeding.catch_up(index, grafted if self.started else None)
         if not self.started and self.feeding.own_host is not None:

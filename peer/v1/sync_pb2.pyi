@@ -139,14 +139,16 @@ class SubscribeResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
 
 class FollowRequest(_message.Message):
-    __slots__ = ("have", "graft", "prune")
+    __slots__ = ("have", "graft", "prune", "more")
     HAVE_FIELD_NUMBER: _ClassVar[int]
     GRAFT_FIELD_NUMBER: _ClassVar[int]
     PRUNE_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     have: _containers.RepeatedCompositeFieldContainer[LogHead]
     graft: _containers.RepeatedCompositeFieldContainer[LogHead]
     prune: _containers.RepeatedCompositeFieldContainer[LogHead]
-    def __init__(self, have: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., graft: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., prune: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, have: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., graft: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., prune: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class FollowResponse(_message.Message):
     __slots__ = ("records", "hosts", "notes", "host")
