@@ -232,6 +232,7 @@ class Link:
                 if message.notes:
                     await self._noted(message.notes)
         finally:
+            self._controls.put_nowait(None)  # ends the request stream (grpc reads it)
             self._controls = None
             self.dispatch(tree.down(peer))
 

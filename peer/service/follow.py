@@ -139,17 +139,17 @@ async def read_controls(
     """Decode the follower's messages into `controls`; None when it closes its side,
     the error when one is malformed (or none comes first within `idle_s`)."""
     try:
-        first = True
-        while True:
-            try:
-                raw = await asyncio.wait_for(anext(requests), idle_s if first else None)
-            except StopAsyncIteration:
-                await controls.put(None)
-                return
-            except TimeoutError:
-                raise LimitExceeded(f"no FollowRequest within {idle_s:.0f} s") from None
-            first = False
+        try:
+            async with asyncio.timeout(idle_s):  # in this task: a cancel reaches `requests`
+                raw = await anext(requests)
+        except TimeoutError:
+            raise LimitExceeded(f"no FollowRequest within {idle_s:.0f} s") from None
+        await controls.put(wire.decode_follow_request(raw))
+        async for raw in requests:
             await controls.put(wire.decode_follow_request(raw))
+        await controls.put(None)
+    except StopAsyncIteration:
+        await controls.put(None)
     except PeerError as error:
         await controls.put(error)
 
