@@ -23,6 +23,7 @@ from peer.crypto import Author, record_hash
 from peer.errors import ForgeryError, ForkDetected, GapError, LogFrozen
 from peer.inbound import Inbound
 from peer.records import Head, LogKey, Record
+from peer.status import LinkState
 from peer.store import Faults, InsertResult, Store
 from peer.store.known import held_count, same_as_held
 from peer.sync import SyncSession
@@ -196,7 +197,11 @@ async def test_a_pull_counts_what_arrived_held_already(nodes: Nodes) -> None:
         # Meanwhile the live stream of another peer brought 6 of them.
         await b.store.insert_batch(records[:6], keys_of(a.author))
         await session.pull()
-    assert (session.summary.pulled, session.summary.duplicates) == (10, 6)
+    summary = session.summary
+    assert (summary.pulled, summary.duplicates) == (10, 6)
+    link = LinkState(b"a" * 32)
+    link.took(summary.pulled, summary.duplicates)  # what Link._round counts
+    assert (link.received, link.duplicates) == (10, 6)
     await assert_converged(a.store, b.store)
 
 
@@ -216,14 +221,17 @@ async def test_a_live_stream_counts_what_arrived_held_already(nodes: Nodes) -> N
     records = await a.append_each("t", 8)
     await b.store.insert_batch(records[:5], keys_of(a.author))
     inbound = Inbound(b.store, live=True)
+    link = LinkState(b"a" * 32)
     async with a.client() as peer:
         stream = peer.subscribe({})  # from idx 0: 5 of the 8 are held here
         async for batch, keys in stream:
-            await inbound.store_now(batch, keys)
+            added, stored = await inbound.store_now(batch, keys)
+            link.took(len(stored), len(stored) - added)  # what Link._follow counts
             if inbound.received == 8:
                 break
         await stream.aclose()  # type: ignore[attr-defined]
     assert (inbound.added, inbound.duplicates, inbound.received) == (3, 5, 8)
+    assert (link.received, link.duplicates) == (8, 5)
     await assert_converged(a.store, b.store)
 
 
