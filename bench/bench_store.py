@@ -6,10 +6,12 @@ Each run uses fresh files in a new temporary directory and times, over the same 
 
 1. `Store.append_many`: a local bulk append (seal, chain, sign, write);
 2. `Store.insert_batch`: those records arriving from another node (check, verify, write);
-3. stdlib `sqlite3.executemany` of the same rows into the same schema: the ceiling.
+3. duplicate batch: the same batches arriving again at that store, which holds them all
+   (a mesh delivers each record from several neighbours): a read and a hash per record;
+4. stdlib `sqlite3.executemany` of the same rows into the same schema: the ceiling.
 
-The three are interleaved within every run, not run as three separate series, because the
-machine is shared and noisy: a slow spell then hits all three and the ratios stay honest.
+The four are interleaved within every run, not run as separate series, because the
+machine is shared and noisy: a slow spell then hits all of them and the ratios stay honest.
 Medians over the runs are reported. Progress goes to stderr, results to stdout.
 """
 
@@ -46,6 +48,7 @@ _RAW_INSERT = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES ({', '.join('?' * 
 _NAMES = {
     "append": "append_many",
     "insert": "insert_batch",
+    "duplicate": "duplicate batch",
     "ceiling": "sqlite3 ceiling",
 }
 
@@ -157,6 +160,26 @@ async def bench_insert(
     return timing
 
 
+async def bench_duplicate(
+    path: Path, batches: Sequence[Sequence[Record]], keys: Mapping[bytes, bytes]
+) -> Timing:
+    """Time `insert_batch` of the same batches again into the store that holds them."""
+    expected = sum(len(batch) for batch in batches)
+    store = await Store.open(path)
+    try:
+        clock = Clock()
+        duplicates = added = 0
+        for batch in batches:
+            result = await store.insert_batch(batch, keys=keys)
+            duplicates, added = duplicates + result.duplicates, added + result.added
+        timing = clock.stop(duplicates)
+    finally:
+        await store.close()
+    if (added, duplicates) != (0, expected):
+        raise RuntimeError(f"{added} added, {duplicates} duplicates; expected 0, {expected}")
+    return timing
+
+
 def bench_ceiling(path: Path, rows: Sequence[tuple[object, ...]]) -> Timing:
     """Time plain `executemany` with the store's schema and pragmas: the most it could do."""
     db = sqlite3.connect(path, isolation_level=None)
@@ -186,10 +209,13 @@ async def run_once(payloads: Sequence[bytes]) -> tuple[dict[str, Timing], list[i
         keys = {records[0].host: public_key}
         insert = await bench_insert(workdir / "insert.db", batches, keys)
         log(f"  insert_batch     {insert.rate:>10,.0f} rec/s  ({insert.wall:.2f} s)")
+        duplicate = await bench_duplicate(workdir / "insert.db", batches, keys)
+        log(f"  duplicate batch  {duplicate.rate:>10,.0f} rec/s  ({duplicate.wall:.2f} s)")
         ceiling = bench_ceiling(workdir / "ceiling.db", [as_row(r) for r in records])
         log(f"  sqlite3 ceiling  {ceiling.rate:>10,.0f} rec/s  ({ceiling.wall:.2f} s)")
     sizes = [len(batch) for batch in batches]
-    return {"append": append, "insert": insert, "ceiling": ceiling}, sizes
+    timings = {"append": append, "insert": insert, "duplicate": duplicate, "ceiling": ceiling}
+    return timings, sizes
 
 
 async def bench(n: int, runs: int) -> dict[str, Any]:
@@ -225,6 +251,10 @@ async def bench(n: int, runs: int) -> dict[str, Any]:
         "ratios": {
             "append_over_ceiling": rate["append"] / rate["ceiling"],
             "insert_over_ceiling": rate["insert"] / rate["ceiling"],
+            # time per record, a duplicate over a new one (per run, then the median)
+            "duplicate_over_insert": statistics.median(
+                r["duplicate"].wall / r["insert"].wall for r in results
+            ),
         },
         "append_target_rate": APPEND_TARGET,
         "append_target_met": rate["append"] >= APPEND_TARGET,
@@ -258,6 +288,9 @@ def table(summary: Mapping[str, Any]) -> str:
         f"ceiling: one commit per {summary['ceiling_commit_every']} rows",
         f"append_many  / ceiling: {ratios['append_over_ceiling']:.3f}",
         f"insert_batch / ceiling: {ratios['insert_over_ceiling']:.3f}",
+        f"duplicate batch: {1e6 / m['duplicate']['median_rate']:.2f} µs per record held "
+        f"already, {1e6 / m['insert']['median_rate']:.2f} µs per new one: "
+        f"{ratios['duplicate_over_insert']:.3f} of the time",
         f"append target >= {summary['append_target_rate']:,} rec/s: {met}",
         f"total wall time: {summary['wall_s']:.1f} s",
     ]

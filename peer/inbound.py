@@ -2,11 +2,13 @@
 enters the store through an `Inbound`.
 
 An Inbound belongs to one stream. It keeps the host keys the stream offered (each is
-sent once per stream), verifies a batch (bounds, chain, signature) while the previous
-one is being written, and counts what it stored per log. A live stream also leaves out
-logs frozen here by fork evidence (neither taken nor given); pulls and pushes do not
-name frozen logs in the first place (`peer.sync` plans around them), and a push of one
-is refused.
+sent once per stream), leaves out the records the store holds already (one plain read:
+a duplicate costs a hash, no verification and no write), verifies the rest (bounds,
+chain, signature) while the previous batch is being written, and counts what it
+received per log, and how much of it was new (`added`) or held already (`duplicates`).
+A live stream also leaves out logs frozen here by fork evidence (neither taken nor
+given); pulls and pushes do not name frozen logs in the first place (`peer.sync` plans
+around them), and a push of one is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class _Writing:
     """A batch being written while the next one is verified."""
 
     task: asyncio.Future[InsertResult]
-    counts: dict[LogKey, int]  # records per log
+    counts: dict[LogKey, int]  # records of the batch per log (held already or not)
+    known: int  # records of the batch left out before the write: held already
 
 
 class Inbound:
@@ -39,37 +42,54 @@ class Inbound:
         self.store = store
         self.keys = dict(keys or {})
         self.live = live
-        self.added = 0
-        self.duplicates = 0
+        self.added = 0  # records stored
+        self.duplicates = 0  # records received that the store held already
         self.per_log: Counter[LogKey] = Counter()  # records taken (new or known) per log
         self._writing: _Writing | None = None
         self._frozen: set[LogKey] | None = None
 
+    @property
+    def received(self) -> int:
+        """Records received and settled (stored, or found held): added + duplicates."""
+        return self.added + self.duplicates
+
     async def take(
         self, records: Sequence[Record], keys: Mapping[bytes, bytes]
     ) -> dict[LogKey, int]:
-        """Verify a batch now and start writing it once the previous write is done
-        (raising that write's error, if any); what that write stored, per log."""
+        """Leave out what the store holds already, verify the rest now and start writing
+        it once the previous write is done (raising that write's error, if any). Returns
+        the records settled by this call, per log: the previous write's, or this batch's
+        if it was all held already (then nothing is verified, written, or waited for)."""
         self.keys.update(keys)
         if not records:
             return {}
-        await self._known_hosts(records)
-        prepared = self.store.prepare(records, self.keys, checked=True)
+        unheld = await self.store.leave_out_known(records)
+        if not unheld.records:
+            self._settle(unheld.received, 0, unheld.duplicates)
+            return unheld.received
+        await self._known_hosts(unheld.records)
+        prepared = self.store.prepare(unheld.records, self.keys, checked=True)
         done = await self.flush()
-        counts = {log: len(group) for log, group in prepared.groups.items()}
-        self._writing = _Writing(asyncio.ensure_future(self.store.apply(prepared)), counts)
+        write = asyncio.ensure_future(self.store.apply(prepared))
+        self._writing = _Writing(write, unheld.received, unheld.duplicates)
         return done
 
     async def flush(self) -> dict[LogKey, int]:
-        """Wait for the write in flight; what it stored (or found known), per log."""
+        """Wait for the write in flight; the records it settled (stored or found held,
+        with those of its batch left out before it), per log."""
         writing, self._writing = self._writing, None
         if writing is None:
             return {}
         result = await writing.task
-        self.added += result.added
-        self.duplicates += result.duplicates
-        self.per_log.update(writing.counts)
+        self._settle(writing.counts, result.added, result.duplicates + writing.known)
         return writing.counts
+
+    def _settle(self, counts: Mapping[LogKey, int], added: int, duplicates: int) -> None:
+        """Count a batch once it is settled as a whole (a failed one counts nothing, so
+        a live batch tried again is not counted twice)."""
+        self.added += added
+        self.duplicates += duplicates
+        self.per_log.update(counts)
 
     async def store_now(
         self, records: Sequence[Record], keys: Mapping[bytes, bytes]

@@ -38,6 +38,13 @@ class LinkState:
     remote_heads: dict[LogKey, int] = field(default_factory=dict)
     own_log_alarms: int = 0  # rounds in which the peer held more of our own log than we
     own_log_behind: dict[LogKey, tuple[int, int]] = field(default_factory=dict)  # the last
+    received: int = 0  # records received from this peer (pulled or live), new or not
+    duplicates: int = 0  # of those, the records this node held already
+
+    def took(self, received: int, duplicates: int) -> None:
+        """Count records received from this peer, `duplicates` of them held already."""
+        self.received += received
+        self.duplicates += duplicates
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +60,8 @@ class LinkState:
             "pulled": self.pulled,
             "pushed": self.pushed,
             "received_live": self.received_live,
+            "received": self.received,
+            "duplicates": self.duplicates,
             "pushes_left_to_peer": self.pushes_left_to_peer,
             "own_log_alarms": self.own_log_alarms,
             "own_log_behind": own_log_json(self.own_log_behind),

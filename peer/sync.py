@@ -30,8 +30,9 @@ class SyncSummary:
 
     peer: str
     node_id: str = ""
-    pulled: int = 0
+    pulled: int = 0  # records received (new or held here already)
     pushed: int = 0
+    duplicates: int = 0  # of those pulled, the records this node held already
     per_log: dict[LogKey, list[int]] = field(default_factory=dict)  # [pulled, pushed]
     diverged: list[LogKey] = field(default_factory=list)
     remote_heads: dict[LogKey, int] = field(default_factory=dict)  # next_idx held there
@@ -129,6 +130,7 @@ class SyncSession:
             self._pulled(await inbound.flush())
         finally:
             await inbound.close()
+            self.summary.duplicates += inbound.duplicates
 
     async def push(self, stop: Callable[[], bool] | None = None) -> None:
         """Send what the peer lacks. `stop`, asked before each batch, ends the push

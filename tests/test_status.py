@@ -3,8 +3,10 @@ the same values, and the JSON document is the one `peer status --json` has alway
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
+from peer.cli.render import status_lines
 from peer.codec.local import decode_status_response, encode_status_response
 from peer.records import LogKey
 from peer.status import (
@@ -94,3 +96,21 @@ def test_the_json_document_keeps_its_shape() -> None:
     ]
     assert "restored from a backup" in link["own_log_warning"]
     assert live["daemon"]["discovered"][0]["pinned"] is False
+
+
+def test_a_link_counts_the_copies_it_received_and_how_many_were_held() -> None:
+    link = LinkState(b"p" * 32, "laptop", "127.0.0.1:7417", connected=True)
+    assert "copies" not in peer_line(link)  # nothing received yet: nothing said
+    link.took(received=10, duplicates=0)  # a round pulled 10 new records
+    link.took(received=5, duplicates=4)  # a live message of 5, 4 held already
+    shown = link.as_json()
+    assert (shown["received"], shown["duplicates"]) == (15, 4)
+    assert peer_line(link).endswith(": connected; never synced; copies received 15, duplicates 4")
+
+
+def peer_line(link: LinkState) -> str:
+    """The line `peer status` prints for the one peer of a daemon with this link."""
+    peer = PeerStatus(link.node_id, link.name, link.address, True, link)
+    status = dataclasses.replace(a_status(live=True), peers=(peer,))
+    (line,) = [text for text in status_lines(status.as_json()) if link.name in text]
+    return line

@@ -166,7 +166,16 @@ def _peer_line(peer: dict[str, Any]) -> str:
         state = "not connected"
     last = link["last_sync"]
     synced = f"; last sync {_ago(last)}" if last else "; never synced"
-    return f"  {name}: {state}{synced}"
+    return f"  {name}: {state}{synced}{_copies(link)}"
+
+
+def _copies(link: dict[str, Any]) -> str:
+    """What came from the peer and how much of it this node held already (a mesh
+    delivers each record from several neighbours): nothing until something came."""
+    received = link.get("received", 0)
+    if not received:
+        return ""
+    return f"; copies received {received}, duplicates {link.get('duplicates', 0)}"
 
 
 def _ago(when: float) -> str:

@@ -1,12 +1,14 @@
 """The record store: the only package that talks to SQLite (through aiosqlite).
 
-`core` holds the log's rules (appends, received batches, forks, reads), `sqlite` the
+`core` holds the log's rules (appends, received batches, forks, reads), `known` finds
+the records of a received batch held already (by a plain read), `sqlite` the
 connections and transactions, `schema` the migrations, `views` the kv and history
 tables, `atuin` the reader of an atuin `history.db` (for imports).
 """
 
 from peer.store.core import DEFAULT_CHUNK, InsertResult, Prepared, Store
 from peer.store.forks import ForkEvidence
+from peer.store.known import Unheld
 from peer.store.peers import Invitations, TrustedPeer, TrustList
 from peer.store.rows import RECORD_COLUMNS
 from peer.store.sqlite import Faults
@@ -42,6 +44,7 @@ __all__ = [
     "Store",
     "TrustList",
     "TrustedPeer",
+    "Unheld",
     "ViewChunk",
     "Views",
 ]

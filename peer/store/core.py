@@ -5,7 +5,8 @@ The store enforces the log's rules itself, so no caller can break them:
   transaction, so two processes appending at once never lose or duplicate a record;
 - `insert_batch` (records from elsewhere) checks bounds, contiguity from the stored
   head, chain links and signatures, then applies the whole call or nothing;
-- an identical record already held is a no-op; a different authentic record at an
+- an identical record already held is a no-op, found by a plain read before any
+  verification or write (`peer.store.known`); a different authentic record at an
   occupied idx is kept as fork evidence and freezes its log;
 - `index()` reads the maintained `heads` table, never a scan of the records.
 
@@ -43,6 +44,7 @@ from peer.records import (
     group_by_log,
 )
 from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
+from peer.store.known import Unheld, leave_out_known
 from peer.store.peers import Invitations, TrustList
 from peer.store.rows import RECORD_COLUMNS, from_row, to_row
 from peer.store.sqlite import Database, Faults, scalar
@@ -240,8 +242,22 @@ class Store:
         Raises GapError (with the idx expected), ForgeryError, InvalidRecord,
         UnknownHost, LogFrozen, or ForkDetected (after keeping the evidence).
         """
-        await self.host_keys({r.host for r in records} - (keys or {}).keys())
-        return await self.apply(self.prepare(records, keys, checked=checked))
+        if not checked:
+            for record in records:
+                check_record(record)
+        unheld = await self.leave_out_known(records)
+        if not unheld.records:
+            return InsertResult(0, unheld.duplicates)
+        fresh = unheld.records
+        await self.host_keys({r.host for r in fresh} - (keys or {}).keys())
+        result = await self.apply(self.prepare(fresh, keys, checked=True))
+        return InsertResult(result.added, result.duplicates + unheld.duplicates)
+
+    async def leave_out_known(self, records: Sequence[Record]) -> Unheld:
+        """`records` without those held here already, found by one plain read of
+        committed state: no verification, no write transaction (`peer.store.known`).
+        What is left goes through `prepare` and `apply`. Bounds checked first."""
+        return await leave_out_known(self._database, records)
 
     def prepare(
         self,

@@ -1,0 +1,125 @@
+"""Duplicates cost nothing: the records of a received batch that this store holds
+already are left out by one plain read, before any verification, without a write
+transaction.
+
+A record's hash covers its `prev`. So a run of records of one log at held idx, each
+linked to the one before it (next idx, `prev` its hash), whose last record hashes to the
+hash held at that idx, is the run held, record for record (identical by hash to records
+this store authenticated when it stored them; the signature is the one field a hash
+leaves out, and nothing of the offered copy is stored). One stored hash per log is read
+for that: the head's (in `heads`) when the run reaches the head, the most common case;
+else the record held at the run's last idx, re-hashed.
+
+Anything else stays in the batch for the full path, which judges it exactly as before:
+a different record at a held idx (a fork, whose evidence is kept), a broken link, a log
+frozen here, records past the head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from peer.crypto import record_hash
+from peer.records import LogKey, Record, group_by_log
+from peer.store.rows import RECORD_COLUMNS, from_row
+from peer.store.sqlite import Database
+
+_CHUNK = 500  # logs per query: 1,500 parameters at most, far under SQLite's limit
+_RECORD_COLUMNS = ", ".join(f"r.{column}" for column in RECORD_COLUMNS.split(", "))
+
+
+@dataclass(frozen=True, slots=True)
+class Unheld:
+    """A received batch with the records held here left out."""
+
+    records: list[Record]  # the rest, in the batch's order: to verify and write
+    received: dict[LogKey, int]  # records of the batch per log, held or not
+    known: dict[LogKey, int]  # records left out per log: held here already
+
+    @property
+    def duplicates(self) -> int:
+        return sum(self.known.values())
+
+
+def held_count(group: Sequence[Record], next_idx: int) -> int:
+    """How many leading records of one log's run sit at idx below `next_idx`."""
+    return max(0, min(next_idx - group[0].idx, len(group)))
+
+
+def same_as_held(run: Sequence[Record], held_hash: bytes) -> bool:
+    """Whether `run` is the run held whose last record hashes to `held_hash`: each
+    record links to the one before it, and the last one's hash is `held_hash`. No
+    signature is checked: held records were authenticated when they were stored."""
+    before: Record | None = None
+    digest = b""
+    for record in run:
+        if before is not None and (record.prev != digest or record.idx != before.idx + 1):
+            return False
+        digest = record_hash(record)
+        before = record
+    return before is not None and digest == held_hash
+
+
+async def leave_out_known(database: Database, records: Sequence[Record]) -> Unheld:
+    """`records` without those held here (committed state, one read on the reader)."""
+    groups = group_by_log(records)
+    received = {log: len(group) for log, group in groups.items()}
+    held = await _held(database, {log: group[-1].idx for log, group in groups.items()})
+    known: dict[LogKey, int] = {}
+    for log, (next_idx, held_hash) in held.items():
+        count = held_count(groups[log], next_idx)
+        if count and same_as_held(groups[log][:count], held_hash):
+            known[log] = count
+    if not known:
+        return Unheld(list(records), received, known)
+    return Unheld(_without(records, known), received, known)
+
+
+def _without(records: Sequence[Record], known: Mapping[LogKey, int]) -> list[Record]:
+    """`records` minus the first `known[log]` of each log's run."""
+    left = {(log.host, log.tag): count for log, count in known.items()}
+    rest: list[Record] = []
+    for record in records:
+        key = (record.host, record.tag)
+        count = left.get(key, 0)
+        if count:
+            left[key] = count - 1
+        else:
+            rest.append(record)
+    return rest
+
+
+async def _held(database: Database, last: Mapping[LogKey, int]) -> dict[LogKey, tuple[int, bytes]]:
+    """For each log held here and not frozen (a frozen log takes the full path, which
+    refuses it): its next idx, and the hash held at the last idx that a run ending at
+    `last[log]` shares with it: the head's; or, if the run ends before the head, that
+    of the record held at `last[log]`, read in the same query and re-hashed."""
+    found: dict[LogKey, tuple[int, bytes]] = {}
+    items = list(last.items())
+    for start in range(0, len(items), _CHUNK):
+        chunk = items[start : start + _CHUNK]
+        rows = await database.fetch(
+            f"SELECT h.host, h.tag, h.next_idx, h.head_hash, {_RECORD_COLUMNS} "
+            f"FROM {_values(len(chunk), 3)} "
+            "CROSS JOIN heads AS h ON h.host = w.column1 AND h.tag = w.column2 "
+            "LEFT JOIN records AS r ON r.host = h.host AND r.tag = h.tag "
+            "AND r.idx = w.column3 AND w.column3 < h.next_idx - 1 "
+            "WHERE NOT h.frozen",
+            [value for log, idx in chunk for value in (log.host, log.tag, idx)],
+        )
+        for host, tag, next_idx, head_hash, *row in rows:
+            log = LogKey(host, tag)
+            if last[log] >= next_idx - 1:
+                found[log] = (next_idx, head_hash)
+            elif row[0] is not None:  # (always: every idx below the head is held)
+                found[log] = (next_idx, record_hash(from_row(row)))
+    return found
+
+
+def _values(rows: int, columns: int) -> str:
+    """A table `w` of `rows` rows of parameters (columns `column1`...). Joined with
+    CROSS JOIN, which keeps it first: each row is then one search of the table's
+    unique index (a row-value `IN (VALUES ...)` scans the whole table instead)."""
+    row = f"({', '.join('?' * columns)})"
+    return f"(VALUES {', '.join([row] * rows)}) AS w"
