@@ -149,6 +149,7 @@ class Link:
         if summary.own_log_behind:
             self._alarm(summary.own_log_behind)
         state.pulled += summary.pulled
+        state.took(summary.pulled, summary.duplicates)
         state.pushed += summary.pushed
         state.pushes_left_to_peer += summary.left_to_peer
         state.remote_heads.update(summary.remote_heads)
@@ -227,6 +228,7 @@ class Link:
                     before = dict(tree.held)
                     added, stored = await inbound.store_now(message.records, message.keys)
                     self.state.received_live += added
+                    self.state.took(len(stored), len(stored) - added)
                     self._note_heads(stored)
                     self._fed(stored, before)
                 if message.notes:
@@ -263,6 +265,7 @@ class Link:
         async for records, keys in remote.subscribe(since):
             added, stored = await inbound.store_now(records, keys)
             self.state.received_live += added
+            self.state.took(len(stored), len(stored) - added)
             self._note_heads(stored)
 
     def _note_heads(self, records: Sequence[Record]) -> None:
@@ -384,6 +387,9 @@ class Mesh:
             self.dispatch(self.tree.tick())
 
     def states(self) -> list[LinkState]:
+        fed = self.tree.feeders()
+        for node_id, link in self.links.items():
+            link.state.feeds = sorted(fed.get(node_id, []))
         return [link.state for link in self.links.values()]
 
 

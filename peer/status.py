@@ -40,6 +40,7 @@ class LinkState:
     own_log_behind: dict[LogKey, tuple[int, int]] = field(default_factory=dict)  # the last
     received: int = 0  # records received from this peer (pulled or live), new or not
     duplicates: int = 0  # of those, the records this node held already
+    feeds: list[LogKey] = field(default_factory=list)  # logs it feeds us live (its upstream)
 
     def took(self, received: int, duplicates: int) -> None:
         """Count records received from this peer, `duplicates` of them held already."""
@@ -62,6 +63,7 @@ class LinkState:
             "received_live": self.received_live,
             "received": self.received,
             "duplicates": self.duplicates,
+            "feeds": [{"host": log.host.hex(), "tag": log.tag} for log in self.feeds],
             "pushes_left_to_peer": self.pushes_left_to_peer,
             "own_log_alarms": self.own_log_alarms,
             "own_log_behind": own_log_json(self.own_log_behind),

@@ -321,6 +321,13 @@ async def test_in_a_full_mesh_each_record_reaches_each_node_once(tmp_path: Path)
         per_node = {name: mesh.copies[name] / (total - (500 + 200)) for name in names}
         print(f"copies of each record received per node: {per_node}")
         assert all(copies <= 1.1 for copies in per_node.values())
+        hosts = {name.encode().ljust(32, b"."): mesh.authors[name].host for name in names}
+        for node in mesh.meshes:  # each neighbour feeds its own log: `peer status` says so
+            for state in node.states():
+                assert state.feeds == [LogKey(hosts[state.node_id], "kv")]
+                assert state.as_json()["feeds"] == [
+                    {"host": hosts[state.node_id].hex(), "tag": "kv"}
+                ]
 
 
 async def test_records_cross_a_line_of_nodes_by_grafts(tmp_path: Path) -> None:

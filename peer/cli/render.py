@@ -166,7 +166,7 @@ def _peer_line(peer: dict[str, Any]) -> str:
         state = "not connected"
     last = link["last_sync"]
     synced = f"; last sync {_ago(last)}" if last else "; never synced"
-    return f"  {name}: {state}{synced}{_copies(link)}"
+    return f"  {name}: {state}{synced}{_copies(link)}{_feeds(link)}"
 
 
 def _copies(link: dict[str, Any]) -> str:
@@ -176,6 +176,12 @@ def _copies(link: dict[str, Any]) -> str:
     if not received:
         return ""
     return f"; copies received {received}, duplicates {link.get('duplicates', 0)}"
+
+
+def _feeds(link: dict[str, Any]) -> str:
+    """How many logs this peer feeds us live (it is their upstream, docs §7.5)."""
+    feeds = link.get("feeds") or []
+    return f"; feeds {len(feeds)} log{'s' if len(feeds) != 1 else ''}" if feeds else ""
 
 
 def _ago(when: float) -> str:

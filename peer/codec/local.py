@@ -152,6 +152,9 @@ def _link_message(link: LinkState, m: local_pb.LinkStatus) -> None:
         m.remote_heads.add(host=log.host, tag=log.tag, next_idx=next_idx)
     for log, (ours, theirs) in link.own_log_behind.items():
         m.own_log_behind.add(host=log.host, tag=log.tag, ours=ours, theirs=theirs)
+    m.received, m.duplicates = link.received, link.duplicates
+    for log in link.feeds:
+        m.feeds.add(host=log.host, tag=log.tag)
 
 
 def _daemon_message(daemon: DaemonStatus, m: local_pb.DaemonStatus) -> None:
@@ -186,6 +189,9 @@ def _link(node_id: bytes, m: local_pb.LinkStatus) -> LinkState:
         {_log(h.host, h.tag): h.next_idx for h in m.remote_heads},
         m.own_log_alarms,
         {_log(b.host, b.tag): (b.ours, b.theirs) for b in m.own_log_behind},
+        m.received,
+        m.duplicates,
+        [_log(f.host, f.tag) for f in m.feeds],
     )
 
 

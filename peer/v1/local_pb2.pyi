@@ -89,7 +89,7 @@ class PeerStatus(_message.Message):
     def __init__(self, node_id: _Optional[bytes] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., certificate: _Optional[bool] = ..., link: _Optional[_Union[LinkStatus, _Mapping]] = ...) -> None: ...
 
 class LinkStatus(_message.Message):
-    __slots__ = ("name", "address", "connected", "live", "last_sync", "last_error", "failures", "retry_at", "pulled", "pushed", "received_live", "pushes_left_to_peer", "remote_heads", "own_log_alarms", "own_log_behind")
+    __slots__ = ("name", "address", "connected", "live", "last_sync", "last_error", "failures", "retry_at", "pulled", "pushed", "received_live", "pushes_left_to_peer", "remote_heads", "own_log_alarms", "own_log_behind", "received", "duplicates", "feeds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,9 @@ class LinkStatus(_message.Message):
     REMOTE_HEADS_FIELD_NUMBER: _ClassVar[int]
     OWN_LOG_ALARMS_FIELD_NUMBER: _ClassVar[int]
     OWN_LOG_BEHIND_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    FEEDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     connected: bool
@@ -120,7 +123,10 @@ class LinkStatus(_message.Message):
     remote_heads: _containers.RepeatedCompositeFieldContainer[LogHeld]
     own_log_alarms: int
     own_log_behind: _containers.RepeatedCompositeFieldContainer[OwnLogBehind]
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., live: _Optional[bool] = ..., last_sync: _Optional[float] = ..., last_error: _Optional[str] = ..., failures: _Optional[int] = ..., retry_at: _Optional[float] = ..., pulled: _Optional[int] = ..., pushed: _Optional[int] = ..., received_live: _Optional[int] = ..., pushes_left_to_peer: _Optional[int] = ..., remote_heads: _Optional[_Iterable[_Union[LogHeld, _Mapping]]] = ..., own_log_alarms: _Optional[int] = ..., own_log_behind: _Optional[_Iterable[_Union[OwnLogBehind, _Mapping]]] = ...) -> None: ...
+    received: int
+    duplicates: int
+    feeds: _containers.RepeatedCompositeFieldContainer[LogHeld]
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., live: _Optional[bool] = ..., last_sync: _Optional[float] = ..., last_error: _Optional[str] = ..., failures: _Optional[int] = ..., retry_at: _Optional[float] = ..., pulled: _Optional[int] = ..., pushed: _Optional[int] = ..., received_live: _Optional[int] = ..., pushes_left_to_peer: _Optional[int] = ..., remote_heads: _Optional[_Iterable[_Union[LogHeld, _Mapping]]] = ..., own_log_alarms: _Optional[int] = ..., own_log_behind: _Optional[_Iterable[_Union[OwnLogBehind, _Mapping]]] = ..., received: _Optional[int] = ..., duplicates: _Optional[int] = ..., feeds: _Optional[_Iterable[_Union[LogHeld, _Mapping]]] = ...) -> None: ...
 
 class LogHeld(_message.Message):
     __slots__ = ("host", "tag", "next_idx")
