@@ -77,7 +77,8 @@ class Watch:
 
 
 class StoreWatcher:
-    """Polls one store's `data_version` for all its watches (share one per store)."""
+    """Polls one store's `data_version` for all its watches (share one per store), and
+    at once when woken (`wake`)."""
 
     def __init__(self, store: Store, poll_s: float | None = None) -> None:
         self.store = store
@@ -151,7 +152,7 @@ class StoreWatcher:
 
 def doorbell_path(local_socket: str | Path) -> Path:
     """Where the daemon whose local API listens on `local_socket` keeps its doorbell."""
-    return Path(local_socket).with_name(DOORBELL_NAME)
+    return Path(local_socket).parent / DOORBELL_NAME
 
 
 def ring(path: str | Path) -> bool:

@@ -78,12 +78,13 @@ def _stale_socket(path: Path) -> None:
         dead.bind(str(path))  # closed, not unlinked: what a killed daemon leaves
 
 
-@pytest.mark.parametrize("left", ["nothing", "a dead daemon", "a stale doorbell"])
+@pytest.mark.parametrize("left", ["nothing", "a dead daemon", "a stale doorbell", "no socket"])
 def test_with_no_daemon_to_ring_a_write_succeeds_and_says_nothing(
     tmp_path: Path, left: str
 ) -> None:
     """No serve.json; or one whose daemon died; or one naming a live process (ours)
-    whose doorbell nobody reads any more: the CLI writes, and stderr stays empty."""
+    whose doorbell nobody reads any more, or naming no socket at all: the CLI writes,
+    and stderr stays empty."""
     home = tmp_path / "home"
     ok(home, "init")
     files = HomeFiles(home)
@@ -92,6 +93,8 @@ def test_with_no_daemon_to_ring_a_write_succeeds_and_says_nothing(
     elif left == "a stale doorbell":
         files.record_serving(Serving("", "", str(home / "peer.sock"), os.getpid()))
         _stale_socket(doorbell_path(home / "peer.sock"))
+    elif left == "no socket":
+        files.record_serving(Serving("", "", "", os.getpid()))
     for command in (["append", "--tag", "notes", "hello"], ["history", "add", "--", "true"]):
         done = peer(home, *command)
         assert (done.returncode, done.stderr) == (0, ""), command

@@ -116,7 +116,7 @@ def tell_daemon(home: Home) -> None:
     from peer.watch import doorbell_path, ring
 
     serving = home.serving()
-    if serving is not None:
+    if serving is not None and serving.socket:
         ring(doorbell_path(serving.socket))
 
 
