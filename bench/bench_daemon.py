@@ -1,7 +1,9 @@
-"""The daemon: live propagation latency, and peak memory during a large initial sync.
+"""The daemon: live propagation latency (from a program, and from the CLI), and peak
+memory during a large initial sync.
 
 Run with `make bench` (after the store and sync benchmarks), or
-`.venv/bin/python bench/bench_daemon.py [--appends N] [--records N] [--json]`.
+`.venv/bin/python bench/bench_daemon.py [--appends N] [--hops N] [--records N] [--only
+PART] [--json]`.
 
 1. Live latency. Two `peer serve` daemons, A and B, as separate processes on loopback,
    pinning each other (mutual TLS). This process holds a `peer.api` subscription on B
@@ -10,7 +12,16 @@ Run with `make bench` (after the store and sync benchmarks), or
    feed, A -> B Subscribe stream, B's verification and commit, B's feed, B's local
    socket). The next append waits for the delivery. Target (SPEC §9): p50 < 10 ms,
    p99 < 50 ms.
-2. Peak RSS. A holds N records (1M by default: 256-byte payloads, 100 logs); B starts
+2. First hop. The same pair, with a subscriber on B; `peer append` (the CLI, a process
+   of its own writing A's store directly) appends one record at a time. Each latency
+   is from the `peer append` process returning to the subscriber on B holding the
+   record (negative: B held it before the CLI process had even exited, since the CLI
+   rings A's doorbell right after its commit), and from the record's timestamp (taken
+   in the CLI's append transaction: the write itself, without the CLI's start and
+   exit) to the same delivery. Measured with the doorbell, then without
+   it (its socket removed: A's daemon sees the commit only at its next `data_version`
+   poll, every 50 ms). Target: p50 < 10 ms with the doorbell.
+3. Peak RSS. A holds N records (1M by default: 256-byte payloads, 100 logs); B starts
    empty and syncs them all by itself. B's peak resident memory (VmHWM, read from
    /proc after the sync completed) is the figure; target < 250 MB. The sync's duration
    and rate are printed beside it.
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -40,8 +52,11 @@ from bench_store import log, positive
 from peer import api
 from peer.home import Home
 from peer.node import Node
+from peer.watch import doorbell_path
 
 LATENCY_P50_MS, LATENCY_P99_MS = 10.0, 50.0
+FIRST_HOP_P50_MS = 10.0
+Arrivals = asyncio.Queue[tuple[float, int, api.Message]]
 RSS_TARGET_MB = 250.0
 PAYLOAD = b"x" * 256
 HOSTS_TAGS = 100  # logs of the RSS run (all written by A's host: 100 tags)
@@ -170,7 +185,79 @@ def run_latency(root: Path, appends: int) -> dict[str, Any]:
     }
 
 
-# -- 2. peak RSS during a large initial sync ------------------------------------------------
+# -- 2. first hop: `peer append` -> a live neighbour ---------------------------------------
+
+
+async def measure_first_hops(a: Path, b: Path, hops: int) -> dict[str, Any]:
+    """`hops` CLI appends on A with A's doorbell, then `hops` without it."""
+    async with await api.connect(b) as on_b:
+        await wait_linked(on_b)
+        arrivals: Arrivals = asyncio.Queue()
+        reader = asyncio.create_task(_stamp(on_b, arrivals))
+        try:
+            rung = await first_hops(a, hops, arrivals, 0)
+            serving = Home(a).serving()
+            assert serving is not None
+            doorbell_path(serving.socket).unlink()  # the CLI's ring now finds nobody
+            polled = await first_hops(a, hops, arrivals, hops)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    return {"doorbell": rung, "poll": polled}
+
+
+async def _stamp(node: api.Connection, arrivals: Arrivals) -> None:
+    """Every record of tag "hop" B stores, with the moment the subscriber got it (by
+    the monotonic clock, and by the wall clock that record timestamps follow)."""
+    async for message in node.subscribe(tags=["hop"], since=await node.get_index()):
+        arrivals.put_nowait((time.perf_counter(), time.time_ns(), message))
+
+
+async def first_hops(a: Path, hops: int, arrivals: Arrivals, first_idx: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    from_write: list[float] = []
+    walls: list[float] = []
+    for n in range(hops):
+        started, returned = await asyncio.to_thread(_timed_append, a)
+        arrived, arrived_ns, message = await asyncio.wait_for(arrivals.get(), 10)
+        if message.idx != first_idx + n:
+            raise RuntimeError(f"expected idx {first_idx + n}, got {message.idx}")
+        latencies.append((arrived - returned) * 1000)
+        from_write.append((arrived_ns - message.timestamp) / 1e6)
+        walls.append((returned - started) * 1000)
+        await asyncio.sleep(0.01)  # each append at another point of the poll's period
+    return {
+        "appends": hops,
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "before_return": sum(1 for latency in latencies if latency < 0),
+        "from_write_p50_ms": round(statistics.median(from_write), 2),
+        "from_write_p99_ms": round(percentile(from_write, 0.99), 2),
+        "cli_p50_ms": round(statistics.median(walls), 1),
+    }
+
+
+def _timed_append(home: Path) -> tuple[float, float]:
+    """When `peer append` started, and when its process had exited."""
+    started = time.perf_counter()
+    peer_cli(home, "append", "--tag", "hop", PAYLOAD.decode())
+    return started, time.perf_counter()
+
+
+def run_first_hops(root: Path, hops: int) -> dict[str, Any]:
+    a, b, ports = make_pair(root)
+    daemons = [Daemon(a, ports[0]), Daemon(b, ports[1])]
+    try:
+        hop = asyncio.run(measure_first_hops(a, b, hops))
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+    hop["pass"] = hop["doorbell"]["p50_ms"] < FIRST_HOP_P50_MS
+    return hop
+
+
+# -- 3. peak RSS during a large initial sync ------------------------------------------------
 
 
 async def fill(home: Path, records: int) -> None:
@@ -229,30 +316,71 @@ async def wait_for_records(home: Path, total: int) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--appends", type=positive, default=1000)
+    parser.add_argument("--hops", type=positive, default=100, help="CLI appends, each way")
     parser.add_argument("--records", type=positive, default=1_000_000)
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only these")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    parts = args.only or list(PARTS)
+    results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
-        log(f"live latency: {args.appends} appends on A, delivered to a subscriber on B")
-        latency = run_latency(Path(tmp) / "live", args.appends)
-        log(f"peak RSS: B syncs {args.records:,} records from A")
-        rss = run_rss(Path(tmp) / "rss", args.records)
+        if "latency" in parts:
+            log(f"live latency: {args.appends} appends on A, delivered to a subscriber on B")
+            results["latency"] = run_latency(Path(tmp) / "live", args.appends)
+        if "first_hop" in parts:
+            log(f"first hop: {args.hops} `peer append` on A, each way, to a subscriber on B")
+            results["first_hop"] = run_first_hops(Path(tmp) / "hop", args.hops)
+        if "rss" in parts:
+            log(f"peak RSS: B syncs {args.records:,} records from A")
+            results["rss"] = run_rss(Path(tmp) / "rss", args.records)
     if args.json:
-        print(json.dumps({"latency": latency, "rss": rss}, sort_keys=True))
+        print(json.dumps(results, sort_keys=True))
         return
-    verdict = {True: "pass", False: "FAIL"}
-    print(
+    for part, result in results.items():
+        print(SUMMARIES[part](result))
+
+
+PARTS = ("latency", "first_hop", "rss")
+VERDICT = {True: "pass", False: "FAIL"}
+
+
+def _latency_line(latency: dict[str, Any]) -> str:
+    return (
         f"live latency A -> B ({latency['appends']} appends): p50 {latency['p50_ms']} ms "
         f"(target < {LATENCY_P50_MS:g}), p99 {latency['p99_ms']} ms "
         f"(target < {LATENCY_P99_MS:g}), max {latency['max_ms']} ms  "
-        f"[{verdict[latency['pass']]}]"
+        f"[{VERDICT[latency['pass']]}]"
     )
-    print(
+
+
+def _first_hop_line(hop: dict[str, Any]) -> str:
+    def way(figures: dict[str, Any]) -> str:
+        return (
+            f"from the CLI returning p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms "
+            f"({figures['before_return']} of {figures['appends']} held before it returned); "
+            f"from the write p50 {figures['from_write_p50_ms']} ms, "
+            f"p99 {figures['from_write_p99_ms']} ms; `peer append` p50 {figures['cli_p50_ms']} ms"
+        )
+
+    return (
+        f"first hop, `peer append` on A -> live subscriber on B "
+        f"({hop['doorbell']['appends']} appends each way):\n"
+        f"  doorbell:  {way(hop['doorbell'])}  (target p50 < {FIRST_HOP_P50_MS:g} ms) "
+        f"[{VERDICT[hop['pass']]}]\n"
+        f"  poll only: {way(hop['poll'])}"
+    )
+
+
+def _rss_line(rss: dict[str, Any]) -> str:
+    return (
         f"initial sync of {rss['records']:,} records by the daemon: {rss['sync_s']} s "
         f"({rss['rate_per_s']:,}/s), peak RSS of the receiving daemon "
-        f"{rss['peak_rss_mb']} MB (target < {RSS_TARGET_MB:g})  [{verdict[rss['pass']]}]"
+        f"{rss['peak_rss_mb']} MB (target < {RSS_TARGET_MB:g})  [{VERDICT[rss['pass']]}]"
     )
+
+
+SUMMARIES = {"latency": _latency_line, "first_hop": _first_hop_line, "rss": _rss_line}
 
 
 if __name__ == "__main__":

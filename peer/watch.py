@@ -9,6 +9,12 @@ its callback in its own task, one call at a time, only after a change, and at mo
 once per its `every` seconds: so the trust list is re-read when something was
 committed, never on every tick, and a slow callback holds up no other watch. The
 poll runs while there is a watch, and stops with the last one.
+
+So that another process's commit need not wait for the next poll, the daemon keeps a
+`Doorbell` (a datagram socket beside its local API's): a writer that committed `ring`s
+it, and the watcher asks `data_version` at once (`StoreWatcher.wake`). Ringing never
+blocks and never fails the writer: with no daemon there is nobody to ring, and the
+datagram is simply not sent. The poll stays, for a writer that does not ring.
 """
 
 from __future__ import annotations
@@ -16,15 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from peer.errors import PeerError
 from peer.store import Store
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05  # other processes' commits (the CLI) are seen within this
+POLL_S = 0.05  # other processes' commits (the CLI) are seen within this, unrung
 TRUST_POLL_S = 0.5  # the trust list is re-read at most this often
+DOORBELL_NAME = "peer.wake"  # the doorbell's socket, beside the local API's socket
 
 OnChange = Callable[[], Awaitable[None]]
 
@@ -67,12 +77,14 @@ class Watch:
 
 
 class StoreWatcher:
-    """Polls one store's `data_version` for all its watches (share one per store)."""
+    """Polls one store's `data_version` for all its watches (share one per store), and
+    at once when woken (`wake`)."""
 
-    def __init__(self, store: Store, poll_s: float = POLL_S) -> None:
+    def __init__(self, store: Store, poll_s: float | None = None) -> None:
         self.store = store
-        self.poll_s = poll_s
+        self.poll_s = POLL_S if poll_s is None else poll_s
         self._watches: list[Watch] = []
+        self._woken = asyncio.Event()
         self._poll: asyncio.Task[None] | None = None
         self._stop_listening: Callable[[], None] | None = None
 
@@ -110,6 +122,11 @@ class StoreWatcher:
         with contextlib.suppress(asyncio.CancelledError):
             await poll
 
+    def wake(self) -> None:
+        """Another process says it committed: ask `data_version` now, not at the next
+        poll (a wake during a poll asks once more right after it)."""
+        self._woken.set()
+
     def _committed_here(self) -> None:
         for watch in self._watches:
             if watch.local:
@@ -127,4 +144,54 @@ class StoreWatcher:
                     for watch in list(self._watches):
                         watch.notify()
                 version = current
-            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_s):
+                    await self._woken.wait()
+            self._woken.clear()
+
+
+def doorbell_path(local_socket: str | Path) -> Path:
+    """Where the daemon whose local API listens on `local_socket` keeps its doorbell."""
+    return Path(local_socket).parent / DOORBELL_NAME
+
+
+def ring(path: str | Path) -> bool:
+    """Tell the daemon listening at `path` that this process committed to its store:
+    one datagram, sent without waiting. False (and nothing else) if nobody listens."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as bell:
+            bell.setblocking(False)  # a full queue means the daemon is woken already
+            bell.sendto(b"wrote", os.fsencode(path))
+    except OSError:  # no socket, nobody bound to it, a full queue, a path too long
+        return False
+    return True
+
+
+class _Rung(asyncio.DatagramProtocol):
+    def __init__(self, on_ring: Callable[[], None]) -> None:
+        self._on_ring = on_ring
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self._on_ring()  # what was sent does not matter: only that it was
+
+
+class Doorbell:
+    """A datagram socket at `path` calling `on_ring` whenever it is rung (`ring`)."""
+
+    def __init__(self, transport: asyncio.BaseTransport, path: Path) -> None:
+        self._transport = transport
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, on_ring: Callable[[], None]) -> Doorbell:
+        """Bind `path` (replacing a stale socket there); its mode follows the umask."""
+        path.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Rung(on_ring), local_addr=str(path), family=socket.AF_UNIX
+        )
+        return cls(transport, path)
+
+    def close(self) -> None:
+        self._transport.close()
+        self.path.unlink(missing_ok=True)

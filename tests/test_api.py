@@ -16,6 +16,7 @@ import pytest
 from peer import api
 from peer.errors import PeerError, UsageError
 from peer.records import LogKey
+from peer.watch import doorbell_path
 from tests.daemons import (
     Daemons,
     Subscriber,
@@ -29,11 +30,12 @@ async def test_the_socket_is_the_owners_only(daemons: Daemons) -> None:
     (a,) = daemons.homes("a")
     daemons.start(a)
     socket = Path(json.loads((a.root / "serve.json").read_text())["socket"])
-    mode = socket.stat().st_mode
-    print(f"{socket}: {stat.filemode(mode)}")
-    assert stat.S_ISSOCK(mode)
-    assert stat.S_IMODE(mode) == 0o600
-    assert socket.stat().st_uid == os.getuid()
+    for path in (socket, doorbell_path(socket)):  # the local API, and the CLI's doorbell
+        mode = path.stat().st_mode
+        print(f"{path}: {stat.filemode(mode)}")
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) == 0o600
+        assert path.stat().st_uid == os.getuid()
     if socket.parent != a.root.resolve():  # a long home path: a private directory instead
         assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o700
 

@@ -16,6 +16,7 @@ import pytest
 
 from peer.errors import PeerError
 from peer.records import LogKey
+from peer.watch import doorbell_path
 from tests.cli import ok, peer
 from tests.daemons import (
     Daemon,
@@ -53,7 +54,7 @@ async def test_a_signal_stops_the_daemon_cleanly(daemons: Daemons, signum: int) 
     assert code == 0
     assert took < 5.0  # streams to b and to the program closed, not waited out
     assert not (a.root / "serve.json").exists()
-    assert not socket.exists()
+    assert not socket.exists() and not doorbell_path(socket).exists()
     assert "Traceback" not in daemon_a.stderr()
     assert subscriber.task is not None
     done, _ = await asyncio.wait({subscriber.task}, timeout=5)

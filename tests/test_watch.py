@@ -1,4 +1,5 @@
-"""The store watcher: one poll of `data_version` per store, shared by every watch.
+"""The store watcher: one poll of `data_version` per store, shared by every watch, and
+the doorbell that makes it look at once.
 
 Another process's commits are played by a second connection to the same database file
 (what the CLI is); this process's by the watched store itself.
@@ -7,6 +8,7 @@ Another process's commits are played by a second connection to the same database
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 from peer.crypto import Author
 from peer.store import Store, TrustedPeer
-from peer.watch import StoreWatcher
+from peer.watch import Doorbell, StoreWatcher, doorbell_path, ring
 from tests.conftest import open_store
 
 SETTLE_S = 0.3  # several polls of 50 ms
@@ -102,3 +104,55 @@ async def test_at_once_calls_back_without_a_commit(store: Store) -> None:
         await eventually(lambda: calls == [1])
     finally:
         await watch.close()
+
+
+async def test_a_wake_asks_at_once_what_the_poll_would_ask_later(
+    store: Store, other: Store
+) -> None:
+    watcher = StoreWatcher(store, poll_s=3600.0)  # the poll alone would never tell
+    (feed, on_feed), (trust, on_trust) = counter(), counter()
+    watches = [watcher.watch("feed", on_feed, local=True), watcher.watch("trust", on_trust)]
+    try:
+        await other.peers.add(TrustedPeer(bytes(32), "laptop"))  # another process
+        await asyncio.sleep(SETTLE_S)
+        assert (feed, trust) == ([0], [0])
+        watcher.wake()  # what the doorbell does
+        await eventually(lambda: feed == [1] and trust == [1])  # every watch, as a poll would
+        watcher.wake()  # nothing committed since: nobody is called
+        await asyncio.sleep(SETTLE_S)
+        assert (feed, trust) == ([1], [1])
+    finally:
+        for watch in watches:
+            await watch.close()
+
+
+async def test_ringing_the_doorbell_calls_it_and_nobody_else(tmp_path: Path) -> None:
+    rung: list[int] = []
+    path = doorbell_path(tmp_path / "peer.sock")
+    assert path == tmp_path / "peer.wake"
+    doorbell = await Doorbell.open(path, lambda: rung.append(1))
+    try:
+        assert ring(path)
+        await eventually(lambda: rung == [1])
+    finally:
+        doorbell.close()
+    assert not path.exists()  # the daemon leaves no socket behind
+    assert not ring(path)  # nobody to ring: False, not an error
+
+
+def test_a_ring_nobody_answers_fails_at_once_and_quietly(tmp_path: Path) -> None:
+    """A missing socket, a socket of a daemon that died, a full queue of one that does
+    not read: each is False, and ringing never waits."""
+    assert not ring(tmp_path / "missing" / "peer.wake")
+    stale = tmp_path / "stale.wake"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
+        dead.bind(str(stale))
+    assert stale.exists() and not ring(stale)  # refused
+    (tmp_path / "file.wake").write_text("not a socket")
+    assert not ring(tmp_path / "file.wake")
+    assert not ring(tmp_path / ("x" * 200))  # longer than a socket address
+    full = tmp_path / "full.wake"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as deaf:
+        deaf.bind(str(full))
+        answers = [ring(full) for _ in range(5000)]  # more than any queue holds
+    assert answers[0] and not answers[-1]

@@ -82,7 +82,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             print(f"serving node {node_id} on {address} ({mode}; Ctrl-C to stop)")
         sys.stdout.flush()
 
-    async with open_node(args) as node:
+    async with open_node(args, serving=True) as node:
         node_id = format_node_id(node.identity.node_id)
         await daemon.serve(node, config, ready)
     return 0

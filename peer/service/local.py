@@ -4,7 +4,9 @@ The socket lives in the node's home (or a private temporary directory when the h
 path is too long for a socket address) with mode 0600, so the file system decides who
 may connect: the user who owns the home. No TLS is needed there. Besides
 LocalService (append, live status), the socket serves SyncService without a trust
-list, so programs read the index and subscribe exactly as a peer does.
+list, so programs read the index and subscribe exactly as a peer does. Beside it, also
+0600, is the daemon's doorbell (`peer.watch`): a process that wrote to the store
+directly rings it, and the live feed publishes at once rather than at the next poll.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from peer.service.servicer import SyncServicer, method_handlers
 from peer.settings import Limits
 from peer.status import NodeStatus
 from peer.store import Store
+from peer.watch import Doorbell, doorbell_path
 
 MAX_SOCKET_PATH = 100  # sockaddr_un holds 107 bytes on Linux, fewer elsewhere
 AppendFn = Callable[[str, list[bytes]], Awaitable[Appended]]
@@ -70,13 +73,15 @@ def _local_handlers(servicer: LocalServicer) -> grpc.GenericRpcHandler[Any, Any]
 
 @dataclass
 class LocalServer:
-    """The running local API and the socket file it owns."""
+    """The running local API, its doorbell, and the socket files they own."""
 
     server: aio.Server
     socket: Path
     private_dir: Path | None
+    doorbell: Doorbell
 
     async def stop(self, grace: float = 1.0) -> None:
+        self.doorbell.close()
         await self.server.stop(grace)
         self.socket.unlink(missing_ok=True)
         if self.private_dir is not None:
@@ -100,20 +105,31 @@ async def start_local_server(
     local: LocalServicer,
     limits: Limits | None = None,
 ) -> LocalServer:
-    """Serve LocalService and SyncService (no trust list) on the home's Unix socket."""
+    """Serve LocalService and SyncService (no trust list) on the home's Unix socket,
+    and wake the feed's watcher whenever the doorbell beside it is rung."""
     path, private = socket_path(home)
     path.unlink(missing_ok=True)  # a stale socket of a crashed daemon (the home is locked)
     sync = SyncServicer(store, node_id, feed, limits or Limits())
     server = aio.server()
     server.add_generic_rpc_handlers((method_handlers(sync), _local_handlers(local)))
     with _private_files():
+        doorbell = await _open_doorbell(doorbell_path(path), feed)
         try:
             server.add_insecure_port(f"unix:{path}")
         except RuntimeError as exc:
+            doorbell.close()
             raise UsageError(f"cannot create the local socket {path}") from exc
         await server.start()
     os.chmod(path, 0o600)
-    return LocalServer(server, path, private)
+    os.chmod(doorbell.path, 0o600)
+    return LocalServer(server, path, private, doorbell)
+
+
+async def _open_doorbell(path: Path, feed: Feed) -> Doorbell:
+    try:
+        return await Doorbell.open(path, feed.watcher.wake)
+    except OSError as exc:
+        raise UsageError(f"cannot create the doorbell socket {path}: {exc.strerror}") from exc
 
 
 @contextlib.contextmanager

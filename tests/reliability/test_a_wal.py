@@ -33,6 +33,8 @@ REVIEWED = {
     ("home.py", "write_private"): "a temp file renamed over a private file",
     ("service/local.py", "stop"): "the daemon's API socket and its private dir",
     ("service/local.py", "start_local_server"): "a stale socket of a crashed daemon",
+    ("watch.py", "open"): "a stale doorbell socket of a crashed daemon",
+    ("watch.py", "close"): "the daemon's doorbell socket",
 }
 
 
