@@ -9,6 +9,7 @@
     HOME/serve.json  where a running `peer serve` listens (for `peer invite`, programs)
     HOME/serve.lock  held (flock) by the running `peer serve`: one daemon per home
     HOME/peer.sock   the running daemon's local API (Unix socket, mode 0600)
+    HOME/peer.wake   its doorbell: a datagram after a commit by another process (0600)
     HOME/peer.db     the record store (SQLite, WAL; SQLite keeps its WAL and shared-memory
                      index beside it, named after it)
 
@@ -99,6 +100,7 @@ FILE_NAMES = (  # every file peer keeps in a home (checked by `exposed`, tighten
     "serve.json",
     "serve.lock",
     "peer.sock",
+    "peer.wake",
 )
 STORE_FILES = "peer.db*"  # the database and the files SQLite keeps beside it
 
