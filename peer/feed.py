@@ -3,9 +3,9 @@
 The feed reads what arrived (by the store's arrival number) and hands it to every
 subscriber's bounded queue, whenever the store's watcher (`peer.watch`) says something
 was committed: at once for a commit by this process or by another that rings the
-daemon's doorbell (the CLI writing to the same store), else within its poll. A subscriber that falls a whole queue
-behind is cut off instead of growing memory: it reconnects and catches up from the
-store.
+daemon's doorbell (the CLI writing to the same store), else within its poll. A
+subscriber that falls a whole queue behind is cut off instead of growing memory: it
+reconnects and catches up from the store.
 """
 
 from __future__ import annotations

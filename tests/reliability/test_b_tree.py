@@ -72,7 +72,7 @@ async def test_b9_kill9_feeding_neighbour(daemons: Daemons, report: Report, tier
         killed = time.monotonic()
         mid_stream += held_at_kill < total
 
-        async def taken_over(before: int = from_other) -> bool:
+        async def taken_over(before: int = from_other, other: Home = other) -> bool:
             return await _received(daemons, d, other) > before
 
         if held_at_kill < total:
