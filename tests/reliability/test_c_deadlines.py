@@ -1,7 +1,7 @@
 """C18: every outgoing call has a deadline, and every handler bounds its own runtime.
 
 The channel's multi-callable factories are wrapped so that a call without `timeout=`
-fails the test at once (a long-lived Subscribe is the one exception, and only on a
+fails the test at once (the long-lived Subscribe and Follow are the exceptions, only on a
 channel with HTTP/2 keepalive and a ping timeout, which end it when the peer goes
 silent). A representative workload then runs through them, all real and in process:
 two `Daemon`s over mutual TLS (pairing Join, the mesh's rounds and live streams, the
@@ -51,7 +51,7 @@ from tests.reliability.rel_c import RAW, method
 
 KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 PEER_DIR = Path(peer.__file__).resolve().parent
-LONG_LIVED = {f"/{codec.SERVICE_NAME}/Subscribe"}  # may run without a deadline ...
+LONG_LIVED = {f"/{codec.SERVICE_NAME}/{name}" for name in ("Subscribe", "Follow")}  # ...
 KEEPALIVE_OPTIONS = ("grpc.keepalive_time_ms", "grpc.http2.ping_timeout_ms")  # ... with these
 IDLE_S = 2.0  # the server's idle bound in the silent-client check
 SLACK_S = 3.0
@@ -278,17 +278,17 @@ async def test_c18_every_call_has_deadline(guard: Guard, tmp_path: Path, report:
     passed = (
         not guard.missing
         and in_peer == static
-        and len(methods) == 8
+        and len(methods) == 9
         and cut_s <= IDLE_S + SLACK_S
         and outcome == "RESOURCE_EXHAUSTED"
         and daemon_done.get("peer_sync_errors") == 0
     )
     report(
-        "every client call carries a deadline (a long-lived Subscribe only on a channel "
+        "every client call carries a deadline (a long-lived Subscribe or Follow only on a channel "
         "whose keepalive and ping timeout end it); every handler bounds its own runtime",
         f"{len(static)} call sites in peer/ ({len(in_peer)} exercised), {len(methods)} methods, "
         f"{sum(guard.calls.values())} calls, {len(guard.missing)} without deadline; "
-        f"Subscribe ({sum(guard.long_lived.values())} streams) bounded by keepalive "
+        f"Subscribe and Follow ({sum(guard.long_lived.values())} streams) bounded by keepalive "
         f"{keepalive} instead of a deadline; a pull that reads nothing is cut "
         f"{cut_s:.1f} s after it stalls (idle bound {IDLE_S:.0f} s, caller sees {outcome}); "
         f"silent push and stuck subscriber: C14, C17",
@@ -302,6 +302,6 @@ async def test_c18_every_call_has_deadline(guard: Guard, tmp_path: Path, report:
     )
     assert not guard.missing, guard.missing
     assert in_peer == static, (sorted(map(short, in_peer)), sorted(map(short, static)))
-    assert len(methods) == 8, methods
+    assert len(methods) == 9, methods
     assert daemon_done.get("peer_sync_errors") == 0, daemon_done
     assert cut_s <= IDLE_S + SLACK_S and outcome == "RESOURCE_EXHAUSTED", (cut_s, outcome)
