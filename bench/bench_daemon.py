@@ -42,9 +42,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_store import log, positive
@@ -167,14 +167,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_latency(root: Path, appends: int) -> dict[str, Any]:
+T = TypeVar("T")
+
+
+def on_a_pair(root: Path, measure: Callable[[Path, Path], Awaitable[T]]) -> T:
+    """Run `measure(a, b)` against two daemons started for it, stopped afterwards."""
     a, b, ports = make_pair(root)
     daemons = [Daemon(a, ports[0]), Daemon(b, ports[1])]
     try:
-        latencies = asyncio.run(measure_latency(a, b, appends))
+        return asyncio.run(measure(a, b))
     finally:
         for daemon in daemons:
             daemon.stop()
+
+
+def run_latency(root: Path, appends: int) -> dict[str, Any]:
+    latencies = on_a_pair(root, lambda a, b: measure_latency(a, b, appends))
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
     return {
         "appends": appends,
@@ -246,13 +254,7 @@ def _timed_append(home: Path) -> tuple[float, float]:
 
 
 def run_first_hops(root: Path, hops: int) -> dict[str, Any]:
-    a, b, ports = make_pair(root)
-    daemons = [Daemon(a, ports[0]), Daemon(b, ports[1])]
-    try:
-        hop = asyncio.run(measure_first_hops(a, b, hops))
-    finally:
-        for daemon in daemons:
-            daemon.stop()
+    hop = on_a_pair(root, lambda a, b: measure_first_hops(a, b, hops))
     hop["pass"] = hop["doorbell"]["p50_ms"] < FIRST_HOP_P50_MS
     return hop
 
