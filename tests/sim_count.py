@@ -187,9 +187,16 @@ class Traffic:
         self.watched: dict[tuple[Log, int], float] = {}  # record -> when written
         self.reached_all: dict[tuple[Log, int], float] = {}  # record -> when all had it
         self.audience = 0  # nodes that should get each record (present, not its author)
+        self.last_moved = time.monotonic()  # when records last crossed a link
+
+    def quiet(self, seconds: float) -> bool:
+        """No record crossed any link for `seconds` (copies still in flight are done)."""
+        return time.monotonic() - self.last_moved >= seconds
 
     def moved(self, sender: int, receiver: int, records: Sequence[Record]) -> None:
         self.links[sender, receiver] += len(records)
+        if records:
+            self.last_moved = time.monotonic()
         own = self.hosts[receiver]
         for record in records:
             if record.host == own:
