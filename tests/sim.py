@@ -48,7 +48,9 @@ from peer.watch import StoreWatcher
 from tests.sim_count import CountingRemote, Log, Traffic, Wire
 
 # Fast enough for tests: a lost stream is retried within a second, and rounds (the
-# safety net under the live streams) come every few seconds, not every minute.
+# safety net under the live streams) come every 10 s, not every minute. Not faster: a
+# round is a few ms of this one process's CPU, times every link (64 nodes, 3 s: a third
+# of a core); bench/bench_mesh.py keeps the daemon's 60 s.
 SCHEDULE = Schedule(interval=10.0, jitter=0.2, backoff_initial=0.05, backoff_max=1.0)
 # Nothing but this process writes the stores, and its commits of records wake the feed
 # at once: the poll of `data_version` is only how the mesh sees the trust list change.
