@@ -19,27 +19,26 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peer.cli.main import main as cli_main
 from peer.client import PeerClient
-from peer.remote import Batch
-from tests.sim_count import FLOWS, flowing, unlisted
+from tests.sim_count import FLOWS, Counting, Records, flowing, unlisted
 
 Key = tuple[str, str, str, str]  # direction, peer address, host (hex), tag
 COUNTS: Counter[Key] = Counter()
 
 
-def counting(direction: str, target: str) -> Callable[[AsyncIterator[Batch]], Any]:
-    async def count(batches: AsyncIterator[Batch]) -> AsyncIterator[Batch]:
-        async for records, keys in batches:
-            per_log = Counter((r.host, r.tag) for r in records)
+def counting(direction: str, target: str) -> Counting:
+    async def count(items: AsyncIterator[Any], records: Records) -> AsyncIterator[Any]:
+        async for item in items:
+            per_log = Counter((r.host, r.tag) for r in records(item))
             for (host, tag), n in per_log.items():
                 COUNTS[direction, target, host.hex(), tag] += n
-            yield records, keys
+            yield item
 
     return count
 

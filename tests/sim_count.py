@@ -26,24 +26,31 @@ from peer.records import Record
 from peer.remote import Batch, Remote
 
 Log = tuple[bytes, str]  # (host, tag), cheaper than LogKey per record
-Batches = AsyncIterator[Batch]
 
 
 # -- counting --------------------------------------------------
 
 
+def batch_records(batch: Batch) -> Sequence[Record]:
+    return batch[0]
+
+
 @dataclass(frozen=True)
 class Flow:
-    """How one Remote method moves records: `receives`, it returns an async iterator of
-    batches coming to the caller; `sends`, its argument of that name (or position)
-    is an async iterator of batches going to the peer."""
+    """How one Remote method moves records: `receives`, it returns an async iterator
+    of items coming to the caller; `sends`, its argument of that name (or position) is
+    an async iterator of items going to the peer; `records`, the records in one item
+    (a Batch's first half, unless said otherwise). Items pass through unchanged."""
 
     receives: bool = False
     sends: str | None = None
     position: int = 0
+    records: Callable[[Any], Sequence[Record]] = batch_records
 
 
-# Every method of the Remote protocol and how it moves records. A new one: one line.
+# Every method of the Remote protocol and how it moves records. A new one: one line,
+# e.g. for a stream of Followed items (records, keys and notes) answering controls:
+#     "follow": Flow(receives=True, records=lambda followed: followed.records),
 FLOWS: dict[str, Flow] = {
     "get_index": Flow(),
     "pull": Flow(receives=True),
@@ -58,25 +65,27 @@ def unlisted() -> set[str]:
     return members - set(FLOWS) - {"target"}
 
 
+Items = AsyncIterator[Any]
+Records = Callable[[Any], Sequence[Record]]
+Counting = Callable[[Items, Records], Items]  # wraps a stream, counting each item's records
+
+
 def flowing(
-    method: Callable[..., Any],
-    flow: Flow,
-    sending: Callable[[Batches], Batches],
-    receiving: Callable[[Batches], Batches],
+    method: Callable[..., Any], flow: Flow, sending: Counting, receiving: Counting
 ) -> Callable[..., Any]:
-    """`method` with the batches it sends passed through `sending` and those it
-    returns through `receiving` (both wrap an async iterator of batches)."""
+    """`method` with the items it sends passed through `sending` and those it
+    returns through `receiving` (each given the stream and `flow.records`)."""
 
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
         if flow.sends is not None:
             if flow.sends in kwargs:
-                kwargs[flow.sends] = sending(kwargs[flow.sends])
+                kwargs[flow.sends] = sending(kwargs[flow.sends], flow.records)
             else:
                 at = flow.position
-                args = (*args[:at], sending(args[at]), *args[at + 1 :])
+                args = (*args[:at], sending(args[at], flow.records), *args[at + 1 :])
         result = method(*args, **kwargs)
-        return receiving(result) if flow.receives else result
+        return receiving(result, flow.records) if flow.receives else result
 
     return call
 
@@ -89,7 +98,7 @@ class Wire:
         self.a, self.b = a, b
         self.cut = False  # cut on purpose (a partition)
         self.up = True  # not cut, and both ends serving
-        self._reads: set[asyncio.Future[Batch]] = set()
+        self._reads: set[asyncio.Future[Any]] = set()
 
     def set(self, up: bool) -> None:
         self.up = up
@@ -104,8 +113,8 @@ class Wire:
     def unreachable(self) -> PeerUnavailable:
         return PeerUnavailable(f"sim nodes {self.a} and {self.b}: the link is down (simulated)")
 
-    async def read(self, stream: Batches) -> Batch:
-        """The next batch of `stream`, or PeerUnavailable if the wire goes down first.
+    async def read(self, stream: Items) -> Any:
+        """The next item of `stream`, or PeerUnavailable if the wire goes down first.
         The read runs in a task of its own, so that the wire going down cancels the
         read, never the reader (whose own cancellation stays its own)."""
         self.check()
@@ -151,21 +160,21 @@ class CountingRemote:
         self._wire.check()
         return flowing(found, flow, self._sending, self._receiving)
 
-    async def _sending(self, batches: Batches) -> Batches:
-        async for records, keys in batches:
+    async def _sending(self, items: Items, records: Records) -> Items:
+        async for item in items:
             self._wire.check()
-            self._traffic.moved(self._here, self._there, records)
-            yield records, keys
+            self._traffic.moved(self._here, self._there, records(item))
+            yield item
 
-    async def _receiving(self, stream: Batches) -> Batches:
+    async def _receiving(self, stream: Items, records: Records) -> Items:
         try:
             while True:
                 try:
-                    records, keys = await self._wire.read(stream)
+                    item = await self._wire.read(stream)
                 except StopAsyncIteration:
                     return
-                self._traffic.moved(self._there, self._here, records)
-                yield records, keys
+                self._traffic.moved(self._there, self._here, records(item))
+                yield item
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from peer.crypto import Author, SigningKey, SyncKey
 from peer.errors import PeerUnavailable
-from peer.records import Head
+from peer.records import Head, Record
 from peer.remote import Batch
 from tests.sim import (
     Report,
@@ -162,10 +163,22 @@ async def test_churn_a_node_leaves_mid_stream_one_joins_links_cut_and_healed_not
 # -- the boundary the counts are taken at ---------------------------------------------
 
 
+@dataclass
+class Followed:
+    """An item of a stream that carries records beside other things (notes, say)."""
+
+    records: list[Record]
+    notes: dict[str, int]
+
+
 class FakeRemote:
-    """A Remote with one method more (as the tree may add): `follow`."""
+    """A Remote with one method more, as the tree adds: `follow`, answering each
+    control it is sent with an item holding records."""
 
     target = "fake"
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
 
     async def __aenter__(self) -> FakeRemote:
         return self
@@ -177,12 +190,12 @@ class FakeRemote:
         yield [], {}
         await asyncio.Event().wait()  # then nothing: a quiet live stream
 
-    async def follow(self, notes: AsyncIterator[Batch]) -> AsyncIterator[Batch]:
-        async for batch in notes:
-            yield batch
+    async def follow(self, controls: AsyncIterator[str]) -> AsyncIterator[Followed]:
+        async for _ in controls:
+            yield Followed(self.records, {"note": 1})
 
 
-async def batches(*items: Batch) -> AsyncIterator[Batch]:
+async def controls(*items: str) -> AsyncIterator[str]:
     for item in items:
         yield item
 
@@ -190,27 +203,32 @@ async def batches(*items: Batch) -> AsyncIterator[Batch]:
 async def test_a_method_the_remote_gains_works_and_is_named_until_it_is_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The tree may add a stream to the Remote protocol: the simulation keeps working,
+    """The tree adds a stream to the Remote protocol: the simulation keeps working,
     the report names the method, and one line in FLOWS counts it."""
     traffic = Traffic()
     traffic.hosts = {0: b"h0", 1: b"h1"}
-    remote = CountingRemote(FakeRemote(), traffic, 0, 1, Wire(0, 1))  # type: ignore[arg-type]
-    record = Author(SigningKey.generate(), SyncKey.generate()).write("t", Head(0), [1], [b"x"])
+    records = Author(SigningKey.generate(), SyncKey.generate()).write(
+        "t", Head(0), [1, 2], [b"x", b"y"]
+    )
+    remote = CountingRemote(FakeRemote(records), traffic, 0, 1, Wire(0, 1))  # type: ignore[arg-type]
     async with remote as client:
         assert client.target == "fake"
-        assert [b async for b in client.follow(batches((record, {})))] == [(record, {})]
+        got = [item async for item in client.follow(controls("have"))]
+        assert got == [Followed(records, {"note": 1})]
         assert traffic.uncounted == {"follow"}
         assert not traffic.links
-        monkeypatch.setitem(FLOWS, "follow", Flow(receives=True, sends="notes"))
-        assert [b async for b in client.follow(batches((record, {})))] == [(record, {})]
-        assert traffic.links == {(0, 1): 1, (1, 0): 1}  # sent, and received back
+        follow = Flow(receives=True, records=lambda followed: followed.records)
+        monkeypatch.setitem(FLOWS, "follow", follow)
+        got = [item async for item in client.follow(controls("have", "graft"))]
+        assert got == [Followed(records, {"note": 1})] * 2  # passed through as they are
+        assert traffic.links == {(1, 0): 4}  # two items of two records each
 
 
 async def test_a_cut_wire_refuses_calls_and_breaks_an_open_stream() -> None:
     traffic = Traffic()
     traffic.hosts = {0: b"h0", 1: b"h1"}
     wire = Wire(0, 1)
-    remote = CountingRemote(FakeRemote(), traffic, 0, 1, wire)  # type: ignore[arg-type]
+    remote = CountingRemote(FakeRemote([]), traffic, 0, 1, wire)  # type: ignore[arg-type]
     stream = remote.subscribe()
     assert await anext(stream) == ([], {})
     waiting = asyncio.ensure_future(anext(stream))
