@@ -13,10 +13,18 @@ from pathlib import Path
 import pytest
 
 from peer.client import PeerClient
-from peer.errors import ForgeryError, GapError, PeerError, StoreFull, UnknownHost
+from peer.errors import (
+    ForgeryError,
+    GapError,
+    PeerError,
+    PeerUnavailable,
+    StoreFull,
+    UnknownHost,
+)
 from peer.remote import Remote
 from peer.service import start_server
 from peer.service.memory import MemoryRemote, serve_in_memory
+from peer.settings import Limits
 from peer.store import Store
 from peer.sync import sync_with
 from tests.conftest import new_author, signed_chain
@@ -120,3 +128,31 @@ async def test_a_full_store_is_store_full(tmp_path: Path, serve: Serve) -> None:
                 await sync_with(a, remote, batch=256)
     assert type(raised.value) is StoreFull
     assert "the disk is full" in str(raised.value)
+
+
+async def test_a_memory_stream_its_server_cuts_ends_that_stream_not_the_caller(
+    tmp_path: Path,
+) -> None:
+    """A subscriber that reads nothing while it falls behind is cut by the server
+    (`write_idle_s`). In memory the handler runs in a task of its own, as under grpc:
+    the cut cancels that task, and the caller learns it at its next read (the call
+    was cancelled: the peer is unavailable to it), instead of being cancelled itself."""
+    author = new_author()
+    limits = Limits(subscriber_queue=1, write_idle_s=0.05)
+    async with await Store.open(tmp_path / "b.db") as b:
+        await b.add_host(author.signing.public_key)
+        servicer, feed = await serve_in_memory(b, "served", limits)
+        try:
+            stream = MemoryRemote(servicer, "served").subscribe({})
+            await b.append(author, "t", [b"first"])
+            await asyncio.wait_for(anext(stream), 5)
+            for n in range(20):  # far more than the queue and the stream's buffer hold
+                await b.append(author, "t", [b"more %d" % n])
+                await asyncio.sleep(0.06)  # each one its own feed batch (the poll is 50 ms)
+            await asyncio.sleep(0.3)  # past write_idle_s after falling behind
+            with pytest.raises(PeerUnavailable, match="cancelled"):
+                for _ in range(100):  # what was buffered before the cut, then the status
+                    await asyncio.wait_for(anext(stream), 5)
+            assert not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+        finally:
+            await feed.close()

@@ -9,6 +9,7 @@ not exercise is grpc itself (flow control, deadlines, keepalive, message size li
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
@@ -29,9 +30,11 @@ from peer.v1 import sync_pb2 as pb
 class _Aborted(Exception):
     """What `context.abort` raises here (grpc raises its own AbortError)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, metadata: Mapping[str, str]) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, details: str = "", metadata: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(details)
-        self.code, self.details, self.metadata = code, details, metadata
+        self.code, self.details, self.metadata = code, details, metadata or {}
 
 
 class _Context:
@@ -40,6 +43,7 @@ class _Context:
     def __init__(self, caller: str) -> None:
         self._caller = caller
         self._metadata: dict[str, str] = {}
+        self.aborted: _Aborted | None = None  # the status answered, once it is
 
     def peer(self) -> str:
         return self._caller
@@ -51,7 +55,8 @@ class _Context:
         self._metadata = dict(metadata)
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise _Aborted(code, details, self._metadata)
+        self.aborted = _Aborted(code, details, self._metadata)
+        raise self.aborted
 
 
 class MemoryRemote:
@@ -103,19 +108,50 @@ class MemoryRemote:
         return answer
 
     async def _stream(self, method: str, request: Any) -> AsyncIterator[bytes]:
+        """The handler's answers, served in a task of their own as grpc serves them: a
+        handler that cuts its own call (a reader that reads nothing) cancels its task,
+        never the caller's; the caller then sees the status the handler answered."""
         context = _Context(self._caller)
         handler: Callable[[bytes, Any], AsyncIterator[bytes]] = self._handlers[method]
-        answers = handler(request, context)
+        answers: asyncio.Queue[bytes] = asyncio.Queue(STREAM_BUFFER)
+        serving = asyncio.create_task(_serve(handler(request, context), answers))
         try:
-            async for raw in answers:
-                yield raw
-        except _Aborted as refused:
-            raise self._error(refused) from None
+            while True:
+                if not answers.empty():
+                    yield answers.get_nowait()
+                    continue
+                if serving.done():
+                    break
+                getting = asyncio.ensure_future(answers.get())
+                await asyncio.wait({getting, serving}, return_when=asyncio.FIRST_COMPLETED)
+                if getting.done():
+                    yield getting.result()
+                else:
+                    getting.cancel()
+            if serving.cancelled():
+                raise self._error(context.aborted or _Aborted(grpc.StatusCode.CANCELLED))
+            if isinstance(serving.exception(), _Aborted):
+                raise self._error(serving.exception())  # type: ignore[arg-type]
+            serving.result()
         finally:
-            await answers.aclose()  # type: ignore[attr-defined]
+            if not serving.done():
+                serving.cancel()
+                await asyncio.wait({serving})
 
     def _error(self, refused: _Aborted) -> Exception:
         return error_for(refused.code, refused.details, refused.metadata, self.target)
+
+
+STREAM_BUFFER = 4  # answers a handler may write ahead of its reader (a transport's buffer)
+
+
+async def _serve(answers: AsyncIterator[bytes], out: asyncio.Queue[bytes]) -> None:
+    """Run a streaming handler to its end, its answers into `out` as they are read."""
+    try:
+        async for raw in answers:
+            await out.put(raw)
+    finally:
+        await answers.aclose()  # type: ignore[attr-defined]
 
 
 async def serve_in_memory(
