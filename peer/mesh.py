@@ -95,7 +95,11 @@ class Link:
         delay = 0.0
         while True:
             await self._sleep(delay)
-            delay = await self._attempt()
+            try:
+                delay = await self._attempt()
+            except Exception as exc:  # a bug must not end the link for good
+                delay = self._failed(PeerError(f"internal error ({exc}); see the daemon log"))
+                log.error("peer %s: internal error", self._label, exc_info=True)
 
     async def _attempt(self) -> float:
         """One connection: a round, then live until it breaks; the delay to the next."""
@@ -181,11 +185,7 @@ class Link:
             for task in done:
                 task.result()  # raise the failure, if any
         finally:
-            for task in (stream, rounds):
-                task.cancel()
-            for task in (stream, rounds):
-                with contextlib.suppress(asyncio.CancelledError, PeerError):
-                    await task
+            await _cancel_all((stream, rounds))
 
     async def _rounds(self, client: Remote) -> None:
         while True:
@@ -272,6 +272,18 @@ class Link:
         heads = self.state.remote_heads
         for record in records:
             heads[record.log] = max(heads.get(record.log, 0), record.idx + 1)
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` and wait until they ended, their failures dropped. Unlike awaiting
+    each under `suppress(CancelledError)`, a cancellation of the caller itself while it
+    waits is never swallowed (a mesh closing would wait forever for a link)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: the failure that mattered was raised already
 
 
 async def _until_none(queue: asyncio.Queue[FollowControl | None]) -> AsyncIterator[FollowControl]:
