@@ -263,7 +263,7 @@ class Sim:
     async def _serve(self, node: SimNode) -> None:
         """Serve the node's store (in memory), with its live feed."""
         node.servicer, node.feed = await serve_in_memory(
-            node.held(), f"sim-{node.index}", self.limits
+            node.held(), f"sim-{node.index}", self.limits, own_host=node.author.host
         )
         self._count_audience()
         self._set_wires(node.index)

@@ -48,14 +48,14 @@ class Flow:
     records: Callable[[Any], Sequence[Record]] = batch_records
 
 
-# Every method of the Remote protocol and how it moves records. A new one: one line,
-# e.g. for a stream of Followed items (records, keys and notes) answering controls:
-#     "follow": Flow(receives=True, records=lambda followed: followed.records),
+# Every method of the Remote protocol and how it moves records. A new one: one line.
 FLOWS: dict[str, Flow] = {
     "get_index": Flow(),
     "pull": Flow(receives=True),
     "subscribe": Flow(receives=True),
     "push": Flow(sends="batches"),
+    # a stream of Followed items (records, keys and notes) answering controls
+    "follow": Flow(receives=True, records=lambda followed: followed.records),
 }
 
 

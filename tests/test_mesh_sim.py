@@ -172,8 +172,8 @@ class Followed:
 
 
 class FakeRemote:
-    """A Remote with one method more, as the tree adds: `follow`, answering each
-    control it is sent with an item holding records."""
+    """A Remote with one method more than today's protocol (`gossip`, made up),
+    answering each control it is sent with an item holding records."""
 
     target = "fake"
 
@@ -190,7 +190,7 @@ class FakeRemote:
         yield [], {}
         await asyncio.Event().wait()  # then nothing: a quiet live stream
 
-    async def follow(self, controls: AsyncIterator[str]) -> AsyncIterator[Followed]:
+    async def gossip(self, controls: AsyncIterator[str]) -> AsyncIterator[Followed]:
         async for _ in controls:
             yield Followed(self.records, {"note": 1})
 
@@ -203,8 +203,8 @@ async def controls(*items: str) -> AsyncIterator[str]:
 async def test_a_method_the_remote_gains_works_and_is_named_until_it_is_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The tree adds a stream to the Remote protocol: the simulation keeps working,
-    the report names the method, and one line in FLOWS counts it."""
+    """The Remote protocol gains a stream (as it gained `follow`): the simulation keeps
+    working, the report names the method, and one line in FLOWS counts it."""
     traffic = Traffic()
     traffic.hosts = {0: b"h0", 1: b"h1"}
     records = Author(SigningKey.generate(), SyncKey.generate()).write(
@@ -213,13 +213,13 @@ async def test_a_method_the_remote_gains_works_and_is_named_until_it_is_counted(
     remote = CountingRemote(FakeRemote(records), traffic, 0, 1, Wire(0, 1))  # type: ignore[arg-type]
     async with remote as client:
         assert client.target == "fake"
-        got = [item async for item in client.follow(controls("have"))]
+        got = [item async for item in client.gossip(controls("have"))]
         assert got == [Followed(records, {"note": 1})]
-        assert traffic.uncounted == {"follow"}
+        assert traffic.uncounted == {"gossip"}
         assert not traffic.links
-        follow = Flow(receives=True, records=lambda followed: followed.records)
-        monkeypatch.setitem(FLOWS, "follow", follow)
-        got = [item async for item in client.follow(controls("have", "graft"))]
+        gossip = Flow(receives=True, records=lambda followed: followed.records)
+        monkeypatch.setitem(FLOWS, "gossip", gossip)
+        got = [item async for item in client.gossip(controls("have", "graft"))]
         assert got == [Followed(records, {"note": 1})] * 2  # passed through as they are
         assert traffic.links == {(1, 0): 4}  # two items of two records each
 
