@@ -19,7 +19,7 @@ Run with `make bench` (last), or `.venv/bin/python bench/bench_mesh.py [--quick]
    Remote boundary; every store is checked after). Hops: the links the first copy to
    reach each node crossed (max over records).
 2. Daemons (bench/mesh_daemons.py): `peer serve` processes on loopback, mutual TLS,
-   pinned as TOPOLOGY:N (full meshes of 3, 5, 8 and a ring of 8 by default), counting
+   pinned as TOPOLOGY:N (full meshes of 3, 5, 8, 12 and a ring of 8 by default), counting
    at the Remote boundary (bench/counted_daemon.py). Bulk: `peer append --tag bulk` of
    `--daemon-bulk` lines on node 0; singles: `peer append --tag single TEXT` on random
    nodes one after the other, each timed from the record's timestamp (taken in the
@@ -29,10 +29,10 @@ Run with `make bench` (last), or `.venv/bin/python bench/bench_mesh.py [--quick]
    record and time to all against N; `--baseline` adds an earlier run's JSON, dashed:
    today's fan-out against the tree, say).
 
-Default sizes keep the whole run within about 5 minutes on 2 cores at today's fan-out,
-where every record crosses every link (at 256 nodes that is ~1,800 links; a duplicate
-costs as much as a new record). The issue's workload is `--sim-bulk 5000 --sim-singles
-200 --daemon-singles 200 --sim ...,full:64`: hours today, minutes once copies are ~1.
+Then each target of issue 14 this run measured, and whether it held ("ok" or "MISS"):
+copies <= 1.1 and no echoes in every row, the first hop < 10 ms, the largest full mesh
+of daemons within 1.5x the 3-node bulk time, and CPU per record per daemon flat in N.
+Default sizes take about 5 minutes on 2 cores; `--quick` about 30 s.
 Progress goes to stderr, results to stdout.
 """
 
@@ -71,9 +71,9 @@ BUILD = Path(__file__).resolve().parents[1] / "build"
 # backoff, so that a stream cut off as too slow is back within a second.
 SCHEDULE = Schedule(interval=60.0, backoff_initial=0.05, backoff_max=1.0)
 DEFAULTS = {
-    "sim": "random:64,random:128,random:256,ring:64,line:64",
-    "daemons": "full:3,full:5,full:8,ring:8",
-    "sim_bulk": 200,
+    "sim": "random:64,random:128,random:256,full:32,ring:64,line:64",
+    "daemons": "full:3,full:5,full:8,full:12,ring:8",
+    "sim_bulk": 1000,
     "sim_singles": 20,
     "daemon_bulk": 5000,
     "daemon_singles": 50,
@@ -114,6 +114,7 @@ class Row:
     fds: int | None = None
     seed: int | None = None
     uncounted: list[str] = field(default_factory=list)
+    first_hop_p50_ms: float | None = None  # daemons: until a neighbour's subscriber got it
 
 
 # -- topologies -----------------------------------------------------------------------
@@ -239,6 +240,7 @@ COLUMNS = (
     ("bulk_to_all_s", "{:.2f}"),
     ("single_p50_ms", "{:.0f}"),
     ("single_max_ms", "{:.0f}"),
+    ("first_hop_p50_ms", "{:.1f}"),
     ("cpu_per_1000", "{:.2f}"),
     ("peak_rss_mb", "{:.0f}"),
     ("wall_s", "{:.0f}"),
@@ -249,8 +251,9 @@ HEADINGS = {
     "copies_max": "max/node",
     "echoes": "echoes/rec",
     "bulk_to_all_s": "bulk to all s",
-    "single_p50_ms": "single p50 ms",
-    "single_max_ms": "single max ms",
+    "single_p50_ms": "single to all p50 ms",
+    "single_max_ms": "single to all max ms",
+    "first_hop_p50_ms": "1st hop p50 ms",
     "cpu_per_1000": "CPU s/1k rec",
     "peak_rss_mb": "RSS MB",
 }
@@ -303,6 +306,64 @@ def plot(rows: Sequence[Row], baseline: Sequence[Row], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+# -- the targets of issue 14 ---------------------------------------------------------
+
+COPIES_TARGET = 1.1  # copies of each record received per node
+SCALE_TARGET = 1.5  # 12 daemons' bulk time / 3 daemons'
+CPU_GROWTH_TARGET = 1.25  # CPU per record per daemon, largest full mesh / 3 (noise allowed)
+FIRST_HOP_TARGET_MS = 10.0
+
+
+def verdicts(rows: Sequence[Row]) -> list[str]:
+    """Each target of issue 14 this run measured, and whether it held."""
+
+    def said(ok: bool, text: str) -> str:
+        return f"{'ok  ' if ok else 'MISS'} {text}"
+
+    lines = []
+    for row in rows:
+        worst = max(row.copies_bulk, row.copies_single)
+        name = f"{row.where} {row.topology} {row.nodes}"
+        lines.append(
+            said(
+                worst <= COPIES_TARGET and row.echoes == 0,
+                f"{name}: {worst:.2f} copies per record per node (target <= {COPIES_TARGET}), "
+                f"{row.echoes:.2f} echoes per record (target 0)",
+            )
+        )
+        if row.first_hop_p50_ms is not None:
+            lines.append(
+                said(
+                    row.first_hop_p50_ms < FIRST_HOP_TARGET_MS,
+                    f"{name}: single append to a neighbour p50 {row.first_hop_p50_ms:.1f} ms "
+                    f"(target < {FIRST_HOP_TARGET_MS:.0f})",
+                )
+            )
+    full = {r.nodes: r for r in rows if r.where == "daemons" and r.topology == "full"}
+    if 3 in full and len(full) > 1:
+        largest = full[max(full)]
+        scale = largest.bulk_to_all_s / full[3].bulk_to_all_s
+        lines.append(
+            said(
+                scale <= SCALE_TARGET,
+                f"daemons full {largest.nodes} / full 3, bulk to all: {scale:.2f}x "
+                f"(target <= {SCALE_TARGET})",
+            )
+        )
+        per_node = {n: r.cpu_per_1000 / n for n, r in sorted(full.items())}
+        growth = per_node[largest.nodes] / per_node[3]
+        lines.append(
+            said(
+                growth <= CPU_GROWTH_TARGET,
+                "daemons full: CPU s per 1,000 records per daemon "
+                + ", ".join(f"{n}: {c:.3f}" for n, c in per_node.items())
+                + f" ({growth:.2f}x from 3 to {largest.nodes}; linear in N: about 1x, "
+                f"target <= {CPU_GROWTH_TARGET})",
+            )
+        )
+    return lines
 
 
 # -- main -----------------------------------------------------------------------------
@@ -378,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"sim {row.topology} {row.nodes}: peak RSS {row.peak_rss_mb:.0f} MB, "
                 f"{row.threads} threads, {row.fds} open files, {row.wall_s:.0f} s in all"
             )
+    for verdict in verdicts(rows):
+        print(verdict)
     uncounted = sorted({m for r in rows for m in r.uncounted})
     if uncounted:
         print(f"WARNING: Remote methods not counted: {uncounted} (add them to FLOWS)")

@@ -206,13 +206,17 @@ class Arrivals:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def singles_phase(homes: Sequence[Home], count: int, rng: random.Random) -> list[float]:
+async def singles_phase(
+    homes: Sequence[Home], count: int, rng: random.Random
+) -> tuple[list[float], list[float]]:
     """`peer append --tag single` on random daemons' homes, one at a time; each one's
     milliseconds from its write (the record's timestamp, taken in the append's
-    transaction) until every daemon's subscriber got it."""
+    transaction, before `peer append` returns) until every daemon's subscriber got it,
+    and until the first neighbour's did (the first hop)."""
     arrivals = Arrivals()
     await arrivals.start(homes)
     spans: list[float] = []
+    first_hops: list[float] = []
     try:
         for number in range(count):
             author = rng.randrange(len(homes))
@@ -232,10 +236,12 @@ async def singles_phase(homes: Sequence[Home], count: int, rng: random.Random) -
                 return len(arrivals.seen.get(key, {})) == len(homes)
 
             await until(everywhere, f"single {number} everywhere", SINGLE_S)
-            spans.append((max(arrivals.seen[key].values()) - arrivals.written[key]) / 1e6)
+            seen, written = arrivals.seen[key], arrivals.written[key]
+            spans.append((max(seen.values()) - written) / 1e6)
+            first_hops.append((min(t for n, t in seen.items() if n != author) - written) / 1e6)
     finally:
         await arrivals.stop()
-    return spans
+    return spans, first_hops
 
 
 # -- the counts -----------------------------------------------------------------------
@@ -298,10 +304,16 @@ async def measure(homes: list[Home], bulk: int, singles: int, seed: int) -> dict
     await until(lambda: linked(homes), "every link to go live", LINKED_S)
     to_all, cpu = await bulk_phase(homes, bulk)
     log(f"  bulk held everywhere after {to_all:.2f} s")
-    spans = await singles_phase(homes, singles, random.Random(seed))
+    spans, first_hops = await singles_phase(homes, singles, random.Random(seed))
     await asyncio.sleep(1.0)  # the last copies cross
     had = await held(homes)
-    return {"to_all": to_all, "cpu": cpu, "spans": sorted(spans), "held": had}
+    return {
+        "to_all": to_all,
+        "cpu": cpu,
+        "spans": sorted(spans),
+        "first_hops": sorted(first_hops),
+        "held": had,
+    }
 
 
 def run_daemons(
@@ -331,6 +343,7 @@ def run_daemons(
         "bulk_to_all_s": figures["to_all"],
         "single_p50_ms": statistics.median(spans),
         "single_max_ms": spans[-1],
+        "first_hop_p50_ms": statistics.median(figures["first_hops"] or [0.0]),
         "cpu_per_1000": figures["cpu"] / (bulk / 1000),
         "wall_s": time.monotonic() - began,
         "uncounted": counted["uncounted"],

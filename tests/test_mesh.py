@@ -5,6 +5,7 @@ another node, back off from a killed peer and catch it up when it returns, and f
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import random
@@ -421,3 +422,33 @@ async def test_an_error_retrying_cannot_mend_waits_the_longest_backoff_at_once(
             assert retry_in["absent"] <= schedule.backoff(states["absent"].failures) < 290.0
         finally:
             await mesh.close()
+
+
+async def test_a_bug_in_one_attempt_is_retried_and_the_mesh_still_closes(tmp_path: Path) -> None:
+    """An exception that is no PeerError (a bug) in one attempt does not end the link
+    for good: `peer status` says "internal error", the link tries again after its
+    backoff and syncs; closing the mesh afterwards ends every link."""
+    async with Nodes(tmp_path) as nodes:
+        here = await nodes.node("here", serve=False)
+        there = await nodes.node("there")
+        await there.append_each("notes", 2)
+        await here.store.peers.add(TrustedPeer(os.urandom(32), "there", there.target))
+        attempts: list[str] = []
+
+        async def connect(peer: TrustedPeer, address: str) -> PeerClient:
+            attempts.append(address)
+            if len(attempts) == 1:
+                raise RuntimeError("a bug")
+            return PeerClient(address)  # plaintext on loopback: trust is not the point here
+
+        schedule = Schedule(interval=60.0, backoff_initial=0.05, backoff_max=0.2)
+        mesh = Mesh(here.store, schedule, connect)
+        await mesh.start()
+        try:
+            (state,) = mesh.states()
+            await eventually_async(lambda: state.failures >= 1, "the first attempt to fail")
+            assert state.last_error == "internal error (a bug); see the daemon log"
+            await eventually_async(lambda: state.last_sync is not None, "the retry to sync")
+            assert len(attempts) == 2 and state.pulled == 2
+        finally:
+            await asyncio.wait_for(mesh.close(), 5)
