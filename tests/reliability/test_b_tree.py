@@ -1,4 +1,5 @@
-"""B9: the neighbour that feeds a node a log is killed mid-stream (issue 14).
+"""B9: the neighbour that feeds a node a log is killed mid-stream; B10: a partition
+heals (issue 14).
 
 A diamond of real daemons: `a` writes; `b` and `c` each pin `a` and `d`; `d` pins only
 `b` and `c`, so `a`'s log reaches `d` through one of them, its upstream for that log
@@ -7,15 +8,29 @@ of it, its feeder is killed with SIGKILL. The other neighbour must take over (th
 grafts the log from it when the stream to the dead one ends), `d` must hold every record,
 and the restarted feeder must converge too. The figure is the take-over time: from the
 kill to `d`'s first record of the log from the other neighbour.
+
+B10 cuts one node of a full mesh off (network namespaces, or loopback proxies without
+root) while both sides write; after the heal each node must receive what it lacks and
+nothing it held: the figure is copies received per missing record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+from peer.client import LocalClient
 from tests.daemons import Daemons, Home, pin, until
 from tests.reliability.conftest import Report, Tier
+from tests.reliability.netfaults import (
+    Daemon,
+    all_heads_equal,
+    eventually,
+    make_network,
+    start_mesh,
+    stop_all,
+)
 
 BATCH = 500  # records per API append on `a`
 
@@ -100,3 +115,65 @@ async def test_b9_kill9_feeding_neighbour(daemons: Daemons, report: Report, tier
         takeover_median_s=round(median, 3),
     )
     assert passed
+
+
+# -- B10 --------------------------------------------------------------------------------
+
+HEAL_SETTINGS = {"interval": 600.0, "backoff_initial": 0.2, "backoff_max": 1.0}
+
+
+async def _received_total(daemon: Daemon) -> int:
+    """Records the node has received from all its links (pulled or live, new or not)."""
+    status = await daemon.status()
+    assert status is not None, f"{daemon.name} does not answer"
+    return sum(int((p.get("link") or {}).get("received", 0)) for p in status["peers"])
+
+
+async def test_b10_partition_heal_sends_only_the_missing_ranges(
+    tmp_path: Path, report: Report, tier: Tier
+) -> None:
+    """Three daemons in a full mesh hold a bulk; a partition cuts n2 off while n0 and n2
+    both write; after the heal each node must receive only what it lacks (never the
+    bulk again): the figure is copies received per missing record."""
+    bulk, written = tier.pick((2_000, 200), (20_000, 2_000))
+    network = await make_network(3)
+    nodes: list[Daemon] = []
+    try:
+        nodes = await start_mesh(tmp_path, network, 3, HEAL_SETTINGS)
+        n0, n1, n2 = nodes
+        async with LocalClient(n0.socket) as client:
+            for start in range(0, bulk, BATCH):
+                await client.append("bulk", [f"b{i}".encode() for i in range(start, start + BATCH)])
+        await eventually(lambda: all_heads_equal(nodes, 1), "the bulk everywhere", 60)
+        await network.partition([[0, 1], [2]])
+        for node in (n0, n2):
+            async with LocalClient(node.socket) as client:
+                await client.append("cut", [f"{node.name} {i}".encode() for i in range(written)])
+        await eventually(lambda: all_heads_equal([n0, n1], 2), "n0 and n1 to agree", 30)
+        before = [await _received_total(node) for node in nodes]
+        await network.heal()
+        healed = time.monotonic()
+        await eventually(lambda: all_heads_equal(nodes, 3), "every node to converge", 60)
+        converged_s = time.monotonic() - healed
+        after = [await _received_total(node) for node in nodes]
+    finally:
+        await stop_all(nodes)
+        await network.close()
+    received = [a - b for a, b in zip(after, before, strict=True)]
+    missing = [written, written, written]  # n0, n1: n2's records; n2: n0's records
+    copies = sum(received) / sum(missing)
+    passed = all(r < bulk for r in received) and all(
+        m <= r <= 2 * m for r, m in zip(received, missing, strict=True)
+    )
+    report(
+        "a partition heals: every node converges and receives only the ranges it lacks, "
+        "never what it held",
+        f"{network.kind}, 3 daemons in a full mesh holding {bulk:,} records; n2 cut off "
+        f"while n0 and n2 write {written:,} each: converged {converged_s:.1f} s after the "
+        f"heal; received {received} records for {missing} missing "
+        f"({copies:.2f} copies per missing record; at most one per neighbour)",
+        passed,
+        converged_s=round(converged_s, 2),
+        copies=round(copies, 3),
+    )
+    assert passed, (received, missing)
