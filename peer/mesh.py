@@ -313,7 +313,7 @@ class Mesh:
         self.taking: Callable[[bytes], bool] | None = None
         self.links: dict[bytes, Link] = {}
         self.discovered: dict[bytes, str] = {}
-        self.tree = Tree({}, own_host)
+        self.tree = Tree({}, own_host, graft_after_s=schedule.graft_after)
         self._trust_watch: Watch | None = None
         self._ticks: asyncio.Task[None] | None = None
 

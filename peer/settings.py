@@ -96,6 +96,12 @@ class Schedule:
     live: bool = setting(
         True, BOOLEAN, "keep Subscribe streams to reachable peers (live propagation)"
     )
+    graft_after: float = setting(
+        1.0,
+        UP_TO_AN_HOUR,
+        "seconds a log may stay behind what a neighbour noted before that neighbour "
+        "feeds it instead (each switch costs a copy of what is in flight)",
+    )
     keepalive: float = setting(
         KEEPALIVE_S,
         UP_TO_AN_HOUR,

@@ -10,8 +10,11 @@ the rest, here:
 - records that were all duplicates, from a neighbour that is not this log's upstream:
   **prune** it for that log (notes only from then on). The author's own node is the
   best feeder of its logs, so a duplicate from it prunes the other feeder instead;
-- a log whose noted heads stay ahead of what it holds for GRAFT_AFTER_S (its upstream is
-  slow, partitioned or gone without a word): graft it from the neighbour noting most;
+- a log whose noted heads stay ahead of what it holds for the graft wait (its upstream is
+  slow, partitioned or gone without a word): graft it from the neighbour noting most.
+  The wait is `sync.graft_after` (1 s): long enough for a feeder that is only a hop
+  behind the noter, since each switch costs a copy of what the old feeder has in
+  flight;
 - a neighbour's link going down: its logs are grafted from whoever noted them.
 
 The tree only decides; the mesh sends what it returns. Periodic sync rounds stay the
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 from peer.records import LogKey
 
-GRAFT_AFTER_S = 1.0  # a fed log noted ahead of us this long is grafted from the noter
+GRAFT_AFTER_S = 1.0  # a fed log noted ahead of us this long is grafted (the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +67,12 @@ class Tree:
         held: Mapping[LogKey, int],
         own_host: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        graft_after_s: float = GRAFT_AFTER_S,
     ) -> None:
         self.held = dict(held)  # next_idx of each log this node holds
         self.own_host = own_host
         self.clock = clock
+        self.graft_after_s = graft_after_s  # how long a log may lag a note (`sync.graft_after`)
         self.upstream: dict[LogKey, bytes] = {}
         self._neighbours: dict[bytes, _Neighbour] = {}
         self._behind: dict[LogKey, float] = {}  # since when a noted head is ahead of us
@@ -143,13 +148,13 @@ class Tree:
         return actions
 
     def tick(self) -> list[Action]:
-        """Graft logs whose upstream has left us behind a noted head for GRAFT_AFTER_S."""
+        """Graft logs whose upstream has left us behind a noted head for the graft wait."""
         now = self.clock()
         actions: list[Action] = []
         for log, since in list(self._behind.items()):
             if self.held.get(log, 0) >= self._best_noted(log)[1]:
                 del self._behind[log]
-            elif now - since >= GRAFT_AFTER_S:
+            elif now - since >= self.graft_after_s:
                 del self._behind[log]
                 current = self.upstream.pop(log, None)
                 if current is not None:

@@ -25,6 +25,7 @@ every node held each record.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import os
@@ -52,11 +53,24 @@ from tests.sim_count import CountingRemote, Log, Traffic, Wire
 # round is a few ms of this one process's CPU, times every link (64 nodes, 3 s: a third
 # of a core); bench/bench_mesh.py keeps the daemon's 60 s.
 SCHEDULE = Schedule(interval=10.0, jitter=0.2, backoff_initial=0.05, backoff_max=1.0)
+# One process runs every node on one core, so each node gets about 1/N of the CPU a
+# daemon has, and a hop takes that much longer. The timer that replaces a feeder which
+# seems stalled (`sync.graft_after`) is stretched alike, by N / NODES_PER_CORE: twelve
+# real daemons on two cores keep the 1 s default with one copy per record (bench_mesh).
+# Without it, at 128 nodes every hop seems stalled and half the nodes switch feeders
+# once, each switch a second copy of the bulk in flight.
+NODES_PER_CORE = 6
 # Nothing but this process writes the stores, and its commits of records wake the feed
 # at once: the poll of `data_version` is only how the mesh sees the trust list change.
 WATCH_POLL_S = 1.0
 POLL_S = 0.05  # convergence is checked this often
 CLOSE_TIMEOUT_S = 30.0
+
+
+def dilated(schedule: Schedule, nodes: int) -> Schedule:
+    """`schedule` with its graft wait stretched for `nodes` sharing one core."""
+    stretch = max(1.0, nodes / NODES_PER_CORE)
+    return dataclasses.replace(schedule, graft_after=schedule.graft_after * stretch)
 
 
 # -- topologies -----------------------------------------------------------------------
@@ -198,7 +212,7 @@ class Sim:
     ) -> None:
         self.root = root
         self.topology = topology
-        self.schedule = schedule
+        self.schedule = dilated(schedule, topology.n)
         self.limits = limits or Limits()
         self.sync = sync or SyncKey.generate()
         self.traffic = Traffic()

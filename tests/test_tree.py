@@ -92,3 +92,20 @@ def test_an_upstream_left_behind_for_graft_after_s_is_replaced() -> None:
     clock.now += GRAFT_AFTER_S
     assert tree.tick() == [Prune(B, L), Graft(C, L, 5)]
     assert tree.feeders() == {C: [L]}
+
+
+def test_the_graft_wait_is_a_setting() -> None:
+    """`sync.graft_after` of 5 s (slow links, a loaded node): a feeder 2 s behind the
+    noter keeps its log; at 5 s it is replaced."""
+    clock = Clock()
+    tree = Tree({L: 3}, OWN, clock, graft_after_s=5.0)
+    for peer in (B, C):
+        tree.up(peer)
+    tree.noted(B, {L: 5})
+    tree.received(B, L, added=2, duplicates=0)
+    tree.advanced({L: 5})
+    tree.noted(C, {L: 9})
+    clock.now += 2.0
+    assert tree.tick() == []
+    clock.now += 3.0
+    assert tree.tick() == [Prune(B, L), Graft(C, L, 5)]
