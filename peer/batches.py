@@ -132,12 +132,15 @@ class Holdback:
         self._pending: dict[LogKey, list[Record]] = {}
 
     def release(self, records: Iterable[Record]) -> list[Record]:
-        """The records that now end on a signature, per log, in order."""
+        """The records that now end on a signature, per log, in order (one pass per
+        log's run, not per record: every follower of a live feed releases each read)."""
         ready: list[Record] = []
-        for record in records:
-            waiting = self._pending.setdefault(record.log, [])
-            waiting.append(record)
-            if record.sig:
-                ready += waiting
-                waiting.clear()
+        for log, read in group_by_log(records).items():
+            run = self._pending.pop(log, []) + read
+            signed = len(run)
+            while signed and not run[signed - 1].sig:
+                signed -= 1
+            ready += run[:signed]
+            if signed < len(run):
+                self._pending[log] = run[signed:]
         return ready

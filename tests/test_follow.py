@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc import aio
 
+from peer.batches import Holdback
 from peer.client import PeerClient
 from peer.codec import wire
 from peer.codec.wire import FollowControl, Followed
@@ -21,12 +22,13 @@ from peer.crypto import Author, SyncKey
 from peer.errors import Unsupported
 from peer.feed import Feed
 from peer.mesh import Mesh
-from peer.records import LogKey
+from peer.records import Head, LogKey
+from peer.service.follow import Feeding
 from peer.service.memory import MemoryRemote, serve_in_memory
 from peer.service.servicer import SyncServicer, guarded_handlers
 from peer.settings import Schedule
 from peer.store import Store, TrustedPeer
-from tests.conftest import new_author, open_store
+from tests.conftest import new_author, open_store, signed_chain
 from tests.daemons import until
 
 # -- the serving side ---------------------------------------------------------------------
@@ -368,3 +370,31 @@ async def test_the_catch_up_waits_for_the_last_have(tmp_path: Path) -> None:
         await stream.aclose()  # type: ignore[attr-defined]
         await feed.close()
         await store.close()
+
+
+def test_a_live_read_is_sent_per_log_from_where_the_follower_stands() -> None:
+    """`Feeding.live` takes a read log by log: of a fed log only the records past the
+    follower's position (a read may overlap what a catch-up sent), of another log one
+    note, and nothing at all of what the follower holds."""
+    own, other = new_author(), new_author()
+    mine, theirs = signed_chain(own, "kv", 6), signed_chain(other, "kv", 3)
+    feeding = Feeding(own.host)
+    feeding.position[LogKey(own.host, "kv")] = 4  # a catch-up sent 0-3 already
+    interleaved = [mine[4], theirs[0], mine[5], theirs[1], theirs[2]]
+    send, notes = feeding.live(interleaved)
+    assert send == mine[4:]
+    assert notes == {LogKey(other.host, "kv"): 3}
+    assert feeding.live(interleaved) == ([], {})  # all sent or noted already
+
+
+def test_a_live_read_cut_before_a_signature_is_held_back_until_it() -> None:
+    """A read that ends a log's run on an unsigned record (the feed's scan limit cut
+    a transaction) releases that log only with the record that signs it."""
+    own, other = new_author(), new_author()
+    mine = own.write("kv", Head(0), [1] * 4, [b"%d" % n for n in range(4)])  # one signature
+    theirs = signed_chain(other, "kv", 1)
+    assert [bool(r.sig) for r in mine] == [False, False, False, True]
+    holdback = Holdback()
+    assert holdback.release([mine[0], theirs[0], mine[1]]) == [theirs[0]]
+    assert holdback.release([mine[2]]) == []
+    assert holdback.release([mine[3]]) == mine

@@ -17,7 +17,7 @@ from peer.codec import wire
 from peer.codec.wire import FollowControl
 from peer.errors import LimitExceeded, PeerError
 from peer.outbound import Outbound
-from peer.records import Head, LogKey, Range, Record
+from peer.records import Head, LogKey, Range, Record, group_by_log
 from peer.store import Store
 
 CONTROL_QUEUE = 16  # control messages read ahead of the handler (then reading waits)
@@ -76,18 +76,23 @@ class Feeding:
             self._advance(record.log, record.idx + 1)
 
     def live(self, records: Iterable[Record]) -> tuple[list[Record], dict[LogKey, int]]:
-        """Of records newly stored here (each log's run ending signed): those to send,
-        and the notes of the others."""
+        """Of records newly stored here (each log's run ending signed, in idx order):
+        those to send, and the notes of the others. Per log's run, not per record:
+        each follower takes every record this node stores."""
         send: list[Record] = []
         notes: dict[LogKey, int] = {}
         position, noted = self.position, self._noted
-        for record in records:
-            log, next_idx = record.log, record.idx + 1
+        for log, run in group_by_log(records).items():
+            start, next_idx = position.get(log, 0), run[-1].idx + 1
+            if next_idx <= start:
+                continue
             if self.feeds(log):
-                if record.idx >= position.get(log, 0):
-                    send.append(record)
-                    position[log] = next_idx
-            elif next_idx > position.get(log, 0) and next_idx > noted.get(log, 0):
+                skip = 0
+                while run[skip].idx < start:  # ends: the last record is past `start`
+                    skip += 1
+                send += run[skip:]
+                position[log] = next_idx
+            elif next_idx > noted.get(log, 0):
                 notes[log] = noted[log] = next_idx
         return send, notes
 
