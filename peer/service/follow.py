@@ -10,7 +10,8 @@ and prunes; this only keeps them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 
 from peer.batches import Holdback
 from peer.codec import wire
@@ -21,6 +22,10 @@ from peer.records import Head, LogKey, Range, Record, group_by_log
 from peer.store import Store
 
 CONTROL_QUEUE = 16  # control messages read ahead of the handler (then reading waits)
+# Notes of live records wait this long and go as one message: a bulk stored in many
+# reads costs each standby follower one note, not one per read, and a single append's
+# record reaches the neighbours it feeds before the notes wake the others.
+NOTE_DELAY_S = 0.05
 
 
 class Feeding:
@@ -110,6 +115,7 @@ class FollowStream:
         self.outbound = Outbound(store, batch)
         self.holdback = Holdback()
         self.started = False
+        self.due: dict[LogKey, int] = {}  # notes of live records, not sent yet
 
     async def control(self, control: FollowControl) -> AsyncIterator[bytes]:
         """Apply it; then catch up: everything at the start, the grafted logs later."""
@@ -128,12 +134,77 @@ class FollowStream:
             yield wire.encode_follow_response([], {}, chunk)
 
     async def live(self, records: list[Record]) -> AsyncIterator[bytes]:
-        """Records this node just stored: those fed, and notes of the others."""
+        """Records this node just stored: those fed, now; the notes of the others are
+        due (`notes`, NOTE_DELAY_S later)."""
         send, notes = self.feeding.live(self.holdback.release(records))
+        self.due.update(notes)  # a later note of a log is always the higher head
         async for batch, keys in self.outbound.records(send):
             yield wire.encode_follow_response(batch, keys, {})
-        for chunk in note_messages(notes):
-            yield wire.encode_follow_response([], {}, chunk)
+
+    def notes(self) -> list[bytes]:
+        """The notes due, as messages; none are due after."""
+        due, self.due = self.due, {}
+        return [wire.encode_follow_response([], {}, chunk) for chunk in note_messages(due)]
+
+
+class Serving:
+    """The loop of one Follow stream: answers to the follower's controls, the feed's
+    live reads as they come, and the notes due NOTE_DELAY_S after their records."""
+
+    def __init__(
+        self,
+        stream: FollowStream,
+        controls: asyncio.Queue[FollowControl | PeerError | None],
+        live: asyncio.Queue[list[Record] | None],
+        check: Callable[[], None],
+    ) -> None:
+        self.stream, self.controls, self.live, self.check = stream, controls, live, check
+        self.next_control: asyncio.Future[Any] = asyncio.ensure_future(controls.get())
+        self.next_live: asyncio.Future[Any] | None = None  # after the first control
+        self.notes_due: asyncio.Future[Any] | None = None
+
+    async def messages(self) -> AsyncGenerator[bytes, None]:
+        """Until the follower closes its side; raises what ends the stream otherwise."""
+        try:
+            while True:
+                futures = (self.next_control, self.next_live, self.notes_due)
+                waiting = {future for future in futures if future is not None}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                self.check()
+                if self.next_control in done:
+                    control = self.next_control.result()
+                    if control is None:
+                        return  # the follower closed its side
+                    async for message in self._control(control):
+                        yield message
+                if self.next_live in done:
+                    async for message in self._live(self.next_live.result()):
+                        yield message
+                if self.notes_due in done:
+                    self.notes_due = None
+                    for message in self.stream.notes():
+                        yield message
+        finally:
+            for future in (self.next_control, self.next_live, self.notes_due):
+                if future is not None:
+                    future.cancel()
+
+    async def _control(self, control: FollowControl | PeerError) -> AsyncIterator[bytes]:
+        if isinstance(control, PeerError):
+            raise control
+        async for message in self.stream.control(control):
+            yield message
+        self.next_control = asyncio.ensure_future(self.controls.get())
+        self.next_live = self.next_live or asyncio.ensure_future(self.live.get())
+
+    async def _live(self, records: list[Record] | None) -> AsyncIterator[bytes]:
+        if records is None:
+            raise LimitExceeded("follower fell too far behind; follow again")
+        async for message in self.stream.live(records):
+            yield message
+        self.next_live = asyncio.ensure_future(self.live.get())
+        if self.stream.due and self.notes_due is None:
+            self.notes_due = asyncio.ensure_future(asyncio.sleep(NOTE_DELAY_S))
 
 
 async def read_controls(

@@ -34,7 +34,7 @@ from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range, Record
-from peer.service.follow import CONTROL_QUEUE, FollowStream, read_controls
+from peer.service.follow import CONTROL_QUEUE, FollowStream, Serving, read_controls
 from peer.service.guards import Context, caller_id, drain, guard_stream, guard_unary
 from peer.settings import Limits
 from peer.store import Store
@@ -165,34 +165,14 @@ class SyncServicer:
             slot.wake = subscriber.interrupt
             watchdog = asyncio.create_task(self._cut_if_stuck(subscriber, asyncio.current_task()))
             stream = FollowStream(self.store, self.own_host, self.limits.default_batch)
-            next_control: asyncio.Future[Any] = asyncio.ensure_future(controls.get())
-            next_live: asyncio.Future[Any] | None = None
             try:
-                while True:
-                    waiting = {next_control} if next_live is None else {next_control, next_live}
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                    slot.check()
-                    if next_control in done:
-                        control = next_control.result()
-                        if control is None:
-                            return  # the follower closed its side
-                        if isinstance(control, PeerError):
-                            raise control
-                        async for message in stream.control(control):
-                            yield message
-                        next_control = asyncio.ensure_future(controls.get())
-                        next_live = next_live or asyncio.ensure_future(subscriber.queue.get())
-                    if next_live is not None and next_live in done:
-                        records = next_live.result()
-                        if records is None:
-                            raise LimitExceeded("follower fell too far behind; follow again")
-                        async for message in stream.live(records):
-                            yield message
-                        next_live = asyncio.ensure_future(subscriber.queue.get())
+                serving = Serving(stream, controls, subscriber.queue, slot.check)
+                async with contextlib.aclosing(serving.messages()) as messages:
+                    async for message in messages:
+                        yield message
             finally:
-                for task in (next_control, next_live, reader, watchdog):
-                    if task is not None:
-                        task.cancel()
+                for task in (reader, watchdog):
+                    task.cancel()
                 self.feed.unsubscribe(subscriber)
 
     async def _cut_if_stuck(
