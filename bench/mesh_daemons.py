@@ -208,15 +208,18 @@ class Arrivals:
 
 async def singles_phase(
     homes: Sequence[Home], count: int, rng: random.Random
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     """`peer append --tag single` on random daemons' homes, one at a time; each one's
     milliseconds from its write (the record's timestamp, taken in the append's
     transaction, before `peer append` returns) until every daemon's subscriber got it,
-    and until the first neighbour's did (the first hop)."""
+    until the first neighbour's did (the first hop), and the first hop from `peer
+    append` returning (issue 14's measure; negative when the neighbour's subscriber had
+    the record before the command's process had exited)."""
     arrivals = Arrivals()
     await arrivals.start(homes)
     spans: list[float] = []
     first_hops: list[float] = []
+    after_return: list[float] = []
     try:
         for number in range(count):
             author = rng.randrange(len(homes))
@@ -229,6 +232,7 @@ async def singles_phase(
                 "--json",
                 f"{number:05d}".ljust(RECORD_BYTES, "."),
             )
+            returned = time.time_ns()
             idx = json.loads(output)["ranges"][0][0]
             key = (homes[author].host, idx)
 
@@ -238,10 +242,12 @@ async def singles_phase(
             await until(everywhere, f"single {number} everywhere", SINGLE_S)
             seen, written = arrivals.seen[key], arrivals.written[key]
             spans.append((max(seen.values()) - written) / 1e6)
-            first_hops.append((min(t for n, t in seen.items() if n != author) - written) / 1e6)
+            first_hop = min(t for n, t in seen.items() if n != author)
+            first_hops.append((first_hop - written) / 1e6)
+            after_return.append((first_hop - returned) / 1e6)
     finally:
         await arrivals.stop()
-    return spans, first_hops
+    return spans, first_hops, after_return
 
 
 # -- the counts -----------------------------------------------------------------------
@@ -304,7 +310,7 @@ async def measure(homes: list[Home], bulk: int, singles: int, seed: int) -> dict
     await until(lambda: linked(homes), "every link to go live", LINKED_S)
     to_all, cpu = await bulk_phase(homes, bulk)
     log(f"  bulk held everywhere after {to_all:.2f} s")
-    spans, first_hops = await singles_phase(homes, singles, random.Random(seed))
+    spans, first_hops, after_return = await singles_phase(homes, singles, random.Random(seed))
     await asyncio.sleep(1.0)  # the last copies cross
     had = await held(homes)
     return {
@@ -312,6 +318,7 @@ async def measure(homes: list[Home], bulk: int, singles: int, seed: int) -> dict
         "cpu": cpu,
         "spans": sorted(spans),
         "first_hops": sorted(first_hops),
+        "after_return": sorted(after_return),
         "held": had,
     }
 
@@ -344,6 +351,7 @@ def run_daemons(
         "single_p50_ms": statistics.median(spans),
         "single_max_ms": spans[-1],
         "first_hop_p50_ms": statistics.median(figures["first_hops"] or [0.0]),
+        "returned_hop_p50_ms": statistics.median(figures["after_return"] or [0.0]),
         "cpu_per_1000": figures["cpu"] / (bulk / 1000),
         "wall_s": time.monotonic() - began,
         "uncounted": counted["uncounted"],
