@@ -357,7 +357,7 @@ def verdicts(rows: Sequence[Row]) -> list[str]:
             said(
                 scale <= SCALE_TARGET,
                 f"daemons full {largest.nodes} / full 3, bulk to all: {scale:.2f}x "
-                f"(target <= {SCALE_TARGET})",
+                f"(target <= {SCALE_TARGET}); {cpu_floor(full[3])} and {cpu_floor(largest)}",
             )
         )
         per_node = {n: r.cpu_per_1000 / n for n, r in sorted(full.items())}
@@ -372,6 +372,14 @@ def verdicts(rows: Sequence[Row]) -> list[str]:
             )
         )
     return lines
+
+
+def cpu_floor(row: Row) -> str:
+    """The least time the bulk could take: every daemon's CPU for it, on every core of
+    this machine at once. A run that takes about this long is bound by CPU, not hops."""
+    cores = os.cpu_count() or 1
+    floor = row.cpu_per_1000 * row.bulk / 1000 / cores
+    return f"{row.nodes} daemons took {row.bulk_to_all_s:.2f} s, CPU floor {floor:.2f} s"
 
 
 # -- main -----------------------------------------------------------------------------
