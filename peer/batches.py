@@ -132,15 +132,21 @@ class Holdback:
         self._pending: dict[LogKey, list[Record]] = {}
 
     def release(self, records: Iterable[Record]) -> list[Record]:
-        """The records that now end on a signature, per log, in order (one pass per
-        log's run, not per record: every follower of a live feed releases each read)."""
-        ready: list[Record] = []
-        for log, read in group_by_log(records).items():
-            run = self._pending.pop(log, []) + read
+        """The records that now end on a signature, per log, in order."""
+        return [r for run in self.release_runs(group_by_log(records)).values() for r in run]
+
+    def release_runs(self, runs: dict[LogKey, list[Record]]) -> dict[LogKey, list[Record]]:
+        """The same, from records grouped per log and to them: a pass per log, not per
+        record, for every follower of a live feed releases every read."""
+        ready: dict[LogKey, list[Record]] = {}
+        for log, read in runs.items():
+            waiting = self._pending.pop(log, None)
+            run = waiting + read if waiting else read
             signed = len(run)
             while signed and not run[signed - 1].sig:
                 signed -= 1
-            ready += run[:signed]
+            if signed:
+                ready[log] = run if signed == len(run) else run[:signed]
             if signed < len(run):
                 self._pending[log] = run[signed:]
         return ready

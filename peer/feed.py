@@ -11,8 +11,10 @@ reconnects and catches up from the store.
 from __future__ import annotations
 
 import asyncio
+import functools
+from dataclasses import dataclass
 
-from peer.records import Record
+from peer.records import LogKey, Record, group_by_log
 from peer.store import Store
 from peer.watch import StoreWatcher, Watch
 
@@ -20,11 +22,24 @@ DEFAULT_QUEUE_BATCHES = 64
 SCAN_LIMIT = 2000
 
 
+@dataclass(frozen=True, eq=False)
+class Read:
+    """The records one scan of the store found, in arrival order. Every subscriber
+    takes every read, so what each would work out alike is worked out once, here."""
+
+    records: list[Record]
+
+    @functools.cached_property
+    def by_log(self) -> dict[LogKey, list[Record]]:
+        """The records per log, each log's in idx order."""
+        return group_by_log(self.records)
+
+
 class Subscriber:
-    """One live reader: a bounded queue of record lists; None means "you fell behind"."""
+    """One live reader: a bounded queue of reads; None means "you fell behind"."""
 
     def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[Read | None] = asyncio.Queue(size)
         self.overflowed = False
         self.fell_behind = asyncio.Event()  # set once the queue overflowed
 
@@ -34,11 +49,11 @@ class Subscriber:
             self.queue.get_nowait()
         self.queue.put_nowait(None)
 
-    def offer(self, records: list[Record]) -> None:
+    def offer(self, read: Read) -> None:
         if self.overflowed:
             return
         try:
-            self.queue.put_nowait(records)
+            self.queue.put_nowait(read)
         except asyncio.QueueFull:
             self.overflowed = True
             self.fell_behind.set()
@@ -84,8 +99,8 @@ class Feed:
             if not rows:
                 return
             self.cursor = rows[-1][0]
-            records = [record for _, record in rows]
+            read = Read([record for _, record in rows])
             for subscriber in list(self._subscribers):
-                subscriber.offer(records)
+                subscriber.offer(read)
             if len(rows) < SCAN_LIMIT:
                 return

@@ -22,7 +22,7 @@ from peer.crypto import Author, SyncKey
 from peer.errors import Unsupported
 from peer.feed import Feed
 from peer.mesh import Mesh
-from peer.records import Head, LogKey
+from peer.records import Head, LogKey, group_by_log
 from peer.service.follow import Feeding
 from peer.service.memory import MemoryRemote, serve_in_memory
 from peer.service.servicer import SyncServicer, guarded_handlers
@@ -373,7 +373,7 @@ async def test_the_catch_up_waits_for_the_last_have(tmp_path: Path) -> None:
 
 
 def test_a_live_read_is_sent_per_log_from_where_the_follower_stands() -> None:
-    """`Feeding.live` takes a read log by log: of a fed log only the records past the
+    """`Feeding.live` takes a read per log: of a fed log only the records past the
     follower's position (a read may overlap what a catch-up sent), of another log one
     note, and nothing at all of what the follower holds."""
     own, other = new_author(), new_author()
@@ -381,10 +381,10 @@ def test_a_live_read_is_sent_per_log_from_where_the_follower_stands() -> None:
     feeding = Feeding(own.host)
     feeding.position[LogKey(own.host, "kv")] = 4  # a catch-up sent 0-3 already
     interleaved = [mine[4], theirs[0], mine[5], theirs[1], theirs[2]]
-    send, notes = feeding.live(interleaved)
+    send, notes = feeding.live(group_by_log(interleaved))
     assert send == mine[4:]
     assert notes == {LogKey(other.host, "kv"): 3}
-    assert feeding.live(interleaved) == ([], {})  # all sent or noted already
+    assert feeding.live(group_by_log(interleaved)) == ([], {})  # all sent or noted already
 
 
 def test_a_live_read_cut_before_a_signature_is_held_back_until_it() -> None:

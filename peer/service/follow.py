@@ -17,8 +17,9 @@ from peer.batches import Holdback
 from peer.codec import wire
 from peer.codec.wire import FollowControl
 from peer.errors import LimitExceeded, PeerError
+from peer.feed import Read
 from peer.outbound import Outbound
-from peer.records import Head, LogKey, Range, Record, group_by_log
+from peer.records import Head, LogKey, Range, Record
 from peer.store import Store
 
 CONTROL_QUEUE = 16  # control messages read ahead of the handler (then reading waits)
@@ -80,14 +81,14 @@ class Feeding:
         for record in records:
             self._advance(record.log, record.idx + 1)
 
-    def live(self, records: Iterable[Record]) -> tuple[list[Record], dict[LogKey, int]]:
-        """Of records newly stored here (each log's run ending signed, in idx order):
+    def live(self, runs: Mapping[LogKey, list[Record]]) -> tuple[list[Record], dict[LogKey, int]]:
+        """Of records newly stored here, per log (each run in idx order, ending signed):
         those to send, and the notes of the others. Per log's run, not per record:
         each follower takes every record this node stores."""
         send: list[Record] = []
         notes: dict[LogKey, int] = {}
         position, noted = self.position, self._noted
-        for log, run in group_by_log(records).items():
+        for log, run in runs.items():
             start, next_idx = position.get(log, 0), run[-1].idx + 1
             if next_idx <= start:
                 continue
@@ -133,10 +134,10 @@ class FollowStream:
         for chunk in note_messages(notes):
             yield wire.encode_follow_response([], {}, chunk)
 
-    async def live(self, records: list[Record]) -> AsyncIterator[bytes]:
+    async def live(self, read: Read) -> AsyncIterator[bytes]:
         """Records this node just stored: those fed, now; the notes of the others are
         due (`notes`, NOTE_DELAY_S later)."""
-        send, notes = self.feeding.live(self.holdback.release(records))
+        send, notes = self.feeding.live(self.holdback.release_runs(read.by_log))
         self.due.update(notes)  # a later note of a log is always the higher head
         async for batch, keys in self.outbound.records(send):
             yield wire.encode_follow_response(batch, keys, {})
@@ -155,7 +156,7 @@ class Serving:
         self,
         stream: FollowStream,
         controls: asyncio.Queue[FollowControl | PeerError | None],
-        live: asyncio.Queue[list[Record] | None],
+        live: asyncio.Queue[Read | None],
         check: Callable[[], None],
     ) -> None:
         self.stream, self.controls, self.live, self.check = stream, controls, live, check
@@ -197,10 +198,10 @@ class Serving:
         self.next_control = asyncio.ensure_future(self.controls.get())
         self.next_live = self.next_live or asyncio.ensure_future(self.live.get())
 
-    async def _live(self, records: list[Record] | None) -> AsyncIterator[bytes]:
-        if records is None:
+    async def _live(self, read: Read | None) -> AsyncIterator[bytes]:
+        if read is None:
             raise LimitExceeded("follower fell too far behind; follow again")
-        async for message in self.stream.live(records):
+        async for message in self.stream.live(read):
             yield message
         self.next_live = asyncio.ensure_future(self.live.get())
         if self.stream.due and self.notes_due is None:

@@ -141,11 +141,11 @@ class SyncServicer:
                     yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
                 holdback = Holdback()
                 while True:
-                    records = await subscriber.queue.get()
+                    read = await subscriber.queue.get()
                     slot.check()
-                    if records is None:
+                    if read is None:
                         raise LimitExceeded("subscriber fell too far behind; resubscribe")
-                    fresh = holdback.release(_unseen(records, wanted, delivered))
+                    fresh = holdback.release(_unseen(read.records, wanted, delivered))
                     async for batch, keys in outbound.records(fresh):
                         yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
             finally:
