@@ -43,7 +43,6 @@ from pathlib import Path
 
 from peer.crypto import SigningKey, SyncKey, generate_tls_identity
 from peer.errors import AlreadyInitialized, KeyFormatError, NotInitialized, UsageError
-from peer.identity import node_id_of
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -74,6 +73,8 @@ class Identity:
 
     @property
     def node_id(self) -> bytes:
+        from peer.identity import node_id_of  # here: the shell hook loads a home, not this
+
         return node_id_of(self.tls_certificate)
 
 

@@ -15,7 +15,6 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from peer.apps import payload
 from peer.apps.app import App
@@ -24,9 +23,7 @@ from peer.crypto import MAX_PLAINTEXT
 from peer.errors import NotFound, UsageError
 from peer.records import Record
 from peer.store import HistoryCreate, HistoryDelete, HistoryEntry
-
-if TYPE_CHECKING:
-    pass
+from peer.store.stats import Stats
 
 TAG = "history"
 MAX_COMMAND = 256 * 1024
@@ -135,6 +132,12 @@ class History(App):
         """Entries whose command contains `text`, newest first."""
         await self._views.catch_up(required=True)
         return await self._store.views.history_search(text, limit)
+
+    async def stats(self, top: int) -> Stats:
+        """How many commands ran and failed: in all, for the `top` most run (by first
+        word), and per host."""
+        await self._views.catch_up(required=True)
+        return await self._store.views.history_stats(top)
 
     async def import_entries(
         self,
