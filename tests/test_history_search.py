@@ -6,8 +6,10 @@ The interactive screen itself is driven in real terminals by tests/test_shells.p
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -163,3 +165,25 @@ def test_shell_init_prints_a_script_the_shell_parses(tmp_path: Path, shell: str)
             [binary, "-n", str(path)], capture_output=True, text=True, timeout=30, check=False
         )
         assert check.returncode == 0, check.stderr
+
+
+def test_the_interactive_search_needs_a_terminal_and_a_key(tmp_path: Path, home: Path) -> None:
+    """Started with no controlling terminal (a new session), or on a relay: one line."""
+    env = {k: v for k, v in os.environ.items() if k != "PEER_HOME"}
+    search = [sys.executable, "-m", "peer.cli", "--home", str(home), "history", "search", "-i"]
+    done = subprocess.run(
+        search, capture_output=True, text=True, timeout=60, env=env, start_new_session=True,
+        check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("peer: the interactive search needs a terminal")
+    assert len(done.stderr.splitlines()) == 1
+    relay = tmp_path / "relay"
+    ok(relay, "init", "--relay")
+    search[4] = str(relay)
+    done = subprocess.run(
+        search, capture_output=True, text=True, timeout=60, env=env, start_new_session=True,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "no sync key" in done.stderr and len(done.stderr.splitlines()) == 1

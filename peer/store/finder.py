@@ -1,23 +1,27 @@
-"""The history search and statistics: SQL over the history view, no decryption.
+"""The history search behind ctrl-r: SQL over the history view, no decryption.
 
-A search is typed a key at a time, so it runs in SQLite and reads only as many rows as
-a screen shows (`find`): newest first, one line per distinct command, in two passes:
-every word of the query as it stands in the command, then (to fill the screen) every
-word as letters in order with anything between them (fuzzy: "gco" finds "git
-checkout"). A word with a capital letter matches case-sensitively; one without, in
-any case (ASCII). `Scope` narrows it to one host, one shell session, one directory.
+A search runs at every keystroke, so it asks SQLite for one screenful (`find`): one
+line per distinct command (its latest run), the commands holding every word of the
+query as written first, then those holding each word's letters in order with anything
+between them (fuzzy: "gco" finds "git checkout"), each group newest first. A word
+with a capital letter matches case-sensitively; one without, in any case (ASCII).
+`Scope` narrows it to one host, one shell session, one directory.
+
+Two stages keep it fast: the newest WINDOW rows are searched first, and if their
+matches as written fill the screen, that is the answer (no older command can rank
+above them). Otherwise one grouped scan of the whole view answers, over the index
+`history_by_command` (migration 5), which holds every column it reads.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from peer.store.views import HistoryEntry
 
 COLUMNS = "id, command, cwd, exit, duration, timestamp, hostname, session"
-_FETCH = 256  # rows per fetch while reading a pass
+WINDOW = 5000  # the newest rows searched first
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,19 @@ class Scope:
     hostname: str | None = None
     session: str | None = None
     cwd: str | None = None
+
+    def where(self) -> tuple[list[str], list[object]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("hostname", self.hostname),
+            ("session", self.session),
+            ("cwd", self.cwd),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return clauses, params
 
 
 def _like(term: str, fuzzy: bool) -> str:
@@ -39,8 +56,8 @@ def _glob(term: str, fuzzy: bool) -> str:
     return "*" + ("*".join(escaped) if fuzzy else "".join(escaped)) + "*"
 
 
-def search_sql(text: str, scope: Scope, fuzzy: bool) -> tuple[str, list[object]]:
-    """The query of one pass: entries matching every word of `text`, newest first."""
+def matching(text: str, fuzzy: bool) -> tuple[list[str], list[object]]:
+    """Clauses (and their parameters) matching every word of `text` in `command`."""
     clauses: list[str] = []
     params: list[object] = []
     for term in text.split():
@@ -50,36 +67,53 @@ def search_sql(text: str, scope: Scope, fuzzy: bool) -> tuple[str, list[object]]
         else:
             clauses.append("command LIKE ? ESCAPE '\\'")
             params.append(_like(term, fuzzy))
-    for column, value in (
-        ("hostname", scope.hostname),
-        ("session", scope.session),
-        ("cwd", scope.cwd),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-    return f"SELECT {COLUMNS} FROM history {where}ORDER BY timestamp DESC, id DESC", params
+    return clauses, params
+
+
+def _where(clauses: list[str]) -> str:
+    return f"WHERE {' AND '.join(clauses)} " if clauses else ""
+
+
+def recent_sql(text: str, scope: Scope) -> tuple[str, list[object]]:
+    """Stage one: the newest WINDOW rows, those matching as written, newest first."""
+    words, word_params = matching(text, fuzzy=False)
+    scoped, scope_params = scope.where()
+    return (
+        f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM history "
+        f"ORDER BY timestamp DESC, id DESC LIMIT {WINDOW}) "
+        f"{_where([*words, *scoped])}ORDER BY timestamp DESC, id DESC",
+        [*word_params, *scope_params],
+    )
+
+
+def grouped_sql(text: str, scope: Scope, limit: int) -> tuple[str, list[object]]:
+    """Stage two: each matching command once, with its latest run's time; those
+    matching as written first (`exact` 1), each group newest first."""
+    fuzzy = len(text.replace(" ", "")) >= 2  # one letter: fuzzy would add nothing
+    words, word_params = matching(text, fuzzy)
+    exact, exact_params = matching(text, fuzzy=False)
+    scoped, scope_params = scope.where()
+    ranked = f"max({' AND '.join(exact)})" if exact and fuzzy else "1"
+    return (
+        f"SELECT command, max(timestamp), {ranked} AS exact FROM history "
+        f"{_where([*words, *scoped])}GROUP BY command ORDER BY exact DESC, 2 DESC LIMIT ?",
+        [*(exact_params if exact and fuzzy else []), *word_params, *scope_params, limit],
+    )
 
 
 def find(connection: sqlite3.Connection, text: str, scope: Scope, limit: int) -> list[HistoryEntry]:
-    """Up to `limit` entries, one per distinct command (its latest run), newest first:
-    the exact matches, then the fuzzy ones (none with no words, or one letter)."""
+    """Up to `limit` entries, one per distinct command (its latest run): those
+    matching as written, then the fuzzy ones, each newest first."""
     found: dict[str, HistoryEntry] = {}
-    passes = [False] if len(text.replace(" ", "")) < 2 else [False, True]
-    for fuzzy in passes:
-        for entry in _rows(connection, *search_sql(text, scope, fuzzy)):
-            found.setdefault(entry.command, entry)
-            if len(found) >= limit:
-                return list(found.values())
+    for row in connection.execute(*recent_sql(text, scope)):
+        found.setdefault(row[1], HistoryEntry(*row))
+        if len(found) >= limit:
+            return list(found.values())
+    found = {}
+    scoped, scope_params = scope.where()
+    latest = f"SELECT {COLUMNS} FROM history {_where(['command = ?', 'timestamp = ?', *scoped])}"
+    for command, timestamp, _ in connection.execute(*grouped_sql(text, scope, limit)).fetchall():
+        row = connection.execute(latest + "LIMIT 1", [command, timestamp, *scope_params]).fetchone()
+        if row is not None:
+            found.setdefault(command, HistoryEntry(*row))
     return list(found.values())
-
-
-def _rows(connection: sqlite3.Connection, sql: str, params: list[object]) -> Iterator[HistoryEntry]:
-    cursor = connection.execute(sql, params)
-    try:
-        while rows := cursor.fetchmany(_FETCH):
-            for row in rows:
-                yield HistoryEntry(*row)
-    finally:
-        cursor.close()
