@@ -21,13 +21,17 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     """The `peer` command: `history add` and `history search -i` (the shell's hook and
     ctrl-r) take their lean paths, the rest the full CLI."""
-    from peer.cli import picker, quick
+    from peer.cli import quick
 
     args = list(sys.argv[1:] if argv is None else argv)
     if quick.handles(args) and (done := quick.main(args)) is not None:
         return done
+    from peer.cli import picker, shells
+
     if picker.handles(args):
         return picker.main(args)
+    if shells.handles(args):
+        return shells.main(args)
     from peer.cli.main import main as full
 
     return full(args)

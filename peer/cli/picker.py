@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from peer.cli.basics import Parser, fail, printable
+from peer.cli.quick import command_at, without_command
 
 if TYPE_CHECKING:
     from prompt_toolkit.application import Application
@@ -45,10 +46,8 @@ CHROME_ROWS = 2  # the status line and the query line
 
 def handles(argv: Sequence[str]) -> bool:
     """Whether `argv` is `[--home DIR] [--debug] history search ... -i ...`."""
-    rest = list(argv)
-    while rest and (rest[0] == "--debug" or rest[0].startswith("--home")):
-        rest = rest[2:] if rest[0] == "--home" else rest[1:]
-    options = set(rest[2:])
+    rest = list(argv[command_at(argv) :])
+    options = set(rest[2 : rest.index("--") if "--" in rest else len(rest)])
     return (
         rest[:2] == ["history", "search"]
         and bool({"-i", "--interactive"} & options)
@@ -81,10 +80,7 @@ def _parser() -> Parser:
 
 def main(argv: Sequence[str]) -> int:
     """`peer history search -i` on the lean path."""
-    rest = list(argv)
-    rest.remove("history")
-    rest.remove("search")
-    args = _parser().parse_args(rest)
+    args = _parser().parse_args(without_command(argv))
     import asyncio
 
     from peer.errors import PeerError, UsageError

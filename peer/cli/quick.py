@@ -8,16 +8,17 @@ path (which creates or migrates it). `tests/test_history_hook.py` checks the imp
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from peer.cli.basics import Parser, fail, whole
-
 if TYPE_CHECKING:
+    import argparse
+
+    from peer.cli.basics import Parser
     from peer.store import HistoryEntry
 
 EXIT_RANGE = (-(2**31), 2**31 - 1)  # any platform's exit status (Windows' are 32-bit)
@@ -25,19 +26,73 @@ MAX_DURATION_NS = 10 * 365 * 86400 * 10**9  # bounded, so `now - duration` stays
 _GLOBAL_FLAGS = {"--debug"}
 
 
+def command_at(argv: Sequence[str]) -> int:
+    """Where the command's words start, after the global flags (`--home`, `--debug`)."""
+    at = 0
+    while at < len(argv) and (argv[at] in _GLOBAL_FLAGS or argv[at].startswith("--home")):
+        at += 2 if argv[at] == "--home" else 1
+    return at
+
+
+def without_command(argv: Sequence[str]) -> list[str]:
+    """`argv` less the words `history add` (the global flags stay: the parsers here know
+    them too)."""
+    at = command_at(argv)
+    return [*argv[:at], *argv[at + 2 :]]
+
+
 def handles(argv: Sequence[str]) -> bool:
     """Whether `argv` is `[--home DIR] [--debug] history add ...` (not asking for help)."""
-    rest = list(argv)
-    while rest and (rest[0] in _GLOBAL_FLAGS or rest[0].startswith("--home")):
-        rest = rest[2:] if rest[0] == "--home" else rest[1:]
+    rest = list(argv[command_at(argv) :])
     if rest[:2] != ["history", "add"]:
         return False
     before_command = rest[: rest.index("--")] if "--" in rest else rest
     return not {"-h", "--help"} & set(before_command)
 
 
+_VALUED = {"--home": "home", "--cwd": "cwd", "--exit": "exit", "--duration": "duration"}
+_VALUED["--session"] = "session"
+_BOUNDS = {"exit": EXIT_RANGE, "duration": (0, MAX_DURATION_NS)}
+
+
+def parse(argv: Sequence[str]) -> SimpleNamespace | None:
+    """`history add`'s arguments as a shell hook passes them (flags, `--`, the command),
+    read without argparse (whose import and set-up cost more than the write); None for
+    anything else (a mistake, an abbreviation), which argparse then reads and explains."""
+    args = SimpleNamespace(
+        home=None, debug=False, json=False, cwd=None, exit=None, duration=None, session=""
+    )
+    tokens = without_command(argv)
+    while tokens and tokens[0] != "--":
+        flag = tokens.pop(0)
+        name, _, value = flag.partition("=") if flag.startswith("--") else (flag, "", "")
+        if name in ("--debug", "--json") and not value:
+            setattr(args, name[2:], True)
+        elif name in _VALUED:
+            if not value:
+                if not tokens:
+                    return None
+                value = tokens.pop(0)
+            setattr(args, _VALUED[name], value)
+        else:
+            return None
+    if len(tokens) < 2:
+        return None
+    args.command = tokens[1:]
+    for name, (low, high) in _BOUNDS.items():
+        text = getattr(args, name)
+        if text is not None:
+            if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+                return None
+            setattr(args, name, int(text))
+    args.home = None if args.home is None else Path(args.home)
+    return args
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `history add` (here and in the full parser, `peer.cli.apps`)."""
+    from peer.cli.basics import whole
+
     parser.add_argument("--cwd", help="where it ran (default: here)")
     parser.add_argument("--exit", type=whole(*EXIT_RANGE), help="its exit status")
     parser.add_argument(
@@ -50,6 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> Parser:
+    from peer.cli.basics import Parser
+
     parser = Parser(prog="peer history add")
     parser.add_argument("--home", type=Path)
     parser.add_argument("--debug", action="store_true")
@@ -58,7 +115,7 @@ def _parser() -> Parser:
     return parser
 
 
-def entry_of(args: argparse.Namespace) -> HistoryEntry:
+def entry_of(args: argparse.Namespace | SimpleNamespace) -> HistoryEntry:
     """The entry `history add` records: a fresh id, started `duration` ago, here."""
     from peer.apps.history import new_id
     from peer.store import HistoryEntry
@@ -85,25 +142,22 @@ def _cwd() -> str:
 
 def main(argv: Sequence[str]) -> int | None:
     """Run `history add` on the lean path; None: the store needs the full CLI."""
-    rest = list(argv)
-    rest.remove("history")
-    rest.remove("add")
-    args = _parser().parse_args(rest)
+    args = parse(argv) or _parser().parse_args(without_command(argv))
     from peer.errors import PeerError, UsageError
 
     try:
         added = _add(args)
-    except UsageError as exc:
-        return fail(str(exc), 2)
     except PeerError as exc:
-        return fail(str(exc), 1)
+        from peer.cli.basics import fail
+
+        return fail(str(exc), 2 if isinstance(exc, UsageError) else 1)
     if added is None:
         return None
     _print(added, args.json)
     return 0
 
 
-def _add(args: argparse.Namespace) -> HistoryEntry | None:
+def _add(args: argparse.Namespace | SimpleNamespace) -> HistoryEntry | None:
     from peer.apps.direct import add_directly
     from peer.crypto import Author
     from peer.doorbell import doorbell_path, ring

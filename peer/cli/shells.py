@@ -15,7 +15,12 @@ What it sets up, and nothing else:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from peer.cli.basics import Parser
+from peer.cli.quick import command_at
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -139,6 +144,24 @@ def script(shell: str, up_arrow: bool = False) -> str:
     """The integration for `shell`: the hook and ctrl-r (and the up arrow if asked)."""
     main, up = SCRIPTS[shell]
     return main + (up if up_arrow else "")
+
+
+def handles(argv: Sequence[str]) -> bool:
+    """Whether `argv` is `[--home DIR] [--debug] shell-init ...` (run at every shell's
+    start: it prints without building the whole CLI)."""
+    return list(argv[command_at(argv) :])[:1] == ["shell-init"]
+
+
+def main(argv: Sequence[str]) -> int:
+    """`peer shell-init` on its own parser (the global flags accepted, and ignored)."""
+    parser = Parser(prog="peer")
+    parser.add_argument("--home", type=Path)
+    parser.add_argument("--debug", action="store_true")
+    commands = parser.add_subparsers()
+    register(commands)
+    args = parser.parse_args(argv)
+    print(script(args.shell, args.up_arrow), end="")
+    return 0
 
 
 def register(commands: Any) -> None:
