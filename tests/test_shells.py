@@ -100,19 +100,18 @@ class Terminal:
         )
 
 
-def rc_files(shell: str, home: Path, peer_home: Path) -> list[str]:
+def rc_files(shell: str, home: Path, peer_home: Path, flags: str = "") -> list[str]:
     """Write the shell's rc file in `home`; the command that starts the shell."""
     path = f"{BIN}:/usr/bin:/bin"
+    init = f"peer shell-init {shell} {flags}".rstrip()
     if shell == "bash":
         (home / ".bashrc").write_text(
-            f"export PATH={path} PEER_HOME={peer_home}\nPS1='{PROMPT}'\n"
-            'eval "$(peer shell-init bash)"\n'
+            f"export PATH={path} PEER_HOME={peer_home}\nPS1='{PROMPT}'\neval \"$({init})\"\n"
         )
         return ["bash", "--noprofile", "--rcfile", str(home / ".bashrc"), "-i"]
     if shell == "zsh":
         (home / ".zshrc").write_text(
-            f"export PATH={path} PEER_HOME={peer_home}\nPS1='{PROMPT}'\n"
-            'eval "$(peer shell-init zsh)"\n'
+            f"export PATH={path} PEER_HOME={peer_home}\nPS1='{PROMPT}'\neval \"$({init})\"\n"
         )
         return ["zsh", "-i"]
     config = home / ".config" / "fish"
@@ -120,7 +119,7 @@ def rc_files(shell: str, home: Path, peer_home: Path) -> list[str]:
     (config / "config.fish").write_text(
         f"set -gx PATH {BIN} /usr/bin /bin\nset -gx PEER_HOME {peer_home}\n"
         f"function fish_prompt; echo -n '{PROMPT}'; end\nfunction fish_greeting; end\n"
-        "peer shell-init fish | source\n"
+        f"{init} | source\n"
     )
     return ["fish", "-i"]
 
@@ -143,19 +142,25 @@ def history(peer_home: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def start(terminal: Terminal, shell: str, tmp_path: Path, flags: str = "") -> tuple[Path, Path]:
+    """The shell started in `terminal` with its integration; (peer home, a work dir)."""
+    home, peer_home, work = tmp_path / "home", tmp_path / "peer", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    ok(peer_home, "init", "--name", shell)
+    command = rc_files(shell, home, peer_home, flags)
+    env = ["env", "-i", f"HOME={home}", f"ZDOTDIR={home}", "TERM=xterm-256color", "LANG=C.UTF-8"]
+    terminal.start([*env, "PATH=/usr/bin:/bin", *command])
+    terminal.wait_prompt("")
+    return peer_home, work
+
+
 @pytest.mark.parametrize("terminal", ["bash", "zsh", "fish"], indirect=True)
 def test_a_command_is_recorded_and_recalled_with_ctrl_r(
     terminal: Terminal, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     shell = request.node.callspec.params["terminal"]
-    home, peer_home, work = tmp_path / "home", tmp_path / "peer", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    ok(peer_home, "init", "--name", shell)
-    command = rc_files(shell, home, peer_home)
-    env = ["env", "-i", f"HOME={home}", f"ZDOTDIR={home}", "TERM=xterm-256color", "LANG=C.UTF-8"]
-    terminal.start([*env, "PATH=/usr/bin:/bin", *command])
-    terminal.wait_prompt("")
+    peer_home, work = start(terminal, shell, tmp_path)
 
     typed = f"cd {work} && sh -c 'sleep 0.2; exit 3'"
     terminal.type(typed)
@@ -185,3 +190,28 @@ def test_a_command_is_recorded_and_recalled_with_ctrl_r(
     terminal.keys("Escape")
     terminal.wait_prompt("echo kept")
     assert "[all hosts]" not in terminal.screen()
+
+
+@pytest.mark.parametrize("terminal", ["bash", "zsh", "fish"], indirect=True)
+def test_up_arrow_searches_this_session_and_ctrl_r_switches_mode(
+    terminal: Terminal, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """With --up-arrow: up opens the search on this session's commands; ctrl-r then
+    shows this directory's, then all hosts'."""
+    shell = request.node.callspec.params["terminal"]
+    peer_home, work = start(terminal, shell, tmp_path, "--up-arrow")
+    ok(peer_home, "history", "add", "--session", "elsewhere", "--cwd", "/", "--", "echo other")
+    terminal.type(f"cd {work} && echo mine")
+    terminal.keys("Enter")
+    wait_for("the entry", lambda: len(history(peer_home)) == 2, terminal.screen)
+    terminal.wait_prompt("")
+    terminal.keys("Up")
+    terminal.wait_screen("[this session] 1 shown")
+    assert "echo mine" in terminal.screen() and "echo other" not in terminal.screen()
+    terminal.keys("C-r")
+    terminal.wait_screen("[this directory] 1 shown")
+    terminal.keys("C-r")
+    terminal.wait_screen("[all hosts] 2 shown")
+    assert "echo other" in terminal.screen()
+    terminal.keys("Escape")
+    terminal.wait_prompt("")

@@ -201,9 +201,11 @@ class Search:
         self.found: list[HistoryEntry] = []
         self.selected = 0  # 0: the newest, drawn at the bottom, next to the query
         self.rows = 24
+        self.text = ""
 
     def refresh(self, text: str) -> None:
         """Search again (after a keystroke or a mode switch)."""
+        self.text = text
         scope = self.here.scope(MODES[self.mode])
         self.found = self.direct.history_find(text, scope, max(self.rows - CHROME_ROWS, 1))
         self.selected = 0
@@ -211,8 +213,12 @@ class Search:
     def move(self, older: int) -> None:
         self.selected = max(0, min(self.selected + older, len(self.found) - 1))
 
-    def lines(self, width: int) -> StyleAndTextTuples:
-        """The results, oldest at the top, the selected one marked."""
+    def lines(self, width: int, rows: int) -> StyleAndTextTuples:
+        """The results, oldest at the top, the selected one marked (searched again if
+        the terminal's height changed)."""
+        if rows != self.rows:
+            self.rows = rows
+            self.refresh(self.text)
         out: StyleAndTextTuples = []
         blank = max(self.rows - CHROME_ROWS - len(self.found), 0)
         out.extend(("", "\n") for _ in range(blank))
@@ -300,7 +306,11 @@ def build_application(
         search.mode = (search.mode + 1) % len(MODES)
         search.refresh(buffer.text)
 
-    results = FormattedTextControl(lambda: search.lines(output.get_size().columns))
+    def lines() -> StyleAndTextTuples:
+        size = output.get_size()
+        return search.lines(size.columns, size.rows)
+
+    results = FormattedTextControl(lines)
     layout = Layout(
         HSplit(
             [
