@@ -187,3 +187,16 @@ def test_the_interactive_search_needs_a_terminal_and_a_key(tmp_path: Path, home:
     )  # fmt: skip
     assert done.returncode == 2
     assert "no sync key" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_typing_on_gives_what_a_fresh_search_gives(home: Path, direct: Direct) -> None:
+    """The search remembers a query whose newest rows did not fill the screen and
+    skips that stage while the text is typed on: the lines must not change for it."""
+    for typed in ("make test", "cp a_b", "gco", "echo 100%", "Make", "zz"):
+        for scope in (Scope(), Scope(hostname="laptop", session="s1")):
+            for end in range(1, len(typed) + 1):
+                fresh = Direct.open(Home(home).database)
+                assert fresh is not None
+                with fresh:
+                    expected = fresh.history_find(typed[:end], scope, 3)
+                assert direct.history_find(typed[:end], scope, 3) == expected, typed[:end]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -122,7 +123,7 @@ async def pick(args: argparse.Namespace) -> int:
 
 async def _open_caught_up(home: Home) -> Direct:
     """The store for reading, its views caught up (the full way, only if behind)."""
-    from peer.errors import NotInitialized
+    from peer.errors import NotInitialized, StoreError
     from peer.relay import HAS_NO_VIEWS, require_sync_key
     from peer.store.direct import Direct
 
@@ -140,28 +141,25 @@ async def _open_caught_up(home: Home) -> Direct:
     async with await Node.open(home) as node:
         await node.views.catch_up(required=True)
     direct = Direct.open(home.database)
-    assert direct is not None  # the node opened (so created, migrated) it
+    if direct is None:  # the node opened it, so created and migrated it: not expected
+        raise StoreError(f"could not open the store {home.database} after catching up")
     return direct
 
 
-class _terminal:  # noqa: N801 - a context manager, used as `with _terminal() as tty`
+@contextmanager
+def _terminal() -> Iterator[tuple[TextIO, TextIO]]:
     """The controlling terminal, for keys and drawing (stdout is for the result)."""
+    from peer.errors import UsageError
 
-    def __enter__(self) -> tuple[TextIO, TextIO]:
-        from peer.errors import UsageError
-
+    with ExitStack() as stack:
         try:
-            self._keys = open("/dev/tty")
-            self._screen = open("/dev/tty", "w")
+            keys = stack.enter_context(open("/dev/tty"))
+            screen = stack.enter_context(open("/dev/tty", "w"))
         except OSError as exc:
             raise UsageError(
                 f"the interactive search needs a terminal (/dev/tty: {exc.strerror or exc})"
             ) from exc
-        return self._keys, self._screen
-
-    def __exit__(self, *exc: object) -> None:
-        self._keys.close()
-        self._screen.close()
+        yield keys, screen
 
 
 def _cwd() -> str:

@@ -34,8 +34,9 @@ from peer.store.views import CURSOR_OF, HistoryEntry, ViewChunk, apply_statement
 
 if TYPE_CHECKING:
     from peer.crypto import Author
-    from peer.store.finder import Scope
+    from peer.store.finder import Finder, Scope
 
+SEARCH_CACHE_KIB = 32 * 1024  # a search keeps the history index in memory across keystrokes
 ChunkOf = Callable[[Sequence[Record]], ViewChunk]  # the view change of records just written
 
 
@@ -44,6 +45,7 @@ class Direct:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self._finder: Finder | None = None
 
     @classmethod
     def open(cls, path: Path) -> Direct | None:
@@ -137,11 +139,14 @@ class Direct:
         return row is not None
 
     def history_find(self, text: str, scope: Scope, limit: int) -> list[HistoryEntry]:
-        """The interactive search (`peer.store.finder.find`)."""
-        from peer.store.finder import find
+        """The interactive search, a keystroke at a time (`peer.store.finder.Finder`)."""
+        from peer.store.finder import Finder
 
         with translated("read the store"):
-            return find(self._connection, text, scope, limit)
+            if self._finder is None:
+                self._connection.execute(f"PRAGMA cache_size = -{SEARCH_CACHE_KIB}")
+                self._finder = Finder(self._connection)
+            return self._finder.find(text, scope, limit)
 
 
 def _hash(records: Sequence[Record]) -> bytes:

@@ -7,7 +7,8 @@ between them (fuzzy: "gco" finds "git checkout"), each group newest first. A wor
 with a capital letter matches case-sensitively; one without, in any case (ASCII).
 `Scope` narrows it to one host, one shell session, one directory.
 
-Two stages keep it fast: the newest WINDOW rows are searched first, and if their
+Two stages keep it fast (`Finder`): the newest WINDOW rows are searched first, and if
+their
 matches as written fill the screen, that is the answer (no older command can rank
 above them). Otherwise one grouped scan of the whole view answers, over the index
 `history_by_command` (migration 5), which holds every column it reads.
@@ -101,15 +102,48 @@ def grouped_sql(text: str, scope: Scope, limit: int) -> tuple[str, list[object]]
     )
 
 
-def find(connection: sqlite3.Connection, text: str, scope: Scope, limit: int) -> list[HistoryEntry]:
-    """Up to `limit` entries, one per distinct command (its latest run): those
-    matching as written, then the fuzzy ones, each newest first."""
+class Finder:
+    """The searches of one screen, a keystroke at a time, on one connection.
+
+    It remembers a query whose newest rows did not fill the screen: a query typed on
+    from it (its text extended) matches fewer rows still, so its first stage is skipped.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._short: tuple[str, Scope, int] | None = None  # the last query stage one missed
+
+    def find(self, text: str, scope: Scope, limit: int) -> list[HistoryEntry]:
+        """Up to `limit` entries, one per distinct command (its latest run): those
+        matching as written, then the fuzzy ones, each newest first."""
+        short = self._short
+        typed_on = short is not None and short[1:] == (scope, limit) and text.startswith(short[0])
+        if not typed_on:
+            found = recent(self._connection, text, scope, limit)
+            if found is not None:
+                self._short = None
+                return found
+            self._short = (text, scope, limit)
+        return grouped(self._connection, text, scope, limit)
+
+
+def recent(
+    connection: sqlite3.Connection, text: str, scope: Scope, limit: int
+) -> list[HistoryEntry] | None:
+    """Stage one: the answer if the newest WINDOW rows fill the screen, else None."""
     found: dict[str, HistoryEntry] = {}
     for row in connection.execute(*recent_sql(text, scope)):
         found.setdefault(row[1], HistoryEntry(*row))
         if len(found) >= limit:
             return list(found.values())
-    found = {}
+    return None
+
+
+def grouped(
+    connection: sqlite3.Connection, text: str, scope: Scope, limit: int
+) -> list[HistoryEntry]:
+    """Stage two: one grouped scan of the whole view, then each command's latest run."""
+    found: dict[str, HistoryEntry] = {}
     scoped, scope_params = scope.where()
     latest = f"SELECT {COLUMNS} FROM history {_where(['command = ?', 'timestamp = ?', *scoped])}"
     for command, timestamp, _ in connection.execute(*grouped_sql(text, scope, limit)).fetchall():
