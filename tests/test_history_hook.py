@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from peer.cli import quick
 from tests.test_cli import assert_one_line_failure, ok, peer
 
 HOOK_TIMEOUT_S = 60
@@ -122,3 +123,33 @@ def test_the_hook_refuses_a_bad_flag_in_one_line(home: Path) -> None:
 def test_help_still_comes_from_the_full_parser(home: Path) -> None:
     run = ok(home, "history", "add", "--help")
     assert "--duration" in run.out and "--json" in run.out
+
+
+LEAN = [  # what hooks pass: read without argparse
+    ["history", "add", "--", "make", "test"],
+    ["--home", "/h", "--debug", "history", "add", "--exit", "-1", "--", "ls", "-la"],
+    ["--home=/h", "history", "add", "--cwd=/src", "--duration", "15", "--json", "--", "x"],
+    ["history", "add", "--session", "s", "--exit", "2147483647", "--", "--", "-x"],
+]
+EXPLAINED = [  # mistakes, abbreviations, no `--`: left to argparse
+    ["history", "add", "--exit", "x", "--", "ls"],
+    ["history", "add", "--exit", "2147483648", "--", "ls"],
+    ["history", "add", "--duration=--5", "--", "ls"],
+    ["history", "add", "--ex", "1", "--", "ls"],
+    ["history", "add", "ls"],
+    ["history", "add", "--"],
+    ["history", "add", "--cwd"],
+]
+
+
+@pytest.mark.parametrize("argv", LEAN)
+def test_the_hooks_own_reading_of_its_flags_agrees_with_argparse(argv: list[str]) -> None:
+    fast = quick.parse(argv)
+    assert fast is not None
+    full = quick.full_parser().parse_args(quick.without_command(argv))
+    assert vars(fast) == vars(full)
+
+
+@pytest.mark.parametrize("argv", EXPLAINED)
+def test_anything_else_is_left_to_argparse(argv: list[str]) -> None:
+    assert quick.parse(argv) is None

@@ -50,8 +50,13 @@ def handles(argv: Sequence[str]) -> bool:
     return not {"-h", "--help"} & set(before_command)
 
 
-_VALUED = {"--home": "home", "--cwd": "cwd", "--exit": "exit", "--duration": "duration"}
-_VALUED["--session"] = "session"
+_VALUED = {  # the flags with a value, and their names
+    "--home": "home",
+    "--cwd": "cwd",
+    "--exit": "exit",
+    "--duration": "duration",
+    "--session": "session",
+}
 _BOUNDS = {"exit": EXIT_RANGE, "duration": (0, MAX_DURATION_NS)}
 
 
@@ -82,11 +87,19 @@ def parse(argv: Sequence[str]) -> SimpleNamespace | None:
     for name, (low, high) in _BOUNDS.items():
         text = getattr(args, name)
         if text is not None:
-            if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+            number = _whole(text)
+            if number is None or not low <= number <= high:
                 return None
-            setattr(args, name, int(text))
+            setattr(args, name, number)
     args.home = None if args.home is None else Path(args.home)
     return args
+
+
+def _whole(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs="+", help="the command (after --)")
 
 
-def _parser() -> Parser:
+def full_parser() -> Parser:
     from peer.cli.basics import Parser
 
     parser = Parser(prog="peer history add")
@@ -142,7 +155,7 @@ def _cwd() -> str:
 
 def main(argv: Sequence[str]) -> int | None:
     """Run `history add` on the lean path; None: the store needs the full CLI."""
-    args = parse(argv) or _parser().parse_args(without_command(argv))
+    args = parse(argv) or full_parser().parse_args(without_command(argv))
     from peer.errors import PeerError, UsageError
 
     try:
