@@ -9,6 +9,7 @@ sessions, 300 directories, commands drawn from a shell-like vocabulary), it time
 2. `peer history search -i` opening: from starting the process on a pseudo-terminal to
    its first screen drawn with results (the status line and the newest entry), median
    of R runs, target under 150 ms;
+   (beside it, `python -c pass` in the same environment: the floor under any process);
 3. the search per keystroke: the query run for each prefix of a few typed searches
    (words, fuzzy letters, one matching nothing, in narrower modes), as the screen runs
    it (`peer.store.direct`, one screenful): median and worst, target under 30 ms each.
@@ -124,6 +125,14 @@ def process_ms(home: Path, *args: str) -> float:
     return elapsed * 1000
 
 
+def python_ms() -> float:
+    """This Python doing nothing, as a process: the floor under every `peer` process
+    (site and .pth files included: an editable install's import hook costs here)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], env=child_env(), check=True, timeout=60)
+    return (time.perf_counter() - started) * 1000
+
+
 def open_ms(home: Path, newest: str) -> float:
     """Start `peer history search -i` on a new pseudo-terminal; ms until its first
     screen shows the status line and the newest command; then leave it with esc."""
@@ -198,7 +207,8 @@ def bench(n: int, runs: int) -> dict[str, Any]:
         home = Path(tmp) / "home"
         log(f"filling a home with {n:,} history entries")
         asyncio.run(fill(home, n))
-        log(f"timing `peer history add` as a process, {runs} runs")
+        log(f"timing `python -c pass` and `peer history add` as processes, {runs} runs")
+        floor = [python_ms() for _ in range(runs)]
         process_ms(home, "history", "add", "--", "warm", "up")
         add = [process_ms(home, "history", "add", "--", "make", "test") for _ in range(runs)]
         newest = "make test"
@@ -212,6 +222,7 @@ def bench(n: int, runs: int) -> dict[str, Any]:
         "runs": runs,
         "history_add_ms": statistics.median(add),
         "history_add_min_ms": min(add),
+        "python_start_ms": statistics.median(floor),
         "search_open_ms": statistics.median(opened),
         "search_open_min_ms": min(opened),
         "keystroke_p95_ms": statistics.quantiles(keys, n=20)[-1],
@@ -237,7 +248,8 @@ def table(r: dict[str, Any]) -> str:
     lines = [f"{'shell history':<{width}}  {'result':>9}  verdict"]
     lines += [f"{name:<{width}}  {value:>6.1f} ms  {verdict(value, t)}" for name, value, t in rows]
     lines.append(
-        f"(fastest of {r['runs']}: history add {r['history_add_min_ms']:.1f} ms, "
+        f"(`python -c pass` here: {r['python_start_ms']:.1f} ms, the floor under any process; "
+        f"fastest of {r['runs']}: history add {r['history_add_min_ms']:.1f} ms, "
         f"search open {r['search_open_min_ms']:.1f} ms; load average now "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )

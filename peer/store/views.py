@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from peer.records import LogKey
 from peer.store.sqlite import Database, scalar
-from peer.store.stats import COMMANDS_SQL, HOSTS_SQL, TOTAL_SQL, Count, Stats
+
+if TYPE_CHECKING:
+    from peer.store.stats import Stats
 
 _KV_UPSERT = (
     "INSERT INTO kv (ns, key, value, timestamp, host, idx) VALUES (?,?,?,?,?,?) "
@@ -284,6 +287,8 @@ class Views:
 
     async def history_stats(self, top: int) -> Stats:
         """Totals, the `top` most run commands (by first word), each host."""
+        from peer.store.stats import COMMANDS_SQL, HOSTS_SQL, TOTAL_SQL, Count, Stats
+
         total = Count(*(await self._database.fetch(TOTAL_SQL))[0])
         commands = await self._database.fetch(COMMANDS_SQL, (top,))
         hosts = await self._database.fetch(HOSTS_SQL)
