@@ -15,6 +15,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from peer.apps import payload
 from peer.apps.app import App
@@ -23,7 +24,9 @@ from peer.crypto import MAX_PLAINTEXT
 from peer.errors import NotFound, UsageError
 from peer.records import Record
 from peer.store import HistoryCreate, HistoryDelete, HistoryEntry
-from peer.store.stats import Stats
+
+if TYPE_CHECKING:  # the shell hook imports this module: stats are not its business
+    from peer.store.stats import Stats
 
 TAG = "history"
 MAX_COMMAND = 256 * 1024
