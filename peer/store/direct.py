@@ -79,6 +79,8 @@ class Direct:
     ) -> list[Record]:
         """Append to the author's own log and apply the view change, in one transaction."""
         check_tag(tag)
+        if not plaintexts:
+            return []
         log = LogKey(author.host, tag)
         db = self._connection
         with translated("write to the store"):
