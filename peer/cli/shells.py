@@ -35,17 +35,21 @@ __peer_seen=$(__peer_history_number)
 __peer_start= __peer_none=
 # PS0 is expanded just before a command line runs: note the time (microseconds), and
 # show nothing (the substring of an empty, set variable: an unset one skips the math).
-PS0='${__peer_none:0:$((__peer_start=${EPOCHREALTIME/[.,]/},0))}'"${PS0-}"
+# Before bash 5 there is no EPOCHREALTIME: commands are recorded without a duration.
+[[ -n ${EPOCHREALTIME-} ]] &&
+  PS0='${__peer_none:0:$((__peer_start=${EPOCHREALTIME/[.,]/},0))}'"${PS0-}"
+# A command was run when the history has a new entry (not for an empty line, nor for
+# one history leaves out, as HISTCONTROL says).
 __peer_precmd() {
-  local code=$? now=${EPOCHREALTIME/[.,]/} line number command
-  [[ -n $__peer_start ]] || return $code
+  local code=$? now=${EPOCHREALTIME-} line number command took=()
   line=$(HISTTIMEFORMAT= builtin history 1)
   if [[ $line =~ ^\ *([0-9]+)\*?\ \ (.*)$ ]]; then
     number=${BASH_REMATCH[1]} command=${BASH_REMATCH[2]}
     if [[ $number != "$__peer_seen" && -n $command ]]; then
-      (command peer history add --exit "$code" --cwd "$PWD" \
-        --duration "$(( (now - __peer_start) * 1000 ))" --session "$PEER_SESSION" \
-        -- "$command" >/dev/null 2>&1 &)
+      [[ -n $__peer_start && -n $now ]] &&
+        took=(--duration "$(( (${now/[.,]/} - __peer_start) * 1000 ))")
+      (command peer history add --exit "$code" --cwd "$PWD" "${took[@]}" \
+        --session "$PEER_SESSION" -- "$command" >/dev/null 2>&1 &)
     fi
     __peer_seen=$number
   fi
