@@ -109,7 +109,7 @@ async def pick(args: argparse.Namespace) -> int:
             args.cwd if args.cwd is not None else _cwd(),
         )
         search = Search(direct, here, MODES.index(args.mode))
-        chosen = await search.application(tty, args.query).run_async()
+        chosen = await search.application(tty, args.query or "").run_async()
     if chosen is None:
         return NOTHING_CHOSEN
     if args.json:
