@@ -79,10 +79,13 @@ def recent_sql(text: str, scope: Scope) -> tuple[str, list[object]]:
     """Stage one: the newest WINDOW rows, those matching as written, newest first."""
     words, word_params = matching(text, fuzzy=False)
     scoped, scope_params = scope.where()
+    window = (  # the WINDOW-th newest time (ties make the window a little wider)
+        "timestamp >= coalesce((SELECT timestamp FROM history ORDER BY timestamp DESC "
+        f"LIMIT 1 OFFSET {WINDOW - 1}), {-(2**63)})"
+    )
     return (
-        f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM history "
-        f"ORDER BY timestamp DESC, id DESC LIMIT {WINDOW}) "
-        f"{_where([*words, *scoped])}ORDER BY timestamp DESC, id DESC",
+        f"SELECT {COLUMNS} FROM history {_where([window, *words, *scoped])}"
+        "ORDER BY timestamp DESC, id DESC",
         [*word_params, *scope_params],
     )
 
