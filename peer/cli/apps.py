@@ -70,7 +70,9 @@ def _register_history(commands: Any) -> None:
     imp.add_argument("--format", choices=("bash", "zsh", "fish", "atuin"), help="default: guess")
     listing = command(actions, "list", cmd_history_list, "the latest commands, oldest first")
     listing.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the last N")
-    search = command(actions, "search", cmd_history_search, "commands containing QUERY")
+    search = command(
+        actions, "search", cmd_history_search, "commands containing QUERY; -i: what ctrl-r opens"
+    )
     search.add_argument("query", nargs="?", help="the text (with -i: what to start with)")
     search.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the newest N")
     picker.add_arguments(search)
