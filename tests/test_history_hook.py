@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from peer.apps.history import TAG, encode_create, new_id
 from peer.cli import quick
+from peer.home import Home
+from peer.node import Node
+from peer.store import HistoryEntry
+from peer.store.direct import Direct
 from tests.test_cli import assert_one_line_failure, ok, peer
 
 HOOK_TIMEOUT_S = 60
@@ -153,3 +158,22 @@ def test_the_hooks_own_reading_of_its_flags_agrees_with_argparse(argv: list[str]
 @pytest.mark.parametrize("argv", EXPLAINED)
 def test_anything_else_is_left_to_argparse(argv: list[str]) -> None:
     assert quick.parse(argv) is None
+
+
+async def test_a_hook_behind_the_view_leaves_its_row_to_the_next_catch_up(home: Path) -> None:
+    """A record stored without its view row (as a sync stores one) holds the view's
+    cursor back: the hook's append must not apply its own row past it; the next read
+    catches up and shows both, in order."""
+    node = await Node.open(Home(home))
+    try:
+        late = HistoryEntry(new_id(), "synced", "/", 0, 1, 1, "other", "s")
+        await node.store.append(node.author, TAG, [encode_create(late)])
+    finally:
+        await node.close()
+    ok(home, "history", "add", "--", "typed")
+    direct = Direct.open(Home(home).database)
+    assert direct is not None
+    with direct:
+        assert direct.views_behind((TAG,)) is True  # nothing applied past the gap
+    listed = [e["command"] for e in ok(home, "history", "list", "--json").json()]
+    assert listed == ["synced", "typed"]
