@@ -92,12 +92,15 @@ class Terminal:
         wait_for(f"the prompt line {line!r}", shows, self.screen)
 
     def close(self) -> None:
+        """Stop the server, and remove its socket (tmux leaves it behind)."""
         subprocess.run(
             ["tmux", "-L", self.socket, "kill-server"],
             capture_output=True,
             timeout=WAIT_S,
             check=False,
         )
+        sockets = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (sockets / self.socket).unlink(missing_ok=True)
 
 
 def rc_files(shell: str, home: Path, peer_home: Path, flags: str = "") -> list[str]:
