@@ -17,12 +17,18 @@ $(STAMP): pyproject.toml
 test: $(STAMP) sysdeps proto-check proto-lint lint typecheck pytest
 
 # System packages some tests use (Debian's; CI runs as root). Best effort: without them
-# those tests skip and say why (libfaketime: the clock-skew test, D5).
+# those tests skip and say why (libfaketime: the clock-skew test, D5; tmux, zsh and fish:
+# the shell integration tests, tests/test_shells.py, which drive real shells in tmux).
 sysdeps:
 	@command -v faketime >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && (apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq faketime >/dev/null 2>&1) \
 	  && echo "installed faketime (for the clock-skew test)"; } \
 	  || echo "faketime not installed: the clock-skew test (D5) will skip"
+	@missing=$$(for tool in tmux zsh fish; do command -v $$tool >/dev/null 2>&1 || echo $$tool; done); \
+	  [ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq $$missing >/dev/null 2>&1) \
+	  && echo "installed" $$missing "(for the shell integration tests)"; } \
+	  || echo "not installed:" $$missing "- their shell integration tests will skip"
 
 lint: $(STAMP)
 	$(BIN)/ruff check peer tests bench scripts
@@ -42,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sync.py
 	$(BIN)/python bench/bench_daemon.py
 	$(BIN)/python bench/bench_apps.py
+	$(BIN)/python bench/bench_history.py
 	$(BIN)/python bench/bench_mesh.py
 
 # The reliability suite (pr tier) on its own, then its table (also in docs/reliability.md).

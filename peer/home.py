@@ -40,10 +40,12 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from peer.crypto import SigningKey, SyncKey, generate_tls_identity
 from peer.errors import AlreadyInitialized, KeyFormatError, NotInitialized, UsageError
-from peer.identity import node_id_of
+
+if TYPE_CHECKING:  # imported where used: the history search reads a home, not its keys
+    from peer.crypto import SigningKey, SyncKey
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -74,6 +76,8 @@ class Identity:
 
     @property
     def node_id(self) -> bytes:
+        from peer.identity import node_id_of  # here: the shell hook loads a home, not this
+
         return node_id_of(self.tls_certificate)
 
 
@@ -137,6 +141,8 @@ class Home:
         """Make a new identity here; refuses to overwrite an existing one."""
         if self.exists():
             raise AlreadyInitialized(f"{self.root} already holds a peer identity")
+        from peer.crypto import SigningKey
+
         self.tightened = self.make_private()
         signing = SigningKey.generate()
         write_private(self.host_key, signing.to_bytes())
@@ -185,12 +191,16 @@ class Home:
         """The identity stored here; NotInitialized if there is none."""
         if not self.exists():
             raise NotInitialized(f"no peer identity in {self.root}: run `peer init` first")
+        from peer.crypto import SigningKey
+
         signing = SigningKey.from_bytes(self.host_key.read_bytes())
         return Identity(signing, self.load_sync_key(), self._name(), *self._tls())
 
     def _tls(self) -> tuple[bytes, bytes]:
         """The TLS key and certificate, made on first use (also for older homes)."""
         if not self.tls_certificate.exists():
+            from peer.crypto import generate_tls_identity
+
             key, certificate = generate_tls_identity()
             write_private(self.tls_key, key)
             write_private(self.tls_certificate, certificate)
@@ -199,6 +209,8 @@ class Home:
     def load_sync_key(self) -> SyncKey | None:
         if not self.sync_key.exists():
             return None
+        from peer.crypto import SyncKey
+
         try:
             return SyncKey.from_text(self.sync_key.read_text())
         except KeyFormatError as exc:

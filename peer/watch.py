@@ -22,19 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from peer.doorbell import DOORBELL_NAME, doorbell_path, ring
 from peer.errors import PeerError
 from peer.store import Store
 
 log = logging.getLogger(__name__)
+__all__ = ["DOORBELL_NAME", "Doorbell", "StoreWatcher", "Watch", "doorbell_path", "ring"]
 
 POLL_S = 0.05  # other processes' commits (the CLI) are seen within this, unrung
 TRUST_POLL_S = 0.5  # the trust list is re-read at most this often
-DOORBELL_NAME = "peer.wake"  # the doorbell's socket, beside the local API's socket
 
 OnChange = Callable[[], Awaitable[None]]
 
@@ -148,23 +148,6 @@ class StoreWatcher:
                 async with asyncio.timeout(self.poll_s):
                     await self._woken.wait()
             self._woken.clear()
-
-
-def doorbell_path(local_socket: str | Path) -> Path:
-    """Where the daemon whose local API listens on `local_socket` keeps its doorbell."""
-    return Path(local_socket).parent / DOORBELL_NAME
-
-
-def ring(path: str | Path) -> bool:
-    """Tell the daemon listening at `path` that this process committed to its store:
-    one datagram, sent without waiting. False (and nothing else) if nobody listens."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as bell:
-            bell.setblocking(False)  # a full queue means the daemon is woken already
-            bell.sendto(b"wrote", os.fsencode(path))
-    except OSError:  # no socket, nobody bound to it, a full queue, a path too long
-        return False
-    return True
 
 
 class _Rung(asyncio.DatagramProtocol):

@@ -9,12 +9,15 @@ there, and its tables in `peer.store.views`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from peer.crypto import Author
 from peer.records import Record
 from peer.relay import CANNOT_WRITE, require_sync_key
-from peer.store import Decision, Store
+from peer.store.views import Decision
+
+if TYPE_CHECKING:  # the shell hook's lean path imports apps, never the async store
+    from peer.store import Store
 
 Decide = Callable[[Record, bytes], Decision]  # Malformed when a payload follows no format
 

@@ -25,8 +25,8 @@ from peer.errors import NotFound, UsageError
 from peer.records import Record
 from peer.store import HistoryCreate, HistoryDelete, HistoryEntry
 
-if TYPE_CHECKING:
-    pass
+if TYPE_CHECKING:  # the shell hook imports this module: stats are not its business
+    from peer.store.stats import Stats
 
 TAG = "history"
 MAX_COMMAND = 256 * 1024
@@ -135,6 +135,12 @@ class History(App):
         """Entries whose command contains `text`, newest first."""
         await self._views.catch_up(required=True)
         return await self._store.views.history_search(text, limit)
+
+    async def stats(self, top: int) -> Stats:
+        """How many commands ran and failed: in all, for the `top` most run (by first
+        word), and per host."""
+        await self._views.catch_up(required=True)
+        return await self._store.views.history_stats(top)
 
     async def import_entries(
         self,

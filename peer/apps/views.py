@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from peer.apps import history, kv
 from peer.apps.app import Decide
@@ -22,7 +23,10 @@ from peer.apps.payload import Malformed
 from peer.crypto import SyncKey, open_or_why
 from peer.records import LogKey, Record
 from peer.relay import HAS_NO_VIEWS, require_sync_key
-from peer.store import Decision, Pending, Skipped, Store, ViewChunk
+from peer.store.views import Decision, Pending, Skipped, ViewChunk
+
+if TYPE_CHECKING:  # the shell hook's lean path imports this module, never the async store
+    from peer.store import Store
 
 VERSION = "v1"  # the payload version these views understand
 APPS: dict[str, Decide] = {kv.TAG: kv.decide, history.TAG: history.decide}  # tag: its app
@@ -115,21 +119,29 @@ class ViewEngine:
     def _chunk(
         self, log: LogKey, records: Sequence[Record], plaintexts: Sequence[bytes | None]
     ) -> ViewChunk:
-        decide = APPS[log.tag]
-        decisions: list[Decision] = []
-        undecryptable = unknown = malformed = 0
-        for record, plaintext in zip(records, plaintexts, strict=True):
-            if record.version != VERSION:
-                unknown += 1
-            elif plaintext is None:
-                undecryptable += 1
-            else:
-                try:
-                    decisions.append(decide(record, plaintext))
-                except Malformed:
-                    malformed += 1
-        skipped = Skipped(undecryptable, unknown, malformed)
-        return ViewChunk.of(log, records[0].idx, records[-1].idx + 1, decisions, skipped)
+        return view_chunk(log, records, plaintexts)
+
+
+def view_chunk(
+    log: LogKey, records: Sequence[Record], plaintexts: Sequence[bytes | None]
+) -> ViewChunk:
+    """What a run of one log's records does to the views, from their plaintexts (None:
+    could not be opened); pure."""
+    decide = APPS[log.tag]
+    decisions: list[Decision] = []
+    undecryptable = unknown = malformed = 0
+    for record, plaintext in zip(records, plaintexts, strict=True):
+        if record.version != VERSION:
+            unknown += 1
+        elif plaintext is None:
+            undecryptable += 1
+        else:
+            try:
+                decisions.append(decide(record, plaintext))
+            except Malformed:
+                malformed += 1
+    skipped = Skipped(undecryptable, unknown, malformed)
+    return ViewChunk.of(log, records[0].idx, records[-1].idx + 1, decisions, skipped)
 
 
 async def catch_up(store: Store, sync: SyncKey | None) -> ViewReport:

@@ -2,6 +2,6 @@
 
 import sys
 
-from peer.cli.main import main
+from peer.cli import main
 
 sys.exit(main())

@@ -15,19 +15,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peer.cli.common import MAX_LIMIT, command, open_node, print_json, whole
-from peer.cli.render import printable
+from peer.cli import picker, quick
+from peer.cli.basics import printable, whole
+from peer.cli.common import MAX_LIMIT, command, open_node, print_json
 
 if TYPE_CHECKING:
     from peer.apps.history import ImportResult
     from peer.apps.views import ViewReport
     from peer.node import Node
     from peer.store import HistoryEntry, KvItem
+    from peer.store.stats import Count
 
 DEFAULT_NS = "default"  # peer.apps.kv.DEFAULT_NS, without importing it at startup
 MAX_PROBLEMS_SHOWN = 20
-EXIT_RANGE = (-(2**31), 2**31 - 1)  # any platform's exit status (Windows' are 32-bit)
-MAX_DURATION_NS = 10 * 365 * 86400 * 10**9  # bounded, so `now - duration` stays a time
 
 
 def register(commands: Any) -> None:
@@ -64,23 +64,20 @@ def _register_history(commands: Any) -> None:
     history = commands.add_parser("history", help="your shell history, on every device")
     actions = history.add_subparsers(title="history commands", metavar="ACTION", required=True)
     add = command(actions, "add", cmd_history_add, "record one command (for shell hooks)")
-    add.add_argument("--cwd", help="where it ran (default: here)")
-    add.add_argument("--exit", type=whole(*EXIT_RANGE), help="its exit status")
-    add.add_argument(
-        "--duration",
-        type=whole(0, MAX_DURATION_NS, "nanoseconds", "10 years"),
-        help="how long it ran, in nanoseconds",
-    )
-    add.add_argument("--session", default="", help="the shell session it ran in")
-    add.add_argument("command", nargs="+", help="the command (after --)")
+    quick.add_arguments(add)
     imp = command(actions, "import", cmd_history_import, "import a shell's history file")
     imp.add_argument("file", type=Path)
     imp.add_argument("--format", choices=("bash", "zsh", "fish", "atuin"), help="default: guess")
     listing = command(actions, "list", cmd_history_list, "the latest commands, oldest first")
     listing.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the last N")
-    search = command(actions, "search", cmd_history_search, "commands containing QUERY")
-    search.add_argument("query")
+    search = command(
+        actions, "search", cmd_history_search, "commands containing QUERY; -i: what ctrl-r opens"
+    )
+    search.add_argument("query", nargs="?", help="the text (with -i: what to start with)")
     search.add_argument("--limit", type=whole(1, MAX_LIMIT), help="only the newest N")
+    picker.add_arguments(search)
+    stats = command(actions, "stats", cmd_history_stats, "top commands, hosts, failure rate")
+    stats.add_argument("--top", type=whole(1, 1000), default=10, help="commands shown (10)")
     delete = command(actions, "delete", cmd_history_delete, "delete one entry, everywhere")
     delete.add_argument("id")
 
@@ -176,23 +173,8 @@ def _value_json(value: bytes) -> dict[str, str]:
 
 
 async def cmd_history_add(args: argparse.Namespace) -> int:
-    import socket
-
-    from peer.apps.history import new_id
-    from peer.store import HistoryEntry
-
-    duration = args.duration
-    started = time.time_ns() - (duration or 0)
-    entry = HistoryEntry(
-        new_id(),
-        " ".join(args.command),
-        args.cwd if args.cwd is not None else _cwd(),
-        args.exit,
-        duration,
-        started,
-        socket.gethostname(),
-        args.session,
-    )
+    """The full path of `history add` (`peer.cli.quick` takes the lean one first)."""
+    entry = quick.entry_of(args)
     async with open_node(args) as node:
         await node.history.add(entry)
     if args.json:
@@ -200,13 +182,6 @@ async def cmd_history_add(args: argparse.Namespace) -> int:
     else:
         print(entry.id)
     return 0
-
-
-def _cwd() -> str:
-    try:
-        return os.getcwd()
-    except OSError:  # the directory was removed under the shell
-        return os.environ.get("PWD", "")
 
 
 async def cmd_history_import(args: argparse.Namespace) -> int:
@@ -277,10 +252,55 @@ async def cmd_history_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_history_search(args: argparse.Namespace) -> int:
+    if args.interactive:  # usually taken by `peer.cli.picker.main` before this parser
+        return await picker.pick(args)
+    if args.query is None:
+        from peer.errors import UsageError
+
+        raise UsageError("history search needs a QUERY (or -i, to search interactively)")
     async with open_node(args) as node:
         entries = await node.history.search(args.query, args.limit)
     _print_entries(entries, args.json)
     return 0
+
+
+async def cmd_history_stats(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        stats = await node.history.stats(args.top)
+    if args.json:
+        print_json(
+            {
+                **_count_json(stats.total),
+                "commands": [{"command": c.name, **_count_json(c)} for c in stats.commands],
+                "hosts": [{"hostname": h.name, **_count_json(h)} for h in stats.hosts],
+            }
+        )
+        return 0
+    t = stats.total
+    print(
+        f"{t.runs:,} command(s) on {len(stats.hosts)} host(s); {_rate(t)} failed "
+        f"(of {t.known_exit:,} with a known exit status)"
+    )
+    for title, counts in (("top commands", stats.commands), ("hosts", stats.hosts)):
+        print(f"{title}:")
+        width = max((len(printable(c.name, 40)) for c in counts), default=0)
+        for c in counts:
+            print(f"  {c.runs:>8,}  {printable(c.name, 40):<{width}}  {_rate(c)} failed")
+    return 0
+
+
+def _count_json(count: Count) -> dict[str, Any]:
+    rate = count.failed / count.known_exit if count.known_exit else None
+    return {
+        "runs": count.runs,
+        "failed": count.failed,
+        "known_exit": count.known_exit,
+        "failure_rate": rate,
+    }
+
+
+def _rate(count: Count) -> str:
+    return f"{100 * count.failed / count.known_exit:.1f}%" if count.known_exit else "-"
 
 
 async def cmd_history_delete(args: argparse.Namespace) -> int:

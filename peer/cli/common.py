@@ -12,9 +12,9 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from peer.cli.render import printable
+from peer.cli.basics import fail
 
 if TYPE_CHECKING:
     from peer.home import Home
@@ -22,14 +22,6 @@ if TYPE_CHECKING:
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 MAX_LIMIT = 1_000_000_000  # records or entries shown; SQLite's integers end at 2**63
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line, like every other failure."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"peer: {message} (see `{self.prog} --help`)\n")
-        raise SystemExit(2)
 
 
 def run(handler: Handler, args: argparse.Namespace) -> int:
@@ -53,11 +45,6 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
         return fail(f"unexpected failure: {exc} (run with --debug for details)", 1)
 
 
-def fail(message: str, code: int) -> int:
-    sys.stderr.write(f"peer: {printable(message)}\n")  # it may quote remote text
-    return code
-
-
 def say(kind: str, lines: Sequence[str]) -> None:
     """One stderr line per note or warning: `peer: warning: ...`."""
     for line in lines:
@@ -69,25 +56,6 @@ def command(commands: Any, name: str, handler: Handler, help_text: str) -> argpa
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.set_defaults(handler=handler)
     return sub
-
-
-def whole(low: int, high: int, unit: str = "", span: str = "") -> Callable[[str], int]:
-    """An argparse type: an integer from `low` to `high`, else a message naming the
-    bounds (an unbounded one failed later, deep in SQLite, as an unexpected failure)."""
-    what = f"a whole number of {unit}" if unit else "a whole number"
-    bounds = f"between {low} and {high}" + (f" ({span})" if span else "")
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:  # not a number, or more than 4300 digits
-            value = None
-        if value is None or not low <= value <= high:
-            shown = text if len(text) <= 40 else text[:39] + "…"
-            raise argparse.ArgumentTypeError(f'must be {what} {bounds}, got "{shown}"')
-        return value
-
-    return parse
 
 
 def home_of(args: argparse.Namespace) -> Home:

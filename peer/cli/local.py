@@ -11,7 +11,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from peer.cli import render
-from peer.cli.common import MAX_LIMIT, command, home_of, open_node, print_json, say, whole
+from peer.cli.basics import printable, whole
+from peer.cli.common import MAX_LIMIT, command, home_of, open_node, print_json, say
 
 if TYPE_CHECKING:
     from peer.node import Entry, Node, Unreadable
@@ -276,7 +277,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         )
     else:
         for problem in report.problems[:50]:
-            print(f"problem: {render.printable(problem)}")
+            print(f"problem: {printable(problem)}")
         verdict = "ok" if report.ok else "FAILED"
         print(
             f"{verdict}: {report.logs} log(s), {report.records} record(s) checked, "

@@ -11,8 +11,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from peer.cli import apps, local, net
-from peer.cli.common import Parser, fail, run
+from peer.cli import apps, local, net, shells
+from peer.cli.basics import Parser, fail
+from peer.cli.common import run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,4 +32,5 @@ def build_parser() -> Parser:
     local.register(commands)
     net.register(commands)
     apps.register(commands)
+    shells.register(commands)
     return parser

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from peer.cli import render
-from peer.cli.common import command, home_of, open_node, print_json, say, whole
+from peer.cli.basics import printable, whole
+from peer.cli.common import command, home_of, open_node, print_json, say
 
 MAX_BATCH = 100_000  # as the setting sync.batch (peer.config, not imported here: slow)
 MAX_TTL_S = 30 * 86400  # an invitation is for a device in hand, not for a month
@@ -153,10 +154,10 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
             }
         )
     else:
-        where = f" at {render.printable(args.address)}" if args.address else " (no address yet)"
+        where = f" at {printable(args.address)}" if args.address else " (no address yet)"
         print(f"trusting {shown}{where}")
         if offline:
-            note = render.printable(offline)
+            note = printable(offline)
             print(f"note: {note}; its certificate is checked at the first contact")
     return 0
 
@@ -169,7 +170,7 @@ async def cmd_peers_list(args: argparse.Namespace) -> int:
         print_json({"peers": rows})
     for row in [] if args.json else rows:
         cert = "" if row["certificate"] else "  (certificate not known yet)"
-        name, address = render.node_name(row["name"]), render.printable(row["address"])
+        name, address = render.node_name(row["name"]), printable(row["address"])
         print(f"{row['node_id']}  {name or '-'}  {address or '-'}{cert}")
     return 0
 
@@ -223,6 +224,6 @@ async def cmd_join(args: argparse.Namespace) -> int:
         )
     else:
         role = "as a relay (no sync key)" if invitation.relay else "with the sync key"
-        where = render.printable(invitation.address)
+        where = printable(invitation.address)
         print(f"paired with {name or shown} at {where} {role}; now run `peer sync`")
     return 0

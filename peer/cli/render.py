@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from peer.alarms import own_log_json, own_log_warning
+from peer.cli.basics import printable
 from peer.identity import format_node_id
 from peer.names import MAX_NAME
 
@@ -21,17 +22,6 @@ if TYPE_CHECKING:
     from peer.node import Entry
     from peer.store import TrustedPeer
     from peer.sync_now import PeerResult
-
-
-def printable(text: str, limit: int | None = None) -> str:
-    """`text` safe to print on a terminal, on one line: every non-printable character
-    (C0 and C1 controls, DEL, bidi overrides, line separators) written as its escape
-    (`\\x1b`, `\\n`, `\\u202e`); cut at `limit` characters with "…" if longer."""
-    if limit is not None and len(text) > limit:
-        text = text[:limit] + "…"
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def node_name(text: str) -> str:

@@ -20,8 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-
-import aiosqlite
+from typing import TYPE_CHECKING
 
 from peer import clock
 from peer.crypto import Author, check_host_key, host_id, record_hash, verify_chain
@@ -46,19 +45,25 @@ from peer.records import (
 from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.known import Unheld, leave_out_known
 from peer.store.peers import Invitations, TrustList
-from peer.store.rows import RECORD_COLUMNS, from_row, to_row
+from peer.store.rows import (
+    CLOCK_FLOOR,
+    HEAD_OF,
+    INSERT_RECORD,
+    RAISE_CLOCK_FLOOR,
+    RECORD_COLUMNS,
+    UPSERT_HEAD,
+    from_row,
+    to_row,
+)
 from peer.store.sqlite import Database, Faults, scalar
 from peer.store.views import Views
 
-_INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+if TYPE_CHECKING:
+    import aiosqlite
+
 _SELECT_RANGE = (
     f"SELECT {RECORD_COLUMNS} FROM records WHERE host = ? AND tag = ? AND idx >= ? "
     "ORDER BY idx LIMIT ?"
-)
-_UPSERT_HEAD = (
-    "INSERT INTO heads (host, tag, next_idx, head_hash) VALUES (?,?,?,?) "
-    "ON CONFLICT (host, tag) DO UPDATE SET next_idx = excluded.next_idx, "
-    "head_hash = excluded.head_hash"
 )
 DEFAULT_CHUNK = 20_000
 
@@ -182,7 +187,7 @@ class Store:
             head = await self._head_for_append(log, len(plaintexts))
             timestamps = await self._issue_timestamps(len(plaintexts))
             records = author.write(tag, head, timestamps, plaintexts)
-            await self._db.executemany(_INSERT_RECORD, [to_row(r) for r in records])
+            await self._db.executemany(INSERT_RECORD, [to_row(r) for r in records])
             await self._set_head(log, Head(records[-1].idx + 1, record_hash(records[-1])))
         self._changed()
         return records
@@ -344,7 +349,7 @@ class Store:
             if fresh:
                 rows.extend(to_row(r) for r in fresh)
                 await self._set_head(log, Head(fresh[-1].idx + 1, hashes[log][-1]))
-        await self._db.executemany(_INSERT_RECORD, rows)
+        await self._db.executemany(INSERT_RECORD, rows)
         return InsertResult(len(rows), duplicates), forks
 
     async def _split_known(
@@ -376,17 +381,13 @@ class Store:
     # -- clock ------------------------------------------------------------------
 
     async def _clock_floor(self) -> int:
-        floor: int = await scalar(self._db, "SELECT value FROM meta WHERE key = 'clock'")
+        floor: int = await scalar(self._db, CLOCK_FLOOR)
         self._floor_seen = max(self._floor_seen, floor)
         return floor
 
     async def _set_clock_floor(self, floor: int) -> None:
         self._floor_seen = max(self._floor_seen, floor)
-        await self._db.execute(
-            "INSERT INTO meta (key, value) VALUES ('clock', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
-            (floor,),
-        )
+        await self._db.execute(RAISE_CLOCK_FLOOR, (floor,))
 
     async def _observe_timestamps(self, stamps: Sequence[int]) -> None:
         if max(stamps, default=0) <= self._floor_seen:
@@ -399,22 +400,19 @@ class Store:
 
     async def clock_floor(self) -> int:
         """The largest timestamp this store has issued or accepted (the HLC state)."""
-        return await self._database.read_scalar("SELECT value FROM meta WHERE key = 'clock'")
+        return await self._database.read_scalar(CLOCK_FLOOR)
 
     # -- reads ------------------------------------------------------------------
 
     async def _read_head(self, log: LogKey) -> tuple[Head, bool]:
-        async with self._db.execute(
-            "SELECT next_idx, head_hash, frozen FROM heads WHERE host = ? AND tag = ?",
-            (log.host, log.tag),
-        ) as cursor:
+        async with self._db.execute(HEAD_OF, (log.host, log.tag)) as cursor:
             row = await cursor.fetchone()
         if row is None:
             return Head(0), False
         return Head(row[0], row[1]), bool(row[2])
 
     async def _set_head(self, log: LogKey, head: Head) -> None:
-        await self._db.execute(_UPSERT_HEAD, (log.host, log.tag, head.next_idx, head.head_hash))
+        await self._db.execute(UPSERT_HEAD, (log.host, log.tag, head.next_idx, head.head_hash))
 
     async def index(self, after: LogKey | None = None, limit: int = -1) -> dict[LogKey, Head]:
         """Every log held here with its length and head hash (from `heads`, no scan),

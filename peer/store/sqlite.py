@@ -12,15 +12,15 @@ the store holds decrypted views, so none of it is readable by other users.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import aiosqlite
+if TYPE_CHECKING:  # imported when a store is opened (the shell hook never opens one)
+    import aiosqlite
 
 from peer.errors import SchemaTooNew, StoreError, StoreFull
 from peer.store.schema import LATEST_VERSION, MIGRATIONS
@@ -41,12 +41,16 @@ class Database:
         self.path = path
         self.writer = writer if faults is None else cast(Any, _Faulty(writer, faults))
         self.reader = reader
+        import asyncio  # here: a process that only uses `peer.store.direct` never needs it
+
         self._lock = asyncio.Lock()
 
     @classmethod
     async def open(
         cls, path: Path, max_bytes: int | None = None, faults: Faults | None = None
     ) -> Database:
+        import aiosqlite
+
         connections: list[aiosqlite.Connection] = []
         _create_private(path)
         try:
@@ -102,6 +106,8 @@ class Database:
                     yield self.writer
                     await self.writer.commit()
                 except BaseException:
+                    import asyncio
+
                     # Queued after whatever the cancelled call left running, and shielded:
                     # a cancelled write must never leave the connection mid-transaction.
                     await asyncio.shield(self.writer.rollback())

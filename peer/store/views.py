@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from peer.records import LogKey
 from peer.store.sqlite import Database, scalar
+
+if TYPE_CHECKING:
+    from peer.store.stats import Stats
 
 _KV_UPSERT = (
     "INSERT INTO kv (ns, key, value, timestamp, host, idx) VALUES (?,?,?,?,?,?) "
@@ -196,26 +200,11 @@ class Views:
         """
         log = chunk.log
         async with self._database.write() as db:
-            cursor = await scalar(
-                db,
-                "SELECT next_idx FROM view_cursors WHERE host = ? AND tag = ?",
-                (log.host, log.tag),
-            )
+            cursor = await scalar(db, CURSOR_OF, (log.host, log.tag))
             if cursor != chunk.start:
                 return False
-            if chunk.kv:
-                await db.executemany(_KV_UPSERT, [_kv_params(row) for row in chunk.kv])
-            if chunk.creates:
-                await db.executemany(_HISTORY_CREATE, [_create_params(c) for c in chunk.creates])
-            if chunk.deletes:
-                ids = [(i,) for i in chunk.deletes]
-                await db.executemany("INSERT OR IGNORE INTO history_deleted (id) VALUES (?)", ids)
-                await db.executemany("DELETE FROM history WHERE id = ?", ids)
-            s = chunk.skipped
-            await db.execute(
-                _CURSOR_ADVANCE,
-                (log.host, log.tag, chunk.end, s.undecryptable, s.unknown_version, s.malformed),
-            )
+            for sql, rows in apply_statements(chunk):
+                await db.executemany(sql, rows)
         return True
 
     async def clear(self) -> None:
@@ -296,6 +285,15 @@ class Views:
         )
         return HistoryEntry(*rows[0]) if rows else None
 
+    async def history_stats(self, top: int) -> Stats:
+        """Totals, the `top` most run commands (by first word), each host."""
+        from peer.store.stats import COMMANDS_SQL, HOSTS_SQL, TOTAL_SQL, Count, Stats
+
+        total = Count(*(await self._database.fetch(TOTAL_SQL))[0])
+        commands = await self._database.fetch(COMMANDS_SQL, (top,))
+        hosts = await self._database.fetch(HOSTS_SQL)
+        return Stats(total, [Count(*r) for r in commands], [Count(*r) for r in hosts])
+
     async def history_known(self, ids: Sequence[str]) -> set[str]:
         """Which of `ids` the view holds, as entries or as deleted ids."""
         known: set[str] = set()
@@ -313,6 +311,28 @@ class Views:
     async def history_deleted(self) -> list[str]:
         rows = await self._database.fetch("SELECT id FROM history_deleted ORDER BY id")
         return [row[0] for row in rows]
+
+
+CURSOR_OF = "SELECT next_idx FROM view_cursors WHERE host = ? AND tag = ?"
+
+
+def apply_statements(chunk: ViewChunk) -> list[tuple[str, list[tuple[object, ...]]]]:
+    """What applying `chunk` writes, as (SQL, rows) pairs for `executemany`, the
+    cursor's move last: run inside one transaction, once the cursor is read as
+    `chunk.start` (`Views.apply`, and `direct` for the shell hook's append)."""
+    statements: list[tuple[str, list[tuple[object, ...]]]] = []
+    if chunk.kv:
+        statements.append((_KV_UPSERT, [_kv_params(row) for row in chunk.kv]))
+    if chunk.creates:
+        statements.append((_HISTORY_CREATE, [_create_params(c) for c in chunk.creates]))
+    if chunk.deletes:
+        ids: list[tuple[object, ...]] = [(i,) for i in chunk.deletes]
+        statements.append(("INSERT OR IGNORE INTO history_deleted (id) VALUES (?)", ids))
+        statements.append(("DELETE FROM history WHERE id = ?", ids))
+    s, log = chunk.skipped, chunk.log
+    cursor = (log.host, log.tag, chunk.end, s.undecryptable, s.unknown_version, s.malformed)
+    statements.append((_CURSOR_ADVANCE, [cursor]))
+    return statements
 
 
 def _kv_params(row: KvRow) -> tuple[object, ...]:

@@ -1,0 +1,198 @@
+"""`peer history add`, the shell hook's command, on a lean path: it runs after every
+command a person types, so it imports only what the write needs (no asyncio, no
+aiosqlite, no grpc) and writes through `peer.store.direct`, the record exactly as the
+full path writes it (sealed, signed, next idx, view updated). A running daemon is rung
+to publish it at once. A store that is missing or at an older schema takes the full
+path (which creates or migrates it). `tests/test_history_hook.py` checks the imports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+    from peer.cli.basics import Parser
+    from peer.store import HistoryEntry
+
+EXIT_RANGE = (-(2**31), 2**31 - 1)  # any platform's exit status (Windows' are 32-bit)
+MAX_DURATION_NS = 10 * 365 * 86400 * 10**9  # bounded, so `now - duration` stays a time
+_GLOBAL_FLAGS = {"--debug"}
+
+
+def command_at(argv: Sequence[str]) -> int:
+    """Where the command's words start, after the global flags (`--home`, `--debug`)."""
+    at = 0
+    while at < len(argv) and (argv[at] in _GLOBAL_FLAGS or argv[at].startswith("--home")):
+        at += 2 if argv[at] == "--home" else 1
+    return at
+
+
+def without_command(argv: Sequence[str]) -> list[str]:
+    """`argv` less the words `history add` (the global flags stay: the parsers here know
+    them too)."""
+    at = command_at(argv)
+    return [*argv[:at], *argv[at + 2 :]]
+
+
+def handles(argv: Sequence[str]) -> bool:
+    """Whether `argv` is `[--home DIR] [--debug] history add ...` (not asking for help)."""
+    rest = list(argv[command_at(argv) :])
+    if rest[:2] != ["history", "add"]:
+        return False
+    before_command = rest[: rest.index("--")] if "--" in rest else rest
+    return not {"-h", "--help"} & set(before_command)
+
+
+_VALUED = {  # the flags with a value, and their names
+    "--home": "home",
+    "--cwd": "cwd",
+    "--exit": "exit",
+    "--duration": "duration",
+    "--session": "session",
+}
+_BOUNDS = {"exit": EXIT_RANGE, "duration": (0, MAX_DURATION_NS)}
+
+
+def parse(argv: Sequence[str]) -> SimpleNamespace | None:
+    """`history add`'s arguments as a shell hook passes them (flags, `--`, the command),
+    read without argparse (whose import and set-up cost more than the write); None for
+    anything else (a mistake, an abbreviation), which argparse then reads and explains."""
+    args = SimpleNamespace(
+        home=None, debug=False, json=False, cwd=None, exit=None, duration=None, session=""
+    )
+    tokens = without_command(argv)
+    while tokens and tokens[0] != "--":
+        flag = tokens.pop(0)
+        name, _, value = flag.partition("=") if flag.startswith("--") else (flag, "", "")
+        if name in ("--debug", "--json") and not value:
+            setattr(args, name[2:], True)
+        elif name in _VALUED:
+            if not value:
+                if not tokens:
+                    return None
+                value = tokens.pop(0)
+            setattr(args, _VALUED[name], value)
+        else:
+            return None
+    if len(tokens) < 2:
+        return None
+    args.command = tokens[1:]
+    for name, (low, high) in _BOUNDS.items():
+        text = getattr(args, name)
+        if text is not None:
+            number = _whole(text)
+            if number is None or not low <= number <= high:
+                return None
+            setattr(args, name, number)
+    args.home = None if args.home is None else Path(args.home)
+    return args
+
+
+def _whole(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `history add` (here and in the full parser, `peer.cli.apps`)."""
+    from peer.cli.basics import whole
+
+    parser.add_argument("--cwd", help="where it ran (default: here)")
+    parser.add_argument("--exit", type=whole(*EXIT_RANGE), help="its exit status")
+    parser.add_argument(
+        "--duration",
+        type=whole(0, MAX_DURATION_NS, "nanoseconds", "10 years"),
+        help="how long it ran, in nanoseconds",
+    )
+    parser.add_argument("--session", default="", help="the shell session it ran in")
+    parser.add_argument("command", nargs="+", help="the command (after --)")
+
+
+def full_parser() -> Parser:
+    from peer.cli.basics import Parser
+
+    parser = Parser(prog="peer history add")
+    parser.add_argument("--home", type=Path)
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    add_arguments(parser)
+    return parser
+
+
+def entry_of(args: argparse.Namespace | SimpleNamespace) -> HistoryEntry:
+    """The entry `history add` records: a fresh id, started `duration` ago, here."""
+    from peer.apps.history import new_id
+    from peer.store import HistoryEntry
+
+    duration = args.duration
+    return HistoryEntry(
+        new_id(),
+        " ".join(args.command),
+        args.cwd if args.cwd is not None else _cwd(),
+        args.exit,
+        duration,
+        time.time_ns() - (duration or 0),
+        os.uname().nodename,  # socket.gethostname(), without importing socket
+        args.session,
+    )
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed under the shell
+        return os.environ.get("PWD", "")
+
+
+def main(argv: Sequence[str]) -> int | None:
+    """Run `history add` on the lean path; None: the store needs the full CLI."""
+    args = parse(argv) or full_parser().parse_args(without_command(argv))
+    from peer.errors import PeerError, UsageError
+
+    try:
+        added = _add(args)
+    except PeerError as exc:
+        from peer.cli.basics import fail
+
+        return fail(str(exc), 2 if isinstance(exc, UsageError) else 1)
+    if added is None:
+        return None
+    _print(added, args.json)
+    return 0
+
+
+def _add(args: argparse.Namespace | SimpleNamespace) -> HistoryEntry | None:
+    from peer.apps.direct import add_directly
+    from peer.crypto import Author
+    from peer.doorbell import doorbell_path, ring
+    from peer.home import Home, default_home
+    from peer.relay import CANNOT_WRITE, require_sync_key
+
+    home = Home(args.home if args.home else default_home(os.environ))
+    identity = home.load()
+    author = Author(identity.signing, require_sync_key(identity.sync, CANNOT_WRITE))
+    entry = entry_of(args)
+    if add_directly(home.database, author, entry) is None:
+        return None
+    serving = home.serving()
+    if serving is not None and serving.socket:
+        ring(doorbell_path(serving.socket))
+    return entry
+
+
+def _print(entry: HistoryEntry, as_json: bool) -> None:
+    if as_json:
+        import json
+
+        print(json.dumps(entry.as_json(), sort_keys=True))
+    else:
+        print(entry.id)
