@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "pairing": 2,
     "names": 1,
     "inputs": 1,
+    "commit": 2,
     # the only owners of their dependency: cryptography, then SQLite
     "crypto": 3,
     "store": 4,
