@@ -47,7 +47,7 @@ from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.known import Unheld, leave_out_known
 from peer.store.peers import Invitations, TrustList
 from peer.store.rows import RECORD_COLUMNS, from_row, to_row
-from peer.store.sqlite import Database, Faults, scalar
+from peer.store.sqlite import Database, Faults
 from peer.store.views import Views
 
 _INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -376,7 +376,8 @@ class Store:
     # -- clock ------------------------------------------------------------------
 
     async def _clock_floor(self) -> int:
-        floor: int = await scalar(self._db, "SELECT value FROM meta WHERE key = 'clock'")
+        rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key = 'clock'")
+        floor = int(next(iter(rows))[0] or 0) if rows else 0
         self._floor_seen = max(self._floor_seen, floor)
         return floor
 
@@ -404,13 +405,17 @@ class Store:
     # -- reads ------------------------------------------------------------------
 
     async def _read_head(self, log: LogKey) -> tuple[Head, bool]:
-        async with self._db.execute(
-            "SELECT next_idx, head_hash, frozen FROM heads WHERE host = ? AND tag = ?",
-            (log.host, log.tag),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        # execute_fetchall: one trip to SQLite's thread, not three (execute, fetch,
+        # close); a single append pays about 0.1 ms per trip
+        rows = list(
+            await self._db.execute_fetchall(
+                "SELECT next_idx, head_hash, frozen FROM heads WHERE host = ? AND tag = ?",
+                (log.host, log.tag),
+            )
+        )
+        if not rows:
             return Head(0), False
+        row = rows[0]
         return Head(row[0], row[1]), bool(row[2])
 
     async def _set_head(self, log: LogKey, head: Head) -> None:

@@ -204,6 +204,10 @@ class _Faulty:
         self._faults.tick()
         return self._connection.executemany(sql, parameters)
 
+    def execute_fetchall(self, sql: str, parameters: Any = None) -> Any:
+        self._faults.tick()
+        return self._connection.execute_fetchall(sql, parameters)
+
     async def commit(self) -> None:
         self._faults.tick()
         await self._connection.commit()
