@@ -30,7 +30,8 @@ from peer.node import Node
 from peer.records import LogKey
 from peer.service.local import LocalServer, LocalServicer, start_local_server
 from peer.v1 import local_pb2, local_pb2_grpc, sync_pb2, sync_pb2_grpc
-from tests.daemons import Daemons, texts
+from tests.cli import peer as run_cli
+from tests.daemons import Daemons, aok, texts
 
 STEP_S = 60.0  # a bound on each awaited step: the tests assert outcomes, not speed
 
@@ -265,3 +266,29 @@ async def test_a_writer_that_fails_keeps_exactly_what_was_acknowledged(
     assert writer.acked == [(0, 2)]
     assert writer.error is not None
     assert "Traceback" not in str(writer.error)
+
+
+async def test_peer_append_from_stdin_goes_through_a_running_daemon(daemons: Daemons) -> None:
+    (a,) = daemons.homes("a")
+    daemons.start(a)
+    program = await daemons.api(a)
+    subscriber = program.subscribe(tags=["lines"])
+    lines = [f"line {n}" for n in range(5000)]
+    out = json.loads(
+        await aok(a.root, "append", "--tag", "lines", "--json", stdin="\n".join(lines))
+    )
+    assert (out["count"], out["ranges"], out["host"]) == (5000, [[0, 4999]], a.host)
+    seen: list[str] = []
+    async with asyncio.timeout(STEP_S):
+        async for message in subscriber:
+            seen.append(str(message.text))
+            if len(seen) == 5000:
+                break
+    assert seen == lines
+
+    too_long = "short\n" + "x" * (MAX_PLAINTEXT + 1) + "\nnever read\n"
+    failed = await asyncio.to_thread(run_cli, a.root, "append", "--tag", "lines", stdin=too_long)
+    assert failed.returncode != 0
+    assert "stdin line 2 is longer than the record limit" in failed.stderr
+    assert "the 1 line(s) before it were appended" in failed.stderr
+    assert texts(a.root, "lines")[5000:] == ["short"]
