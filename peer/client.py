@@ -9,6 +9,7 @@ channel (cannot connect, handshake refused, connection lost), which only
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, cast
@@ -239,12 +240,27 @@ class AppendStreamCall:
             await self._call.write(codec.encode_append_stream_request(tag, items))
         except aio.AioRpcError as exc:
             raise call_error(exc, "the local daemon", tls=False) from None
+        except asyncio.InvalidStateError:  # the call ended before this write
+            raise await self._ended() from None
 
     async def done_writing(self) -> None:
         try:
             await self._call.done_writing()
         except aio.AioRpcError as exc:
             raise call_error(exc, "the local daemon", tls=False) from None
+        except asyncio.InvalidStateError:
+            raise await self._ended() from None
+
+    async def _ended(self) -> PeerError:
+        """Why the call ended (it has: grpc refused a write on it)."""
+        code = await self._call.code()
+        if code == grpc.StatusCode.OK:
+            return PeerUnavailable("the local daemon ended the append stream early")
+        details = await self._call.details()
+        failure = channel_failure(code, details or "", "the local daemon", tls=False, answered=True)
+        if failure is not None:
+            return failure
+        return _status_error(code, details, await self._call.trailing_metadata())
 
     async def read(self) -> list[Ack] | None:
         """The next acknowledgements; None once the daemon ended the stream well."""
