@@ -109,13 +109,12 @@ class Database:
 
     async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """All rows of a query on the reader (committed state only)."""
-        with translated("read the store"):
-            async with self.reader.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+        with translated("read the store"):  # one trip to the reader's thread, not three
+            return list(await self.reader.execute_fetchall(sql, params))
 
     async def read_scalar(self, sql: str, params: Sequence[object] = ()) -> int:
-        with translated("read the store"):
-            return await scalar(self.reader, sql, params)
+        rows = await self.fetch(sql, params)
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def _create_private(path: Path) -> None:
