@@ -292,3 +292,16 @@ async def test_peer_append_from_stdin_goes_through_a_running_daemon(daemons: Dae
     assert "stdin line 2 is longer than the record limit" in failed.stderr
     assert "the 1 line(s) before it were appended" in failed.stderr
     assert texts(a.root, "lines")[5000:] == ["short"]
+
+
+async def test_an_append_up_to_the_message_limit_is_taken(small_queue: InProcess) -> None:
+    """Six items of the largest size, ~6 MiB in one message: over grpc's default of
+    4 MiB, within the 8 MiB the sync port and our client allow."""
+    client = small_queue.client()
+    items = [bytes([n]) * MAX_PLAINTEXT for n in range(6)]
+    try:
+        appended = await asyncio.wait_for(client.append("big", items), STEP_S)
+    finally:
+        await client.close()
+    assert (appended.first_idx, appended.count) == (0, 6)
+    assert [e.data for e in await small_queue.node.tail("big")] == items

@@ -67,9 +67,12 @@ PENDING_CALL_S = 600
 StatusFn = Callable[[], Awaitable[NodeStatus]]
 
 
-def local_server_options() -> list[tuple[str, Any]]:
-    """The local server's options: its backlog as large as memory allows."""
+def local_server_options(limits: Limits) -> list[tuple[str, Any]]:
+    """The local server's options: messages as large as on the sync port (our own
+    client sends up to that), and a backlog as large as memory allows."""
     return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
         ("grpc.server.max_pending_requests", PENDING_CALLS),
         ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
         ("grpc.server_max_unrequested_time_in_server", PENDING_CALL_S),
@@ -258,8 +261,9 @@ async def start_local_server(
     and wake the feed's watcher whenever the doorbell beside it is rung."""
     path, private = socket_path(home)
     path.unlink(missing_ok=True)  # a stale socket of a crashed daemon (the home is locked)
-    sync = SyncServicer(store, node_id, feed, limits or Limits())
-    server = aio.server(options=local_server_options())
+    limits = limits or Limits()
+    sync = SyncServicer(store, node_id, feed, limits)
+    server = aio.server(options=local_server_options(limits))
     server.add_generic_rpc_handlers((method_handlers(sync), _local_handlers(local)))
     with _private_files():
         doorbell = await _open_doorbell(doorbell_path(path), feed)
