@@ -74,11 +74,13 @@ async def test_one_request_at_fault_fails_alone(tmp_path: Path) -> None:
         await node.close()
 
 
-async def test_3000_appends_at_once_from_one_connection_all_succeed(daemons: Daemons) -> None:
+@pytest.mark.parametrize("count", [3_000, 30_000])
+async def test_thousands_of_appends_at_once_from_one_connection_all_succeed(
+    daemons: Daemons, count: int
+) -> None:
     (a,) = daemons.homes("a")
     daemons.start(a)
     program = await daemons.api(a)
-    count = 3000
     calls = [program.append("events", f"e{n}") for n in range(count)]
     done = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), STEP_S)
     failed = [result for result in done if isinstance(result, BaseException)]
