@@ -11,8 +11,11 @@ request that arrives while a transaction is in flight joins the next one: the mo
 callers at once, the larger the transactions, and a signature and a commit are paid
 per transaction, not per record.
 
-When a transaction of several requests fails, each request is retried alone, so that
-one request at fault (an item over the record limit, say) fails only itself.
+When a transaction of several requests fails because a request is malformed
+(InvalidRecord: an item over the record limit), each request is retried alone, so
+that the one at fault fails only itself. Any other failure fails the whole group and
+is not retried: it may have come after the commit (`Node.append` brings the views up
+to date after it), and writing again would duplicate records.
 
 Bounded: at most `queued_records` records and `queued_bytes` bytes wait (or are being
 written). A unary call past that is refused at once (LimitExceeded, answered as
@@ -28,7 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from peer.errors import LimitExceeded, PeerError, PeerUnavailable
+from peer.errors import InvalidRecord, LimitExceeded, PeerUnavailable
 from peer.records import Record
 
 GROUP_RECORDS = 10_000  # most records per transaction (a larger request goes alone)
@@ -165,14 +168,14 @@ class GroupCommit:
         items = [item for request in group for item in request.items]
         try:
             records = await self._append(group[0].tag, items)
-        except PeerError as error:
+        except InvalidRecord as error:  # rolled back: nothing of the group was written
             if len(group) == 1:
                 _fail(group[0], error)
                 return
             for request in group:  # each on its own: only the one at fault fails
                 await self._commit([request])
             return
-        except Exception as error:  # a bug: the caller's guard logs it
+        except Exception as error:  # PeerError, or a bug (the caller's guard logs it)
             for request in group:
                 _fail(request, error)
             return

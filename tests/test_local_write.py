@@ -23,12 +23,13 @@ from peer import api
 from peer.client import LocalClient
 from peer.commit import GroupCommit
 from peer.crypto import MAX_PLAINTEXT
-from peer.errors import InvalidRecord, LimitExceeded, PeerError, ProtocolError
+from peer.errors import InvalidRecord, LimitExceeded, PeerError, ProtocolError, StoreError
 from peer.feed import Feed
 from peer.home import Home
 from peer.node import Node
 from peer.records import LogKey
 from peer.service.local import LocalServer, LocalServicer, start_local_server
+from peer.store import Faults, Store
 from peer.v1 import local_pb2, local_pb2_grpc, sync_pb2, sync_pb2_grpc
 from tests.cli import peer as run_cli
 from tests.daemons import Daemons, aok, texts
@@ -70,6 +71,30 @@ async def test_one_request_at_fault_fails_alone(tmp_path: Path) -> None:
         written = await asyncio.wait_for(asyncio.gather(*good), STEP_S)
         assert [records[0].idx for records in written] == [0, 1, 2]
         assert [e.data for e in await node.tail("notes")] == [b"before", b"after", b"last"]
+    finally:
+        await node.close()
+
+
+async def test_a_group_that_fails_otherwise_fails_whole_and_is_not_written_again(
+    tmp_path: Path,
+) -> None:
+    """A failure that is not one malformed request (here the disk failing at the
+    commit) fails every request of the group, and none is retried on its own: such a
+    failure may come after the commit, and a retry would write the records twice."""
+    home = Home(tmp_path / "home")
+    await (await Node.init(home)).close()
+    faults = Faults()
+    node = Node(home, home.load(), await Store.open(home.database, faults=faults))
+    try:
+        commit = GroupCommit(node.append)
+        futures = [commit.submit("notes", [f"n{n}".encode()]) for n in range(3)]
+        faults.arm(7)  # BEGIN, head, clock, clock floor, records, head, COMMIT
+        done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), STEP_S)
+        faults.disarm()
+        assert all(isinstance(result, StoreError) for result in done), done
+        assert faults.fired == 1
+        assert await node.tail("notes") == []
+        assert [r.idx for r in await commit.append("notes", [b"later"])] == [0]
     finally:
         await node.close()
 

@@ -113,13 +113,16 @@ class Appends:
         items = [item for waiting in group for item in waiting.items]
         try:
             appended = await self._client.append(group[0].tag, items)
-        except PeerError as error:
-            if len(group) == 1 or isinstance(error, PeerUnavailable):
-                for waiting in group:
-                    _fail(waiting.done, error)
+        except InvalidRecord as error:  # refused whole: nothing of it was written
+            if len(group) == 1:
+                _fail(group[0].done, error)
                 return
             for waiting in group:  # each on its own: only the one at fault fails
                 await self._send_group([waiting])
+            return
+        except PeerError as error:  # not retried: it may have failed after its commit
+            for waiting in group:
+                _fail(waiting.done, error)
             return
         start = 0
         for waiting in group:

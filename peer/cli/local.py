@@ -177,7 +177,7 @@ async def _append_stdin_to_daemon(
     programs use (group commit, acks, flow control); None when no daemon runs. A
     failure names what was durable: the daemon acknowledged exactly those ranges."""
     from peer import api
-    from peer.errors import PeerError
+    from peer.errors import PeerError, PeerUnavailable
     from peer.progress import Progress
 
     home = home_of(args)
@@ -194,11 +194,12 @@ async def _append_stdin_to_daemon(
                 await writer.write(line)
                 if number % 10_000 == 0:
                     progress.update(writer.durable)
-    except PeerError:
+    except PeerError as error:
         progress.finish()
         acked = writer.acked if writer is not None else []
-        durable = ", ".join(f"{a}..{b}" for a, b in acked) or "none"
-        say("note", [f"records durable before the failure: idx {durable}"])
+        if acked or isinstance(error, PeerUnavailable):
+            durable = ", ".join(f"{a}..{b}" for a, b in acked) or "none"
+            say("note", [f"records acknowledged as durable before the failure: idx {durable}"])
         raise
     progress.update(writer.durable)
     progress.finish()
