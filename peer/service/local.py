@@ -7,15 +7,17 @@ LocalService (append, a producer's append stream, live status), the socket serve
 SyncService without a trust list, so programs read the index and subscribe exactly as
 a peer does.
 
+Beside it, also 0600, is the daemon's doorbell (`peer.watch`): a process that wrote to
+the store directly rings it, and the live feed publishes at once rather than at the
+next poll.
+
 Appends from every caller go through one group commit (`peer.commit`). The server
 itself bounds nothing by count: grpc's own backlog protection (a server's
 `max_pending_requests`, 1,000 soft / 3,000 hard by default) cancelled calls that had
 arrived and were not yet taken by the handler loop, so 3,000 appends at once from one
 program failed with CANCELLED. Here its limits are far above what one user's programs
 send, and the group commit answers the real limit in words (RESOURCE_EXHAUSTED); a
-stream never fails for being busy: it waits (docs/local-api.md, "Limits"). Beside it, also
-0600, is the daemon's doorbell (`peer.watch`): a process that wrote to the store
-directly rings it, and the live feed publishes at once rather than at the next poll.
+stream never fails for being busy: it waits (docs/local-api.md, "Errors and limits").
 """
 
 from __future__ import annotations
