@@ -11,6 +11,10 @@ request that arrives while a transaction is in flight joins the next one: the mo
 callers at once, the larger the transactions, and a signature and a commit are paid
 per transaction, not per record.
 
+A request may name the request it comes `after` (the previous message of the same
+stream): it is written only after that one, and only if that one was written, so what
+a stream gets written is always a prefix of what it sent, even across logs.
+
 When a transaction of several requests fails because a request is malformed
 (InvalidRecord: an item over the record limit), each request is retried alone, so
 that the one at fault fails only itself. Any other failure fails the whole group and
@@ -31,7 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from peer.errors import InvalidRecord, LimitExceeded, PeerUnavailable
+from peer.errors import InvalidRecord, LimitExceeded, PeerUnavailable, UsageError
 from peer.records import Record
 
 GROUP_RECORDS = 10_000  # most records per transaction (a larger request goes alone)
@@ -47,6 +51,7 @@ class _Request:
     items: Sequence[bytes]
     size: int
     done: asyncio.Future[list[Record]]
+    after: asyncio.Future[list[Record]] | None = None  # written only once that one was
 
 
 class GroupCommit:
@@ -87,10 +92,16 @@ class GroupCommit:
             self._freed.clear()
             await self._freed.wait()
 
-    def submit(self, tag: str, items: Sequence[bytes]) -> asyncio.Future[list[Record]]:
+    def submit(
+        self,
+        tag: str,
+        items: Sequence[bytes],
+        after: asyncio.Future[list[Record]] | None = None,
+    ) -> asyncio.Future[list[Record]]:
         """Queue one request; its future gives its records once they are durable.
-        LimitExceeded at once when the queue is full; cancelling the future before
-        its transaction starts withdraws the request."""
+        `after`: an earlier request's future; this one waits for it, and fails if it
+        failed. LimitExceeded at once when the queue is full; cancelling the future
+        before its transaction starts withdraws the request."""
         if self._closed:
             raise PeerUnavailable("the daemon is stopping; append again once it runs")
         size = sum(len(item) for item in items)
@@ -101,7 +112,8 @@ class GroupCommit:
                 "sending more, or append through AppendStream (`peer.api`'s writer), "
                 "which waits for room instead"
             )
-        request = _Request(tag, items, size, asyncio.get_running_loop().create_future())
+        done = asyncio.get_running_loop().create_future()
+        request = _Request(tag, items, size, done, after)
         self._queue.append(request)
         self._records += len(items)
         self._bytes += size
@@ -142,6 +154,7 @@ class GroupCommit:
         """The oldest live request and the later ones of its log, up to a group's size;
         withdrawn (cancelled) requests are dropped on the way."""
         group: list[_Request] = []
+        taken: set[asyncio.Future[list[Record]]] = set()
         rest: deque[_Request] = deque()
         count = 0
         while self._queue:
@@ -150,8 +163,10 @@ class GroupCommit:
                 self._release([request])
                 continue
             fits = not group or count + len(request.items) <= self.group_records
-            if fits and (not group or request.tag == group[0].tag):
+            ready = request.after is None or request.after.done() or request.after in taken
+            if ready and fits and (not group or request.tag == group[0].tag):
                 group.append(request)
+                taken.add(request.done)
                 count += len(request.items)
             else:
                 rest.append(request)
@@ -165,6 +180,9 @@ class GroupCommit:
         self._freed.set()
 
     async def _commit(self, group: list[_Request]) -> None:
+        group = [request for request in group if not _after_failed(request)]
+        if not group:
+            return
         items = [item for request in group for item in request.items]
         try:
             records = await self._append(group[0].tag, items)
@@ -186,6 +204,15 @@ class GroupCommit:
             if not request.done.done():
                 request.done.set_result(records[start:end])
             start = end
+
+
+def _after_failed(request: _Request) -> bool:
+    """Fail `request` if the request it comes after failed (or was withdrawn)."""
+    after = request.after
+    if after is None or not after.done() or (not after.cancelled() and not after.exception()):
+        return False
+    _fail(request, UsageError("not written: an earlier message of its stream failed"))
+    return True
 
 
 def _fail(request: _Request, error: BaseException) -> None:

@@ -59,6 +59,31 @@ async def test_many_appends_at_once_are_grouped_and_each_gets_its_own_idx(
         await node.close()
 
 
+async def test_a_request_after_another_waits_for_it_even_in_another_log(
+    tmp_path: Path,
+) -> None:
+    """A stream's messages, y then x then y: the second y is not grouped with the
+    first (which it would be, same log, if it did not wait for x), and a request after
+    one that failed is not written at all."""
+    node = await Node.init(Home(tmp_path / "home"))
+    try:
+        commit = GroupCommit(node.append)
+        first = commit.submit("y", [b"y1"])
+        middle = commit.submit("x", [b"x1"], after=first)
+        last = commit.submit("y", [b"y2"], after=middle)
+        written = await asyncio.wait_for(asyncio.gather(first, middle, last), STEP_S)
+        stamps = [records[0].timestamp for records in written]
+        assert stamps == sorted(stamps) and commit.transactions == 3
+        bad = commit.submit("z", [b"x" * (MAX_PLAINTEXT + 1)])
+        after_bad = commit.submit("z", [b"never"], after=bad)
+        for future in (bad, after_bad):
+            with pytest.raises(PeerError):
+                await asyncio.wait_for(future, STEP_S)
+        assert await node.tail("z") == []
+    finally:
+        await node.close()
+
+
 async def test_one_request_at_fault_fails_alone(tmp_path: Path) -> None:
     node = await Node.init(Home(tmp_path / "home"))
     try:
@@ -332,3 +357,28 @@ async def test_an_append_up_to_the_message_limit_is_taken(small_queue: InProcess
         await client.close()
     assert (appended.first_idx, appended.count) == (0, 6)
     assert [e.data for e in await small_queue.node.tail("big")] == items
+
+
+async def test_a_message_waiting_for_room_when_the_stream_fails_is_not_written(
+    small_queue: InProcess,
+) -> None:
+    """The 10-record queue: A (5 items), B (one item over the limit), then C (5 items),
+    which waits for room or goes in one transaction with B. B fails, and C must not be
+    written (alone, or after its group is retried request by request): what a stream
+    gets written is a prefix of what it sent, and the acks say how long."""
+    client = small_queue.client()
+    try:
+        stream = client.append_stream()
+        await stream.write("log", [b"a%d" % n for n in range(5)])
+        await stream.write("log", [b"x" * (MAX_PLAINTEXT + 1)])
+        await stream.write("log", [b"c%d" % n for n in range(5)])
+        await stream.done_writing()
+        acks = []
+        with pytest.raises(InvalidRecord):
+            async with asyncio.timeout(STEP_S):
+                while (more := await stream.read()) is not None:
+                    acks += more
+    finally:
+        await client.close()
+    assert [(a.seq, a.first_idx, a.count) for a in acks] == [(0, 0, 5)]
+    assert [e.data for e in await small_queue.node.tail("log")] == [b"a%d" % n for n in range(5)]

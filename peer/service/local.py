@@ -139,6 +139,7 @@ class _Stream:
         self._freed = asyncio.Event()
         self._records = 0  # read, not yet acknowledged
         self._bytes = 0
+        self._last: asyncio.Future[list[Record]] | None = None  # the last one submitted
 
     async def read(self, requests: AsyncIterator[bytes]) -> None:
         """Submit each message, first waiting while the window or the commit is full.
@@ -161,7 +162,10 @@ class _Stream:
         size = sum(len(item) for item in items)
         await self._room(len(items), size)
         await self.commit.room(len(items), size)
-        future = self.commit.submit(tag, items)
+        if self.error is not None:  # failed meanwhile: the acks may be over, write nothing
+            return
+        future = self.commit.submit(tag, items, after=self._last)
+        self._last = future
         self._records += len(items)
         self._bytes += size
         self._pending.append((seq, len(items), size, future))
