@@ -42,6 +42,10 @@ GROUP_RECORDS = 10_000  # most records per transaction (a larger request goes al
 QUEUED_RECORDS = 200_000  # most records waiting, all callers together
 QUEUED_BYTES = 128 << 20  # most plaintext bytes waiting, all callers together
 
+STOPPED_WRITING = (
+    "the daemon stopped while writing these records: they are durable only if the "
+    "log's next_idx shows them once it runs again"
+)
 AppendFn = Callable[[str, Sequence[bytes]], Awaitable[list[Record]]]
 
 
@@ -147,6 +151,10 @@ class GroupCommit:
                 try:
                     if group:
                         await self._commit(group)
+                except asyncio.CancelledError:  # close(): the transaction rolled back,
+                    for request in group:  # unless it had committed before the views
+                        _fail(request, PeerUnavailable(STOPPED_WRITING))
+                    raise
                 finally:
                     self._release(group)
 

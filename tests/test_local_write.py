@@ -23,7 +23,14 @@ from peer import api
 from peer.client import LocalClient
 from peer.commit import GroupCommit
 from peer.crypto import MAX_PLAINTEXT
-from peer.errors import InvalidRecord, LimitExceeded, PeerError, ProtocolError, StoreError
+from peer.errors import (
+    InvalidRecord,
+    LimitExceeded,
+    PeerError,
+    PeerUnavailable,
+    ProtocolError,
+    StoreError,
+)
 from peer.feed import Feed
 from peer.home import Home
 from peer.node import Node
@@ -80,6 +87,26 @@ async def test_a_request_after_another_waits_for_it_even_in_another_log(
             with pytest.raises(PeerError):
                 await asyncio.wait_for(future, STEP_S)
         assert await node.tail("z") == []
+    finally:
+        await node.close()
+
+
+async def test_closing_while_a_group_is_written_answers_it_never_leaves_it_waiting(
+    tmp_path: Path,
+) -> None:
+    node = await Node.init(Home(tmp_path / "home"))
+    try:
+        commit = GroupCommit(node.append)
+        writing = commit.submit("big", [b"%d" % n for n in range(10_000)])
+        waiting = commit.submit("other", [b"queued behind it"])
+        await asyncio.sleep(0)  # the writer has started the transaction
+        await asyncio.wait_for(commit.close(), STEP_S)
+        for future in (writing, waiting):
+            with pytest.raises(PeerUnavailable):
+                await asyncio.wait_for(future, STEP_S)
+        held = {log.tag: head.next_idx for log, head in (await node.store.index()).items()}
+        assert held.get("big", 0) in (0, 10_000)  # all or nothing
+        assert "other" not in held
     finally:
         await node.close()
 
