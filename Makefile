@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_daemon.py
 	$(BIN)/python bench/bench_apps.py
 	$(BIN)/python bench/bench_history.py
+	$(BIN)/python bench/bench_api.py
 	$(BIN)/python bench/bench_mesh.py
 
 # The reliability suite (pr tier) on its own, then its table (also in docs/reliability.md).

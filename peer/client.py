@@ -9,6 +9,7 @@ channel (cannot connect, handshake refused, connection lost), which only
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, cast
@@ -17,7 +18,7 @@ import grpc
 from grpc import aio
 
 from peer import codec
-from peer.codec import Appended, FollowControl, Followed, RemoteIndex, wire
+from peer.codec import Ack, Appended, FollowControl, Followed, RemoteIndex, wire
 from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError, PeerRefused, PeerUnavailable
 from peer.records import LogKey, Range
@@ -211,11 +212,78 @@ class LocalClient(PeerClient):
         raw = await self._call("Append", codec.encode_append_request(tag, items))
         return codec.decode_append_response(raw)
 
+    def append_stream(self) -> AppendStreamCall:
+        """Open an AppendStream (no deadline: a producer may write for days)."""
+        call = self._channel.stream_stream(  # bytes in, bytes out
+            f"/{codec.LOCAL_SERVICE_NAME}/AppendStream",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        return AppendStreamCall(call())  # type: ignore[call-arg]  # no iterator: call.write
+
     async def status(self) -> NodeStatus:
         """The daemon's live state: logs, peers and their links."""
         return codec.decode_status_response(
             await self._call("GetStatus", codec.encode_status_request())
         )
+
+
+class AppendStreamCall:
+    """One open AppendStream: write request messages, read the acknowledgements."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    async def write(self, tag: str, items: Sequence[bytes]) -> None:
+        """Send one message (waits while flow control holds it back)."""
+        try:
+            await self._call.write(codec.encode_append_stream_request(tag, items))
+        except aio.AioRpcError as exc:
+            raise call_error(exc, "the local daemon", tls=False) from None
+        except asyncio.InvalidStateError:  # the call ended before this write
+            raise await self._ended() from None
+
+    async def done_writing(self) -> None:
+        try:
+            await self._call.done_writing()
+        except aio.AioRpcError as exc:
+            raise call_error(exc, "the local daemon", tls=False) from None
+        except asyncio.InvalidStateError:
+            raise await self._ended() from None
+
+    async def _ended(self) -> PeerError:
+        """Why the call ended (it has: grpc refused a write on it)."""
+        code = await self._call.code()
+        if code == grpc.StatusCode.OK:
+            return PeerUnavailable("the local daemon ended the append stream early")
+        details = await self._call.details()
+        failure = channel_failure(code, details or "", "the local daemon", tls=False, answered=True)
+        if failure is not None:
+            return failure
+        return _status_error(code, details, await self._call.trailing_metadata())
+
+    async def read(self) -> list[Ack] | None:
+        """The next acknowledgements; None once the daemon ended the stream well."""
+        try:
+            raw = await self._call.read()
+        except aio.AioRpcError as exc:
+            raise call_error(exc, "the local daemon", tls=False) from None
+        if raw is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
+            code = await self._call.code()
+            if code != grpc.StatusCode.OK:  # ended without a message: read the status
+                details = await self._call.details()
+                metadata = await self._call.trailing_metadata()
+                raise _status_error(code, details, metadata)
+            return None
+        return codec.decode_append_stream_response(cast(bytes, raw))
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+def _status_error(code: grpc.StatusCode, details: str, metadata: Any) -> PeerError:
+    pairs = dict(cast(Iterable[tuple[str, str]], metadata or ()))
+    return codec.error_for(code, details or "", pairs, "the local daemon")
 
 
 def call_error(

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from peer.addresses import is_loopback, join_host, split_address
 from peer.client import ClientTls, PeerClient
-from peer.codec.local import Appended
+from peer.commit import GroupCommit
 from peer.config import Config
 from peer.discovery import Discovery, Found
 from peer.errors import PeerError
@@ -76,6 +76,7 @@ class Daemon:
         self.limits = served_limits(config)
         self.watcher = StoreWatcher(node.store)  # one poll of the store for feed, trust, mesh
         self.mesh = Mesh(node.store, config.sync, self._connect, node.identity.host, self.watcher)
+        self.commit = GroupCommit(node.append)  # programs' appends, grouped: peer.commit
         self.started_at = time.time()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.sync_address = ""
@@ -105,12 +106,13 @@ class Daemon:
         host, _ = split_address(config.listen)
         self.sync_address = join_host(host, running.port)
         pairing_address = await self._start_pairing(running, tls, host)
+        self._closers.append(self.commit.close)  # after the local API stopped
         local = await start_local_server(
             node.home.root,
             node.store,
             running.feed,
             self.node_id,
-            LocalServicer(self.append, self.status),
+            LocalServicer(self.commit, self.status),
             self.limits,
         )
         self._closers.append(local.stop)
@@ -221,13 +223,6 @@ class Daemon:
         """Stop in reverse order of starting: links, local API, pairing, server."""
         while self._closers:
             await self._closers.pop()()
-
-    async def append(self, tag: str, items: list[bytes]) -> Appended:
-        records = await self.node.append(tag, items)
-        first = records[0]
-        return Appended(
-            first.host, tag, first.idx, len(records), tuple(r.timestamp for r in records)
-        )
 
     async def _connect(self, peer: TrustedPeer, address: str) -> PeerClient:
         certificate = peer.certificate or await self._learn_certificate(peer, address)

@@ -122,17 +122,22 @@ async def cmd_key_import(args: argparse.Namespace) -> int:
 
 
 async def cmd_append(args: argparse.Namespace) -> int:
-    async with open_node(args) as node:
-        if args.data is not None:
-            records = await node.append(args.tag, [os.fsencode(args.data)])
-            ranges = [(records[0].idx, records[0].idx)]
-        else:
-            ranges = await _append_stdin(node, args.tag)
+    streamed = None if args.data is not None else await _append_stdin_to_daemon(args)
+    if streamed is not None:
+        host, ranges = streamed
+    else:
+        async with open_node(args) as node:
+            if args.data is not None:
+                records = await node.append(args.tag, [os.fsencode(args.data)])
+                ranges = [(records[0].idx, records[0].idx)]
+            else:
+                ranges = await _append_stdin(node, args.tag)
+            host = node.identity.host
     count = sum(last - first + 1 for first, last in ranges)
     if args.json:
         print_json(
             {
-                "host": node.identity.host.hex(),
+                "host": host.hex(),
                 "tag": args.tag,
                 "count": count,
                 "ranges": [list(r) for r in ranges],
@@ -148,24 +153,13 @@ async def _append_stdin(node: Node, tag: str) -> list[tuple[int, int]]:
     """Bulk append; another writer may interleave between chunks, hence the ranges. A
     line over the record limit ends the input: the lines before it are appended (and
     durable), then InvalidRecord names it; nothing after it is read."""
-    from peer.crypto import MAX_PLAINTEXT
-    from peer.errors import InvalidRecord
-    from peer.inputs import read_lines
     from peer.progress import Progress
 
     progress = Progress(f"appending to {tag}")
     ranges: list[tuple[int, int]] = []
     count = 0
     over: list[int] = []  # the number of the line over the limit, if one was
-
-    def lines() -> Iterator[bytes]:
-        for number, line in read_lines(sys.stdin.buffer, MAX_PLAINTEXT):
-            if line is None:
-                over.append(number)
-                return
-            yield line
-
-    async for first, last in node.append_many(tag, lines()):
+    async for first, last in node.append_many(tag, _stdin_lines(over)):
         if ranges and ranges[-1][1] + 1 == first:
             ranges[-1] = (ranges[-1][0], last)
         else:
@@ -173,12 +167,69 @@ async def _append_stdin(node: Node, tag: str) -> list[tuple[int, int]]:
         count += last - first + 1
         progress.update(count)
     progress.finish()
+    _refuse_long_line(over, count)
+    return ranges
+
+
+async def _append_stdin_to_daemon(
+    args: argparse.Namespace,
+) -> tuple[bytes, list[tuple[int, int]]] | None:
+    """With a daemon serving the home, stdin goes through its AppendStream, the path
+    programs use (group commit, acks, flow control); None when no daemon runs. A
+    failure names what was durable: the daemon acknowledged exactly those ranges."""
+    from peer import api
+    from peer.errors import PeerError, PeerUnavailable
+    from peer.progress import Progress
+
+    home = home_of(args)
+    if home.serving() is None:
+        return None
+    host = home.load().host
+    progress = Progress(f"appending to {args.tag}")
+    over: list[int] = []
+    writer: api.Writer | None = None
+    try:
+        connection = await api.connect(home.root)
+        async with connection, connection.writer(args.tag) as writer:
+            for number, line in enumerate(_stdin_lines(over), 1):
+                await writer.write(line)
+                if number % 10_000 == 0:
+                    progress.update(writer.durable)
+    except PeerError as error:
+        progress.finish()
+        acked = writer.acked if writer is not None else []
+        if acked or isinstance(error, PeerUnavailable):
+            durable = ", ".join(f"{a}..{b}" for a, b in acked) or "none"
+            say("note", [f"records acknowledged as durable before the failure: idx {durable}"])
+        raise
+    progress.update(writer.durable)
+    progress.finish()
+    _refuse_long_line(over, writer.durable)
+    return host, writer.acked
+
+
+def _stdin_lines(over: list[int]) -> Iterator[bytes]:
+    """Stdin's lines; at a line over the record limit, its number goes to `over` and
+    the lines end."""
+    from peer.crypto import MAX_PLAINTEXT
+    from peer.inputs import read_lines
+
+    for number, line in read_lines(sys.stdin.buffer, MAX_PLAINTEXT):
+        if line is None:
+            over.append(number)
+            return
+        yield line
+
+
+def _refuse_long_line(over: list[int], count: int) -> None:
+    from peer.crypto import MAX_PLAINTEXT
+    from peer.errors import InvalidRecord
+
     if over:
         raise InvalidRecord(
             f"stdin line {over[0]} is longer than the record limit of {MAX_PLAINTEXT:,} "
             f"bytes: stopped there, the {count} line(s) before it were appended"
         )
-    return ranges
 
 
 def _stdin_key() -> str:

@@ -2,7 +2,7 @@
 
 - `wire`: the sync protocol's messages (records, batches, index, pull, push,
   subscribe, pairing join);
-- `local`: the local API's messages (Append, GetStatus);
+- `local`: the local API's messages (Append, AppendStream, GetStatus);
 - `status`: peer errors <-> gRPC status codes (the class named in trailing metadata);
 - `parsing`: counting and parsing received bytes defensively, for both codecs.
 
@@ -12,13 +12,18 @@ The names below are re-exported so that `codec.X` reads the same from anywhere.
 from peer.codec.local import (
     LOCAL_SERVICE_NAME,
     MAX_APPEND_ITEMS,
+    Ack,
     Appended,
     decode_append_request,
     decode_append_response,
+    decode_append_stream_request,
+    decode_append_stream_response,
     decode_status_request,
     decode_status_response,
     encode_append_request,
     encode_append_response,
+    encode_append_stream_request,
+    encode_append_stream_response,
     encode_status_request,
     encode_status_response,
 )
@@ -85,6 +90,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SERVICE_NAME",
     "STATUS_FOR_ERROR",
+    "Ack",
     "Appended",
     "FollowControl",
     "Followed",
@@ -94,6 +100,8 @@ __all__ = [
     "count_fields",
     "decode_append_request",
     "decode_append_response",
+    "decode_append_stream_request",
+    "decode_append_stream_response",
     "decode_batch",
     "decode_follow_request",
     "decode_follow_response",
@@ -108,6 +116,8 @@ __all__ = [
     "decode_subscribe_request",
     "encode_append_request",
     "encode_append_response",
+    "encode_append_stream_request",
+    "encode_append_stream_response",
     "encode_batch",
     "encode_follow_request",
     "encode_follow_response",

@@ -1,4 +1,5 @@
-"""The local API's messages (`proto/peer/v1/local.proto`): Append and GetStatus.
+"""The local API's messages (`proto/peer/v1/local.proto`): Append, AppendStream and
+GetStatus.
 
 Only the node's own programs call it, over the home's Unix socket; it is parsed as
 defensively as the wire all the same.
@@ -64,6 +65,44 @@ def encode_append_response(appended: Appended) -> bytes:
 def decode_append_response(raw: bytes) -> Appended:
     m = parse(local_pb.AppendResponse, raw)
     return Appended(m.host, m.tag, m.first_idx, m.count, tuple(m.timestamps))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """One durable request message of an AppendStream: its number on the stream (0 for
+    the first) and the records its items became."""
+
+    seq: int
+    host: bytes
+    tag: str
+    first_idx: int
+    count: int
+
+
+def encode_append_stream_request(tag: str, items: Sequence[bytes]) -> bytes:
+    return local_pb.AppendStreamRequest(tag=tag, items=items).SerializeToString()
+
+
+def decode_append_stream_request(raw: bytes) -> tuple[str, list[bytes]]:
+    message = parse(local_pb.AppendStreamRequest, raw, {2: MAX_APPEND_ITEMS})
+    check_tag(message.tag)
+    if not message.items:
+        raise ProtocolError("each AppendStreamRequest needs at least one item")
+    return message.tag, list(message.items)
+
+
+def encode_append_stream_response(acks: Sequence[Ack]) -> bytes:
+    message = local_pb.AppendStreamResponse()
+    for ack in acks:
+        message.acks.add(
+            seq=ack.seq, host=ack.host, tag=ack.tag, first_idx=ack.first_idx, count=ack.count
+        )
+    return message.SerializeToString()
+
+
+def decode_append_stream_response(raw: bytes) -> list[Ack]:
+    m = parse(local_pb.AppendStreamResponse, raw)
+    return [Ack(a.seq, a.host, a.tag, a.first_idx, a.count) for a in m.acks]
 
 
 def encode_status_request() -> bytes:

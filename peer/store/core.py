@@ -405,10 +405,12 @@ class Store:
     # -- reads ------------------------------------------------------------------
 
     async def _read_head(self, log: LogKey) -> tuple[Head, bool]:
-        async with self._db.execute(HEAD_OF, (log.host, log.tag)) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        # execute_fetchall: one trip to SQLite's thread, not three (execute, fetch,
+        # close); a single append pays about 0.1 ms per trip
+        rows = list(await self._db.execute_fetchall(HEAD_OF, (log.host, log.tag)))
+        if not rows:
             return Head(0), False
+        row = rows[0]
         return Head(row[0], row[1]), bool(row[2])
 
     async def _set_head(self, log: LogKey, head: Head) -> None:

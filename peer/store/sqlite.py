@@ -115,13 +115,12 @@ class Database:
 
     async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """All rows of a query on the reader (committed state only)."""
-        with translated("read the store"):
-            async with self.reader.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+        with translated("read the store"):  # one trip to the reader's thread, not three
+            return list(await self.reader.execute_fetchall(sql, params))
 
     async def read_scalar(self, sql: str, params: Sequence[object] = ()) -> int:
-        with translated("read the store"):
-            return await scalar(self.reader, sql, params)
+        rows = await self.fetch(sql, params)
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def _create_private(path: Path) -> None:
@@ -136,9 +135,8 @@ def _create_private(path: Path) -> None:
 
 
 async def scalar(connection: aiosqlite.Connection, sql: str, params: Sequence[object] = ()) -> int:
-    async with connection.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    rows = list(await connection.execute_fetchall(sql, params))  # one trip to the thread
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 @contextmanager
@@ -209,6 +207,10 @@ class _Faulty:
     def executemany(self, sql: str, parameters: Any) -> Any:
         self._faults.tick()
         return self._connection.executemany(sql, parameters)
+
+    def execute_fetchall(self, sql: str, parameters: Any = None) -> Any:
+        self._faults.tick()
+        return self._connection.execute_fetchall(sql, parameters)
 
     async def commit(self) -> None:
         self._faults.tick()

@@ -28,6 +28,34 @@ class AppendResponse(_message.Message):
     timestamps: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, host: _Optional[bytes] = ..., tag: _Optional[str] = ..., first_idx: _Optional[int] = ..., count: _Optional[int] = ..., timestamps: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class AppendStreamRequest(_message.Message):
+    __slots__ = ("tag", "items")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    tag: str
+    items: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, tag: _Optional[str] = ..., items: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class AppendStreamResponse(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[AppendAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[AppendAck, _Mapping]]] = ...) -> None: ...
+
+class AppendAck(_message.Message):
+    __slots__ = ("seq", "host", "tag", "first_idx", "count")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    FIRST_IDX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    host: bytes
+    tag: str
+    first_idx: int
+    count: int
+    def __init__(self, seq: _Optional[int] = ..., host: _Optional[bytes] = ..., tag: _Optional[str] = ..., first_idx: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -44,6 +44,11 @@ class LocalServiceStub:
                 request_serializer=peer_dot_v1_dot_local__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=peer_dot_v1_dot_local__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.AppendStream = channel.stream_stream(
+                '/peer.v1.LocalService/AppendStream',
+                request_serializer=peer_dot_v1_dot_local__pb2.AppendStreamRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_local__pb2.AppendStreamResponse.FromString,
+                _registered_method=True)
 
 
 class LocalServiceServicer:
@@ -63,6 +68,16 @@ class LocalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendStream(self, request_iterator, context):
+        """A producer's stream of appends: each request message is appended in one
+        transaction (grouped with other callers' appends), and acknowledged once durable,
+        in the order sent. The daemon stops reading while too much is unacknowledged, so
+        HTTP/2 flow control slows a producer that outruns the disk (docs/local-api.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LocalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +90,11 @@ def add_LocalServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=peer_dot_v1_dot_local__pb2.GetStatusRequest.FromString,
                     response_serializer=peer_dot_v1_dot_local__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'AppendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AppendStream,
+                    request_deserializer=peer_dot_v1_dot_local__pb2.AppendStreamRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_local__pb2.AppendStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +151,33 @@ class LocalService:
             '/peer.v1.LocalService/GetStatus',
             peer_dot_v1_dot_local__pb2.GetStatusRequest.SerializeToString,
             peer_dot_v1_dot_local__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/peer.v1.LocalService/AppendStream',
+            peer_dot_v1_dot_local__pb2.AppendStreamRequest.SerializeToString,
+            peer_dot_v1_dot_local__pb2.AppendStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

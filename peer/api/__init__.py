@@ -15,6 +15,15 @@ decrypted with the home's sync key; writes are signed and sealed by the daemon.
 
     asyncio.run(main())
 
+`append` may be called by many tasks at once: calls made while others are under way
+are sent together, and the daemon writes them in few transactions (each caller still
+gets its own idx). A producer of many records writes through a stream instead:
+
+    async with node.writer("events") as writer:
+        for event in events:
+            await writer.write(event)  # buffered; waits only when the daemon is behind
+        durable = await writer.flush()  # the idx ranges now durable
+
 `subscribe` first delivers what the node already holds (past `since`, per log), then
 every record the node stores from then on, in idx order per log. To resume after a
 restart, keep `since[message.log] = message.idx + 1` and pass it back.
@@ -22,20 +31,22 @@ restart, keep `since[message.log] = message.idx + 1` and pass it back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peer.api.writing import WRITE_BATCH, Appends, Writer, as_bytes
 from peer.client import LocalClient
 from peer.codec.local import Appended
 from peer.crypto import SyncKey, open_or_why
-from peer.errors import UsageError
+from peer.errors import PeerError, UsageError
 from peer.home import Home, default_home
 from peer.records import LogKey, Record
 
-__all__ = ["Appended", "Connection", "Message", "connect"]
+__all__ = ["Appended", "Connection", "Message", "Writer", "connect"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,7 @@ class Connection:
     def __init__(self, client: LocalClient, sync_key: SyncKey | None, home: Path) -> None:
         self._client = client
         self._sync_key = sync_key
+        self._appends = Appends(client)
         self.home = home
 
     async def __aenter__(self) -> Connection:
@@ -78,11 +90,25 @@ class Connection:
         await self._client.close()
 
     async def append(self, tag: str, *items: bytes | str) -> Appended:
-        """Append one record per item to this node's log `tag`, in one transaction."""
+        """Append one record per item to this node's log `tag`, in one transaction;
+        returns once they are durable. Calls made at once are sent together."""
         if not items:
             raise UsageError("append needs at least one item")
-        data = [item.encode() if isinstance(item, str) else item for item in items]
-        return await self._client.append(tag, data)
+        return await self._appends.append(tag, as_bytes(items))
+
+    @contextlib.asynccontextmanager
+    async def writer(self, tag: str, batch: int = WRITE_BATCH) -> AsyncIterator[Writer]:
+        """A stream of appends to log `tag` (see `Writer`); at the end of the `async
+        with` what was written is flushed, and the stream closed. If the body raises,
+        what it had not sent yet is dropped, and `writer.acked` says what is durable."""
+        writer = Writer(self._client.append_stream(), tag, batch)
+        try:
+            yield writer
+        except BaseException:
+            with contextlib.suppress(PeerError):
+                await writer.close(flush=False)
+            raise
+        await writer.close()
 
     async def get_index(self) -> dict[LogKey, int]:
         """Every log the node holds, with its next idx (= the records held)."""
