@@ -52,6 +52,7 @@ from peer.errors import PeerError, UsageError
 from peer.feed import Feed
 from peer.records import Record
 from peer.service.guards import DRAIN_S, Context, guard_stream, guard_unary
+from peer.service.server import keepalive_options
 from peer.service.servicer import SyncServicer, method_handlers
 from peer.settings import Limits
 from peer.status import NodeStatus
@@ -71,10 +72,12 @@ StatusFn = Callable[[], Awaitable[NodeStatus]]
 
 def local_server_options(limits: Limits) -> list[tuple[str, Any]]:
     """The local server's options: messages as large as on the sync port (our own
-    client sends up to that), and a backlog as large as memory allows."""
+    client sends up to that), the sync port's keepalive (a writer's AppendStream or a
+    subscriber on a hung daemon ends), and a backlog as large as memory allows."""
     return [
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
+        *keepalive_options(limits),
         ("grpc.server.max_pending_requests", PENDING_CALLS),
         ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
         ("grpc.server_max_unrequested_time_in_server", PENDING_CALL_S),

@@ -23,11 +23,10 @@ from peer.watch import TRUST_POLL_S, StoreWatcher, Watch
 HANDSHAKE_TIMEOUT_MS = 5_000  # a connection that does not finish TLS by then is closed
 
 
-def server_options(limits: Limits) -> list[tuple[str, Any]]:
-    """Channel options of the server; the client's keepalive must agree with them."""
+def keepalive_options(limits: Limits) -> list[tuple[str, Any]]:
+    """A server's keepalive: it pings quiet callers, and lets them ping it as often as
+    our clients do (`client.channel_options`) without a GOAWAY."""
     return [
-        ("grpc.max_receive_message_length", limits.max_message_bytes),
-        ("grpc.max_send_message_length", limits.max_message_bytes),
         ("grpc.keepalive_time_ms", int(KEEPALIVE_S * 1000)),
         ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
         # keepalive_timeout alone does not end it
@@ -35,6 +34,15 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def server_options(limits: Limits) -> list[tuple[str, Any]]:
+    """Channel options of the server; the client's keepalive must agree with them."""
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        *keepalive_options(limits),
         ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
         ("grpc.max_connection_idle_ms", 600_000),
         ("grpc.so_reuseport", 0),  # a port another daemon serves is in use, not shared

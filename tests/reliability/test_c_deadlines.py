@@ -1,12 +1,12 @@
 """C18: every outgoing call has a deadline, and every handler bounds its own runtime.
 
 The channel's multi-callable factories are wrapped so that a call without `timeout=`
-fails the test at once (the long-lived Subscribe and Follow are the exceptions, only on a
-channel with HTTP/2 keepalive and a ping timeout, which end it when the peer goes
-silent). A representative workload then runs through them, all real and in process:
-two `Daemon`s over mutual TLS (pairing Join, the mesh's rounds and live streams, the
-local API on the Unix socket through `peer.api`, `peer sync`'s `sync_peers`), and raw
-`PeerClient` sessions (get_index, pull, push, subscribe, sync_with both ways). The call
+fails the test at once (the long-lived Subscribe, Follow and AppendStream are the
+exceptions, only on a channel with HTTP/2 keepalive and a ping timeout, which end it
+when the peer goes silent). A representative workload then runs through them, all real
+and in process: two `Daemon`s over mutual TLS (pairing Join, the mesh's rounds and live
+streams, the local API on the Unix socket through `peer.api` (its writer too), `peer
+sync`'s `sync_peers`), and raw `PeerClient` sessions (get_index, pull, push, subscribe, sync_with both ways). The call
 sites exercised are checked against every channel call site in `peer/` (found by
 parsing the source), so a new call site without a deadline cannot hide from the test.
 
@@ -51,7 +51,9 @@ from tests.reliability.rel_c import RAW, method
 
 KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 PEER_DIR = Path(peer.__file__).resolve().parent
-LONG_LIVED = {f"/{codec.SERVICE_NAME}/{name}" for name in ("Subscribe", "Follow")}  # ...
+LONG_LIVED = {f"/{codec.SERVICE_NAME}/{name}" for name in ("Subscribe", "Follow")} | {
+    f"/{codec.LOCAL_SERVICE_NAME}/AppendStream"  # a producer may write for days
+}  # ...
 KEEPALIVE_OPTIONS = ("grpc.keepalive_time_ms", "grpc.http2.ping_timeout_ms")  # ... with these
 IDLE_S = 2.0  # the server's idle bound in the silent-client check
 SLACK_S = 3.0
@@ -110,7 +112,9 @@ def guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[Guard]:
             callable_ = _original(self, name, *args, **kw)
             site = _site()
 
-            def call(request: Any, *c_args: Any, timeout: float | None = None, **c_kw: Any) -> Any:
+            def call(
+                request: Any = None, *c_args: Any, timeout: float | None = None, **c_kw: Any
+            ) -> Any:
                 seen.check(self, site, name, timeout)
                 return callable_(request, *c_args, timeout=timeout, **c_kw)
 
@@ -180,6 +184,9 @@ async def daemon_workload(root: Path) -> dict[str, int]:
                     if got == 21:
                         break
             done["api_subscribed"] = got
+            async with api.writer("stream") as writer:  # AppendStream: keepalive-bounded
+                await writer.write(*[f"s{n}" for n in range(10)])
+                done["api_streamed"] = sum(end - start for start, end in await writer.flush())
         await b.node.append("notes", [b"b0", b"b1"])
         results = await sync_peers(b.node, [], 100, lambda address: lambda done, total: None)
         done["peer_sync_errors"] = sum(r.error is not None for r in results)
@@ -278,18 +285,19 @@ async def test_c18_every_call_has_deadline(guard: Guard, tmp_path: Path, report:
     passed = (
         not guard.missing
         and in_peer == static
-        and len(methods) == 9
+        and len(methods) == 10
         and cut_s <= IDLE_S + SLACK_S
         and outcome == "RESOURCE_EXHAUSTED"
         and daemon_done.get("peer_sync_errors") == 0
     )
     report(
-        "every client call carries a deadline (a long-lived Subscribe or Follow only on a channel "
-        "whose keepalive and ping timeout end it); every handler bounds its own runtime",
+        "every client call carries a deadline (a long-lived Subscribe, Follow or AppendStream "
+        "only on a channel whose keepalive and ping timeout end it); every handler bounds its "
+        "own runtime",
         f"{len(static)} call sites in peer/ ({len(in_peer)} exercised), {len(methods)} methods, "
         f"{sum(guard.calls.values())} calls, {len(guard.missing)} without deadline; "
-        f"Subscribe and Follow ({sum(guard.long_lived.values())} streams) bounded by keepalive "
-        f"{keepalive} instead of a deadline; a pull that reads nothing is cut "
+        f"Subscribe, Follow and AppendStream ({sum(guard.long_lived.values())} streams) bounded "
+        f"by keepalive {keepalive} instead of a deadline; a pull that reads nothing is cut "
         f"{cut_s:.1f} s after it stalls (idle bound {IDLE_S:.0f} s, caller sees {outcome}); "
         f"silent push and stuck subscriber: C14, C17",
         passed,
@@ -302,6 +310,6 @@ async def test_c18_every_call_has_deadline(guard: Guard, tmp_path: Path, report:
     )
     assert not guard.missing, guard.missing
     assert in_peer == static, (sorted(map(short, in_peer)), sorted(map(short, static)))
-    assert len(methods) == 9, methods
+    assert len(methods) == 10, methods
     assert daemon_done.get("peer_sync_errors") == 0, daemon_done
     assert cut_s <= IDLE_S + SLACK_S and outcome == "RESOURCE_EXHAUSTED", (cut_s, outcome)
