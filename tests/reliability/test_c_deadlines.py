@@ -7,8 +7,9 @@ when the peer goes silent). A representative workload then runs through them, al
 and in process: two `Daemon`s over mutual TLS (pairing Join, the mesh's rounds and live
 streams, the local API on the Unix socket through `peer.api` (its writer too), `peer
 sync`'s `sync_peers`), and raw `PeerClient` sessions (get_index, pull, push, subscribe,
-sync_with both ways). The call sites exercised are checked against every channel call site in `peer/` (found by
-parsing the source), so a new call site without a deadline cannot hide from the test.
+sync_with both ways). The call sites exercised are checked against every channel call
+site in `peer/` (found by parsing the source), so a new call site without a deadline
+cannot hide from the test.
 
 Server side: a pull whose caller reads nothing must end within the idle bound (the push
 idle bound is C14's, the stuck subscriber's write-idle cut C17's).
