@@ -98,7 +98,8 @@ def main(argv: Sequence[str]) -> int:
 
 async def pick(args: argparse.Namespace) -> int:
     """Open the search; print the chosen command (or entry, with --json)."""
-    from peer.home import Home, default_home
+    from peer.home import Home
+    from peer.locate import default_home
 
     home = Home(args.home if args.home else default_home(os.environ))
     direct = await _open_caught_up(home)
