@@ -10,6 +10,7 @@
     HOME/serve.lock  held (flock) by the running `peer serve`: one daemon per home
     HOME/peer.sock   the running daemon's local API (Unix socket, mode 0600)
     HOME/peer.wake   its doorbell: a datagram after a commit by another process (0600)
+    HOME/peer.hook   its hand-off socket: the shell hook's entries (0600; peer.handoff)
     HOME/peer.db     the record store (SQLite, WAL; SQLite keeps its WAL and shared-memory
                      index beside it, named after it)
 
@@ -93,6 +94,7 @@ FILE_NAMES = (  # every file peer keeps in a home (checked by `exposed`, tighten
     "serve.lock",
     "peer.sock",
     "peer.wake",
+    "peer.hook",
 )
 STORE_FILES = "peer.db*"  # the database and the files SQLite keeps beside it
 

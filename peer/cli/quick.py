@@ -1,10 +1,12 @@
 """`peer history add`, the shell hook's command, on a lean path: it runs after every
 command a person types, so it imports only what the write needs (no asyncio, no
-aiosqlite, no grpc) and writes through `peer.store.direct`, the record exactly as the
-full path writes it (sealed, signed, next idx, view updated). A running daemon is rung
-to publish it at once. A store that is missing or at an older schema takes the full
-path (which creates or migrates it). `tests/test_history_hook.py` checks the imports.
-"""
+aiosqlite, no grpc). With a daemon running it hands the entry over (`peer.handoff`:
+no cryptography, no sqlite3 either); otherwise, or when the daemon does not answer,
+it writes through `peer.store.direct`, the record exactly as the full path writes it
+(sealed, signed, next idx, view updated), and rings a running daemon to publish it at
+once. A store that is missing or at an older schema takes the full path (which
+creates or migrates it). `tests/test_history_hook.py` and `tests/test_handoff.py`
+check the imports."""
 
 from __future__ import annotations
 

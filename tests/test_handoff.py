@@ -1,0 +1,198 @@
+"""The shell hook's hand-off to the running daemon (`peer.handoff`, docs/apps.md).
+
+Real `peer serve` daemons (`tests.daemons`) and real `peer history add` processes.
+With a daemon, the entry reaches the log through it, and the hook's process loads
+neither cryptography nor sqlite3 nor asyncio; without one, or with one killed before
+it answered, the hook writes the entry itself and nothing is lost; a bad request is
+answered with what is wrong, and the daemon goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from peer.handoff import HANDOFF_NAME, MAX_REQUEST_BYTES, frame
+from tests.cli import ok, peer
+from tests.daemons import Daemon, Daemons, Home
+
+STEP_S = 60.0  # a bound on each wait: the tests assert outcomes, not speed
+POLL_S = 0.01
+HEAVY = ("cryptography", "sqlite3", "_sqlite3", "asyncio", "aiosqlite", "grpc")
+
+
+def serve(daemons: Daemons) -> tuple[Home, Daemon]:
+    (home,) = daemons.homes("hook")
+    (daemon,) = daemons.start(home, flags=["--no-sync"])
+    return home, daemon
+
+
+def history(home: Path) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = json.loads(ok(home, "history", "list", "--json"))
+    return entries
+
+
+def socket_of(home: Path) -> Path:
+    local = json.loads((home / "serve.json").read_text())["socket"]
+    return Path(local).parent / HANDOFF_NAME
+
+
+def ask(path: Path, raw: bytes) -> dict[str, Any]:
+    """Send `raw` as a hook would, and read the daemon's answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(STEP_S)
+        sock.connect(str(path))
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert int.from_bytes(data[:4], "big") == len(data) - 4
+    answer: dict[str, Any] = json.loads(data[4:])
+    return answer
+
+
+def test_an_entry_is_handed_off_and_listed_with_its_fields(daemons: Daemons) -> None:
+    home, _ = serve(daemons)
+    added = json.loads(
+        ok(
+            home.root, "history", "add", "--exit", "3", "--cwd", "/src", "--duration",
+            "1500000", "--session", "s1", "--json", "--", "make", "test",
+        )
+    )  # fmt: skip
+    assert (added["command"], added["exit"], added["cwd"]) == ("make test", 3, "/src")
+    assert history(home.root) == [added]  # the timestamp and id are the hook's
+    assert json.loads(ok(home.root, "verify", "--json"))["ok"] is True
+
+
+def test_the_hand_off_loads_no_cryptography_sqlite_or_asyncio(daemons: Daemons) -> None:
+    """What shows the entry went through the daemon: the direct write needs all three."""
+    home, _ = serve(daemons)
+    probe = (
+        "import sys\n"
+        "from peer.cli import main\n"
+        f"code = main(['--home', {str(home.root)!r}, 'history', 'add', '--', 'true'])\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "print('result', code, heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=STEP_S, check=False
+    )
+    assert done.stdout.splitlines()[-1] == "result 0 []", done.stderr
+    assert [e["command"] for e in history(home.root)] == ["true"]
+
+
+def test_without_a_daemon_the_hook_writes_the_entry_itself(daemons: Daemons) -> None:
+    home, daemon = serve(daemons)
+    ok(home.root, "history", "add", "--", "while", "serving")
+    daemon.stop()
+    ok(home.root, "history", "add", "--", "after", "it", "stopped")
+    (home.root / "serve.json").write_text(  # a crashed daemon's file: its pid is gone
+        json.dumps(
+            {
+                "address": "",
+                "pairing_address": "",
+                "socket": "/nowhere/peer.sock",
+                "pid": daemon.pid,
+            }
+        )
+    )
+    ok(home.root, "history", "add", "--", "after", "a", "crash")
+    commands = [e["command"] for e in history(home.root)]
+    assert commands == ["while serving", "after it stopped", "after a crash"]
+
+
+def test_a_daemon_killed_before_it_answered_loses_nothing(daemons: Daemons) -> None:
+    """The store is held locked, so the daemon cannot commit (nor answer) the entry it
+    was handed; it is killed with SIGKILL once the hook is connected; the hook writes
+    the entry itself, with its id: one entry, and the log verifies."""
+    home, daemon = serve(daemons)
+    hook_socket = str(socket_of(home.root))
+    lock = sqlite3.connect(home.root / "peer.db", timeout=STEP_S, isolation_level=None)
+    hook = None
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        hook = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "peer.cli",
+                "--home",
+                str(home.root),
+                "history",
+                "add",
+                "--json",
+                "--",
+                "echo",
+                "kept",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + STEP_S
+        while _connections(hook_socket) < 1:  # the hook has connected (and sent)
+            assert time.monotonic() < deadline, "the hook never connected"
+            assert hook.poll() is None, hook.communicate()
+            time.sleep(POLL_S)
+        daemon.kill()
+        lock.execute("ROLLBACK")
+        out, err = hook.communicate(timeout=STEP_S)
+        assert hook.returncode == 0, err
+    finally:
+        lock.close()
+        if hook is not None and hook.poll() is None:
+            hook.kill()
+            hook.wait(STEP_S)
+    added = json.loads(out)
+    assert history(home.root) == [added]
+    assert json.loads(ok(home.root, "verify", "--json"))["ok"] is True
+
+
+def _connections(path: str) -> int:
+    """Connected Unix sockets at `path` (the daemon's side of a hook's connection)."""
+    count = 0
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == path and fields[5] == "03":  # SS_CONNECTED
+            count += 1
+    return count
+
+
+def test_a_bad_request_gets_a_clear_answer_and_the_daemon_goes_on(daemons: Daemons) -> None:
+    home, daemon = serve(daemons)
+    path = socket_of(home.root)
+    too_long = (MAX_REQUEST_BYTES + 1).to_bytes(4, "big")
+    answer = ask(path, too_long)
+    assert answer == {
+        "ok": False,
+        "error": f"a request of {MAX_REQUEST_BYTES + 1:,} bytes is over the limit of "
+        f"{MAX_REQUEST_BYTES:,}",
+    }
+    assert ask(path, len(b"{nope").to_bytes(4, "big") + b"{nope")["error"].startswith(
+        "the request is not UTF-8 JSON"
+    )
+    answer = ask(path, frame({"v": 1, "id": "x", "command": "ls", "cwd": "/", "exit": "0",
+                              "duration": None, "timestamp": 1, "hostname": "h",
+                              "session": ""}))  # fmt: skip
+    assert answer == {"ok": False, "error": "the entry's 'exit' must be an integer"}
+    assert ask(path, b"\x00\x00")["error"] == "the request ended before its length said"
+    assert daemon.running()
+    ok(home.root, "history", "add", "--", "still", "served")
+    assert [e["command"] for e in history(home.root)] == ["still served"]
+
+
+def test_a_command_over_the_limit_fails_in_one_line_with_a_daemon(daemons: Daemons) -> None:
+    """The daemon refuses it; the hook then tries itself, and says why it cannot."""
+    home, daemon = serve(daemons)
+    words = ["x" * 100_000] * 3  # one argument may hold at most 128 KiB
+    run = peer(home.root, "history", "add", "--", *words)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "over the limit" in run.stderr
+    assert daemon.running() and history(home.root) == []
