@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,31 +52,37 @@ def frame(message: dict[str, Any]) -> bytes:
 
 def hand_off(path: str | Path, entry: dict[str, Any], timeout: float = HANDOFF_TIMEOUT_S) -> bool:
     """Give `entry` to the daemon listening at `path`; True once it answered that the
-    record is durable, False on anything else (the caller then writes it itself)."""
+    record is durable, False on anything else within `timeout` s in all (the caller
+    then writes it itself)."""
     import _socket  # the C module: `socket` would add selectors and enums, 5+ ms
 
     request = frame({"v": VERSION, **entry})
+    deadline = time.monotonic() + timeout
     try:
         with contextlib.closing(_socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)) as sock:
             sock.settimeout(timeout)
             sock.connect(os.fsencode(path))
             sock.sendall(request)
-            answer = _read_answer(sock)
+            answer = _read_answer(sock, deadline)
     except (OSError, ValueError):  # no daemon, refused, timed out, cut, not JSON
         return False
     return isinstance(answer, dict) and answer.get("ok") is True
 
 
-def _read_answer(sock: _socket.socket) -> object:
-    length = int.from_bytes(_read_exactly(sock, LENGTH_BYTES), "big")
+def _read_answer(sock: _socket.socket, deadline: float) -> object:
+    length = int.from_bytes(_read_exactly(sock, LENGTH_BYTES, deadline), "big")
     if length > MAX_REQUEST_BYTES:
         raise ValueError("answer too long")
-    return json.loads(_read_exactly(sock, length))
+    return json.loads(_read_exactly(sock, length, deadline))
 
 
-def _read_exactly(sock: _socket.socket, count: int) -> bytes:
+def _read_exactly(sock: _socket.socket, count: int, deadline: float) -> bytes:
     data = b""
     while len(data) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the daemon did not answer in time")
+        sock.settimeout(left)
         chunk = sock.recv(count - len(data))
         if not chunk:
             raise ValueError("the daemon closed the connection before answering")

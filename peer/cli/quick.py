@@ -198,8 +198,11 @@ def _add_here(home: Home, fields: dict[str, Any]) -> dict[str, Any] | None:
 
     identity = home.load()
     author = Author(identity.signing, require_sync_key(identity.sync, CANNOT_WRITE))
-    if add_directly(home.database, author, HistoryEntry(**fields)) is None:
+    written = add_directly(home.database, author, HistoryEntry(**fields))
+    if written is None:
         return None
+    if not written:  # the daemon wrote it: only its answer was lost
+        return fields
     serving = home.serving()  # read again: a daemon that died meanwhile is not rung
     if serving is not None and serving.socket:
         ring(doorbell_path(serving.socket))
