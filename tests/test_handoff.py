@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.handoff import HANDOFF_NAME, MAX_REQUEST_BYTES, frame
+from peer.service.handoff import MAX_CONNECTIONS
 from tests.cli import ok, peer
 from tests.daemons import Daemon, Daemons, Home
 
@@ -186,6 +187,45 @@ def test_a_bad_request_gets_a_clear_answer_and_the_daemon_goes_on(daemons: Daemo
     assert daemon.running()
     ok(home.root, "history", "add", "--", "still", "served")
     assert [e["command"] for e in history(home.root)] == ["still served"]
+
+
+def test_hooks_past_the_connection_limit_are_told_busy(daemons: Daemons) -> None:
+    """MAX_CONNECTIONS idle connections take every slot: the next is answered `busy`
+    (its hook would write the entry itself); once they go, hand-offs work again."""
+    home, daemon = serve(daemons)
+    path = socket_of(home.root)
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            idle.append(sock)
+            sock.connect(str(path))
+        answer = None
+        for _ in range(100):  # until the daemon has taken up every idle connection
+            answer = _unasked(path)
+            if answer is not None:
+                break
+        assert answer == {"ok": False, "error": "busy: too many hand-offs at once"}
+    finally:
+        for sock in idle:
+            sock.close()
+    assert daemon.running()
+    ok(home.root, "history", "add", "--", "after", "the", "crowd")
+    assert [e["command"] for e in history(home.root)] == ["after the crowd"]
+
+
+def _unasked(path: Path) -> dict[str, Any] | None:
+    """What the daemon says to a connection before it sends anything (it says nothing
+    while it has room: it waits for the request); None if nothing within 0.5 s."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        sock.connect(str(path))
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return None
+    answer: dict[str, Any] = json.loads(data[4:])
+    return answer
 
 
 def test_a_command_over_the_limit_fails_in_one_line_with_a_daemon(daemons: Daemons) -> None:
