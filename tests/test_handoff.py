@@ -10,6 +10,7 @@ answered with what is wrong, and the daemon goes on.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -17,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from peer.handoff import HANDOFF_NAME, MAX_REQUEST_BYTES, frame
 from peer.service.handoff import MAX_CONNECTIONS
@@ -111,8 +114,11 @@ def test_without_a_daemon_the_hook_writes_the_entry_itself(daemons: Daemons) -> 
 
 def test_a_daemon_killed_before_it_answered_loses_nothing(daemons: Daemons) -> None:
     """The store is held locked, so the daemon cannot commit (nor answer) the entry it
-    was handed; it is killed with SIGKILL once the hook is connected; the hook writes
-    the entry itself, with its id: one entry, and the log verifies."""
+    was handed; it is killed with SIGKILL once it has read the request (the hook waits
+    for its answer, and the daemon's side of the connection holds nothing unread); the
+    hook writes the entry itself, with its id: one entry, and the log verifies."""
+    if shutil.which("ss") is None:
+        pytest.skip("`ss` (iproute2) is needed to see that the daemon read the request")
     home, daemon = serve(daemons)
     hook_socket = str(socket_of(home.root))
     lock = sqlite3.connect(home.root / "peer.db", timeout=STEP_S, isolation_level=None)
@@ -138,8 +144,8 @@ def test_a_daemon_killed_before_it_answered_loses_nothing(daemons: Daemons) -> N
             text=True,
         )
         deadline = time.monotonic() + STEP_S
-        while _connections(hook_socket) < 1:  # the hook has connected (and sent)
-            assert time.monotonic() < deadline, "the hook never connected"
+        while not _request_read(hook.pid, hook_socket):
+            assert time.monotonic() < deadline, "the daemon never read the request"
             assert hook.poll() is None, hook.communicate()
             time.sleep(POLL_S)
         daemon.kill()
@@ -156,14 +162,20 @@ def test_a_daemon_killed_before_it_answered_loses_nothing(daemons: Daemons) -> N
     assert json.loads(ok(home.root, "verify", "--json"))["ok"] is True
 
 
-def _connections(path: str) -> int:
-    """Connected Unix sockets at `path` (the daemon's side of a hook's connection)."""
-    count = 0
-    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 8 and fields[7] == path and fields[5] == "03":  # SS_CONNECTED
-            count += 1
-    return count
+def _request_read(hook: int, path: str) -> bool:
+    """Whether the hook sent its whole request and waits for the answer (it sleeps in
+    poll(2), which it calls only then, once connected), and the daemon read it all (its
+    side of the connection holds no byte unread)."""
+    try:
+        # CPython waits for a socket with a timeout in poll(2): poll_schedule_timeout...
+        waiting = "poll" in Path(f"/proc/{hook}/wchan").read_text()
+    except OSError:
+        return False
+    shown = subprocess.run(  # Netid State Recv-Q Send-Q Local Port Peer Port
+        ["ss", "-xnH"], capture_output=True, text=True, timeout=STEP_S, check=False
+    ).stdout.splitlines()
+    unread = [int(f[2]) for f in map(str.split, shown) if f[1:2] == ["ESTAB"] and f[4] == path]
+    return waiting and unread == [0]
 
 
 def test_a_bad_request_gets_a_clear_answer_and_the_daemon_goes_on(daemons: Daemons) -> None:
