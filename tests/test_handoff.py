@@ -248,3 +248,13 @@ def test_a_command_over_the_limit_fails_in_one_line_with_a_daemon(daemons: Daemo
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "over the limit" in run.stderr
     assert daemon.running() and history(home.root) == []
+
+
+def test_a_relays_daemon_takes_no_hand_off_and_the_hook_says_why(daemons: Daemons) -> None:
+    (relay,) = daemons.homes(relays=["relay"])
+    (daemon,) = daemons.start(relay, flags=["--no-sync"])
+    assert not socket_of(relay.root).exists()
+    run = peer(relay.root, "history", "add", "--", "ls")
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "no sync key" in run.stderr
+    assert daemon.running()
