@@ -115,6 +115,10 @@ class HandoffServer:
             return {"ok": False, "error": str(exc)}
         except asyncio.IncompleteReadError:
             return {"ok": False, "error": "the request ended before its length said"}
+        except TimeoutError:  # only the read has a timeout
+            return {"ok": False, "error": f"no whole request within {READ_TIMEOUT_S:g} s"}
+        except OSError:  # the hook left: nobody to answer
+            raise
         except Exception:  # a bug: logged with its traceback, the daemon goes on
             log.exception("hand-off failed")
             return {"ok": False, "error": "the daemon failed to write it (see its log)"}
