@@ -78,18 +78,50 @@ def test_an_entry_is_handed_off_and_listed_with_its_fields(daemons: Daemons) -> 
 def test_the_hand_off_loads_no_cryptography_sqlite_or_asyncio(daemons: Daemons) -> None:
     """What shows the entry went through the daemon: the direct write needs all three."""
     home, _ = serve(daemons)
-    probe = (
-        "import sys\n"
-        "from peer.cli import main\n"
-        f"code = main(['--home', {str(home.root)!r}, 'history', 'add', '--', 'true'])\n"
-        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
-        "print('result', code, heavy)\n"
-    )
+    probe = _probe(home.root, "true")
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=STEP_S, check=False
     )
     assert done.stdout.splitlines()[-1] == "result 0 []", done.stderr
     assert [e["command"] for e in history(home.root)] == ["true"]
+
+
+def test_hooks_at_once_are_all_handed_off_once(daemons: Daemons) -> None:
+    """Eight hooks started together: each entry written once (idx 0..7), whether the
+    daemon acked it in time or the hook wrote it itself (how many: printed, since
+    that depends on the machine's load)."""
+    home, _ = serve(daemons)
+    hooks = [
+        subprocess.Popen(
+            [sys.executable, "-c", _probe(home.root, f"echo {n}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(8)
+    ]
+    handed = 0
+    for hook in hooks:
+        out, err = hook.communicate(timeout=STEP_S)
+        assert out.splitlines()[-1].startswith("result 0 "), err
+        handed += out.splitlines()[-1] == "result 0 []"
+    print(f"{handed} of 8 handed off")  # the others waited past 1 s and wrote themselves
+    commands = sorted(e["command"] for e in history(home.root))
+    assert commands == sorted(f"echo {n}" for n in range(8))
+    status = json.loads(ok(home.root, "status", "--json"))
+    assert [log["next_idx"] for log in status["logs"]] == [8]
+
+
+def _probe(home: Path, command: str) -> str:
+    """A Python program running `peer history add -- COMMAND` as the `peer` script
+    does, then printing its exit code and the heavy modules it loaded."""
+    return (
+        "import sys\n"
+        "from peer.cli import main\n"
+        f"code = main(['--home', {str(home)!r}, 'history', 'add', '--', {command!r}])\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "print('result', code, heavy)\n"
+    )
 
 
 def test_without_a_daemon_the_hook_writes_the_entry_itself(daemons: Daemons) -> None:
