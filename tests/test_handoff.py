@@ -13,6 +13,7 @@ import json
 import shutil
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -73,6 +74,9 @@ def test_an_entry_is_handed_off_and_listed_with_its_fields(daemons: Daemons) -> 
     assert (added["command"], added["exit"], added["cwd"]) == ("make test", 3, "/src")
     assert history(home.root) == [added]  # the timestamp and id are the hook's
     assert json.loads(ok(home.root, "verify", "--json"))["ok"] is True
+    path = socket_of(home.root)  # only the home's owner may connect
+    assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_the_hand_off_loads_no_cryptography_sqlite_or_asyncio(daemons: Daemons) -> None:
