@@ -18,22 +18,26 @@ import time
 from collections.abc import Awaitable, Callable
 
 from peer.addresses import is_loopback, join_host, split_address
+from peer.apps.history import TAG as HISTORY_TAG
+from peer.apps.history import encode_create
 from peer.client import ClientTls, PeerClient
 from peer.commit import GroupCommit
 from peer.config import Config
 from peer.discovery import Discovery, Found
 from peer.errors import PeerError
+from peer.handoff import handoff_path
 from peer.home import Serving
 from peer.identity import format_node_id
 from peer.mesh import Mesh
 from peer.node import Node
 from peer.peers import fetch_pinned
+from peer.service.handoff import start_handoff_server
 from peer.service.local import LocalServicer, start_local_server
 from peer.service.pairing import PairingServicer, start_pairing_server
 from peer.service.server import RunningServer, start_server
 from peer.settings import MIN_PING_INTERVAL_S, Limits
 from peer.status import DaemonStatus, Discovered, NodeStatus
-from peer.store import TrustedPeer
+from peer.store import HistoryEntry, TrustedPeer
 from peer.trust import Credentials
 from peer.watch import StoreWatcher
 
@@ -116,6 +120,9 @@ class Daemon:
             self.limits,
         )
         self._closers.append(local.stop)
+        if node.identity.sync is not None:  # a relay writes no history: its hooks fail
+            handoff = await start_handoff_server(handoff_path(local.socket), self._add_entry)
+            self._closers.append(handoff.stop)  # before the group commit closes
         node.home.record_serving(
             Serving(self.sync_address, pairing_address, str(local.socket), os.getpid())
         )
@@ -133,6 +140,12 @@ class Daemon:
         views = asyncio.create_task(self._keep_views_current(), name="views")
         self._closers.append(lambda: _cancel(views))
         return running
+
+    async def _add_entry(self, entry: HistoryEntry) -> int:
+        """A shell hook's entry (`peer.handoff`), through the programs' group commit:
+        durable, and in the view, when this returns its record's idx."""
+        (record,) = await self.commit.append(HISTORY_TAG, [encode_create(entry)])
+        return record.idx
 
     async def _keep_views_current(self) -> None:
         """Apply what arrives (synced or written) to the kv and history views soon after,

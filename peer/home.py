@@ -10,6 +10,7 @@
     HOME/serve.lock  held (flock) by the running `peer serve`: one daemon per home
     HOME/peer.sock   the running daemon's local API (Unix socket, mode 0600)
     HOME/peer.wake   its doorbell: a datagram after a commit by another process (0600)
+    HOME/peer.hook   its hand-off socket: the shell hook's entries (0600; peer.handoff)
     HOME/peer.db     the record store (SQLite, WAL; SQLite keeps its WAL and shared-memory
                      index beside it, named after it)
 
@@ -36,28 +37,16 @@ import fcntl
 import json
 import os
 import stat
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peer.errors import AlreadyInitialized, KeyFormatError, NotInitialized, UsageError
+from peer.locate import SERVE_FILE, serving_fields
 
 if TYPE_CHECKING:  # imported where used: the history search reads a home, not its keys
     from peer.crypto import SigningKey, SyncKey
-
-
-def default_home(environ: Mapping[str, str]) -> Path:
-    """`$PEER_HOME`, else the platform's per-user data directory."""
-    if environ.get("PEER_HOME"):
-        return Path(environ["PEER_HOME"])
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "peer"
-    if sys.platform == "win32" and environ.get("APPDATA"):
-        return Path(environ["APPDATA"]) / "peer"
-    data = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "peer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +94,9 @@ FILE_NAMES = (  # every file peer keeps in a home (checked by `exposed`, tighten
     "serve.lock",
     "peer.sock",
     "peer.wake",
+    "peer.hook",
 )
 STORE_FILES = "peer.db*"  # the database and the files SQLite keeps beside it
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Home:
@@ -130,7 +110,7 @@ class Home:
         self.tls_certificate = root / "tls.crt"
         self.node_file = root / "node.json"
         self.config_file = root / "config.toml"
-        self.serve_file = root / "serve.json"
+        self.serve_file = root / SERVE_FILE
         self.database = root / "peer.db"
         self.tightened: list[str] = []  # what `create` made private, for the CLI to say
 
@@ -227,17 +207,18 @@ class Home:
 
     def serving(self) -> Serving | None:
         """Where the running `peer serve` of this home listens, if one runs."""
+        fields = serving_fields(self.serve_file)
+        if fields is None:
+            return None
         try:
-            fields = json.loads(self.serve_file.read_text())
-            serving = Serving(
+            return Serving(
                 str(fields["address"]),
                 str(fields["pairing_address"]),
                 str(fields["socket"]),
                 int(fields["pid"]),
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
-        return serving if _alive(serving.pid) else None
 
     @contextlib.contextmanager
     def lock_serving(self) -> Iterator[None]:

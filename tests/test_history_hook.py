@@ -177,3 +177,20 @@ async def test_a_hook_behind_the_view_leaves_its_row_to_the_next_catch_up(home: 
         assert direct.views_behind((TAG,)) is True  # nothing applied past the gap
     listed = [e["command"] for e in ok(home, "history", "list", "--json").json()]
     assert listed == ["synced", "typed"]
+
+
+def test_an_entry_the_view_holds_already_is_not_written_again(home: Path) -> None:
+    """A hook whose hand-off lost only the daemon's answer writes the entry itself, with
+    the same id: the view holds it already, so nothing is written twice."""
+    from peer.apps.direct import add_directly
+    from peer.crypto import Author
+
+    identity = Home(home).load()
+    assert identity.sync is not None
+    author = Author(identity.signing, identity.sync)
+    entry = HistoryEntry(new_id(), "make", "/", 0, 1, 1, "here", "s")
+    assert add_directly(Home(home).database, author, entry) is True
+    assert add_directly(Home(home).database, author, entry) is False
+    status = ok(home, "status", "--json").json()
+    assert [log["next_idx"] for log in status["logs"]] == [1]
+    assert [e["id"] for e in ok(home, "history", "list", "--json").json()] == [entry.id]

@@ -39,6 +39,8 @@ LAYERS: dict[str, int] = {
     "names": 1,
     "inputs": 1,
     "doorbell": 1,
+    "handoff": 1,
+    "locate": 1,
     "commit": 2,
     # the only owners of their dependency: cryptography, then SQLite
     "crypto": 3,

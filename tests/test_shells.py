@@ -3,8 +3,9 @@
 Each test starts the shell in a private tmux server (`tmux -L`), with a temporary
 HOME (and ZDOTDIR) and peer home, so no real rc file or history is touched; types a
 command with `send-keys`, sees it recorded (exit status, directory, duration,
-session); opens ctrl-r, types, picks it with enter and sees it on the prompt line;
-and leaves a second search with esc, the line as it was. Every wait polls the screen
+session); opens ctrl-r, types, picks it with tab and sees it on the prompt line, not
+run; leaves a second search with esc, the line as it was; and picks a command with
+enter, which runs it (its output shows, and it is recorded again). Every wait polls the screen
 or the store with a deadline. `make test` installs tmux, zsh and fish (`make sysdeps`);
 a machine without one skips its tests and says which.
 """
@@ -180,7 +181,7 @@ def test_a_command_is_recorded_and_recalled_with_ctrl_r(
     terminal.wait_screen("[all hosts]")
     terminal.type("sleep 0.2")
     terminal.wait_screen("exit 3")
-    terminal.keys("Enter")
+    terminal.keys("Tab")
     terminal.wait_prompt(typed)
     assert "[all hosts]" not in terminal.screen()
     assert len(history(peer_home)) == 1  # on the line, not run
@@ -193,6 +194,34 @@ def test_a_command_is_recorded_and_recalled_with_ctrl_r(
     terminal.keys("Escape")
     terminal.wait_prompt("echo kept")
     assert "[all hosts]" not in terminal.screen()
+
+
+@pytest.mark.parametrize("terminal", ["bash", "zsh", "fish"], indirect=True)
+def test_enter_in_the_search_runs_the_command(
+    terminal: Terminal, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Enter runs the chosen command at once, as if typed: its output shows, and the
+    hook records it again."""
+    shell = request.node.callspec.params["terminal"]
+    peer_home, _ = start(terminal, shell, tmp_path)
+    typed = "printf 'ran-%s\\n' 42"  # no line `ran-42` but its output
+    terminal.type(typed)
+    terminal.keys("Enter")
+    wait_for("the entry", lambda: len(history(peer_home)) == 1, terminal.screen)
+    terminal.wait_prompt("")
+    terminal.keys("C-r")
+    terminal.wait_screen("[all hosts]")
+    terminal.type("ran-")
+    terminal.wait_screen("1 shown")
+    terminal.keys("Enter")
+    wait_for("the second run", lambda: len(history(peer_home)) == 2, terminal.screen)
+    assert [e["command"] for e in history(peer_home)] == [typed, typed]
+    wait_for("its output", lambda: _outputs(terminal, "ran-42") == 2, terminal.screen)
+    terminal.wait_prompt("")
+
+
+def _outputs(terminal: Terminal, text: str) -> int:
+    return sum(line.strip() == text for line in terminal.screen().splitlines())
 
 
 @pytest.mark.parametrize("terminal", ["bash", "zsh", "fish"], indirect=True)

@@ -43,7 +43,8 @@ from peer.client import LocalClient
 from peer.codec.local import Appended
 from peer.crypto import SyncKey, open_or_why
 from peer.errors import PeerError, UsageError
-from peer.home import Home, default_home
+from peer.home import Home
+from peer.locate import default_home
 from peer.records import LogKey, Record
 
 __all__ = ["Appended", "Connection", "Message", "Writer", "connect"]

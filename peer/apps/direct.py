@@ -15,11 +15,12 @@ from peer.store.direct import Direct
 from peer.store.views import HistoryEntry, ViewChunk
 
 
-def add_directly(database: Path, author: Author, entry: HistoryEntry) -> Record | None:
+def add_directly(database: Path, author: Author, entry: HistoryEntry) -> bool | None:
     """Append one entry as the shell hook does: through `peer.store.direct` (no asyncio,
     no aiosqlite), the view updated in the same transaction. Same record as
-    `History.add`. None if the store must be opened the full way (missing, or at an
-    older schema): the caller falls back to it."""
+    `History.add`. True: written; False: the view holds its id already (a daemon it was
+    handed to wrote it, and only its answer was lost); None if the store must be opened
+    the full way (missing, or at an older schema): the caller falls back to it."""
     plaintext = encode_create(entry)
     direct = Direct.open(database)
     if direct is None:
@@ -30,4 +31,7 @@ def add_directly(database: Path, author: Author, entry: HistoryEntry) -> Record 
         return view_chunk(log, records, [plaintext])
 
     with direct:
-        return direct.append(author, TAG, [plaintext], chunk_of)[0]
+        if direct.history_holds(entry.id):
+            return False
+        direct.append(author, TAG, [plaintext], chunk_of)
+        return True

@@ -174,7 +174,9 @@ def _value_json(value: bytes) -> dict[str, str]:
 
 async def cmd_history_add(args: argparse.Namespace) -> int:
     """The full path of `history add` (`peer.cli.quick` takes the lean one first)."""
-    entry = quick.entry_of(args)
+    from peer.store import HistoryEntry
+
+    entry = HistoryEntry(**quick.entry_of(args))
     async with open_node(args) as node:
         await node.history.add(entry)
     if args.json:

@@ -59,7 +59,8 @@ def command(commands: Any, name: str, handler: Handler, help_text: str) -> argpa
 
 
 def home_of(args: argparse.Namespace) -> Home:
-    from peer.home import Home, default_home
+    from peer.home import Home
+    from peer.locate import default_home
 
     return Home(args.home if args.home else default_home(os.environ))
 

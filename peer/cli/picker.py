@@ -5,6 +5,9 @@ from stdout (`peer shell-init` puts it on the prompt line). Each keystroke asks 
 for one screenful (`peer.store.finder`): newest first, one line per distinct command;
 ctrl-r switches what is searched (all hosts, this host, this session, this directory).
 Enter or tab: the command goes to stdout, exit 0; esc or ctrl-c: nothing, exit 1.
+With `--widget` (what the shell widgets pass), a first line says which key chose it:
+`run` (enter: the widget runs the command) or `edit` (tab: it only puts it on the
+prompt line).
 
 Lean like the shell hook: it starts on a key press, so it reads the store through
 `peer.store.direct`, and only a view that is behind (records synced since, with no
@@ -42,6 +45,7 @@ MODE_TITLES = {
     "directory": "this directory",
 }
 NOTHING_CHOSEN = 1
+Picked = tuple["HistoryEntry", bool]  # the entry chosen; whether to run it (enter)
 CHROME_ROWS = 2  # the status line and the query line
 
 
@@ -66,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--session", help="this shell session, for --mode session (default: $PEER_SESSION)"
     )
     parser.add_argument("--cwd", help="this directory, for --mode directory (default: here)")
+    parser.add_argument(
+        "--widget",
+        action="store_true",
+        help="for shell widgets: print `run` (enter) or `edit` (tab) on a line before it",
+    )
 
 
 def _parser() -> Parser:
@@ -98,7 +107,8 @@ def main(argv: Sequence[str]) -> int:
 
 async def pick(args: argparse.Namespace) -> int:
     """Open the search; print the chosen command (or entry, with --json)."""
-    from peer.home import Home, default_home
+    from peer.home import Home
+    from peer.locate import default_home
 
     home = Home(args.home if args.home else default_home(os.environ))
     direct = await _open_caught_up(home)
@@ -108,10 +118,13 @@ async def pick(args: argparse.Namespace) -> int:
             args.session if args.session is not None else os.environ.get("PEER_SESSION", ""),
             args.cwd if args.cwd is not None else _cwd(),
         )
-        search = Search(direct, here, MODES.index(args.mode))
-        chosen = await search.application(tty, args.query or "").run_async()
-    if chosen is None:
+        search = Search(direct, here, MODES.index(args.mode), args.widget)
+        picked = await search.application(tty, args.query or "").run_async()
+    if picked is None:
         return NOTHING_CHOSEN
+    chosen, run = picked
+    if args.widget:
+        print("run" if run else "edit")
     if args.json:
         import json
 
@@ -192,8 +205,9 @@ class Here:
 class Search:
     """The state of one search: the mode, the lines shown, the one selected."""
 
-    def __init__(self, direct: Direct, here: Here, mode: int = 0) -> None:
+    def __init__(self, direct: Direct, here: Here, mode: int = 0, widget: bool = False) -> None:
         self.direct = direct
+        self.widget = widget  # enter runs the command, tab puts it on the line
         self.here = here
         self.mode = mode
         self.found: list[HistoryEntry] = []
@@ -244,21 +258,17 @@ class Search:
 
     def status(self) -> str:
         title = MODE_TITLES[MODES[self.mode]]
-        return (
-            f" [{title}] {len(self.found)} shown   ctrl-r: mode   enter/tab: to the prompt"
-            "   esc: leave"
-        )
+        keys = "enter: run   tab: edit" if self.widget else "enter/tab: choose"
+        return f" [{title}] {len(self.found)} shown   ctrl-r: mode   {keys}   esc: leave"
 
-    def application(
-        self, tty: tuple[TextIO, TextIO], query: str
-    ) -> Application[HistoryEntry | None]:
+    def application(self, tty: tuple[TextIO, TextIO], query: str) -> Application[Picked | None]:
         """The full-screen application on `tty`, starting with `query` typed."""
         return build_application(self, tty, query)
 
 
 def build_application(
     search: Search, tty: tuple[TextIO, TextIO], query: str
-) -> Application[HistoryEntry | None]:
+) -> Application[Picked | None]:
     from prompt_toolkit.application import Application
     from prompt_toolkit.buffer import Buffer
     from prompt_toolkit.document import Document
@@ -288,10 +298,14 @@ def build_application(
         search.move(-1)
 
     @keys.add("enter")
-    @keys.add("tab")
-    def _choose(event: KeyPressEvent) -> None:
+    def _run(event: KeyPressEvent) -> None:
         found = search.found
-        event.app.exit(result=found[search.selected] if found else None)
+        event.app.exit(result=(found[search.selected], True) if found else None)
+
+    @keys.add("tab")
+    def _edit(event: KeyPressEvent) -> None:
+        found = search.found
+        event.app.exit(result=(found[search.selected], False) if found else None)
 
     @keys.add("escape", eager=True)
     @keys.add("c-c")
@@ -327,7 +341,7 @@ def build_application(
             "status": "reverse",
         }
     )
-    app: Application[HistoryEntry | None] = Application(
+    app: Application[Picked | None] = Application(
         layout=layout,
         key_bindings=keys,
         style=style,

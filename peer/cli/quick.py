@@ -1,10 +1,12 @@
 """`peer history add`, the shell hook's command, on a lean path: it runs after every
 command a person types, so it imports only what the write needs (no asyncio, no
-aiosqlite, no grpc) and writes through `peer.store.direct`, the record exactly as the
-full path writes it (sealed, signed, next idx, view updated). A running daemon is rung
-to publish it at once. A store that is missing or at an older schema takes the full
-path (which creates or migrates it). `tests/test_history_hook.py` checks the imports.
-"""
+aiosqlite, no grpc). With a daemon running it hands the entry over (`peer.handoff`:
+no cryptography, no sqlite3 either); otherwise, or when the daemon does not answer,
+it writes through `peer.store.direct`, the record exactly as the full path writes it
+(sealed, signed, next idx, view updated), and rings a running daemon to publish it at
+once. A store that is missing or at an older schema takes the full path (which
+creates or migrates it). `tests/test_history_hook.py` and `tests/test_handoff.py`
+check the imports."""
 
 from __future__ import annotations
 
@@ -13,13 +15,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
 
     from peer.cli.basics import Parser
-    from peer.store import HistoryEntry
+    from peer.home import Home
 
 EXIT_RANGE = (-(2**31), 2**31 - 1)  # any platform's exit status (Windows' are 32-bit)
 MAX_DURATION_NS = 10 * 365 * 86400 * 10**9  # bounded, so `now - duration` stays a time
@@ -128,22 +130,21 @@ def full_parser() -> Parser:
     return parser
 
 
-def entry_of(args: argparse.Namespace | SimpleNamespace) -> HistoryEntry:
-    """The entry `history add` records: a fresh id, started `duration` ago, here."""
-    from peer.apps.history import new_id
-    from peer.store import HistoryEntry
-
+def entry_of(args: argparse.Namespace | SimpleNamespace) -> dict[str, Any]:
+    """The entry `history add` records, as its JSON fields (`HistoryEntry.as_json`): a
+    fresh id, started `duration` ago, here. Plain data, so that handing it to the daemon
+    imports nothing of the store."""
     duration = args.duration
-    return HistoryEntry(
-        new_id(),
-        " ".join(args.command),
-        args.cwd if args.cwd is not None else _cwd(),
-        args.exit,
-        duration,
-        time.time_ns() - (duration or 0),
-        os.uname().nodename,  # socket.gethostname(), without importing socket
-        args.session,
-    )
+    return {
+        "id": os.urandom(16).hex(),  # peer.apps.history.new_id, without its imports
+        "command": " ".join(args.command),
+        "cwd": args.cwd if args.cwd is not None else _cwd(),
+        "exit": args.exit,
+        "duration": duration,
+        "timestamp": time.time_ns() - (duration or 0),
+        "hostname": os.uname().nodename,  # socket.gethostname(), without importing socket
+        "session": args.session,
+    }
 
 
 def _cwd() -> str:
@@ -170,29 +171,48 @@ def main(argv: Sequence[str]) -> int | None:
     return 0
 
 
-def _add(args: argparse.Namespace | SimpleNamespace) -> HistoryEntry | None:
+def _add(args: argparse.Namespace | SimpleNamespace) -> dict[str, Any] | None:
+    """Hand the entry to the running daemon (`peer.handoff`); with none, or when it
+    does not answer that the record is durable, write it here, with the same id."""
+    from peer.handoff import hand_off, handoff_path
+    from peer.locate import SERVE_FILE, default_home, serving_fields
+
+    root = args.home if args.home else default_home(os.environ)
+    entry = entry_of(args)
+    serving = serving_fields(root / SERVE_FILE)  # not peer.home: its imports cost
+    socket = serving.get("socket") if serving else None
+    if isinstance(socket, str) and socket and hand_off(handoff_path(socket), entry):
+        return entry
+    from peer.home import Home
+
+    return _add_here(Home(root), entry)
+
+
+def _add_here(home: Home, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """Seal, sign and write the entry in this process (`peer.store.direct`)."""
     from peer.apps.direct import add_directly
     from peer.crypto import Author
     from peer.doorbell import doorbell_path, ring
-    from peer.home import Home, default_home
     from peer.relay import CANNOT_WRITE, require_sync_key
+    from peer.store import HistoryEntry
 
-    home = Home(args.home if args.home else default_home(os.environ))
     identity = home.load()
     author = Author(identity.signing, require_sync_key(identity.sync, CANNOT_WRITE))
-    entry = entry_of(args)
-    if add_directly(home.database, author, entry) is None:
+    written = add_directly(home.database, author, HistoryEntry(**fields))
+    if written is None:
         return None
-    serving = home.serving()
+    if not written:  # the daemon wrote it: only its answer was lost
+        return fields
+    serving = home.serving()  # read again: a daemon that died meanwhile is not rung
     if serving is not None and serving.socket:
         ring(doorbell_path(serving.socket))
-    return entry
+    return fields
 
 
-def _print(entry: HistoryEntry, as_json: bool) -> None:
+def _print(entry: dict[str, Any], as_json: bool) -> None:
     if as_json:
         import json
 
-        print(json.dumps(entry.as_json(), sort_keys=True))
+        print(json.dumps(entry, sort_keys=True))
     else:
-        print(entry.id)
+        print(entry["id"])

@@ -6,7 +6,12 @@ What it sets up, and nothing else:
   duration and session, by running `peer history add` in the background (the prompt
   never waits for it; `peer.cli.quick` keeps that process short);
 - ctrl-r bound to `peer history search -i`, whose choice replaces the line being
-  edited (esc leaves the line as it was);
+  edited: enter runs it at once, tab leaves it there to edit (esc leaves the line as
+  it was). The search says which key chose (`--widget`: a first line `run` or
+  `edit`); zsh then calls `zle accept-line`, fish `commandline -f execute`, and bash,
+  whose `bind -x` functions cannot accept the line, binds ctrl-r to a macro of two
+  keys: the first runs the search, the second is bound by it, before readline reads
+  it, to `accept-line` (run) or to redrawing the line (edit);
 - with `--up-arrow`, the up arrow bound to the same search, in this session first.
 
 `PEER_SESSION` names the shell session (for the search's "this session" mode).
@@ -58,19 +63,29 @@ __peer_precmd() {
 }
 PROMPT_COMMAND="__peer_precmd${PROMPT_COMMAND:+;$PROMPT_COMMAND}"
 __peer_search() {
-  local picked
-  picked=$(command peer history search -i "$@" -- "$READLINE_LINE" </dev/tty)
-  if [[ -n $picked ]]; then
-    READLINE_LINE=$picked
-    READLINE_POINT=${#picked}
+  local picked action=edit
+  picked=$(command peer history search -i --widget "$@" -- "$READLINE_LINE" </dev/tty)
+  if [[ $picked == *$'\n'* ]]; then
+    action=${picked%%$'\n'*}
+    READLINE_LINE=${picked#*$'\n'}
+    READLINE_POINT=${#READLINE_LINE}
+  fi
+  # the macro's second key, read once this returns: run the line, or only redraw it
+  if [[ $action == run ]]; then
+    bind '"\C-x\C-p\C-a": accept-line'
+  else
+    bind '"\C-x\C-p\C-a": redraw-current-line'
   fi
 }
-bind -x '"\C-r": __peer_search'
+bind '"\C-x\C-p\C-a": redraw-current-line'
+bind -x '"\C-x\C-p\C-r": __peer_search'
+bind '"\C-r": "\C-x\C-p\C-r\C-x\C-p\C-a"'
 """
 
 _BASH_UP = r"""__peer_search_up() { __peer_search --mode session; }
-bind -x '"\e[A": __peer_search_up'
-bind -x '"\eOA": __peer_search_up'
+bind -x '"\C-x\C-p\C-u": __peer_search_up'
+bind '"\e[A": "\C-x\C-p\C-u\C-x\C-p\C-a"'
+bind '"\eOA": "\C-x\C-p\C-u\C-x\C-p\C-a"'
 """
 
 _ZSH = r"""# peer: shell history for zsh (eval "$(peer shell-init zsh)")
@@ -93,13 +108,16 @@ autoload -Uz add-zsh-hook
 add-zsh-hook preexec __peer_preexec
 add-zsh-hook precmd __peer_precmd
 __peer_search() {
-  local picked
-  picked=$(command peer history search -i "$@" -- "$BUFFER" </dev/tty)
-  if [[ -n $picked ]]; then
-    BUFFER=$picked
+  local picked action=edit
+  picked=$(command peer history search -i --widget "$@" -- "$BUFFER" </dev/tty)
+  if [[ $picked == *$'\n'* ]]; then
+    action=${picked%%$'\n'*}
+    BUFFER=${picked#*$'\n'}
     CURSOR=${#BUFFER}
   fi
   zle reset-prompt
+  [[ $action == run ]] && zle accept-line
+  return 0
 }
 __peer_search_widget() { __peer_search; }
 zle -N __peer_search_widget
@@ -124,11 +142,16 @@ function __peer_postexec --on-event fish_postexec
 end
 function __peer_search
     set -l line (commandline -b)
-    set -l picked (command peer history search -i $argv -- "$line" </dev/tty | string collect)
-    if test -n "$picked"
-        commandline -r -- $picked
+    set -l picked (command peer history search -i --widget $argv -- "$line" </dev/tty \
+        | string collect)
+    set -l parts (string split -m 1 \n -- "$picked")
+    if test (count $parts) -eq 2
+        commandline -r -- $parts[2]
     end
     commandline -f repaint
+    if test "$parts[1]" = run
+        commandline -f execute
+    end
 end
 bind \cr __peer_search
 bind -M insert \cr __peer_search 2>/dev/null

@@ -140,6 +140,16 @@ class Direct:
             ).fetchone()
         return row is not None
 
+    def history_holds(self, entry_id: str) -> bool:
+        """Whether the history view holds `entry_id`, as an entry or a deleted id."""
+        with translated("read the store"):
+            row = self._connection.execute(
+                "SELECT 1 FROM history WHERE id = ? "
+                "UNION ALL SELECT 1 FROM history_deleted WHERE id = ? LIMIT 1",
+                (entry_id, entry_id),
+            ).fetchone()
+        return row is not None
+
     def history_find(self, text: str, scope: Scope, limit: int) -> list[HistoryEntry]:
         """The interactive search, a keystroke at a time (`peer.store.finder.Finder`)."""
         from peer.store.finder import Finder
