@@ -51,10 +51,11 @@ def from_row(row: Sequence[object]) -> Record:
 
 def append_rows(
     db: sqlite3.Connection, author: Author, log: LogKey, plaintexts: Sequence[bytes]
-) -> tuple[list[Record], int]:
+) -> tuple[list[Record], int, int]:
     """Inside a write transaction: seal, chain and write records continuing `log`
-    (the author's own), and raise the clock floor; returns them and the new floor.
-    Synchronous, so that a whole append is one trip to SQLite's thread."""
+    (the author's own), and raise the clock floor; returns them, the new floor and
+    the arrival number (seq) of the last (theirs are consecutive: the transaction
+    holds the write lock). Synchronous: a whole append is one trip to SQLite's thread."""
     row = db.execute(HEAD_OF, (log.host, log.tag)).fetchone()
     head, frozen = (Head(0), False) if row is None else (Head(row[0], row[1]), bool(row[2]))
     if frozen:
@@ -71,7 +72,8 @@ def append_rows(
     db.execute(RAISE_CLOCK_FLOOR, (floor,))
     records = author.write(log.tag, head, stamps, plaintexts)
     db.executemany(INSERT_RECORD, [to_row(r) for r in records])
+    last_seq = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
     from peer.crypto import record_hash  # here: the shell hook imports rows, and starts fast
 
     db.execute(UPSERT_HEAD, (log.host, log.tag, records[-1].idx + 1, record_hash(records[-1])))
-    return records, floor
+    return records, floor, last_seq
