@@ -3,7 +3,9 @@
 The feed reads what arrived (by the store's arrival number) and hands it to every
 subscriber's bounded queue, whenever the store's watcher (`peer.watch`) says something
 was committed: at once for a commit by this process or by another that rings the
-daemon's doorbell (the CLI writing to the same store), else within its poll. A
+daemon's doorbell (the CLI writing to the same store), else within its poll. What
+this process appends itself is handed to the feed as written (`Store.on_append`) and
+published without being read back, when it comes next in arrival order. A
 subscriber that falls a whole queue behind is cut off instead of growing memory: it
 reconnects and catches up from the store.
 """
