@@ -17,6 +17,11 @@ socket. Items are PAYLOAD_BYTES bytes, each one record. It times:
 5. streaming: one producer through `node.writer(tag)`, `--stream` records, to the last
    acknowledgement (`flush`).
 
+Beside the daemon, a bare grpc.aio server (a child process answering one unary call
+with its request, nothing else) on a Unix socket in the same directory is called
+`--serial` times one at a time: the round trip alone, the floor under "one at a time"
+(no append can be answered faster than a call that does nothing).
+
 Then the daemon is stopped, the streamed records are read back from its store, and
 `Store.insert_batch` of them into a fresh store is timed: the store's own rate of
 verifying and writing the same records, the yardstick every row is divided by. The
@@ -45,6 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_store import INSERT_BATCH, log, positive, signed_batches
+from grpc import aio
 
 from peer import api
 from peer.home import Home
@@ -153,8 +159,60 @@ async def streamed(node: api.Connection, total: int) -> int:
     return 0 if writer.durable == total else total - writer.durable
 
 
+ECHO = "/bench.Echo/Echo"
+
+
+async def echo_server(path: str) -> None:
+    """A grpc.aio server that answers each call with its request (`--echo PATH`)."""
+    import grpc
+
+    async def echo(request: bytes, context: object) -> bytes:
+        return request
+
+    server = aio.server()
+    service, method = ECHO.strip("/").split("/")
+    handler = grpc.method_handlers_generic_handler(
+        service, {method: grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
+async def round_trips(path: Path, count: int) -> int:
+    """`count` calls of the echo server, each awaited before the next."""
+    async with aio.insecure_channel(f"unix:{path}") as channel:
+        call = channel.unary_unary(ECHO)
+        for _ in range(count):
+            await call(b"x" * PAYLOAD_BYTES)
+    return 0
+
+
+async def round_trip_floor(tmp: Path, count: int) -> Row:
+    path = tmp / "echo.sock"
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--echo", str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        if not server.stdout.readline():
+            raise RuntimeError("the echo server did not start")
+        await round_trips(path, 100)  # the connection and its first calls
+        return await timed(
+            "grpc round trip alone (floor)", count, 0.0, lambda: round_trips(path, count)
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
 async def measure(home: Path, args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
+    rows.append(await round_trip_floor(home.parent, args.serial))
     async with await api.connect(home) as node:
         await node.append("warm-up", item(0))
         rows.append(
@@ -267,10 +325,11 @@ def table(rows: Sequence[Row], raw: Row) -> str:
         f"{'':<4}  x store insert",
     ]
     for row in rows:
-        verdict = "ok" if row.ok else "MISS"
+        verdict = "" if not row.target else "ok" if row.ok else "MISS"
+        target = f"{row.target:,.0f}" if row.target else ""
         failed = f" ({row.failures} failed)" if row.failures else ""
         lines.append(
-            f"{row.what:<36} {row.records:>8,} {row.rate:>10,.0f} {row.target:>9,.0f}  "
+            f"{row.what:<36} {row.records:>8,} {row.rate:>10,.0f} {target:>9}  "
             f"{verdict:<4}  {row.rate / raw.rate:.2f}{failed}"
         )
     lines.append(f"{raw.what:<36} {raw.records:>8,} {raw.rate:>10,.0f} {'':>9}  {'':<4}  1.00")
@@ -302,7 +361,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--stream", type=positive, default=200_000, help="records streamed")
     parser.add_argument("--runs", type=positive, default=3, help="medians over this many runs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--echo", metavar="PATH", help=argparse.SUPPRESS)  # the floor's server
     args = parser.parse_args(argv)
+    if args.echo:
+        asyncio.run(echo_server(args.echo))
+        return
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     rows, raw = bench(args)
     result = as_json(rows, raw)

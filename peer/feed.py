@@ -3,7 +3,9 @@
 The feed reads what arrived (by the store's arrival number) and hands it to every
 subscriber's bounded queue, whenever the store's watcher (`peer.watch`) says something
 was committed: at once for a commit by this process or by another that rings the
-daemon's doorbell (the CLI writing to the same store), else within its poll. A
+daemon's doorbell (the CLI writing to the same store), else within its poll. What
+this process appends itself is handed to the feed as written (`Store.on_append`) and
+published without being read back, when it comes next in arrival order. A
 subscriber that falls a whole queue behind is cut off instead of growing memory: it
 reconnects and catches up from the store.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
 from dataclasses import dataclass
 
 from peer.records import LogKey, Record, group_by_log
@@ -20,6 +23,7 @@ from peer.watch import StoreWatcher, Watch
 
 DEFAULT_QUEUE_BATCHES = 64
 SCAN_LIMIT = 2000
+HANDED_RECORDS = 100_000  # most records of the daemon's own appends kept for the feed
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,12 +80,16 @@ class Feed:
         self.cursor = 0
         self._subscribers: set[Subscriber] = set()
         self._watch: Watch | None = None
+        self._handed: deque[tuple[int, list[Record]]] = deque()  # (first seq, records)
+        self._handed_records = 0
+        self._stop_handing = store.on_append(self._appended)
 
     async def start(self) -> None:
         self.cursor = await self.store.last_seq()
         self._watch = self.watcher.watch("live feed", self._publish_new, local=True, at_once=True)
 
     async def close(self) -> None:
+        self._stop_handing()
         if self._watch is not None:
             await self._watch.close()
 
@@ -93,14 +101,51 @@ class Feed:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
+    def _appended(self, first_seq: int, records: list[Record]) -> None:
+        """This process appended `records` at arrival numbers `first_seq` on: keep
+        them, so that publishing them needs no read of what was just written. Past
+        HANDED_RECORDS (the feed is behind), drop them: the store still has them."""
+        if self._handed_records + len(records) > HANDED_RECORDS:
+            self._handed.clear()
+            self._handed_records = 0
+            return
+        self._handed.append((first_seq, records))
+        self._handed_records += len(records)
+
+    def _take_handed(self) -> list[Record] | None:
+        """Up to SCAN_LIMIT records handed by this process's appends that come right
+        after the cursor; None when the next record is not among them (read it)."""
+        while self._handed:
+            first, records = self._handed[0]
+            start = self.cursor + 1 - first  # how many of them were published already
+            if start >= len(records):
+                self._handed.popleft()
+                self._handed_records -= len(records)
+                continue
+            if start < 0:  # another writer's records come first: read the store
+                return None
+            taken = records[start : start + SCAN_LIMIT]
+            self.cursor += len(taken)
+            return taken
+        return None
+
     async def _publish_new(self) -> None:
+        """Publish what arrived past the cursor, in arrival order: this process's own
+        appends as handed over, anything else (received, another process's) as read."""
         while True:
+            records = self._take_handed()
+            if records is not None:
+                self._publish(records)
+                continue
             rows = await self.store.scan(after=self.cursor, limit=SCAN_LIMIT)
             if not rows:
                 return
             self.cursor = rows[-1][0]
-            read = Read([record for _, record in rows])
-            for subscriber in list(self._subscribers):
-                subscriber.offer(read)
+            self._publish([record for _, record in rows])
             if len(rows) < SCAN_LIMIT:
                 return
+
+    def _publish(self, records: list[Record]) -> None:
+        read = Read(records)
+        for subscriber in list(self._subscribers):
+            subscriber.offer(read)

@@ -12,7 +12,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -363,6 +363,34 @@ def uuid7(unix_ms: int, random_bytes: bytes) -> bytes:
             r[3:],
         )
     )
+
+
+def metadata_encoder(host: bytes, tag: str, version: str) -> Callable[[bytes, int, int], bytes]:
+    """`metadata_of` for many records of one log, its constant parts encoded once:
+    `encode(record_id, idx, timestamp)` (a writer runs it for every record)."""
+    tag_bytes, version_bytes = tag.encode(), version.encode()
+    before = host + bytes((len(tag_bytes),)) + tag_bytes
+    after = bytes((len(version_bytes),)) + version_bytes
+    pack, join = _U64X2.pack, b"".join
+
+    def encode(record_id: bytes, idx: int, timestamp: int) -> bytes:
+        return join((record_id, before, pack(idx, timestamp), after))
+
+    return encode
+
+
+def new_record_ids(randomness: bytes, stride: int, count: int) -> list[bytes]:
+    """`count` fresh UUIDv7s, the random bits of the n-th from `randomness[n * stride:]`
+    (a writer draws all of its randomness in one system call)."""
+    ids: list[bytes] = []
+    join = b"".join
+    for n in range(count):
+        r = randomness[n * stride : n * stride + 10]
+        unix_ms = (time.time_ns() // 1_000_000) & (2**48 - 1)
+        ids.append(
+            join((unix_ms.to_bytes(6, "big"), _VERSION_7[r[0]], r[1:2], _VARIANT_10[r[2]], r[3:]))
+        )
+    return ids
 
 
 def new_record_id(random_bytes: bytes | None = None) -> bytes:

@@ -34,7 +34,7 @@ from peer.errors import (
 from peer.feed import Feed
 from peer.home import Home
 from peer.node import Node
-from peer.records import LogKey
+from peer.records import LogKey, Record
 from peer.service.local import LocalServer, LocalServicer, start_local_server
 from peer.store import Faults, Store
 from peer.v1 import local_pb2, local_pb2_grpc, sync_pb2, sync_pb2_grpc
@@ -140,7 +140,7 @@ async def test_a_group_that_fails_otherwise_fails_whole_and_is_not_written_again
     try:
         commit = GroupCommit(node.append)
         futures = [commit.submit("notes", [f"n{n}".encode()]) for n in range(3)]
-        faults.arm(7)  # BEGIN, head, clock, clock floor, records, head, COMMIT
+        faults.arm(8)  # BEGIN, head, clock, clock floor, records, their seq, head, COMMIT
         done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), STEP_S)
         faults.disarm()
         assert all(isinstance(result, StoreError) for result in done), done
@@ -409,3 +409,39 @@ async def test_a_message_waiting_for_room_when_the_stream_fails_is_not_written(
         await client.close()
     assert [(a.seq, a.first_idx, a.count) for a in acks] == [(0, 0, 5)]
     assert [e.data for e in await small_queue.node.tail("log")] == [b"a%d" % n for n in range(5)]
+
+
+async def test_the_feed_publishes_its_own_appends_in_arrival_order_among_others(
+    tmp_path: Path,
+) -> None:
+    """The daemon hands the records it appends to its feed instead of reading them
+    back; what other writers stored in between (another process's append, a received
+    batch) still comes first, in arrival order, each record once."""
+    node = await Node.init(Home(tmp_path / "home"))
+    other = await Node.init(Home(tmp_path / "other"))
+    beside = await Store.open(node.home.database)  # another process's connection
+    feed = Feed(node.store)  # not started: it publishes when told to, below
+    subscriber = feed.subscribe()
+    try:
+        await node.append("mine", [b"m0", b"m1"])
+        await beside.append(node.author, "beside", [b"b0"])  # not seen by this store
+        await node.append("mine", [b"m2"])  # handed over, but after b0 in arrival order
+        received = await other.append("theirs", [b"t0", b"t1"])
+        keys = {other.identity.host: other.identity.signing.public_key}
+        await node.store.insert_batch(received, keys=keys)
+        await node.append("mine", [f"m{n}".encode() for n in range(3, 2_500)])  # > a read
+        await feed._publish_new()  # what its watch does after a commit, all at once here
+        stored = [record for _, record in await node.store.scan(limit=10_000)]
+        published: list[Record] = []
+        while not subscriber.queue.empty():
+            read = subscriber.queue.get_nowait()
+            assert read is not None
+            published.extend(read.records)
+        assert [(r.tag, r.idx) for r in published] == [(r.tag, r.idx) for r in stored]
+        assert published == stored
+        assert [r.tag for r in stored[:6]] == ["mine", "mine", "beside", "mine", "theirs", "theirs"]
+    finally:
+        await feed.close()
+        await beside.close()
+        await other.close()
+        await node.close()

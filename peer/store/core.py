@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,7 @@ from peer.store.rows import (
     RAISE_CLOCK_FLOOR,
     RECORD_COLUMNS,
     UPSERT_HEAD,
+    append_rows,
     from_row,
     to_row,
 )
@@ -95,6 +97,7 @@ class Store:
         self.path = database.path
         self.max_ahead_ns = max_ahead_ns
         self._listeners: list[Callable[[], None]] = []
+        self._append_listeners: list[Callable[[int, list[Record]], None]] = []
         self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
         self._floor_seen = 0  # a clock floor this store has read or written (it only rises)
         self.peers = TrustList(database)
@@ -132,6 +135,13 @@ class Store:
         """Call `listener` after every commit that adds records; returns an unsubscriber."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def on_append(self, listener: Callable[[int, list[Record]], None]) -> Callable[[], None]:
+        """Call `listener(first_seq, records)` after each local append commits (before
+        the `on_change` listeners), with the records as written and the arrival number
+        of the first (the others follow it); returns an unsubscriber."""
+        self._append_listeners.append(listener)
+        return lambda: self._append_listeners.remove(listener)
 
     def _changed(self) -> None:
         for listener in list(self._listeners):
@@ -183,12 +193,13 @@ class Store:
         if not plaintexts:
             return []
         log = LogKey(author.host, tag)
-        async with self._write():
-            head = await self._head_for_append(log, len(plaintexts))
-            timestamps = await self._issue_timestamps(len(plaintexts))
-            records = author.write(tag, head, timestamps, plaintexts)
-            await self._db.executemany(INSERT_RECORD, [to_row(r) for r in records])
-            await self._set_head(log, Head(records[-1].idx + 1, record_hash(records[-1])))
+        if log.host not in await self.host_keys([log.host]):
+            raise UnknownHost(f"host {log.host.hex()} is not registered in this store")
+        work = partial(append_rows, author=author, log=log, plaintexts=plaintexts)
+        records, floor, last_seq = await self._database.transaction(work)
+        self._floor_seen = max(self._floor_seen, floor)
+        for appended in list(self._append_listeners):
+            appended(last_seq - len(records) + 1, records)
         self._changed()
         return records
 
@@ -210,26 +221,6 @@ class Store:
         if batch:
             records = await self.append(author, tag, batch)
             yield records[0].idx, records[-1].idx
-
-    async def _head_for_append(self, log: LogKey, count: int) -> Head:
-        head, frozen = await self._read_head(log)
-        if frozen:
-            raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
-        if head.next_idx + count - 1 > MAX_IDX:
-            raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
-        if log.host not in await self.host_keys([log.host]):
-            raise UnknownHost(f"host {log.host.hex()} is not registered in this store")
-        return head
-
-    async def _issue_timestamps(self, count: int) -> list[int]:
-        floor = await self._clock_floor()
-        wall = clock.wall_clock_ns()
-        stamps: list[int] = []
-        for _ in range(count):
-            floor = clock.tick(floor, wall)
-            stamps.append(floor)
-        await self._set_clock_floor(floor)
-        return stamps
 
     # -- records from elsewhere -------------------------------------------------
 

@@ -17,17 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peer import clock
-from peer.errors import InvalidRecord, LogFrozen
-from peer.records import MAX_IDX, Head, LogKey, Record, check_tag
-from peer.store.rows import (
-    CLOCK_FLOOR,
-    HEAD_OF,
-    INSERT_RECORD,
-    RAISE_CLOCK_FLOOR,
-    UPSERT_HEAD,
-    to_row,
-)
+from peer.records import LogKey, Record, check_tag
+from peer.store.rows import append_rows
 from peer.store.schema import LATEST_VERSION
 from peer.store.sqlite import BUSY_TIMEOUT_MS, translated
 from peer.store.views import CURSOR_OF, HistoryEntry, ViewChunk, apply_statements
@@ -90,12 +81,7 @@ class Direct:
                     "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)",
                     (author.host, author.signing.public_key),
                 )
-                head = self._head_for_append(log, len(plaintexts))
-                stamps = self._issue_timestamps(len(plaintexts))
-                records = author.write(tag, head, stamps, plaintexts)
-                db.executemany(INSERT_RECORD, [to_row(r) for r in records])
-                last = records[-1]
-                db.execute(UPSERT_HEAD, (log.host, log.tag, last.idx + 1, _hash(records)))
+                records, _, _ = append_rows(db, author, log, plaintexts)
                 row = db.execute(CURSOR_OF, (log.host, log.tag)).fetchone()
                 if (row[0] if row else 0) == records[0].idx:  # the view had caught up
                     for sql, params in apply_statements(chunk_of(records)):
@@ -105,26 +91,6 @@ class Direct:
                 db.execute("ROLLBACK")
                 raise
         return records
-
-    def _head_for_append(self, log: LogKey, count: int) -> Head:
-        row = self._connection.execute(HEAD_OF, (log.host, log.tag)).fetchone()
-        head, frozen = (Head(0), False) if row is None else (Head(row[0], row[1]), bool(row[2]))
-        if frozen:
-            raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
-        if head.next_idx + count - 1 > MAX_IDX:
-            raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
-        return head
-
-    def _issue_timestamps(self, count: int) -> list[int]:
-        row = self._connection.execute(CLOCK_FLOOR).fetchone()
-        floor = int(row[0]) if row and row[0] is not None else 0
-        wall = clock.wall_clock_ns()
-        stamps: list[int] = []
-        for _ in range(count):
-            floor = clock.tick(floor, wall)
-            stamps.append(floor)
-        self._connection.execute(RAISE_CLOCK_FLOOR, (floor,))
-        return stamps
 
     # -- reads ------------------------------------------------------------------
 
@@ -159,9 +125,3 @@ class Direct:
                 self._connection.execute(f"PRAGMA cache_size = -{SEARCH_CACHE_KIB}")
                 self._finder = Finder(self._connection)
             return self._finder.find(text, scope, limit)
-
-
-def _hash(records: Sequence[Record]) -> bytes:
-    from peer.crypto import record_hash
-
-    return record_hash(records[-1])

@@ -3,9 +3,16 @@ statements of a local append, shared by `core` (async) and `direct` (the shell h
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from peer.records import Record
+from peer import clock
+from peer.errors import InvalidRecord, LogFrozen
+from peer.records import MAX_IDX, Head, LogKey, Record
+
+if TYPE_CHECKING:
+    from peer.crypto import Author
 
 RECORD_COLUMNS = "host, tag, idx, id, timestamp, version, payload, wrapped_key, prev, sig"
 INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -40,3 +47,33 @@ def to_row(record: Record) -> tuple[object, ...]:
 def from_row(row: Sequence[object]) -> Record:
     host, tag, idx, rid, timestamp, version, payload, wrapped_key, prev, sig = row
     return Record(rid, host, tag, idx, timestamp, version, payload, wrapped_key, prev, sig)  # type: ignore[arg-type]
+
+
+def append_rows(
+    db: sqlite3.Connection, author: Author, log: LogKey, plaintexts: Sequence[bytes]
+) -> tuple[list[Record], int, int]:
+    """Inside a write transaction: seal, chain and write records continuing `log`
+    (the author's own), and raise the clock floor; returns them, the new floor and
+    the arrival number (seq) of the last (theirs are consecutive: the transaction
+    holds the write lock). Synchronous: a whole append is one trip to SQLite's thread."""
+    row = db.execute(HEAD_OF, (log.host, log.tag)).fetchone()
+    head, frozen = (Head(0), False) if row is None else (Head(row[0], row[1]), bool(row[2]))
+    if frozen:
+        raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
+    if head.next_idx + len(plaintexts) - 1 > MAX_IDX:
+        raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
+    row = db.execute(CLOCK_FLOOR).fetchone()
+    floor = int(row[0]) if row and row[0] is not None else 0
+    wall = clock.wall_clock_ns()
+    stamps: list[int] = []
+    for _ in plaintexts:
+        floor = clock.tick(floor, wall)
+        stamps.append(floor)
+    db.execute(RAISE_CLOCK_FLOOR, (floor,))
+    records = author.write(log.tag, head, stamps, plaintexts)
+    db.executemany(INSERT_RECORD, [to_row(r) for r in records])
+    last_seq = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+    from peer.crypto import record_hash  # here: the shell hook imports rows, and starts fast
+
+    db.execute(UPSERT_HEAD, (log.host, log.tag, records[-1].idx + 1, record_hash(records[-1])))
+    return records, floor, last_seq

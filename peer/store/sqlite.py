@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:  # imported when a store is opened (the shell hook never opens one)
     import aiosqlite
@@ -26,6 +27,7 @@ from peer.errors import SchemaTooNew, StoreError, StoreFull
 from peer.store.schema import LATEST_VERSION, MIGRATIONS
 
 BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
 
 
 class Database:
@@ -40,6 +42,8 @@ class Database:
     ):
         self.path = path
         self.writer = writer if faults is None else cast(Any, _Faulty(writer, faults))
+        self._writer = writer
+        self._faults = faults
         self.reader = reader
         import asyncio  # here: a process that only uses `peer.store.direct` never needs it
 
@@ -113,6 +117,21 @@ class Database:
                     await asyncio.shield(self.writer.rollback())
                     raise
 
+    async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` inside one write transaction, all of it in one trip to the writer's
+        thread (BEGIN IMMEDIATE, `work`'s statements, COMMIT; ROLLBACK if it raises).
+        A small append pays ~0.1 ms per trip, and took seven. Cancelling the caller
+        does not stop the transaction: it commits or rolls back whole in the thread."""
+        async with self._lock:
+            with translated("write to the store"):
+                # aiosqlite has no public way to run a function on its thread
+                run = cast(Any, self._writer)._execute
+                return cast(T, await run(partial(_transact, self._writer_sqlite(), work)))
+
+    def _writer_sqlite(self) -> sqlite3.Connection:
+        raw = cast(sqlite3.Connection, cast(Any, self._writer)._conn)
+        return raw if self._faults is None else cast(Any, _FaultySync(raw, self._faults))
+
     async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """All rows of a query on the reader (committed state only)."""
         with translated("read the store"):  # one trip to the reader's thread, not three
@@ -121,6 +140,18 @@ class Database:
     async def read_scalar(self, sql: str, params: Sequence[object] = ()) -> int:
         rows = await self.fetch(sql, params)
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+def _transact(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """On the writer's thread: `work` in one BEGIN IMMEDIATE transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return result
 
 
 def _create_private(path: Path) -> None:
@@ -218,3 +249,27 @@ class _Faulty:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
+
+
+class _FaultySync:
+    """The writer's sqlite3 connection, for `Database.transaction`, with `Faults`
+    consulted before each statement (as `_Faulty` does for the async connection)."""
+
+    def __init__(self, connection: sqlite3.Connection, faults: Faults) -> None:
+        self._connection = connection
+        self._faults = faults
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        self._faults.tick()
+        return self._connection.execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any) -> sqlite3.Cursor:
+        self._faults.tick()
+        return self._connection.executemany(sql, parameters)
+
+    def commit(self) -> None:
+        self._faults.tick()
+        self._connection.commit()
+
+    def rollback(self) -> None:
+        self._connection.rollback()
