@@ -124,13 +124,29 @@ class SyncSession:
         inbound = Inbound(self.store, self.index.keys)
         try:
             for start in range(0, len(self.pulls), MAX_RANGES_PER_PULL):  # requests ≤ 4 MiB
-                ranges = self.pulls[start : start + MAX_RANGES_PER_PULL]
+                ranges = await self._still_missing(self.pulls[start : start + MAX_RANGES_PER_PULL])
+                if not ranges:
+                    continue
                 async for records, keys in self.remote.pull(ranges, self.batch):
                     self._pulled(await inbound.take(records, keys))
             self._pulled(await inbound.flush())
         finally:
             await inbound.close()
             self.summary.duplicates += inbound.duplicates
+
+    async def _still_missing(self, ranges: list[Range]) -> list[Range]:
+        """`ranges` less what arrived since the plan (the peer's own push, say, while
+        both start a round at once): asked just before each pull request, so a record
+        the peer already sent us does not cross again. A fork proof is always asked."""
+        index = await self.store.index()
+        trimmed = []
+        for r in ranges:
+            held = index[r.log].next_idx if r.log in index else 0
+            if r.log in self.summary.diverged or held <= r.start:
+                trimmed.append(r)
+            elif held < r.end:
+                trimmed.append(Range(r.host, r.tag, held, r.end))
+        return trimmed
 
     async def push(self, stop: Callable[[], bool] | None = None) -> None:
         """Send what the peer lacks. `stop`, asked before each batch, ends the push

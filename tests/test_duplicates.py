@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from peer.crypto import Author, record_hash
 from peer.errors import ForgeryError, ForkDetected, GapError, LogFrozen
 from peer.inbound import Inbound
-from peer.records import Head, LogKey, Record
+from peer.records import Head, LogKey, Range, Record
+from peer.remote import Batch
 from peer.status import LinkState
 from peer.store import Faults, InsertResult, Store
 from peer.store.known import held_count, same_as_held
@@ -194,14 +195,36 @@ async def test_a_pull_counts_what_arrived_held_already(nodes: Nodes) -> None:
     records = await a.append_each("t", 10)
     async with a.client() as peer:
         session = await SyncSession.open(b.store, peer)
-        # Meanwhile the live stream of another peer brought 6 of them.
-        await b.store.insert_batch(records[:6], keys_of(a.author))
+        original = peer.pull
+
+        async def pull(ranges: list[Range], batch: int) -> AsyncIterator[Batch]:
+            # The request is out; meanwhile the live stream of another peer brings 6.
+            await b.store.insert_batch(records[:6], keys_of(a.author))
+            async for item in original(ranges, batch):
+                yield item
+
+        peer.pull = pull  # type: ignore[method-assign]
         await session.pull()
     summary = session.summary
     assert (summary.pulled, summary.duplicates) == (10, 6)
     link = LinkState(b"a" * 32)
     link.took(summary.pulled, summary.duplicates)  # what Link._round counts
     assert (link.received, link.duplicates) == (10, 6)
+    await assert_converged(a.store, b.store)
+
+
+async def test_a_pull_does_not_ask_for_what_arrived_since_the_plan(nodes: Nodes) -> None:
+    """Two nodes starting a round at once: the peer's push lands between our plan and
+    our pull request; the request asks only for the rest, so nothing crosses twice."""
+    a = await nodes.node("a")
+    b = await nodes.node("b", serve=False)
+    records = await a.append_each("t", 10)
+    async with a.client() as peer:
+        session = await SyncSession.open(b.store, peer)
+        await b.store.insert_batch(records[:6], keys_of(a.author))  # a's push, meanwhile
+        await session.pull()
+        await session.check_served()
+    assert (session.summary.pulled, session.summary.duplicates) == (4, 0)
     await assert_converged(a.store, b.store)
 
 

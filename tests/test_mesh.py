@@ -77,8 +77,9 @@ async def test_two_daemons_starting_together_move_each_record_about_once(
     daemons: Daemons,
 ) -> None:
     """Both links run a round at start: b pulls a's records while a would push the same.
-    A round leaves its push to a peer that pulls from us by itself, so each record
-    crosses about once (a batch or two may race), not twice."""
+    A round leaves its push to a peer that pulls from us by itself, and a pull asks only
+    for what has not arrived since its plan, so each record crosses about once (the few
+    batches in flight when the pull arrives may race), not twice."""
     a, b = daemons.homes("a", "b")
     mesh([a, b])
     count = 20_000
@@ -94,7 +95,7 @@ async def test_two_daemons_starting_together_move_each_record_about_once(
     moved = links["a"]["pushed"] + links["b"]["pulled"]
     left = links["a"]["pushes_left_to_peer"]
     print(f"{count} records converged in {took:.2f} s; crossed {moved} times; a left {left}")
-    assert count <= moved <= count + 3 * 1000  # without the rule: about 2 x count
+    assert count <= moved <= count + 4 * 1000  # without the rule: about 2 x count
     assert links["b"]["pushed"] == 0 and links["a"]["pulled"] == 0
 
 

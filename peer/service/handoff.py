@@ -34,32 +34,28 @@ _OPTIONAL = ("exit", "duration")
 AddFn = Callable[[HistoryEntry], Awaitable[int]]  # the entry written; its record's idx
 
 
-class BadRequest(UsageError):
-    """A hand-off request that does not follow the protocol (`peer.handoff`)."""
-
-
 def entry_of(body: bytes) -> HistoryEntry:
-    """The entry a request carries; BadRequest saying what is wrong otherwise."""
+    """The entry a request carries; UsageError saying what is wrong otherwise."""
     try:
         fields = json.loads(body)
     except ValueError as exc:
-        raise BadRequest(f"the request is not UTF-8 JSON: {exc}") from exc
+        raise UsageError(f"the request is not UTF-8 JSON: {exc}") from exc
     if not isinstance(fields, dict):
-        raise BadRequest("the request is not a JSON object")
+        raise UsageError("the request is not a JSON object")
     if fields.get("v") != VERSION:
-        raise BadRequest(f"unknown hand-off version {fields.get('v')!r} (this daemon: {VERSION})")
+        raise UsageError(f"unknown hand-off version {fields.get('v')!r} (this daemon: {VERSION})")
     for name in _TEXT:
         if not isinstance(fields.get(name), str):
-            raise BadRequest(f"the entry's {name!r} must be a string")
+            raise UsageError(f"the entry's {name!r} must be a string")
     for name in (*_OPTIONAL, "timestamp"):
         value = fields.get(name)
         optional = name in _OPTIONAL
         if not (optional and value is None) and not _is_int(value):
-            raise BadRequest(f"the entry's {name!r} must be an integer")
+            raise UsageError(f"the entry's {name!r} must be an integer")
     if fields["exit"] is not None and not EXIT_RANGE[0] <= fields["exit"] <= EXIT_RANGE[1]:
-        raise BadRequest("the entry's 'exit' is out of range")
+        raise UsageError("the entry's 'exit' is out of range")
     if (fields["duration"] or 0) < 0 or fields["timestamp"] < 0:
-        raise BadRequest("the entry's 'duration' and 'timestamp' must not be negative")
+        raise UsageError("the entry's 'duration' and 'timestamp' must not be negative")
     names = (*_TEXT, *_OPTIONAL, "timestamp")
     return HistoryEntry(**{name: fields[name] for name in names})
 
@@ -128,7 +124,7 @@ class HandoffServer:
 async def _read_request(reader: asyncio.StreamReader) -> bytes:
     length = int.from_bytes(await reader.readexactly(LENGTH_BYTES), "big")
     if length > MAX_REQUEST_BYTES:
-        raise BadRequest(
+        raise UsageError(
             f"a request of {length:,} bytes is over the limit of {MAX_REQUEST_BYTES:,}"
         )
     return await reader.readexactly(length)

@@ -32,6 +32,8 @@ REVIEWED = {
     ("home.py", "lock_serving"): "serve.json of the stopping daemon",
     ("home.py", "write_private"): "a temp file renamed over a private file",
     ("service/local.py", "stop"): "the daemon's API socket and its private dir",
+    ("service/handoff.py", "stop"): "the daemon's shell hand-off socket",
+    ("service/handoff.py", "start_handoff_server"): "a stale hand-off socket of a crashed daemon",
     ("service/local.py", "start_local_server"): "a stale socket of a crashed daemon",
     ("watch.py", "open"): "a stale doorbell socket of a crashed daemon",
     ("watch.py", "close"): "the daemon's doorbell socket",
