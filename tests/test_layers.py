@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     # the only owners of their dependency: cryptography, then SQLite
     "crypto": 3,
     "store": 4,
+    "roster": 4,
     # what sits on one store and its keys
     "home": 5,
     "trust": 5,
