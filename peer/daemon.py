@@ -13,10 +13,12 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
 
+from peer import devices
 from peer.addresses import is_loopback, join_host, split_address
 from peer.client import ClientTls, PeerClient
 from peer.codec.local import Appended
@@ -28,6 +30,7 @@ from peer.identity import format_node_id
 from peer.mesh import Mesh
 from peer.node import Node
 from peer.peers import fetch_pinned
+from peer.roster import ROSTER_TAG
 from peer.service.local import LocalServicer, start_local_server
 from peer.service.pairing import PairingServicer, start_pairing_server
 from peer.service.server import RunningServer, start_server
@@ -39,6 +42,7 @@ from peer.watch import StoreWatcher
 
 CERTIFICATE_POLL_S = 2.0
 VIEWS_DELAY_S = 0.2
+REPAIR_DELAY_S = 2.0  # before a daemon rotates a key the roster needs (plus up to as much)
 MAX_UNPINNED_SHOWN = 32  # nodes seen on the LAN but not pinned, in `peer status`
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,10 @@ class Daemon:
         self.discovery: Discovery | None = None
         self.running: RunningServer | None = None
         self.discovery_note = "off"
+        self.pairing: PairingServicer | None = None
+        self._roster_heads: object = None  # the roster logs' heads when last applied
+        self.roster_applied = 0  # times the roster changed this node (for tests)
+        self._repair: asyncio.Task[None] | None = None
 
     @property
     def node_id(self) -> str:
@@ -118,6 +126,7 @@ class Daemon:
             Serving(self.sync_address, pairing_address, str(local.socket), os.getpid())
         )
         await self._pin_configured_peers()
+        await self._start_roster()
         if config.sync.auto:
             if running.servicer is not None:
                 running.servicer.on_contact = self.mesh.contacted
@@ -131,6 +140,64 @@ class Daemon:
         views = asyncio.create_task(self._keep_views_current(), name="views")
         self._closers.append(lambda: _cancel(views))
         return running
+
+    async def _start_roster(self) -> None:
+        """Show this node in the roster (its card, with where it listens), and apply the
+        roster whenever a roster log changes: pins, unpins (cutting streams), keys."""
+        try:
+            address = "" if self.config.insecure else self.sync_address
+            await devices.ensure_card(self.node, address, create=False)
+        except PeerError as exc:
+            log.warning("roster: this node's card was not written: %s", exc)
+        watch = self.watcher.watch(
+            "roster", self._apply_roster, every=0.05, local=True, at_once=True
+        )
+        self._closers.append(watch.close)
+        self._closers.append(self._stop_repair)
+
+    async def _stop_repair(self) -> None:
+        if self._repair is not None:
+            await _cancel(self._repair)
+
+    async def _apply_roster(self) -> None:
+        heads = await self.node.store.heads_of(ROSTER_TAG)
+        if heads == self._roster_heads:
+            return
+        self._roster_heads = heads
+        applied = await devices.apply(self.node)
+        if applied.needs_rotation and self._repair is None:
+            self._repair = asyncio.create_task(self._repair_key(), name="roster-repair")
+        if applied.pinned or applied.unpinned:
+            self.roster_applied += 1
+            for node_id in applied.unpinned:
+                log.warning("roster: %s was revoked; unpinned", format_node_id(node_id))
+            if self.running is not None:
+                await self.running.refresh_trust()  # cuts the streams of the unpinned
+            if self.config.sync.auto:
+                await self.mesh.refresh()
+        sync = self.node.identity.sync
+        if self.pairing is not None and sync is not None:
+            self.pairing.sync_key_text = sync.to_text()  # a join gets the current key
+
+    async def _repair_key(self) -> None:
+        """The roster needs a new key and this device holds the current one: wait a
+        little (the rotation may be on its way from the device that revoked), then
+        rotate unless another device did meanwhile. Concurrent rotations end on one."""
+        try:
+            await asyncio.sleep(REPAIR_DELAY_S * (1 + random.random()))
+            applied = await devices.apply(self.node, repair=True)
+            if applied.rotated is not None:
+                log.warning("roster: rotated the sync key to %s", applied.rotated.key_id_text)
+        except PeerError as exc:
+            log.warning("roster: the key was not rotated: %s", exc)
+        finally:
+            self._repair = None
+            self._roster_heads = None  # look again: the rotation is a change
+
+    async def _joined(self, joiner: TrustedPeer, relay: bool) -> None:
+        """A node joined through an invitation of this one: add it to the roster."""
+        if joiner.certificate is not None:
+            await devices.record_join(self.node, joiner.certificate, relay, joiner.name)
 
     async def _keep_views_current(self) -> None:
         """Apply what arrives (synced or written) to the kv and history views soon after,
@@ -212,7 +279,9 @@ class Daemon:
             self.node.identity.node_id,
             sync.to_text() if sync else None,
             running.refresh_trust,
+            on_joined=self._joined,
         )
+        self.pairing = servicer
         pairing, port = await start_pairing_server(servicer, tls, join_host(host, 0))
         self._closers.append(lambda: pairing.stop(1.0))
         return join_host(host, port)

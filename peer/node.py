@@ -172,10 +172,15 @@ class Node:
     async def import_sync_key(self, sync: SyncKey) -> None:
         """Switch to another sync key, unless records sealed with the current one exist."""
         await self.check_sync_key(sync)
-        if self.identity.sync is not None and self.identity.sync.key_id == sync.key_id:
+        current = self.identity.sync
+        if current is not None and current.key_id == sync.key_id:
             return
+        self.use_sync_key(sync if current is None else current.rotated_to(sync))
+
+    def use_sync_key(self, sync: SyncKey) -> None:
+        """Make `sync` (with the older keys it holds) this node's key, on disk and here."""
         self.home.replace_sync_key(sync)
-        self.identity = dataclasses.replace(self.identity, sync=sync)
+        self.identity = dataclasses.replace(self.identity, sync=self.home.load_sync_key())
 
     async def _own_logs(self) -> dict[LogKey, int]:
         index = await self.store.index()

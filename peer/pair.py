@@ -7,10 +7,12 @@ inviter's server: `peer.service.pairing`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import time
 from dataclasses import dataclass
 
+from peer import devices
 from peer.addresses import join_host, split_address
 from peer.client import PairingClient
 from peer.codec.wire import ConfirmJoin, JoinRequest
@@ -22,6 +24,8 @@ from peer.node import Node
 from peer.pairing import Invitation, confirm_proof_message, join_proof_message, new_secret
 from peer.store import TrustedPeer
 from peer.trust import Credentials
+
+log = logging.getLogger(__name__)
 
 
 async def invite(node: Node, relay: bool, ttl_s: int, address: str | None) -> Invitation:
@@ -97,6 +101,10 @@ async def join(node: Node, invitation: Invitation) -> str:
     if key is not None:
         await node.import_sync_key(key)
     await node.trust.add(TrustedPeer(invitation.node_id, name, invitation.address, certificate))
+    try:  # the joiner's half of the pair of adds that links it into the roster
+        await devices.record_join(node, certificate, relay=False, name=name, gave_key=False)
+    except PeerError as exc:
+        log.warning("the inviter was not added to this node's roster: %s", exc)
     return name
 
 

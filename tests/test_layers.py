@@ -64,6 +64,7 @@ LAYERS: dict[str, int] = {
     "mesh": 10,
     "api": 10,
     "peers": 8,
+    "devices": 8,
     "pair": 10,
     "sync_now": 10,
     # the daemon

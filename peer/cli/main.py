@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from peer.cli import apps, local, net
+from peer.cli import apps, devices, local, net
 from peer.cli.common import Parser, fail, run
 
 
@@ -31,4 +31,5 @@ def build_parser() -> Parser:
     local.register(commands)
     net.register(commands)
     apps.register(commands)
+    devices.register(commands)
     return parser

@@ -35,7 +35,7 @@ from peer.codec.wire import (
     encode_join_response,
 )
 from peer.crypto import check_node_certificate, verify_tls_signature
-from peer.errors import PeerRefused, ProtocolError, UsageError
+from peer.errors import PeerError, PeerRefused, ProtocolError, UsageError
 from peer.identity import node_id_of
 from peer.pairing import (
     BAN_S,
@@ -84,6 +84,9 @@ class PairingServicer:
     after_join: Callable[[], Awaitable[None]]
     policy: CallerPolicy = field(default_factory=pairing_policy)
     holds: Holds = field(default_factory=Holds)
+    # the joiner and whether it came as a relay, once pinned (the daemon adds it to the
+    # roster); a failure there is logged, the join stands
+    on_joined: Callable[[TrustedPeer, bool], Awaitable[None]] | None = None
 
     async def join(self, raw: bytes, context: Context) -> bytes:
         request = decode_join_request(raw)
@@ -92,7 +95,7 @@ class PairingServicer:
         if relay is None:
             raise PeerRefused(REFUSED)
         node_id = _proven(request, self.node_id)
-        if not self.holds.take(hashed, node_id, request.certificate, request.name):
+        if not self.holds.take(hashed, node_id, request.certificate, request.name, relay):
             raise PeerRefused(REFUSED)  # another joiner holds it: one winner
         key = "" if relay or self.sync_key_text is None else self.sync_key_text
         return encode_join_response(key, self.name)
@@ -116,6 +119,11 @@ class PairingServicer:
                 raise PeerRefused(REFUSED)
             self.holds.confirmed(hashed)
             await self.after_join()  # the sync port admits the new peer at once
+            if self.on_joined is not None:
+                try:
+                    await self.on_joined(joiner, held.relay)
+                except PeerError as exc:
+                    log.warning("the joined node was not added to the roster: %s", exc)
         return encode_confirm_join_response()
 
     def admit(self, context: Context) -> None:

