@@ -197,7 +197,10 @@ class Daemon:
     async def _joined(self, joiner: TrustedPeer, relay: bool) -> None:
         """A node joined through an invitation of this one: add it to the roster."""
         if joiner.certificate is not None:
-            await devices.record_join(self.node, joiner.certificate, relay, joiner.name)
+            address = "" if self.config.insecure else self.sync_address
+            await devices.record_join(
+                self.node, joiner.certificate, relay, joiner.name, address=address
+            )
 
     async def _keep_views_current(self) -> None:
         """Apply what arrives (synced or written) to the kv and history views soon after,

@@ -122,12 +122,17 @@ async def ensure_card(node: Node, address: str = "", create: bool = True) -> boo
 
 
 async def record_join(
-    node: Node, certificate: bytes, relay: bool, name: str, gave_key: bool = True
+    node: Node,
+    certificate: bytes,
+    relay: bool,
+    name: str,
+    gave_key: bool = True,
+    address: str = "",
 ) -> None:
     """This node paired with another (either end): add it to the roster. The key id
     says which sync key the newcomer got from this node with the pairing (none for a
-    relay, nor when the newcomer is the inviter)."""
-    await ensure_card(node)
+    relay, nor when the newcomer is the inviter). `address`: where this node serves."""
+    await ensure_card(node, address)
     sync = node.identity.sync
     key_id = sync.key_id if sync is not None and gave_key and not relay else NO_KEY
     role = RELAY if relay else DEVICE

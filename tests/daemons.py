@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from peer import api
 from peer.crypto import SyncKey
 from peer.home import Home as HomeFiles
-from peer.identity import format_node_id
+from peer.identity import format_node_id, parse_node_id
 from peer.node import Node
 from peer.store import TrustedPeer
 from tests.cli import ok
@@ -189,6 +189,19 @@ def mesh(homes: Iterable[Home], certificates: bool = False) -> None:
     """Every home trusts every other one."""
     every = list(homes)
     run_async(_pin([(h, o) for h in every for o in every if o is not h], certificates))
+
+
+async def joined_home(daemons: Daemons, inviter: Home, name: str, relay: bool = False) -> Home:
+    """A new home that joined through `inviter`'s running daemon (`peer invite` there,
+    `peer join` here), its daemon started too."""
+    code = (await aok(inviter.root, "invite", *(["--relay"] if relay else []))).strip()
+    root = daemons.root / name
+    await aok(root, "join", code, "--name", name)
+    node_id = (await aok(root, "id")).strip()
+    status = json.loads(await aok(root, "status", "--json"))
+    home = Home(name, root, node_id, parse_node_id(node_id), status["host"], free_ports(1)[0])
+    daemons.start(home)
+    return home
 
 
 # -- daemons --------------------------------------------------------------------------

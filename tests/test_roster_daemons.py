@@ -14,22 +14,9 @@ import time
 
 import pytest
 
-from peer.identity import parse_node_id
-from tests.daemons import Daemons, Home, aok, free_ports, until
+from tests.daemons import Daemons, Home, aok, joined_home, until
 
 pytestmark = pytest.mark.asyncio
-
-
-async def joined_home(daemons: Daemons, inviter: Home, name: str, relay: bool = False) -> Home:
-    """A new home that joined through `inviter`'s running daemon, started too."""
-    code = (await aok(inviter.root, "invite", *(["--relay"] if relay else []))).strip()
-    root = daemons.root / name
-    await aok(root, "join", code, "--name", name)
-    node_id = (await aok(root, "id")).strip()
-    status = json.loads(await aok(root, "status", "--json"))
-    home = Home(name, root, node_id, parse_node_id(node_id), status["host"], free_ports(1)[0])
-    daemons.start(home)
-    return home
 
 
 async def pins(daemons: Daemons, home: Home) -> set[str]:
