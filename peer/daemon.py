@@ -17,6 +17,7 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from peer import devices
 from peer.addresses import is_loopback, join_host, split_address
@@ -24,9 +25,10 @@ from peer.client import ClientTls, PeerClient
 from peer.codec.local import Appended
 from peer.config import Config
 from peer.discovery import Discovery, Found
-from peer.errors import PeerError
+from peer.errors import PeerError, UsageError
 from peer.home import Serving
 from peer.identity import format_node_id
+from peer.introduce import introduce
 from peer.mesh import Mesh
 from peer.node import Node
 from peer.peers import fetch_pinned
@@ -42,6 +44,7 @@ from peer.watch import StoreWatcher
 
 CERTIFICATE_POLL_S = 2.0
 VIEWS_DELAY_S = 0.2
+INTRODUCE_EVERY_S = 60.0  # a failing link introduces this node at most this often
 REPAIR_DELAY_S = 2.0  # before a daemon rotates a key the roster needs (plus up to as much)
 MAX_UNPINNED_SHOWN = 32  # nodes seen on the LAN but not pinned, in `peer status`
 log = logging.getLogger(__name__)
@@ -90,6 +93,7 @@ class Daemon:
         self._roster_heads: object = None  # the roster logs' heads when last applied
         self.roster_applied = 0  # times the roster changed this node (for tests)
         self._repair: asyncio.Task[None] | None = None
+        self._introduced: dict[bytes, float] = {}  # node id -> when we last introduced us
 
     @property
     def node_id(self) -> str:
@@ -285,9 +289,19 @@ class Daemon:
             on_joined=self._joined,
         )
         self.pairing = servicer
-        pairing, port = await start_pairing_server(servicer, tls, join_host(host, 0))
+        pairing, port = await self._listen_pairing(servicer, tls, host, running.port)
         self._closers.append(lambda: pairing.stop(1.0))
         return join_host(host, port)
+
+    async def _listen_pairing(
+        self, servicer: PairingServicer, tls: Credentials, host: str, sync_port: int
+    ) -> tuple[Any, int]:
+        """The pairing port: the sync port + 1 when free (where introductions look for
+        it, docs/protocol.md §1.2), else any free port (invitations name it anyway)."""
+        if sync_port < 65535:
+            with contextlib.suppress(UsageError):
+                return await start_pairing_server(servicer, tls, join_host(host, sync_port + 1))
+        return await start_pairing_server(servicer, tls, join_host(host, 0))
 
     async def stop(self) -> None:
         """Stop in reverse order of starting: links, local API, pairing, server."""
@@ -303,12 +317,31 @@ class Daemon:
 
     async def _connect(self, peer: TrustedPeer, address: str) -> PeerClient:
         certificate = peer.certificate or await self._learn_certificate(peer, address)
+        await self._introduce_after_failure(peer, address, certificate)
         schedule = self.config.sync
         return PeerClient(
             address,
             tls=ClientTls(self.node.credentials, certificate),
             keepalive=(schedule.keepalive, schedule.keepalive_timeout),
         )
+
+    async def _introduce_after_failure(
+        self, peer: TrustedPeer, address: str, certificate: bytes
+    ) -> None:
+        """A link that keeps failing may be to a node that pinned our id alone: hand it
+        our certificate on its pairing port (at most every INTRODUCE_EVERY_S a peer)."""
+        if self.config.insecure:
+            return
+        state = next((s for s in self.mesh.states() if s.node_id == peer.node_id), None)
+        last = self._introduced.get(peer.node_id, -INTRODUCE_EVERY_S)
+        if state is None or not state.failures or time.monotonic() - last < INTRODUCE_EVERY_S:
+            return
+        self._introduced[peer.node_id] = time.monotonic()
+        why = await introduce(
+            self.node, dataclasses.replace(peer, address=address, certificate=certificate)
+        )
+        if not why:
+            log.info("introduced this node to %s", format_node_id(peer.node_id))
 
     async def status(self) -> NodeStatus:
         """`peer status` of this node, with what the daemon knows live of each peer."""

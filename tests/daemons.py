@@ -110,21 +110,26 @@ async def holds(probe: Callable[[], Awaitable[bool]], what: str, duration: float
 
 def free_ports(count: int) -> list[int]:
     """`count` distinct loopback ports free now, outside the kernel's ephemeral range (so
-    no outgoing connection takes one while its daemon is down for a restart)."""
+    no outgoing connection takes one while its daemon is down for a restart). Each is
+    even, with the next one free too: a daemon serves pairing on its port + 1."""
     chosen: list[int] = []
     for _ in range(500):
-        port = random.randrange(20_000, 32_000)
-        if port in chosen:
+        port = random.randrange(20_000, 32_000) & ~1
+        if port in chosen or not all(_bindable(p) for p in (port, port + 1)):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
         chosen.append(port)
         if len(chosen) == count:
             return chosen
     raise AssertionError("no free loopback ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -66,7 +66,8 @@ LAYERS: dict[str, int] = {
     "peers": 8,
     "devices": 8,
     "pair": 10,
-    "sync_now": 10,
+    "introduce": 10,
+    "sync_now": 11,
     # the daemon
     "daemon": 11,
     # the CLI (a package: common and render below the command groups, main above them)

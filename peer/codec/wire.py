@@ -469,3 +469,23 @@ def encode_confirm_join_response() -> bytes:
 
 def decode_confirm_join_response(raw: bytes) -> None:
     parse(pb.ConfirmJoinResponse, raw)
+
+
+def encode_introduce(certificate: bytes) -> bytes:
+    return pb.IntroduceRequest(certificate=certificate).SerializeToString()
+
+
+def decode_introduce(raw: bytes) -> bytes:
+    """The certificate a node introduces (PEM), bounded like a joiner's."""
+    message = parse(pb.IntroduceRequest, raw)
+    if not 0 < len(message.certificate) <= MAX_CERTIFICATE_BYTES:
+        raise ProtocolError("introduce request fields out of bounds")
+    return message.certificate
+
+
+def encode_introduce_response() -> bytes:
+    return pb.IntroduceResponse().SerializeToString()
+
+
+def decode_introduce_response(raw: bytes) -> None:
+    parse(pb.IntroduceResponse, raw)

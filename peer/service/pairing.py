@@ -30,8 +30,10 @@ from peer.codec.wire import (
     PAIRING_SERVICE_NAME,
     JoinRequest,
     decode_confirm_join,
+    decode_introduce,
     decode_join_request,
     encode_confirm_join_response,
+    encode_introduce_response,
     encode_join_response,
 )
 from peer.crypto import check_node_certificate, verify_tls_signature
@@ -59,6 +61,7 @@ from peer.trust import Credentials
 
 log = logging.getLogger(__name__)
 NOT_PROVEN = "the joining node did not prove that it holds its certificate's key"
+NOT_INTRODUCED = "this node does not wait for that certificate"
 
 
 def pairing_policy() -> CallerPolicy:
@@ -126,11 +129,30 @@ class PairingServicer:
                     log.warning("the joined node was not added to the roster: %s", exc)
         return encode_confirm_join_response()
 
+    async def introduce(self, raw: bytes, context: Context) -> bytes:
+        """Store the certificate of a node pinned by id alone (docs/protocol.md §1.2).
+        Anything else gets the one fixed refusal: this says nothing of the pins."""
+        certificate = decode_introduce(raw)
+        try:
+            check_node_certificate(certificate)
+        except ProtocolError:
+            raise PeerRefused(NOT_INTRODUCED) from None
+        node_id = node_id_of(certificate)
+        pinned = {p.node_id: p for p in await self.store.peers.all()}.get(node_id)
+        if pinned is None or pinned.certificate not in (None, certificate):
+            raise PeerRefused(NOT_INTRODUCED)
+        if pinned.certificate is None:
+            await self.store.peers.add(TrustedPeer(node_id, certificate=certificate))
+            await self.after_join()  # the sync port admits it at once
+        return encode_introduce_response()
+
     def admit(self, context: Context) -> None:
         """Throttled before the request is even parsed, if this address misbehaved."""
         self.policy.admit(caller_id(context))
 
     def note(self, context: Context, error: BaseException) -> None:
+        if str(error) == NOT_INTRODUCED:
+            return  # cheap to answer, and daemons try it after failures: no strike
         self.policy.note(caller_id(context), error)
 
 
@@ -178,6 +200,7 @@ async def start_pairing_server(
     handlers = {
         "Join": grpc.unary_unary_rpc_method_handler(_admitted(servicer, servicer.join)),
         "ConfirmJoin": grpc.unary_unary_rpc_method_handler(_admitted(servicer, servicer.confirm)),
+        "Introduce": grpc.unary_unary_rpc_method_handler(_admitted(servicer, servicer.introduce)),
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(PAIRING_SERVICE_NAME, handlers),)

@@ -197,3 +197,13 @@ class ConfirmJoinRequest(_message.Message):
 class ConfirmJoinResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class IntroduceRequest(_message.Message):
+    __slots__ = ("certificate",)
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    certificate: bytes
+    def __init__(self, certificate: _Optional[bytes] = ...) -> None: ...
+
+class IntroduceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
