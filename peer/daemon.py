@@ -345,7 +345,7 @@ class Daemon:
 
     async def status(self) -> NodeStatus:
         """`peer status` of this node, with what the daemon knows live of each peer."""
-        status = await self.node.status()
+        status = await devices.with_roster(self.node, await self.node.status())
         links = {state.node_id: state for state in self.mesh.states()}
         peers = tuple(
             dataclasses.replace(peer, link=links.get(peer.node_id)) for peer in status.peers

@@ -14,6 +14,7 @@ Pins outside the roster (another person's relay, say) are left as they are.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from peer.roster import (
     fold,
     new_card,
 )
+from peer.status import NodeStatus
 from peer.store import TrustedPeer
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,15 @@ async def events(node: Node) -> list[Event]:
 async def roster(node: Node) -> Roster:
     """The roster as this node sees it."""
     return fold(await events(node), node.identity.node_id)
+
+
+async def with_roster(node: Node, status: NodeStatus) -> NodeStatus:
+    """`status` with the roster's counts (none for a node in no roster)."""
+    if node.identity.host not in await node.store.heads_of(ROSTER_TAG):
+        return status
+    current = await roster(node)
+    devices, revoked = len(current.members), len(current.revoked)
+    return dataclasses.replace(status, devices=devices, revoked=revoked)
 
 
 def role_of(node: Node) -> str:

@@ -16,7 +16,7 @@ from peer.apps.history import History
 from peer.apps.kv import Kv
 from peer.apps.views import APP_TAGS, ViewEngine
 from peer.config import config_template
-from peer.crypto import Author, ChainCheck, SyncKey, open_or_why, record_key_id
+from peer.crypto import ROSTER_KEY, Author, ChainCheck, SyncKey, open_or_why, record_key_id
 from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity, write_private
 from peer.names import check_name
@@ -245,6 +245,7 @@ class Node:
                 ForkStatus(f.log, f.idx, f.held_hash, len(f.offered), f.detected_at)
                 for f in await self.store.forks()
             ),
+            keyring=0 if sync is None else sum(k.key_id != ROSTER_KEY.key_id for k in sync.older),
         )
 
     async def verify(self) -> VerifyReport:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
+from tests.cli import ok, peer
 from tests.daemons import Daemons, Home, aok, joined_home, until
 
 pytestmark = pytest.mark.asyncio
@@ -59,3 +61,31 @@ async def test_pair_once_then_revoke_once(daemons: Daemons) -> None:
 
     await until(b_rotated, "b to take the rotated key", timeout=20)
     assert before != revoked["key_id"]
+    status = await daemons.status(b)
+    assert (status["keyring"], status["roster"]) == (1, {"devices": 2, "revoked": 1})
+
+
+async def test_key_rotate_keeps_every_record_readable(tmp_path: Path) -> None:
+    """`peer key rotate` alone: new records use the new key, the old ones still open
+    from the keyring, `peer verify` passes, `peer status` counts the keyring."""
+    home = tmp_path / "solo"
+    ok(home, "init", "--name", "solo")
+    ok(home, "append", "--tag", "notes", "before")
+    first = json.loads(ok(home, "status", "--json"))["key_id"]
+    listed = json.loads(ok(home, "devices", "--json"))
+    assert [(d["name"], d["role"], d["revoked"]) for d in listed["devices"]] == [
+        ("solo", "device", False)
+    ]
+    for expected_ring in (1, 2):
+        rotated = json.loads(ok(home, "key", "rotate", "--json"))
+        assert rotated["keyring"] == expected_ring
+    ok(home, "append", "--tag", "notes", "after")
+    status = json.loads(ok(home, "status", "--json"))
+    assert status["key_id"] == rotated["key_id"] != first
+    assert (status["keyring"], status["roster"]) == (2, {"devices": 1, "revoked": 0})
+    tail = [json.loads(line) for line in ok(home, "tail", "--tag", "notes").splitlines()]
+    assert [entry["data"] for entry in tail] == ["before", "after"]
+    assert "solo" in ok(home, "devices") and "keyring: 2 older key(s)" in ok(home, "status")
+    ok(home, "verify")
+    refused = peer(home, "devices", "revoke", "nobody")
+    assert refused.returncode != 0 and "not a device of this roster" in refused.stderr

@@ -75,11 +75,11 @@ async def cmd_key_rotate(args: argparse.Namespace) -> int:
     async with open_node(args) as node:
         await devices.ensure_card(node)
         key = await devices.rotate(node)
-        held = len(node.identity.sync.ring) - 1 if node.identity.sync else 0
+        held = (await node.status()).keyring
     if args.json:
         print_json({"key_id": key.key_id_text, "keyring": held})
     else:
-        print(f"new sync key {key.key_id_text}; {held - 1} older key(s) kept to read old records")
+        print(f"new sync key {key.key_id_text}; {held} older key(s) kept to read old records")
     return 0
 
 

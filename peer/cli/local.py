@@ -239,8 +239,10 @@ def _print_entries(entries: Sequence[Entry]) -> int:
 async def cmd_status(args: argparse.Namespace) -> int:
     live = await _daemon_status(args)
     if live is None:
+        from peer.devices import with_roster
+
         async with open_node(args) as node:
-            live = await node.status()
+            live = await with_roster(node, await node.status())
     status = {**live.as_json(), "warnings": home_of(args).exposed()}
     if args.json:
         print_json(status)
