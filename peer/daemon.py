@@ -91,7 +91,6 @@ class Daemon:
         self.discovery_note = "off"
         self.pairing: PairingServicer | None = None
         self._roster_heads: object = None  # the roster logs' heads when last applied
-        self.roster_applied = 0  # times the roster changed this node (for tests)
         self._repair: asyncio.Task[None] | None = None
         self._introduced: dict[bytes, float] = {}  # node id -> when we last introduced us
 
@@ -171,14 +170,14 @@ class Daemon:
         applied = await devices.apply(self.node)
         if applied.needs_rotation and self._repair is None:
             self._repair = asyncio.create_task(self._repair_key(), name="roster-repair")
-        if applied.pinned or applied.unpinned:
-            self.roster_applied += 1
-            for node_id in applied.unpinned:
-                log.warning("roster: %s was revoked; unpinned", format_node_id(node_id))
-            if self.running is not None:
-                await self.running.refresh_trust()  # cuts the streams of the unpinned
-            if self.config.sync.auto:
-                await self.mesh.refresh()
+        for node_id in applied.unpinned:
+            log.warning("roster: %s was revoked; unpinned", format_node_id(node_id))
+        # Always, not only when this call changed a pin: a `peer devices revoke` in
+        # another process unpinned it already, and the trust list's own poll is slower
+        if self.running is not None:
+            await self.running.refresh_trust()  # cuts the streams of the unpinned
+        if self.config.sync.auto:
+            await self.mesh.refresh()
         sync = self.node.identity.sync
         if self.pairing is not None and sync is not None:
             self.pairing.sync_key_text = sync.to_text()  # a join gets the current key

@@ -6,10 +6,11 @@ pure: the byte layout of the events (docs/protocol.md §14) and `fold`, which tu
 set of events into one roster state. The same events give the same state on every
 device, whatever order they arrived in:
 
-- a node is a member if a member added it, starting from the device that folds (its
-  root); a join writes an add on both sides, so every member reaches every other;
+- two nodes are linked when each added the other (both ends of a join write an add);
+  the members are the nodes linked to the device that folds (its root), step by step;
 - a revocation is final: no add brings that node id back, and the revoked node's
-  events from the position the revoker had seen of its log on are ignored;
+  events written after it (by the clock) past what the revoker had seen of its log
+  are ignored;
 - the current key is the eligible rotation with the greatest (timestamp, hash): one
   written after every revocation, wrapped for no revoked node;
 - events whose author is no member change nothing, and are counted as refused.
@@ -338,10 +339,16 @@ def fold(events: Iterable[Event], root: bytes) -> Roster:
     ordered = sorted(events, key=lambda e: e.order)
     cards = _cards(ordered)
     node_of = _node_of_host(cards)
-    decided = _Decision(ordered, node_of, root).run()
-    counting = [e for n, e in enumerate(ordered) if decided[n]]
-    reach = _reach(counting, node_of, root)
-    accepted = [e for e in counting if node_of[e.host] in reach]
+    stray: set[bytes] = set()  # authors whose events counted, but who are not reached
+    for _ in range(len(ordered) + 1):
+        decided = _Decision(ordered, node_of, root, stray).run()
+        counting = [e for n, e in enumerate(ordered) if decided[n]]
+        reach = _reach(counting, node_of, root)
+        new = {node_of[e.host] for e in counting} - reach
+        if not new:
+            break
+        stray |= new  # decide again without them: what they said counts for nothing
+    accepted = counting
     cuts: dict[bytes, int] = {}
     for event in accepted:
         if isinstance(event.body, Revoke):
@@ -358,21 +365,28 @@ class _Decision:
     the event's position. It does not count when its author cannot be reached through
     adds that might count, or such a revocation counts. What that leaves open (events
     that wait on each other: two devices revoking each other, neither having seen the
-    other's) is decided by taking the earliest of the undecided revocations that others
-    wait on, whose author might be reached, as counting (and the revocations of its
-    author that it waits on as not), and going on. Earliest: by the later of its
-    timestamp and the first add of its author by another node, then (timestamp, hash).
+    other's) is decided among the undecided revocations that wait only on each other
+    (a cycle that waits on nothing else), whose authors might be reached: the earliest
+    counts, the revocations of its author that it waits on do not, and the rest follows.
+    Earliest: by the later of its timestamp and the first add of its author by another
+    node, then (timestamp, hash).
     """
 
-    def __init__(self, events: list[Event], node_of: dict[bytes, bytes], root: bytes) -> None:
+    def __init__(
+        self,
+        events: list[Event],
+        node_of: dict[bytes, bytes],
+        root: bytes,
+        stray: set[bytes] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
         self.events, self.node_of, self.root = events, node_of, root
         self.status: dict[int, bool] = {}
         self.revokes_of: dict[bytes, list[int]] = {}
         for n, event in enumerate(events):
             if isinstance(event.body, Revoke):
                 self.revokes_of.setdefault(event.body.node_id, []).append(n)
-            if event.host not in node_of:
-                self.status[n] = False  # no proven card: no member wrote it
+            if event.host not in node_of or node_of[event.host] in stray:
+                self.status[n] = False  # no proven card (no member wrote it), or stray
         # When a node was first added by another: what it wrote before cannot win a tie
         self.joined: dict[bytes, int] = {}
         for event in events:
@@ -387,12 +401,17 @@ class _Decision:
             if not open_:
                 break
             reached = self._reach(only_counting=False)
-            pickable = [n for n in open_ if self.node_of[self.events[n].host] in reached]
-            blocking = [n for n in pickable if self._blocks_open(n, open_)]
-            if not (blocking or pickable):
+            pickable = [
+                n
+                for n in open_
+                if isinstance(self.events[n].body, Revoke)
+                and self.node_of[self.events[n].host] in reached
+            ]
+            tied = self._tied(pickable)
+            if not tied:
                 self.status.update(dict.fromkeys(open_, False))
                 break
-            pick = min(blocking or pickable, key=self._effective)
+            pick = min(tied, key=self._effective)
             self.status[pick] = True
             for blocker in self._blockers(pick):  # what it wins over does not count
                 self.status.setdefault(blocker, False)
@@ -404,16 +423,33 @@ class _Decision:
         return (max(event.timestamp, self.joined.get(self.node_of[event.host], 0)), n)
 
     def _blockers(self, n: int) -> list[int]:
-        """The revocations of the event's author that had seen less than its position."""
+        """The revocations of the event's author that had seen less than its position
+        and came before it in (timestamp, hash): it was written after them, unseen."""
         event = self.events[n]
         author = self.node_of[event.host]
-        return [r for r in self.revokes_of.get(author, []) if _seen(self.events[r]) <= event.idx]
+        return [
+            r
+            for r in self.revokes_of.get(author, [])
+            if _seen(self.events[r]) <= event.idx and r < n  # events are in (ts, hash) order
+        ]
 
-    def _blocks_open(self, n: int, open_: list[int]) -> bool:
-        """A revocation that some undecided event waits on."""
-        return isinstance(self.events[n].body, Revoke) and any(
-            n in self._blockers(m) for m in open_ if m != n
-        )
+    def _tied(self, revokes: list[int]) -> list[int]:
+        """The undecided revocations that wait only on each other: each of them waits
+        (through undecided revocations) on nothing that does not wait back on it."""
+        undecided = set(revokes)
+        waits = {n: [b for b in self._blockers(n) if b in undecided] for n in revokes}
+
+        def closure(n: int) -> set[int]:
+            seen, todo = {n}, [n]
+            while todo:
+                for m in waits.get(todo.pop(), []):
+                    if m not in seen:
+                        seen.add(m)
+                        todo.append(m)
+            return seen
+
+        reach = {n: closure(n) for n in revokes}
+        return [n for n in revokes if all(n in reach[m] for m in reach[n])]
 
     def _settle(self) -> None:
         for _ in range(len(self.events) + 1):
@@ -426,6 +462,8 @@ class _Decision:
                 blockers = [self.status.get(r) for r in self._blockers(n)]
                 if author not in maybe or True in blockers:
                     self.status[n], changed = False, True
+                    if isinstance(event.body, Add):  # the nodes it reached may be no more
+                        maybe = self._reach(only_counting=False)
                 elif all(b is False for b in blockers):
                     self.status[n], changed = True, True
             if not changed:
@@ -491,7 +529,7 @@ def _state(
     revokes: dict[bytes, Event] = {}
     for event in accepted:  # in (timestamp, hash) order: the first add names the device
         body, author = event.body, node_of[event.host]
-        if isinstance(body, Add) and body.node_id not in devices:
+        if isinstance(body, Add) and body.node_id not in devices and body.node_id in reach:
             devices[body.node_id] = Device(
                 body.node_id, body.certificate, body.name, body.role, author, event.timestamp
             )

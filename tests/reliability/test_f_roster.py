@@ -11,6 +11,7 @@ over), the others read every record, old and new, and `peer verify` passes on al
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 
@@ -21,9 +22,9 @@ from peer.home import Home as HomeFiles
 from peer.store import Store
 from tests.cli import peer
 from tests.daemons import Daemons, Home, aok, joined_home, until
-from tests.reliability.conftest import Report
+from tests.reliability.conftest import Report, Tier
+from tests.test_roster import OPS, check_scenario
 
-pytestmark = pytest.mark.asyncio
 TIMEOUT_S = 30.0
 
 
@@ -73,6 +74,7 @@ async def five(daemons: Daemons) -> tuple[list[Home], float]:
     return everyone, pair_once_s
 
 
+@pytest.mark.asyncio
 async def test_f1_lost_laptop_revoked_once_on_five_daemons(
     daemons: Daemons, report: Report
 ) -> None:
@@ -174,3 +176,37 @@ async def _newest_note(database: Path, author: Home) -> object:
         return record
     finally:
         await store.close()
+
+
+def test_f4_roster_merge_converges_over_random_orders(
+    rng: random.Random, report: Report, tier: Tier
+) -> None:
+    """tests/test_roster.py's simulation of five devices and an outsider, over seeded
+    random scenarios (joins, syncs in partitions, revocations, rotations, forged,
+    replayed and post-revocation events): every member folds the same roster and key,
+    and the forged, replayed and post-revocation events change nothing."""
+    scenarios = tier.pick(300, 3000)
+    failures: list[str] = []
+    agreed = steps_played = 0
+    start = time.monotonic()
+    for _ in range(scenarios):
+        steps = [
+            (rng.choice(OPS), rng.randrange(5), rng.randrange(5))
+            for _ in range(rng.randrange(1, 25))
+        ]
+        steps_played += len(steps)
+        try:
+            agreed += check_scenario(steps)
+        except AssertionError as exc:
+            failures.append(f"{steps}: {exc}")
+    seconds = time.monotonic() - start
+    report(
+        "F4 the merge rule: the same events give every member the same roster and key; "
+        "forged, replayed and post-revocation events change nothing",
+        f"{scenarios} seeded scenarios ({steps_played} steps, {agreed} member views "
+        f"compared): {len(failures)} divergent; {seconds:.1f} s",
+        not failures,
+        scenarios=scenarios,
+        failures=len(failures),
+    )
+    assert not failures, failures[:3]
