@@ -292,9 +292,9 @@ class PairingClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._channel.close(None)
 
-    async def join(self, request: wire.JoinRequest) -> tuple[str, str]:
-        """Redeem the invitation: (sync key text, inviter's name); nothing is pinned on
-        the inviter until `confirm`."""
+    async def join(self, request: wire.JoinRequest) -> tuple[str, str, list[str]]:
+        """Redeem the invitation: (sync key text, inviter's name, older keys as text);
+        nothing is pinned on the inviter until `confirm`."""
         raw = await self._call("Join", wire.encode_join_request(request))
         return wire.decode_join_response(raw)
 

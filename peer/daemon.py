@@ -24,6 +24,7 @@ from peer.addresses import is_loopback, join_host, split_address
 from peer.client import ClientTls, PeerClient
 from peer.codec.local import Appended
 from peer.config import Config
+from peer.crypto import ROSTER_KEY
 from peer.discovery import Discovery, Found
 from peer.errors import PeerError, UsageError
 from peer.home import Serving
@@ -178,9 +179,16 @@ class Daemon:
             await self.running.refresh_trust()  # cuts the streams of the unpinned
         if self.config.sync.auto:
             await self.mesh.refresh()
+        self._offer_keys()
+
+    def _offer_keys(self) -> None:
+        """What a join gets: the current key, and the older ones to read old records."""
         sync = self.node.identity.sync
         if self.pairing is not None and sync is not None:
-            self.pairing.sync_key_text = sync.to_text()  # a join gets the current key
+            self.pairing.sync_key_text = sync.to_text()
+            self.pairing.older_key_texts = tuple(
+                key.to_text() for key in sync.older if key.key_id != ROSTER_KEY.key_id
+            )
 
     async def _repair_key(self) -> None:
         """The roster needs a new key and this device holds the current one: wait a
@@ -288,6 +296,7 @@ class Daemon:
             on_joined=self._joined,
         )
         self.pairing = servicer
+        self._offer_keys()
         pairing, port = await self._listen_pairing(servicer, tls, host, running.port)
         self._closers.append(lambda: pairing.stop(1.0))
         return join_host(host, port)

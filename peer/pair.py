@@ -90,9 +90,9 @@ async def join(node: Node, invitation: Invitation) -> str:
     proof = sign_with_tls_key(own.key, join_proof_message(invitation.secret, invitation.node_id))
     request = JoinRequest(invitation.secret, own.certificate, node.identity.name, proof)
     async with PairingClient(invitation.pairing_address, certificate) as pairing:
-        key_text, name = await pairing.join(request)
+        key_text, name, older = await pairing.join(request)
         try:
-            key = await _acceptable_key(node, key_text)
+            key = await _acceptable_key(node, key_text, older)
         except PeerError:
             with contextlib.suppress(PeerError):
                 await pairing.confirm(_verdict(node, invitation, own, accepted=False))
@@ -108,12 +108,14 @@ async def join(node: Node, invitation: Invitation) -> str:
     return name
 
 
-async def _acceptable_key(node: Node, key_text: str) -> SyncKey | None:
-    """The sync key the inviter sent (None for a relay), if this node can take it."""
+async def _acceptable_key(node: Node, key_text: str, older: list[str]) -> SyncKey | None:
+    """The sync key the inviter sent (None for a relay), holding the older keys of its
+    keyring, if this node can take it."""
     if not key_text:
         return None
     try:
-        key = SyncKey.from_text(key_text)
+        current = SyncKey.from_text(key_text)
+        key = SyncKey(current.secret, older=tuple(SyncKey.from_text(text) for text in older))
     except KeyFormatError as exc:
         raise UsageError("the inviting node sent a damaged sync key; nothing was paired") from exc
     await node.check_sync_key(key)

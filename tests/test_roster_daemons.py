@@ -45,6 +45,7 @@ async def test_pair_once_then_revoke_once(daemons: Daemons) -> None:
     listed = json.loads(await aok(a.root, "devices", "--json"))
     assert {d["name"] for d in listed["devices"]} == {"a", "b", "c"}
 
+    await aok(a.root, "append", "--tag", "notes", "before the rotation")
     before = json.loads(await aok(b.root, "status", "--json"))["key_id"]
     revoked = json.loads(await aok(a.root, "devices", "revoke", "c", "--json"))
     assert revoked["revoked"]["node_id"] == c.node_id and revoked["key_id"]
@@ -63,6 +64,16 @@ async def test_pair_once_then_revoke_once(daemons: Daemons) -> None:
     assert before != revoked["key_id"]
     status = await daemons.status(b)
     assert (status["keyring"], status["roster"]) == (1, {"devices": 2, "revoked": 1})
+
+    # a device that joins after the rotation gets the keyring too: it reads the old note
+    d = await joined_home(daemons, b, "d")
+    assert (await daemons.status(d))["key_id"] == revoked["key_id"]
+
+    async def d_reads_the_old_note() -> bool:
+        tail = (await aok(d.root, "tail", "--tag", "notes", "--json")).splitlines()
+        return [json.loads(line).get("data") for line in tail] == ["before the rotation"]
+
+    await until(d_reads_the_old_note, "d to read the note sealed before the rotation", 20)
 
 
 async def test_key_rotate_keeps_every_record_readable(tmp_path: Path) -> None:

@@ -90,6 +90,8 @@ class PairingServicer:
     # the joiner and whether it came as a relay, once pinned (the daemon adds it to the
     # roster); a failure there is logged, the join stands
     on_joined: Callable[[TrustedPeer, bool], Awaitable[None]] | None = None
+    # the keys the sync key replaced (keyring), as text: a new device reads old records
+    older_key_texts: tuple[str, ...] = ()
 
     async def join(self, raw: bytes, context: Context) -> bytes:
         request = decode_join_request(raw)
@@ -101,7 +103,7 @@ class PairingServicer:
         if not self.holds.take(hashed, node_id, request.certificate, request.name, relay):
             raise PeerRefused(REFUSED)  # another joiner holds it: one winner
         key = "" if relay or self.sync_key_text is None else self.sync_key_text
-        return encode_join_response(key, self.name)
+        return encode_join_response(key, self.name, self.older_key_texts if key else ())
 
     async def confirm(self, raw: bytes, context: Context) -> bytes:
         confirm = decode_confirm_join(raw)

@@ -175,12 +175,14 @@ class JoinRequest(_message.Message):
     def __init__(self, secret: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., name: _Optional[str] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("sync_key", "name")
+    __slots__ = ("sync_key", "name", "older_keys")
     SYNC_KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    OLDER_KEYS_FIELD_NUMBER: _ClassVar[int]
     sync_key: str
     name: str
-    def __init__(self, sync_key: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    older_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sync_key: _Optional[str] = ..., name: _Optional[str] = ..., older_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConfirmJoinRequest(_message.Message):
     __slots__ = ("secret", "node_id", "accepted", "proof")
