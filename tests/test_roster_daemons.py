@@ -87,6 +87,7 @@ async def test_key_rotate_keeps_every_record_readable(tmp_path: Path) -> None:
     assert [(d["name"], d["role"], d["revoked"]) for d in listed["devices"]] == [
         ("solo", "device", False)
     ]
+    assert (listed["refused_events"], listed["ignored_events"]) == (0, 0)
     for expected_ring in (1, 2):
         rotated = json.loads(ok(home, "key", "rotate", "--json"))
         assert rotated["keyring"] == expected_ring

@@ -36,7 +36,15 @@ async def cmd_devices_list(args: argparse.Namespace) -> int:
     rows = [_device_json(roster, d) for d in _ordered(roster)]
     if args.json:
         key_id = roster.key_id.hex() if roster.key_id else None
-        print_json({"devices": rows, "key_id": key_id, "needs_rotation": roster.needs_rotation})
+        print_json(
+            {
+                "devices": rows,
+                "key_id": key_id,
+                "needs_rotation": roster.needs_rotation,
+                "refused_events": roster.refused,  # by nodes that are not members
+                "ignored_events": roster.ignored,  # by revoked nodes, after revocation
+            }
+        )
         return 0
     for row in rows:
         revoked = (
