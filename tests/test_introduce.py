@@ -7,6 +7,7 @@ a certificate whose SHA-256 is an id pinned without one gets the one fixed refus
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -15,7 +16,7 @@ from peer.errors import PeerRefused
 from peer.identity import fetch_certificate
 from peer.introduce import pairing_address_of
 from tests.cli import peer
-from tests.daemons import Daemons, aok
+from tests.daemons import Daemons, aok, pin, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -71,5 +72,22 @@ async def test_anything_else_gets_the_one_fixed_refusal(daemons: Daemons) -> Non
         await pairing.introduce((b.root / "tls.crt").read_bytes())  # and again: the same
     fixed = f"{pairing_address_of(a.address)}: this node does not wait for that certificate"
     assert set(answers.values()) == {fixed}, answers
+    pins = json.loads(await aok(a.root, "peers", "list", "--json"))["peers"]
+    assert [(p["node_id"], p["certificate"]) for p in pins] == [(b.node_id, True)]
+
+
+async def test_a_daemon_whose_link_is_refused_introduces_itself(daemons: Daemons) -> None:
+    """b's daemon pins a with its address (written to the store, so no command
+    introduced b); a pins b by id alone. b's link is refused at the handshake, so the
+    daemon introduces b after that failure, and the link goes live with no one acting."""
+    a, b = daemons.homes("a", "b")
+    await aok(a.root, "peers", "add", b.node_id)
+    pin(b, a, certificates=True)
+    daemons.start(a, b)
+    start = time.monotonic()
+    await until(lambda: daemons.linked(b, a), "b's link to a to go live", 30)
+    print(
+        f"b's refused link introduced b and went live {time.monotonic() - start:.2f} s after start"
+    )
     pins = json.loads(await aok(a.root, "peers", "list", "--json"))["peers"]
     assert [(p["node_id"], p["certificate"]) for p in pins] == [(b.node_id, True)]
