@@ -93,6 +93,7 @@ proto-baseline:
 # fails while the committed file differs from what this writes).
 vectors: $(STAMP)
 	$(BIN)/python scripts/vectors.py
+	$(BIN)/python scripts/roster_vectors.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

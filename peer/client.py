@@ -20,7 +20,7 @@ from grpc import aio
 from peer import codec
 from peer.codec import Ack, Appended, FollowControl, Followed, RemoteIndex, wire
 from peer.crypto import TLS_SERVER_NAME
-from peer.errors import PeerError, PeerRefused, PeerUnavailable
+from peer.errors import PeerError, PeerRefused, PeerUnavailable, Unsupported
 from peer.records import LogKey, Range
 from peer.remote import Batch
 from peer.settings import KEEPALIVE_S, KEEPALIVE_TIMEOUT_S, MAX_MESSAGE_BYTES
@@ -360,9 +360,9 @@ class PairingClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._channel.close(None)
 
-    async def join(self, request: wire.JoinRequest) -> tuple[str, str]:
-        """Redeem the invitation: (sync key text, inviter's name); nothing is pinned on
-        the inviter until `confirm`."""
+    async def join(self, request: wire.JoinRequest) -> tuple[str, str, list[str]]:
+        """Redeem the invitation: (sync key text, inviter's name, older keys as text);
+        nothing is pinned on the inviter until `confirm`."""
         raw = await self._call("Join", wire.encode_join_request(request))
         return wire.decode_join_response(raw)
 
@@ -375,6 +375,15 @@ class PairingClient:
             return False
         wire.decode_confirm_join_response(raw)
         return True
+
+    async def introduce(self, certificate: bytes) -> None:
+        """Hand this node's certificate to a node that pinned its id alone; PeerRefused
+        if that node pins no such id without a certificate."""
+        try:
+            raw = await self._call("Introduce", wire.encode_introduce(certificate))
+        except _Unimplemented as exc:
+            raise Unsupported("the node does not know introductions (an older peer)") from exc
+        wire.decode_introduce_response(raw)
 
     async def _call(self, method: str, request: bytes) -> bytes:
         call = self._channel.unary_unary(

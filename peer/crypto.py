@@ -18,14 +18,23 @@ import hashlib
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes as _hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from peer.errors import (
     CryptoError,
@@ -76,6 +85,8 @@ class SyncKey:
     """The 32-byte secret shared by one user's devices; it never leaves them in clear."""
 
     secret: bytes
+    # the keys this one replaced (`peer key rotate`), so records sealed before still open
+    older: tuple[SyncKey, ...] = field(default=(), compare=False)
     key_id: bytes = field(init=False, compare=False)
     aead: AESGCM = field(init=False, compare=False)
 
@@ -118,6 +129,24 @@ class SyncKey:
 
     def __repr__(self) -> str:
         return f"SyncKey(id={self.key_id_text})"
+
+    @property
+    def ring(self) -> tuple[SyncKey, ...]:
+        """Every key this node holds: the current one first, then the older ones."""
+        return (self, *self.older)
+
+    def find(self, key_id_text: str) -> SyncKey | None:
+        """The key of the ring with this id, if held."""
+        for key in self.ring:
+            if key.key_id_text == key_id_text:
+                return key
+        return None
+
+    def rotated_to(self, new: SyncKey) -> SyncKey:
+        """`new` as the current key, with every key of this ring kept as older."""
+        kept = [key for key in self.ring if key.key_id != new.key_id]
+        kept += [key for key in new.older if all(k.key_id != key.key_id for k in kept)]
+        return SyncKey(new.secret, tuple(SyncKey(k.secret) for k in kept))
 
 
 class SigningKey:
@@ -194,8 +223,10 @@ def record_key_id(record: Record) -> str:
 def open_record(sync: SyncKey, record: Record) -> bytes:
     """The plaintext of `record`; WrongKey before any decryption if the key ids differ."""
     key_id = record_key_id(record)
-    if key_id != sync.key_id_text:
+    held = sync.find(key_id)
+    if held is None:
         raise WrongKey(key_id, sync.key_id_text)
+    sync = held
     aad = associated_data(record)
     nonce = record.wrapped_key[1 + KEY_ID_LEN : 1 + KEY_ID_LEN + 12]
     try:
@@ -456,7 +487,7 @@ def generate_tls_identity() -> tuple[bytes, bytes]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+    from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
@@ -547,3 +578,79 @@ def verify_tls_signature(certificate_pem: bytes, message: bytes, signature: byte
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+# The roster (docs/protocol.md §14) is sealed like any log, with a key everyone knows:
+# members that are relays read it too. Its records are authenticated by their
+# signatures, not kept secret.
+ROSTER_KEY = SyncKey(hashlib.sha256(b"peer.roster.key.v1\x00").digest())
+ENCRYPTION_KEY_LEN = 32
+WRAPPED_SYNC_KEY_LEN = SYNC_KEY_LEN + 16
+_REKEY = b"peer.rekey.v1\x00"
+
+
+class EncryptionKey:
+    """A device's X25519 key: a rotated sync key is wrapped for its public half."""
+
+    def __init__(self, private: X25519PrivateKey) -> None:
+        self._private = private
+        self.public_key = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @classmethod
+    def generate(cls) -> EncryptionKey:
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> EncryptionKey:
+        if len(raw) != ENCRYPTION_KEY_LEN:
+            raise KeyFormatError("an encryption key file holds exactly 32 bytes")
+        return cls(X25519PrivateKey.from_private_bytes(raw))
+
+    def to_bytes(self) -> bytes:
+        return self._private.private_bytes_raw()
+
+    def __repr__(self) -> str:
+        return f"EncryptionKey(public={self.public_key[:8].hex()})"
+
+
+def _key_encryption_key(shared: bytes, key_id: bytes, node_id: bytes, ephemeral: bytes) -> AESGCM:
+    info = _REKEY + key_id + node_id + ephemeral
+    return AESGCM(HKDF(_hashes.SHA256(), SYNC_KEY_LEN, salt=None, info=info).derive(shared))
+
+
+def wrap_sync_key(
+    sync: SyncKey, recipients: Mapping[bytes, bytes], ephemeral_seed: bytes | None = None
+) -> tuple[bytes, dict[bytes, bytes]]:
+    """Wrap `sync` for each recipient (node id -> X25519 public key): returns the
+    ephemeral public key and node id -> 48 bytes (docs/protocol.md §14.4)."""
+    ephemeral = (
+        X25519PrivateKey.generate()
+        if ephemeral_seed is None
+        else X25519PrivateKey.from_private_bytes(ephemeral_seed)
+    )
+    public = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    wrapped: dict[bytes, bytes] = {}
+    for node_id, recipient in recipients.items():
+        try:
+            shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
+        except ValueError as exc:
+            raise KeyFormatError("a device's encryption key is not a usable X25519 key") from exc
+        kek = _key_encryption_key(shared, sync.key_id, node_id, public)
+        wrapped[node_id] = kek.encrypt(_ZERO_NONCE, sync.secret, _REKEY + sync.key_id + node_id)
+    return public, wrapped
+
+
+def unwrap_sync_key(
+    own: EncryptionKey, ephemeral: bytes, key_id: bytes, node_id: bytes, wrapped: bytes
+) -> SyncKey:
+    """The sync key a rotation wrapped for this device; DecryptionFailed otherwise."""
+    try:
+        shared = own._private.exchange(X25519PublicKey.from_public_bytes(ephemeral))
+        kek = _key_encryption_key(shared, key_id, node_id, ephemeral)
+        secret = kek.decrypt(_ZERO_NONCE, wrapped, _REKEY + key_id + node_id)
+    except (ValueError, InvalidTag) as exc:
+        raise DecryptionFailed("the rotated key wrapped for this device does not open") from exc
+    key = SyncKey(secret)
+    if key.key_id != key_id:
+        raise DecryptionFailed("the rotated key does not have the id its rotation names")
+    return key

@@ -13,24 +13,30 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from peer import devices
 from peer.addresses import is_loopback, join_host, split_address
 from peer.apps.history import TAG as HISTORY_TAG
 from peer.apps.history import encode_create
 from peer.client import ClientTls, PeerClient
 from peer.commit import GroupCommit
 from peer.config import Config
+from peer.crypto import ROSTER_KEY
 from peer.discovery import Discovery, Found
-from peer.errors import PeerError
+from peer.errors import PeerError, UsageError
 from peer.handoff import handoff_path
 from peer.home import Serving
 from peer.identity import format_node_id
+from peer.introduce import introduce
 from peer.mesh import Mesh
 from peer.node import Node
 from peer.peers import fetch_pinned
+from peer.roster import ROSTER_TAG
 from peer.service.handoff import start_handoff_server
 from peer.service.local import LocalServicer, start_local_server
 from peer.service.pairing import PairingServicer, start_pairing_server
@@ -43,6 +49,8 @@ from peer.watch import StoreWatcher
 
 CERTIFICATE_POLL_S = 2.0
 VIEWS_DELAY_S = 0.2
+INTRODUCE_EVERY_S = 60.0  # a failing link introduces this node at most this often
+REPAIR_DELAY_S = 2.0  # before a daemon rotates a key the roster needs (plus up to as much)
 MAX_UNPINNED_SHOWN = 32  # nodes seen on the LAN but not pinned, in `peer status`
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,10 @@ class Daemon:
         self.discovery: Discovery | None = None
         self.running: RunningServer | None = None
         self.discovery_note = "off"
+        self.pairing: PairingServicer | None = None
+        self._roster_heads: object = None  # the roster logs' heads when last applied
+        self._repair: asyncio.Task[None] | None = None
+        self._introduced: dict[bytes, float] = {}  # node id -> when we last introduced us
 
     @property
     def node_id(self) -> str:
@@ -127,6 +139,7 @@ class Daemon:
             Serving(self.sync_address, pairing_address, str(local.socket), os.getpid())
         )
         await self._pin_configured_peers()
+        await self._start_roster()
         if config.sync.auto:
             if running.servicer is not None:
                 running.servicer.on_contact = self.mesh.contacted
@@ -146,6 +159,74 @@ class Daemon:
         durable, and in the view, when this returns its record's idx."""
         (record,) = await self.commit.append(HISTORY_TAG, [encode_create(entry)])
         return record.idx
+
+    async def _start_roster(self) -> None:
+        """Show this node in the roster (its card, with where it listens), and apply the
+        roster whenever a roster log changes: pins, unpins (cutting streams), keys."""
+        try:
+            address = "" if self.config.insecure else self.sync_address
+            await devices.ensure_card(self.node, address, create=False)
+        except PeerError as exc:
+            log.warning("roster: this node's card was not written: %s", exc)
+        watch = self.watcher.watch(
+            "roster", self._apply_roster, every=0.05, local=True, at_once=True
+        )
+        self._closers.append(watch.close)
+        self._closers.append(self._stop_repair)
+
+    async def _stop_repair(self) -> None:
+        if self._repair is not None:
+            await _cancel(self._repair)
+
+    async def _apply_roster(self) -> None:
+        heads = await self.node.store.heads_of(ROSTER_TAG)
+        if heads == self._roster_heads:
+            return
+        self._roster_heads = heads
+        applied = await devices.apply(self.node)
+        if applied.needs_rotation and self._repair is None:
+            self._repair = asyncio.create_task(self._repair_key(), name="roster-repair")
+        for node_id in applied.unpinned:
+            log.warning("roster: %s was revoked; unpinned", format_node_id(node_id))
+        # Always, not only when this call changed a pin: a `peer devices revoke` in
+        # another process unpinned it already, and the trust list's own poll is slower
+        if self.running is not None:
+            await self.running.refresh_trust()  # cuts the streams of the unpinned
+        if self.config.sync.auto:
+            await self.mesh.refresh()
+        self._offer_keys()
+
+    def _offer_keys(self) -> None:
+        """What a join gets: the current key, and the older ones to read old records."""
+        sync = self.node.identity.sync
+        if self.pairing is not None and sync is not None:
+            self.pairing.sync_key_text = sync.to_text()
+            self.pairing.older_key_texts = tuple(
+                key.to_text() for key in sync.older if key.key_id != ROSTER_KEY.key_id
+            )
+
+    async def _repair_key(self) -> None:
+        """The roster needs a new key and this device holds the current one: wait a
+        little (the rotation may be on its way from the device that revoked), then
+        rotate unless another device did meanwhile. Concurrent rotations end on one."""
+        try:
+            await asyncio.sleep(REPAIR_DELAY_S * (1 + random.random()))
+            applied = await devices.apply(self.node, repair=True)
+            if applied.rotated is not None:
+                log.warning("roster: rotated the sync key to %s", applied.rotated.key_id_text)
+        except PeerError as exc:
+            log.warning("roster: the key was not rotated: %s", exc)
+        finally:
+            self._repair = None
+            self._roster_heads = None  # look again: the rotation is a change
+
+    async def _joined(self, joiner: TrustedPeer, relay: bool) -> None:
+        """A node joined through an invitation of this one: add it to the roster."""
+        if joiner.certificate is not None:
+            address = "" if self.config.insecure else self.sync_address
+            await devices.record_join(
+                self.node, joiner.certificate, relay, joiner.name, address=address
+            )
 
     async def _keep_views_current(self) -> None:
         """Apply what arrives (synced or written) to the kv and history views soon after,
@@ -227,10 +308,23 @@ class Daemon:
             self.node.identity.node_id,
             sync.to_text() if sync else None,
             running.refresh_trust,
+            on_joined=self._joined,
         )
-        pairing, port = await start_pairing_server(servicer, tls, join_host(host, 0))
+        self.pairing = servicer
+        self._offer_keys()
+        pairing, port = await self._listen_pairing(servicer, tls, host, running.port)
         self._closers.append(lambda: pairing.stop(1.0))
         return join_host(host, port)
+
+    async def _listen_pairing(
+        self, servicer: PairingServicer, tls: Credentials, host: str, sync_port: int
+    ) -> tuple[Any, int]:
+        """The pairing port: the sync port + 1 when free (where introductions look for
+        it, docs/protocol.md §1.2), else any free port (invitations name it anyway)."""
+        if sync_port < 65535:
+            with contextlib.suppress(UsageError):
+                return await start_pairing_server(servicer, tls, join_host(host, sync_port + 1))
+        return await start_pairing_server(servicer, tls, join_host(host, 0))
 
     async def stop(self) -> None:
         """Stop in reverse order of starting: links, local API, pairing, server."""
@@ -239,6 +333,7 @@ class Daemon:
 
     async def _connect(self, peer: TrustedPeer, address: str) -> PeerClient:
         certificate = peer.certificate or await self._learn_certificate(peer, address)
+        await self._introduce_after_failure(peer, address, certificate)
         schedule = self.config.sync
         return PeerClient(
             address,
@@ -246,9 +341,27 @@ class Daemon:
             keepalive=(schedule.keepalive, schedule.keepalive_timeout),
         )
 
+    async def _introduce_after_failure(
+        self, peer: TrustedPeer, address: str, certificate: bytes
+    ) -> None:
+        """A link that keeps failing may be to a node that pinned our id alone: hand it
+        our certificate on its pairing port (at most every INTRODUCE_EVERY_S a peer)."""
+        if self.config.insecure:
+            return
+        state = next((s for s in self.mesh.states() if s.node_id == peer.node_id), None)
+        last = self._introduced.get(peer.node_id, -INTRODUCE_EVERY_S)
+        if state is None or not state.failures or time.monotonic() - last < INTRODUCE_EVERY_S:
+            return
+        self._introduced[peer.node_id] = time.monotonic()
+        why = await introduce(
+            self.node, dataclasses.replace(peer, address=address, certificate=certificate)
+        )
+        if not why:
+            log.info("introduced this node to %s", format_node_id(peer.node_id))
+
     async def status(self) -> NodeStatus:
         """`peer status` of this node, with what the daemon knows live of each peer."""
-        status = await self.node.status()
+        status = await devices.with_roster(self.node, await self.node.status())
         links = {state.node_id: state for state in self.mesh.states()}
         peers = tuple(
             dataclasses.replace(peer, link=links.get(peer.node_id)) for peer in status.peers

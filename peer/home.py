@@ -4,6 +4,8 @@
     HOME/tls.key     the node's TLS key (ECDSA P-256, PEM, mode 0600)
     HOME/tls.crt     the node's self-signed certificate; its hash is the node id
     HOME/sync.key    the sync key as one line of text (mode 0600); absent on a relay
+    HOME/keyring     the sync keys it replaced (`peer key rotate`), one a line (0600)
+    HOME/enc.key     the device's X25519 key: rotated keys are wrapped for it (0600)
     HOME/node.json   the node's name
     HOME/config.toml settings of `peer serve` (optional; see peer/config.py)
     HOME/serve.json  where a running `peer serve` listens (for `peer invite`, programs)
@@ -46,7 +48,7 @@ from peer.errors import AlreadyInitialized, KeyFormatError, NotInitialized, Usag
 from peer.locate import SERVE_FILE, serving_fields
 
 if TYPE_CHECKING:  # imported where used: the history search reads a home, not its keys
-    from peer.crypto import SigningKey, SyncKey
+    from peer.crypto import EncryptionKey, SigningKey, SyncKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ OPEN_TO_OTHERS = 0o077  # any group or other permission bit
 FILE_NAMES = (  # every file peer keeps in a home (checked by `exposed`, tightened at init)
     "host.key",
     "sync.key",
+    "keyring",
+    "enc.key",
     "tls.key",
     "tls.crt",
     "node.json",
@@ -106,6 +110,8 @@ class Home:
         self.root = root
         self.host_key = root / "host.key"
         self.sync_key = root / "sync.key"
+        self.keyring = root / "keyring"
+        self.encryption_key_file = root / "enc.key"
         self.tls_key = root / "tls.key"
         self.tls_certificate = root / "tls.crt"
         self.node_file = root / "node.json"
@@ -129,7 +135,7 @@ class Home:
         if sync is not None:
             write_private(self.sync_key, (sync.to_text() + "\n").encode())
         write_private(self.node_file, (json.dumps({"name": name}) + "\n").encode())
-        return Identity(signing, sync, name, *self._tls())
+        return Identity(signing, self.load_sync_key(), name, *self._tls())
 
     def make_private(self) -> list[str]:
         """Create the home 0700, or make an existing one of ours 0700 and peer's files
@@ -187,14 +193,29 @@ class Home:
         return self.tls_key.read_bytes(), self.tls_certificate.read_bytes()
 
     def load_sync_key(self) -> SyncKey | None:
+        """The current sync key, holding the keys it replaced and the roster's public
+        key as older keys (so every record of the roster, and of before a rotation,
+        opens)."""
         if not self.sync_key.exists():
             return None
-        from peer.crypto import SyncKey
+        from peer.crypto import ROSTER_KEY, SyncKey
 
+        older: list[SyncKey] = []
         try:
-            return SyncKey.from_text(self.sync_key.read_text())
+            current = SyncKey.from_text(self.sync_key.read_text())
+            if self.keyring.exists():
+                older = [SyncKey.from_text(line) for line in self.keyring.read_text().split()]
         except KeyFormatError as exc:
-            raise KeyFormatError(f"{self.sync_key} is damaged: {exc}") from exc
+            raise KeyFormatError(f"{self.sync_key} or its keyring is damaged: {exc}") from exc
+        return SyncKey(current.secret, older=(*older, ROSTER_KEY))
+
+    def encryption_key(self) -> EncryptionKey:
+        """This device's X25519 key, made on first use (also for older homes)."""
+        from peer.crypto import EncryptionKey
+
+        if not self.encryption_key_file.exists():
+            write_private(self.encryption_key_file, EncryptionKey.generate().to_bytes())
+        return EncryptionKey.from_bytes(self.encryption_key_file.read_bytes())
 
     def record_serving(self, serving: Serving) -> None:
         fields = {
@@ -240,6 +261,13 @@ class Home:
             os.close(fd)  # closing releases the lock
 
     def replace_sync_key(self, sync: SyncKey) -> None:
+        """Write `sync` as the current key, and the keys it holds as older to the
+        keyring (first, so a crash between the two loses no key)."""
+        from peer.crypto import ROSTER_KEY
+
+        older = [key.to_text() for key in sync.older if key.key_id != ROSTER_KEY.key_id]
+        if older or self.keyring.exists():
+            write_private(self.keyring, "".join(line + "\n" for line in older).encode())
         write_private(self.sync_key, (sync.to_text() + "\n").encode())
 
     def _name(self) -> str:
@@ -253,8 +281,9 @@ class Home:
 def write_private(path: Path, data: bytes) -> None:
     """Write `data` to a new file readable by its owner only, atomically (a mode given
     to open(2) is only ever narrowed by the umask, so 0600 holds under any umask)."""
-    temp = path.with_name(path.name + ".tmp")
-    temp.unlink(missing_ok=True)
+    # a name of its own: the daemon and a command may replace one file at once (a key
+    # rotation in the CLI while the daemon takes the same key from the roster)
+    temp = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except OSError as exc:

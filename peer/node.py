@@ -16,7 +16,7 @@ from peer.apps.history import History
 from peer.apps.kv import Kv
 from peer.apps.views import APP_TAGS, ViewEngine
 from peer.config import config_template
-from peer.crypto import Author, ChainCheck, SyncKey, open_or_why, record_key_id
+from peer.crypto import ROSTER_KEY, Author, ChainCheck, SyncKey, open_or_why, record_key_id
 from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity, write_private
 from peer.names import check_name
@@ -172,10 +172,15 @@ class Node:
     async def import_sync_key(self, sync: SyncKey) -> None:
         """Switch to another sync key, unless records sealed with the current one exist."""
         await self.check_sync_key(sync)
-        if self.identity.sync is not None and self.identity.sync.key_id == sync.key_id:
+        current = self.identity.sync
+        if current is not None and current.key_id == sync.key_id:
             return
+        self.use_sync_key(sync if current is None else current.rotated_to(sync))
+
+    def use_sync_key(self, sync: SyncKey) -> None:
+        """Make `sync` (with the older keys it holds) this node's key, on disk and here."""
         self.home.replace_sync_key(sync)
-        self.identity = dataclasses.replace(self.identity, sync=sync)
+        self.identity = dataclasses.replace(self.identity, sync=self.home.load_sync_key())
 
     async def _own_logs(self) -> dict[LogKey, int]:
         index = await self.store.index()
@@ -240,6 +245,7 @@ class Node:
                 ForkStatus(f.log, f.idx, f.held_hash, len(f.offered), f.detected_at)
                 for f in await self.store.forks()
             ),
+            keyring=0 if sync is None else sum(k.key_id != ROSTER_KEY.key_id for k in sync.older),
         )
 
     async def verify(self) -> VerifyReport:

@@ -7,10 +7,12 @@ inviter's server: `peer.service.pairing`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import time
 from dataclasses import dataclass
 
+from peer import devices
 from peer.addresses import join_host, split_address
 from peer.client import PairingClient
 from peer.codec.wire import ConfirmJoin, JoinRequest
@@ -22,6 +24,8 @@ from peer.node import Node
 from peer.pairing import Invitation, confirm_proof_message, join_proof_message, new_secret
 from peer.store import TrustedPeer
 from peer.trust import Credentials
+
+log = logging.getLogger(__name__)
 
 
 async def invite(node: Node, relay: bool, ttl_s: int, address: str | None) -> Invitation:
@@ -86,9 +90,9 @@ async def join(node: Node, invitation: Invitation) -> str:
     proof = sign_with_tls_key(own.key, join_proof_message(invitation.secret, invitation.node_id))
     request = JoinRequest(invitation.secret, own.certificate, node.identity.name, proof)
     async with PairingClient(invitation.pairing_address, certificate) as pairing:
-        key_text, name = await pairing.join(request)
+        key_text, name, older = await pairing.join(request)
         try:
-            key = await _acceptable_key(node, key_text)
+            key = await _acceptable_key(node, key_text, older)
         except PeerError:
             with contextlib.suppress(PeerError):
                 await pairing.confirm(_verdict(node, invitation, own, accepted=False))
@@ -97,15 +101,21 @@ async def join(node: Node, invitation: Invitation) -> str:
     if key is not None:
         await node.import_sync_key(key)
     await node.trust.add(TrustedPeer(invitation.node_id, name, invitation.address, certificate))
+    try:  # the joiner's half of the pair of adds that links it into the roster
+        await devices.record_join(node, certificate, relay=False, name=name, gave_key=False)
+    except PeerError as exc:
+        log.warning("the inviter was not added to this node's roster: %s", exc)
     return name
 
 
-async def _acceptable_key(node: Node, key_text: str) -> SyncKey | None:
-    """The sync key the inviter sent (None for a relay), if this node can take it."""
+async def _acceptable_key(node: Node, key_text: str, older: list[str]) -> SyncKey | None:
+    """The sync key the inviter sent (None for a relay), holding the older keys of its
+    keyring, if this node can take it."""
     if not key_text:
         return None
     try:
-        key = SyncKey.from_text(key_text)
+        current = SyncKey.from_text(key_text)
+        key = SyncKey(current.secret, older=tuple(SyncKey.from_text(text) for text in older))
     except KeyFormatError as exc:
         raise UsageError("the inviting node sent a damaged sync key; nothing was paired") from exc
     await node.check_sync_key(key)

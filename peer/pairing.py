@@ -123,6 +123,7 @@ class Hold:
     name: str
     until: float
     confirmed: bool = False
+    relay: bool = False  # the invitation was for a relay
 
 
 class Holds:
@@ -138,14 +139,16 @@ class Holds:
         now = self._clock()
         return sum(1 for hold in self._holds.values() if hold.until > now)
 
-    def take(self, secret_hash: bytes, node_id: bytes, certificate: bytes, name: str) -> bool:
+    def take(
+        self, secret_hash: bytes, node_id: bytes, certificate: bytes, name: str, relay: bool = False
+    ) -> bool:
         """Hold the invitation for this joiner; False if another joiner holds it."""
         now = self._clock()
         self._holds = {k: h for k, h in self._holds.items() if h.until > now}
         held = self._holds.get(secret_hash)
         if held is not None and held.node_id != node_id:
             return False
-        self._holds[secret_hash] = Hold(node_id, certificate, name, now + HOLD_S)
+        self._holds[secret_hash] = Hold(node_id, certificate, name, now + HOLD_S, relay=relay)
         return True
 
     def holder(self, secret_hash: bytes, node_id: bytes) -> Hold | None:

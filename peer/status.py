@@ -151,6 +151,9 @@ class NodeStatus:
     views: ViewsStatus = ViewsStatus()
     forks: tuple[ForkStatus, ...] = ()
     daemon: DaemonStatus | None = None
+    keyring: int = 0  # older sync keys held (records of before a rotation open)
+    devices: int = 0  # members of the roster; 0: not in one
+    revoked: int = 0  # nodes the roster revoked
 
     def as_json(self) -> dict[str, Any]:
         """The document of `peer status --json` (ids and hashes as lowercase hex, node
@@ -161,6 +164,8 @@ class NodeStatus:
             "host": self.host.hex(),
             "name": self.name,
             "key_id": self.key_id,
+            "keyring": self.keyring,
+            "roster": {"devices": self.devices, "revoked": self.revoked},
             "logs": [self._log_json(log, live) for log in self.logs],
             "peers": [_peer_json(peer, live) for peer in self.peers],
             "views": {

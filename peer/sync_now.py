@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from peer.addresses import require_loopback
 from peer.client import ClientTls, PeerClient
-from peer.errors import PeerError, UsageError
+from peer.errors import PeerError, PeerRefused, PeerUnavailable, UsageError
 from peer.identity import format_node_id
+from peer.introduce import introduce
 from peer.node import Node
 from peer.peers import fetch_pinned, find_peer
 from peer.store import TrustedPeer
@@ -36,19 +37,39 @@ async def sync_peers(
     results: list[PeerResult] = []
     for target in targets if insecure else await _trusted_targets(node, targets):
         try:
-            address, tls = await _connection(node, target, insecure)
-            async with PeerClient(address, tls=tls) as peer:
-                summary = await sync_with(
-                    node.store,
-                    peer,
-                    batch=batch,
-                    progress=progress(address),
-                    own_host=node.identity.host,
-                )
-            results.append(PeerResult(address, summary))
+            results.append(await _session(node, target, batch, progress, insecure))
+        except (PeerRefused, PeerUnavailable) as exc:
+            # refused at the handshake? the peer may have pinned us by id alone: introduce
+            # ourselves on its pairing port, and try once more if it took our certificate
+            if isinstance(target, str) or await introduce(node, target):
+                results.append(PeerResult(_label(target), error=str(exc)))
+                continue
+            try:
+                results.append(await _session(node, target, batch, progress, insecure))
+            except PeerError as again:
+                results.append(PeerResult(_label(target), error=str(again)))
         except PeerError as exc:
             results.append(PeerResult(_label(target), error=str(exc)))
     return results
+
+
+async def _session(
+    node: Node,
+    target: str | TrustedPeer,
+    batch: int,
+    progress: Callable[[str], Progress],
+    insecure: bool,
+) -> PeerResult:
+    address, tls = await _connection(node, target, insecure)
+    async with PeerClient(address, tls=tls) as peer:
+        summary = await sync_with(
+            node.store,
+            peer,
+            batch=batch,
+            progress=progress(address),
+            own_host=node.identity.host,
+        )
+    return PeerResult(address, summary)
 
 
 def _label(target: str | TrustedPeer) -> str:

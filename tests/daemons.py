@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from peer import api
 from peer.crypto import SyncKey
 from peer.home import Home as HomeFiles
-from peer.identity import format_node_id
+from peer.identity import format_node_id, parse_node_id
 from peer.node import Node
 from peer.store import TrustedPeer
 from tests.cli import ok
@@ -110,21 +110,26 @@ async def holds(probe: Callable[[], Awaitable[bool]], what: str, duration: float
 
 def free_ports(count: int) -> list[int]:
     """`count` distinct loopback ports free now, outside the kernel's ephemeral range (so
-    no outgoing connection takes one while its daemon is down for a restart)."""
+    no outgoing connection takes one while its daemon is down for a restart). Each is
+    even, with the next one free too: a daemon serves pairing on its port + 1."""
     chosen: list[int] = []
     for _ in range(500):
-        port = random.randrange(20_000, 32_000)
-        if port in chosen:
+        port = random.randrange(20_000, 32_000) & ~1
+        if port in chosen or not all(_bindable(p) for p in (port, port + 1)):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
         chosen.append(port)
         if len(chosen) == count:
             return chosen
     raise AssertionError("no free loopback ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -189,6 +194,19 @@ def mesh(homes: Iterable[Home], certificates: bool = False) -> None:
     """Every home trusts every other one."""
     every = list(homes)
     run_async(_pin([(h, o) for h in every for o in every if o is not h], certificates))
+
+
+async def joined_home(daemons: Daemons, inviter: Home, name: str, relay: bool = False) -> Home:
+    """A new home that joined through `inviter`'s running daemon (`peer invite` there,
+    `peer join` here), its daemon started too."""
+    code = (await aok(inviter.root, "invite", *(["--relay"] if relay else []))).strip()
+    root = daemons.root / name
+    await aok(root, "join", code, "--name", name)
+    node_id = (await aok(root, "id")).strip()
+    status = json.loads(await aok(root, "status", "--json"))
+    home = Home(name, root, node_id, parse_node_id(node_id), status["host"], free_ports(1)[0])
+    daemons.start(home)
+    return home
 
 
 # -- daemons --------------------------------------------------------------------------

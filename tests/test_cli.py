@@ -444,7 +444,7 @@ MISTAKES: dict[str, tuple[str, ...]] = {
     "unknown-global-flag": ("--bogus", "id"),
     "unknown-command-flag": ("append", "--tag", "notes", "--bogus", "x"),
     "unknown-command": ("frobnicate",),
-    "unknown-key-action": ("key", "rotate"),
+    "unknown-key-action": ("key", "rekey"),
     "key-without-action": ("key",),
     "append-without-tag": ("append", "x"),
     "tail-limit-zero": ("tail", "--limit", "0"),

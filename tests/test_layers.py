@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     # the only owners of their dependency: cryptography, then SQLite
     "crypto": 3,
     "store": 4,
+    "roster": 4,
     # what sits on one store and its keys
     "home": 5,
     "trust": 5,
@@ -67,8 +68,10 @@ LAYERS: dict[str, int] = {
     "mesh": 10,
     "api": 10,
     "peers": 8,
+    "devices": 8,
     "pair": 10,
-    "sync_now": 10,
+    "introduce": 10,
+    "sync_now": 11,
     # the daemon
     "daemon": 11,
     # the CLI (a package: common and render below the command groups, main above them)

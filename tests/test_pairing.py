@@ -32,8 +32,10 @@ def test_one_command_on_each_device_pairs_them_and_they_sync(
         assert ok(phone, "key", "export") == ok(laptop, "key", "export")
         ok(phone, "append", "--tag", "notes", "written on the phone")
         summary = json.loads(ok(phone, "sync", "--json"))["peers"][0]
-        assert (summary["pulled"], summary["pushed"]) == (1, 1)
-        texts = {json.loads(line)["data"] for line in ok(laptop, "tail").splitlines()}
+        # each side's note, and its roster events: its card, its own add, the other's add
+        assert (summary["pulled"], summary["pushed"]) == (1 + 3, 1 + 3)
+        tail = ok(laptop, "tail", "--tag", "notes").splitlines()
+        texts = {json.loads(line)["data"] for line in tail}
         assert texts == {"written on the laptop", "written on the phone"}
         names = {p["name"] for p in json.loads(ok(laptop, "peers", "list", "--json"))["peers"]}
         assert names == {"phone"}
@@ -49,7 +51,7 @@ def test_a_relay_invitation_gives_no_sync_key(tmp_path: Path, inviter: tuple[Pat
         joined = json.loads(ok(relay, "join", code, "--json"))
         assert (joined["relay"], joined["sync_key"]) == (True, False)
         ok(relay, "sync")
-        (record,) = [json.loads(line) for line in ok(relay, "tail").splitlines()]
+        (record,) = [json.loads(line) for line in ok(relay, "tail", "--tag", "notes").splitlines()]
         assert "data" not in record
         assert "no sync key" in record["error"]
     finally:

@@ -35,6 +35,7 @@ def register(commands: Any) -> None:
     command(key_commands, "export", cmd_key_export, "print the sync key (one line)")
     key_import = command(key_commands, "import", cmd_key_import, "set the sync key")
     key_import.add_argument("key", help="the key text, or - to read its first line from stdin")
+    command(key_commands, "rotate", _rotate, "draw a new sync key for every device of the roster")
 
     append = command(commands, "append", cmd_append, "append records to one of your logs")
     append.add_argument("--tag", required=True, help="the log's tag (a-z 0-9 . _ -)")
@@ -119,6 +120,12 @@ async def cmd_key_import(args: argparse.Namespace) -> int:
     else:
         print(f"sync key {sync.key_id_text} imported")
     return 0
+
+
+async def _rotate(args: argparse.Namespace) -> int:
+    from peer.cli.devices import cmd_key_rotate
+
+    return await cmd_key_rotate(args)
 
 
 async def cmd_append(args: argparse.Namespace) -> int:
@@ -284,8 +291,10 @@ def _print_entries(entries: Sequence[Entry]) -> int:
 async def cmd_status(args: argparse.Namespace) -> int:
     live = await _daemon_status(args)
     if live is None:
+        from peer.devices import with_roster
+
         async with open_node(args) as node:
-            live = await node.status()
+            live = await with_roster(node, await node.status())
     status = {**live.as_json(), "warnings": home_of(args).exposed()}
     if args.json:
         print_json(status)

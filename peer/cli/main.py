@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from peer.cli import apps, local, net, shells
+from peer.cli import apps, devices, local, net, shells
 from peer.cli.basics import Parser, fail
 from peer.cli.common import run
 
@@ -33,4 +33,5 @@ def build_parser() -> Parser:
     net.register(commands)
     apps.register(commands)
     shells.register(commands)
+    devices.register(commands)
     return parser

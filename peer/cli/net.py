@@ -141,7 +141,13 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
     node_id = parse_node_id(args.node_id)
     async with open_node(args) as node:
         pinned, offline = await pin(node, node_id, args.name, args.address)
-    fetched = pinned.certificate is not None
+        fetched = pinned.certificate is not None
+        if fetched:  # it may have pinned us by id alone: give it our certificate
+            from peer.introduce import introduce
+
+            introduced = not await introduce(node, pinned)
+        else:
+            introduced = False
     shown = format_node_id(node_id)
     if args.json:
         print_json(
@@ -150,6 +156,7 @@ async def cmd_peers_add(args: argparse.Namespace) -> int:
                 "name": args.name,
                 "address": args.address,
                 "certificate": fetched,
+                "introduced": introduced,
                 "unreachable": offline or None,
             }
         )

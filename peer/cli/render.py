@@ -100,6 +100,13 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     """`peer status` for people: the node, its logs, its peers and links, forks."""
     own = node_name(status["name"]) or "-"
     lines = [f"node {status['node_id']}  name {own}  key {status['key_id']}"]
+    roster = status.get("roster") or {}
+    if status.get("keyring") or roster.get("devices"):
+        lines.append(
+            f"keyring: {status.get('keyring', 0)} older key(s); roster: "
+            f"{roster.get('devices', 0)} device(s), {roster.get('revoked', 0)} revoked "
+            "(`peer devices`)"
+        )
     daemon = status.get("daemon")
     if daemon:
         mode = "mutual TLS" if daemon["tls"] else "plaintext, loopback only"

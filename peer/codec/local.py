@@ -136,11 +136,15 @@ def decode_status_response(raw: bytes) -> NodeStatus:
             for f in m.forks
         ),
         _daemon(m.daemon) if m.HasField("daemon") else None,
+        m.keyring,
+        m.devices,
+        m.revoked,
     )
 
 
 def _node_message(status: NodeStatus, m: local_pb.NodeStatus) -> None:
     m.node_id, m.host, m.name = status.node_id, status.host, status.name
+    m.keyring, m.devices, m.revoked = status.keyring, status.devices, status.revoked
     if status.key_id is not None:
         m.key_id = status.key_id
     for log in status.logs:

@@ -23,6 +23,7 @@ MAX_CERTIFICATE_BYTES = 16 << 10
 PUBLIC_KEY_LEN = 32  # HostKey.public_key: an Ed25519 public key
 MAX_PROOF_BYTES = 128  # an ECDSA P-256 signature in DER is at most 72
 MAX_KEY_TEXT_CHARS = 1024
+MAX_OLDER_KEYS = 256  # keys of a keyring sent at pairing (a rotation per revocation)
 MAX_JOIN_MESSAGE_BYTES = 32 << 10  # the pairing port's receive limit: a Join is < 20 KiB
 MAX_RECORDS_PER_MESSAGE = 4096
 MAX_HOSTS_PER_MESSAGE = 4096
@@ -435,15 +436,22 @@ def decode_join_request(raw: bytes) -> JoinRequest:
     return JoinRequest(message.secret, message.certificate, name, message.proof)
 
 
-def encode_join_response(sync_key: str, name: str) -> bytes:
-    return pb.JoinResponse(sync_key=sync_key, name=name).SerializeToString()
+def encode_join_response(sync_key: str, name: str, older_keys: Sequence[str] = ()) -> bytes:
+    message = pb.JoinResponse(sync_key=sync_key, name=name, older_keys=older_keys)
+    return message.SerializeToString()
 
 
-def decode_join_response(raw: bytes) -> tuple[str, str]:
+def decode_join_response(raw: bytes) -> tuple[str, str, list[str]]:
+    """(sync key text, inviter's name, the older keys of its keyring as text)."""
     message = parse(pb.JoinResponse, raw)
-    if len(message.sync_key) > MAX_KEY_TEXT_CHARS:
+    older = list(message.older_keys)
+    if (
+        len(message.sync_key) > MAX_KEY_TEXT_CHARS
+        or len(older) > MAX_OLDER_KEYS
+        or any(len(key) > MAX_KEY_TEXT_CHARS for key in older)
+    ):
         raise ProtocolError("join response fields out of bounds")
-    return message.sync_key, clean_name(message.name)
+    return message.sync_key, clean_name(message.name), older
 
 
 def encode_confirm_join(confirm: ConfirmJoin) -> bytes:
@@ -469,3 +477,23 @@ def encode_confirm_join_response() -> bytes:
 
 def decode_confirm_join_response(raw: bytes) -> None:
     parse(pb.ConfirmJoinResponse, raw)
+
+
+def encode_introduce(certificate: bytes) -> bytes:
+    return pb.IntroduceRequest(certificate=certificate).SerializeToString()
+
+
+def decode_introduce(raw: bytes) -> bytes:
+    """The certificate a node introduces (PEM), bounded like a joiner's."""
+    message = parse(pb.IntroduceRequest, raw)
+    if not 0 < len(message.certificate) <= MAX_CERTIFICATE_BYTES:
+        raise ProtocolError("introduce request fields out of bounds")
+    return message.certificate
+
+
+def encode_introduce_response() -> bytes:
+    return pb.IntroduceResponse().SerializeToString()
+
+
+def decode_introduce_response(raw: bytes) -> None:
+    parse(pb.IntroduceResponse, raw)

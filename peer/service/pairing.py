@@ -30,12 +30,14 @@ from peer.codec.wire import (
     PAIRING_SERVICE_NAME,
     JoinRequest,
     decode_confirm_join,
+    decode_introduce,
     decode_join_request,
     encode_confirm_join_response,
+    encode_introduce_response,
     encode_join_response,
 )
 from peer.crypto import check_node_certificate, verify_tls_signature
-from peer.errors import PeerRefused, ProtocolError, UsageError
+from peer.errors import PeerError, PeerRefused, ProtocolError, UsageError
 from peer.identity import node_id_of
 from peer.pairing import (
     BAN_S,
@@ -59,6 +61,7 @@ from peer.trust import Credentials
 
 log = logging.getLogger(__name__)
 NOT_PROVEN = "the joining node did not prove that it holds its certificate's key"
+NOT_INTRODUCED = "this node does not wait for that certificate"
 
 
 def pairing_policy() -> CallerPolicy:
@@ -84,6 +87,11 @@ class PairingServicer:
     after_join: Callable[[], Awaitable[None]]
     policy: CallerPolicy = field(default_factory=pairing_policy)
     holds: Holds = field(default_factory=Holds)
+    # the joiner and whether it came as a relay, once pinned (the daemon adds it to the
+    # roster); a failure there is logged, the join stands
+    on_joined: Callable[[TrustedPeer, bool], Awaitable[None]] | None = None
+    # the keys the sync key replaced (keyring), as text: a new device reads old records
+    older_key_texts: tuple[str, ...] = ()
 
     async def join(self, raw: bytes, context: Context) -> bytes:
         request = decode_join_request(raw)
@@ -92,10 +100,10 @@ class PairingServicer:
         if relay is None:
             raise PeerRefused(REFUSED)
         node_id = _proven(request, self.node_id)
-        if not self.holds.take(hashed, node_id, request.certificate, request.name):
+        if not self.holds.take(hashed, node_id, request.certificate, request.name, relay):
             raise PeerRefused(REFUSED)  # another joiner holds it: one winner
         key = "" if relay or self.sync_key_text is None else self.sync_key_text
-        return encode_join_response(key, self.name)
+        return encode_join_response(key, self.name, self.older_key_texts if key else ())
 
     async def confirm(self, raw: bytes, context: Context) -> bytes:
         confirm = decode_confirm_join(raw)
@@ -116,13 +124,37 @@ class PairingServicer:
                 raise PeerRefused(REFUSED)
             self.holds.confirmed(hashed)
             await self.after_join()  # the sync port admits the new peer at once
+            if self.on_joined is not None:
+                try:
+                    await self.on_joined(joiner, held.relay)
+                except PeerError as exc:
+                    log.warning("the joined node was not added to the roster: %s", exc)
         return encode_confirm_join_response()
+
+    async def introduce(self, raw: bytes, context: Context) -> bytes:
+        """Store the certificate of a node pinned by id alone (docs/protocol.md §1.2).
+        Anything else gets the one fixed refusal: this says nothing of the pins."""
+        certificate = decode_introduce(raw)
+        try:
+            check_node_certificate(certificate)
+        except ProtocolError:
+            raise PeerRefused(NOT_INTRODUCED) from None
+        node_id = node_id_of(certificate)
+        pinned = {p.node_id: p for p in await self.store.peers.all()}.get(node_id)
+        if pinned is None or pinned.certificate not in (None, certificate):
+            raise PeerRefused(NOT_INTRODUCED)
+        if pinned.certificate is None:
+            await self.store.peers.add(TrustedPeer(node_id, certificate=certificate))
+            await self.after_join()  # the sync port admits it at once
+        return encode_introduce_response()
 
     def admit(self, context: Context) -> None:
         """Throttled before the request is even parsed, if this address misbehaved."""
         self.policy.admit(caller_id(context))
 
     def note(self, context: Context, error: BaseException) -> None:
+        if str(error) == NOT_INTRODUCED:
+            return  # cheap to answer, and daemons try it after failures: no strike
         self.policy.note(caller_id(context), error)
 
 
@@ -170,6 +202,7 @@ async def start_pairing_server(
     handlers = {
         "Join": grpc.unary_unary_rpc_method_handler(_admitted(servicer, servicer.join)),
         "ConfirmJoin": grpc.unary_unary_rpc_method_handler(_admitted(servicer, servicer.confirm)),
+        "Introduce": grpc.unary_unary_rpc_method_handler(_admitted(servicer, servicer.introduce)),
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(PAIRING_SERVICE_NAME, handlers),)

@@ -419,6 +419,13 @@ class Store:
         )
         return {LogKey(h, t): Head(n, d) for h, t, n, d in rows}
 
+    async def heads_of(self, tag: str) -> dict[bytes, Head]:
+        """Every host's log of one tag held here (a scan of the heads, not the records)."""
+        rows = await self._database.fetch(
+            "SELECT host, next_idx, head_hash FROM heads WHERE tag = ?", (check_tag(tag),)
+        )
+        return {h: Head(n, d) for h, n, d in rows}
+
     async def frozen_logs(self) -> set[LogKey]:
         """Logs that hold fork evidence and accept nothing more."""
         rows = await self._database.fetch("SELECT host, tag FROM heads WHERE frozen")

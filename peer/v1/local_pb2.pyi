@@ -67,7 +67,7 @@ class GetStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[NodeStatus, _Mapping]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "host", "name", "key_id", "logs", "peers", "views", "forks", "daemon")
+    __slots__ = ("node_id", "host", "name", "key_id", "logs", "peers", "views", "forks", "daemon", "keyring", "devices", "revoked")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,9 @@ class NodeStatus(_message.Message):
     VIEWS_FIELD_NUMBER: _ClassVar[int]
     FORKS_FIELD_NUMBER: _ClassVar[int]
     DAEMON_FIELD_NUMBER: _ClassVar[int]
+    KEYRING_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
     node_id: bytes
     host: bytes
     name: str
@@ -86,7 +89,10 @@ class NodeStatus(_message.Message):
     views: ViewsStatus
     forks: _containers.RepeatedCompositeFieldContainer[ForkStatus]
     daemon: DaemonStatus
-    def __init__(self, node_id: _Optional[bytes] = ..., host: _Optional[bytes] = ..., name: _Optional[str] = ..., key_id: _Optional[str] = ..., logs: _Optional[_Iterable[_Union[LogStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., views: _Optional[_Union[ViewsStatus, _Mapping]] = ..., forks: _Optional[_Iterable[_Union[ForkStatus, _Mapping]]] = ..., daemon: _Optional[_Union[DaemonStatus, _Mapping]] = ...) -> None: ...
+    keyring: int
+    devices: int
+    revoked: int
+    def __init__(self, node_id: _Optional[bytes] = ..., host: _Optional[bytes] = ..., name: _Optional[str] = ..., key_id: _Optional[str] = ..., logs: _Optional[_Iterable[_Union[LogStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., views: _Optional[_Union[ViewsStatus, _Mapping]] = ..., forks: _Optional[_Iterable[_Union[ForkStatus, _Mapping]]] = ..., daemon: _Optional[_Union[DaemonStatus, _Mapping]] = ..., keyring: _Optional[int] = ..., devices: _Optional[int] = ..., revoked: _Optional[int] = ...) -> None: ...
 
 class LogStatus(_message.Message):
     __slots__ = ("host", "tag", "next_idx", "head", "frozen")

@@ -175,12 +175,14 @@ class JoinRequest(_message.Message):
     def __init__(self, secret: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., name: _Optional[str] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("sync_key", "name")
+    __slots__ = ("sync_key", "name", "older_keys")
     SYNC_KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    OLDER_KEYS_FIELD_NUMBER: _ClassVar[int]
     sync_key: str
     name: str
-    def __init__(self, sync_key: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    older_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sync_key: _Optional[str] = ..., name: _Optional[str] = ..., older_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConfirmJoinRequest(_message.Message):
     __slots__ = ("secret", "node_id", "accepted", "proof")
@@ -195,5 +197,15 @@ class ConfirmJoinRequest(_message.Message):
     def __init__(self, secret: _Optional[bytes] = ..., node_id: _Optional[bytes] = ..., accepted: _Optional[bool] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class ConfirmJoinResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class IntroduceRequest(_message.Message):
+    __slots__ = ("certificate",)
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    certificate: bytes
+    def __init__(self, certificate: _Optional[bytes] = ...) -> None: ...
+
+class IntroduceResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -302,6 +302,11 @@ class PairingServiceStub:
                 request_serializer=peer_dot_v1_dot_sync__pb2.ConfirmJoinRequest.SerializeToString,
                 response_deserializer=peer_dot_v1_dot_sync__pb2.ConfirmJoinResponse.FromString,
                 _registered_method=True)
+        self.Introduce = channel.unary_unary(
+                '/peer.v1.PairingService/Introduce',
+                request_serializer=peer_dot_v1_dot_sync__pb2.IntroduceRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_sync__pb2.IntroduceResponse.FromString,
+                _registered_method=True)
 
 
 class PairingServiceServicer:
@@ -329,6 +334,15 @@ class PairingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Introduce(self, request, context):
+        """A node introduces itself to one that pinned its id but has never seen its
+        certificate: stored when its SHA-256 is a pinned id without a certificate; anything
+        else gets PERMISSION_DENIED with one fixed text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PairingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -341,6 +355,11 @@ def add_PairingServiceServicer_to_server(servicer, server):
                     servicer.ConfirmJoin,
                     request_deserializer=peer_dot_v1_dot_sync__pb2.ConfirmJoinRequest.FromString,
                     response_serializer=peer_dot_v1_dot_sync__pb2.ConfirmJoinResponse.SerializeToString,
+            ),
+            'Introduce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Introduce,
+                    request_deserializer=peer_dot_v1_dot_sync__pb2.IntroduceRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_sync__pb2.IntroduceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +421,33 @@ class PairingService:
             '/peer.v1.PairingService/ConfirmJoin',
             peer_dot_v1_dot_sync__pb2.ConfirmJoinRequest.SerializeToString,
             peer_dot_v1_dot_sync__pb2.ConfirmJoinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Introduce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peer.v1.PairingService/Introduce',
+            peer_dot_v1_dot_sync__pb2.IntroduceRequest.SerializeToString,
+            peer_dot_v1_dot_sync__pb2.IntroduceResponse.FromString,
             options,
             channel_credentials,
             insecure,
