@@ -95,7 +95,9 @@ async def test_two_daemons_starting_together_move_each_record_about_once(
     moved = links["a"]["pushed"] + links["b"]["pulled"]
     left = links["a"]["pushes_left_to_peer"]
     print(f"{count} records converged in {took:.2f} s; crossed {moved} times; a left {left}")
-    assert count <= moved <= count + 4 * 1000  # without the rule: about 2 x count
+    # Without the rule: 2 x count. The batches in flight when b's pull arrives depend on
+    # the load (0-3,000 idle, up to 4,600 beside a full test run on 2 cores).
+    assert count <= moved <= count * 1.5
     assert links["b"]["pushed"] == 0 and links["a"]["pulled"] == 0
 
 
