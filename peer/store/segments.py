@@ -28,7 +28,8 @@ from peer.segment import cut, encode
 
 SEGMENT_RECORDS = 4096  # a segment is cut at the first signed record past this many...
 SEGMENT_BYTES = 1 << 20  # ...or past this many bytes
-MERGE_BELOW = 64 * 1024  # a last segment under this takes the next run of its log in
+MERGE_BELOW = 4 * 1024  # a last segment under this takes the next run of its log in
+# (rewriting it costs: a single append paid 280 us with 4 KiB here, 470 us with 64 KiB)
 MAX_SQL_INT = 2**63 - 1
 
 # The segments holding idx ?3 up to (not including) ?4 of log (?1, ?2): the last
