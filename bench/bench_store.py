@@ -8,7 +8,11 @@ Each run uses fresh files in a new temporary directory and times, over the same 
 2. `Store.insert_batch`: those records arriving from another node (check, verify, write);
 3. duplicate batch: the same batches arriving again at that store, which holds them all
    (a mesh delivers each record from several neighbours): a read and a hash per record;
-4. stdlib `sqlite3.executemany` of the same rows into the same schema: the ceiling.
+4. stdlib `sqlite3.executemany` of the same rows into the same schema: the row ceiling
+   (a row per record, as the store wrote before segments);
+5. the physical references of this machine, over the same bytes: SHA-256 of each
+   record's canonical encoding (what any receiver hashes), and a raw SQLite insert of
+   those bytes as blobs, one blob (a segment) per 1000 records and a commit per blob.
 
 The four are interleaved within every run, not run as separate series, because the
 machine is shared and noisy: a slow spell then hits all of them and the ratios stay honest.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sqlite3
@@ -31,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peer import segment
 from peer.crypto import Author, SigningKey, SyncKey
-from peer.records import Record
+from peer.records import Record, hash_input
 from peer.store import RECORD_COLUMNS, Store
 from peer.store.schema import MIGRATIONS
 
@@ -50,6 +56,8 @@ _NAMES = {
     "insert": "insert_batch",
     "duplicate": "duplicate batch",
     "ceiling": "sqlite3 ceiling",
+    "sha256": "sha256 reference",
+    "blobs": "sqlite3 blobs",
 }
 
 
@@ -199,6 +207,39 @@ def bench_ceiling(path: Path, rows: Sequence[tuple[object, ...]]) -> Timing:
     return timing
 
 
+def bench_sha256(records: Sequence[Record]) -> Timing:
+    """Time SHA-256 of every record's canonical bytes (built beforehand, not timed)."""
+    inputs = [hash_input(record) for record in records]
+    sha256 = hashlib.sha256
+    clock = Clock()
+    for data in inputs:
+        sha256(data).digest()
+    return clock.stop(len(inputs))
+
+
+def bench_blobs(path: Path, records: Sequence[Record]) -> Timing:
+    """Time a raw SQLite insert of the same bytes as blobs: a segment per COMMIT_EVERY
+    records (encoded beforehand, not timed), one transaction each, WAL, NORMAL."""
+    blobs = [
+        segment.encode(records[start : start + COMMIT_EVERY])
+        for start in range(0, len(records), COMMIT_EVERY)
+    ]
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("CREATE TABLE blobs (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        clock = Clock()
+        for blob in blobs:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO blobs (data) VALUES (?)", (blob,))
+            db.execute("COMMIT")
+        timing = clock.stop(len(records))
+    finally:
+        db.close()
+    return timing
+
+
 async def run_once(payloads: Sequence[bytes]) -> tuple[dict[str, Timing], list[int]]:
     """One run of all three measurements on fresh files; returns timings and batch sizes."""
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
@@ -213,8 +254,19 @@ async def run_once(payloads: Sequence[bytes]) -> tuple[dict[str, Timing], list[i
         log(f"  duplicate batch  {duplicate.rate:>10,.0f} rec/s  ({duplicate.wall:.2f} s)")
         ceiling = bench_ceiling(workdir / "ceiling.db", [as_row(r) for r in records])
         log(f"  sqlite3 ceiling  {ceiling.rate:>10,.0f} rec/s  ({ceiling.wall:.2f} s)")
+        sha = bench_sha256(records)
+        log(f"  sha256 reference {sha.rate:>10,.0f} rec/s  ({sha.wall:.2f} s)")
+        blobs = bench_blobs(workdir / "blobs.db", records)
+        log(f"  sqlite3 blobs    {blobs.rate:>10,.0f} rec/s  ({blobs.wall:.2f} s)")
     sizes = [len(batch) for batch in batches]
-    timings = {"append": append, "insert": insert, "duplicate": duplicate, "ceiling": ceiling}
+    timings = {
+        "append": append,
+        "insert": insert,
+        "duplicate": duplicate,
+        "ceiling": ceiling,
+        "sha256": sha,
+        "blobs": blobs,
+    }
     return timings, sizes
 
 
@@ -251,6 +303,7 @@ async def bench(n: int, runs: int) -> dict[str, Any]:
         "ratios": {
             "append_over_ceiling": rate["append"] / rate["ceiling"],
             "insert_over_ceiling": rate["insert"] / rate["ceiling"],
+            "insert_over_blobs": rate["insert"] / rate["blobs"],
             # time per record, a duplicate over a new one (per run, then the median)
             "duplicate_over_insert": statistics.median(
                 r["duplicate"].wall / r["insert"].wall for r in results
@@ -288,6 +341,8 @@ def table(summary: Mapping[str, Any]) -> str:
         f"ceiling: one commit per {summary['ceiling_commit_every']} rows",
         f"append_many  / ceiling: {ratios['append_over_ceiling']:.3f}",
         f"insert_batch / ceiling: {ratios['insert_over_ceiling']:.3f}",
+        f"insert_batch / sqlite3 blobs (a segment per {summary['ceiling_commit_every']}): "
+        f"{ratios['insert_over_blobs']:.3f}",
         f"duplicate batch: {1e6 / m['duplicate']['median_rate']:.2f} µs per record held "
         f"already, {1e6 / m['insert']['median_rate']:.2f} µs per new one: "
         f"{ratios['duplicate_over_insert']:.3f} of the time",

@@ -50,7 +50,9 @@ from bench_store import (
     Clock,
     Timing,
     as_row,
+    bench_blobs,
     bench_ceiling,
+    bench_sha256,
     log,
     positive,
 )
@@ -59,6 +61,7 @@ from peer.client import ClientTls, PeerClient
 from peer.crypto import Author, SigningKey, SyncKey, generate_tls_identity
 from peer.records import Head, LogKey
 from peer.store import Store
+from peer.store.rows import from_row
 from peer.sync import SyncSummary, sync_with
 from peer.trust import Credentials
 
@@ -70,7 +73,12 @@ NOOP_TARGET_MS = 20.0  # no-op sync (SPEC §9)
 READ_CHUNK = 10_000
 NODE_SCRIPT = Path(__file__).resolve().with_name("sync_node.py")
 READY_TIMEOUT_S = 120.0
-_NAMES = {"sync": "initial sync", "ceiling": "sqlite3 ceiling"}
+_NAMES = {
+    "sync": "initial sync",
+    "ceiling": "sqlite3 ceiling",
+    "sha256": "sha256 reference",
+    "blobs": "sqlite3 blobs",
+}
 
 
 # -- placement -----------------------------------------------------------------------------
@@ -292,6 +300,7 @@ async def initial_sync(
     a_path = workdir / "a.db"
     index = await build_store(a_path, n, HOSTS, TAGS)
     rows = await read_rows(a_path, index)
+    records = [from_row(row) for row in rows]
     log(f"  built in {time.perf_counter() - started:.1f} s")
     gc.collect()
     gc.freeze()  # the fixture rows are not the sync's garbage to scan
@@ -316,6 +325,13 @@ async def initial_sync(
                 log(f"  {_NAMES[key]:<16} {done.rate:>10,.0f} rec/s  ({done.wall:.2f} s)")
                 for leftover in workdir.glob(f"{key}-{run}.db*"):
                     leftover.unlink()
+            timings["sha256"] = bench_sha256(records)
+            timings["blobs"] = bench_blobs(workdir / f"blobs-{run}.db", records)
+            for key in ("sha256", "blobs"):
+                done = timings[key]
+                log(f"  {_NAMES[key]:<16} {done.rate:>10,.0f} rec/s  ({done.wall:.2f} s)")
+            for leftover in workdir.glob(f"blobs-{run}.db*"):
+                leftover.unlink()
             results.append(timings)
         if profile:
             log("profiling one more initial sync (node B, this process)")
@@ -343,6 +359,7 @@ async def initial_sync(
             for kind in sorted({kind for t in b_threads for kind in t})
         },
         "ratio": rate["sync"] / rate["ceiling"],
+        "ratio_over_blobs": rate["sync"] / rate["blobs"],
         "target_ratio": SYNC_TARGET,
         "target_met": rate["sync"] / rate["ceiling"] >= SYNC_TARGET,
         "profile": profile_text,
@@ -464,6 +481,8 @@ def table(summary: Mapping[str, Any]) -> str:
         f"ceiling: stdlib sqlite3 executemany, one commit per {initial['ceiling_commit_every']} "
         "rows, WAL/NORMAL",
         f"sync / ceiling: {initial['ratio']:.3f} (target >= {initial['target_ratio']}: {met})",
+        f"sync / sqlite3 blobs (the same bytes, a blob per {initial['ceiling_commit_every']} "
+        f"records): {initial['ratio_over_blobs']:.3f}",
     ]
     noop = summary.get("noop")
     if noop is not None:

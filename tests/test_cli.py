@@ -18,13 +18,14 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import peer.errors
+from peer import segment
 from peer.crypto import SyncKey
 
 TIMEOUT_S = 60
@@ -405,11 +406,12 @@ def test_verify_fails_and_names_a_problem_when_one_payload_byte_is_flipped(
 ) -> None:
     ok(home, "append", "--tag", "notes", stdin="".join(f"note {n}\n" for n in range(5)))
     with sqlite3.connect(home / "peer.db") as db:
-        seq, payload = db.execute(
-            "SELECT seq, payload FROM records WHERE tag = 'notes' AND idx = ?", (victim,)
-        ).fetchone()
-        flipped = bytes([payload[0] ^ 0x01]) + payload[1:]
-        db.execute("UPDATE records SET payload = ? WHERE seq = ?", (flipped, seq))
+        seq, data = db.execute("SELECT seq, data FROM segments WHERE tag = 'notes'").fetchone()
+        records = segment.decode(data)  # the five notes: one append, one segment
+        payload = records[victim].payload
+        flipped = replace(records[victim], payload=bytes([payload[0] ^ 0x01]) + payload[1:])
+        records[victim] = flipped
+        db.execute("UPDATE segments SET data = ? WHERE seq = ?", (segment.encode(records), seq))
     db.close()
 
     run = peer(home, "verify")

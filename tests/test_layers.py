@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "handoff": 1,
     "locate": 1,
     "commit": 2,
+    "segment": 2,
     # the only owners of their dependency: cryptography, then SQLite
     "crypto": 3,
     "store": 4,

@@ -13,9 +13,11 @@ import sqlite3
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from peer import segment
 from peer.client import PeerClient
 from peer.mesh import MAX_DISCOVERED, Mesh
 from peer.settings import Schedule
@@ -398,7 +400,10 @@ async def test_an_error_retrying_cannot_mend_waits_the_longest_backoff_at_once(
         there = await nodes.node("there")
         await there.append_each("notes", 3)
         with sqlite3.connect(tmp_path / "there.db") as db:
-            db.execute("UPDATE records SET payload = ? WHERE idx = 1", (b"damaged",))
+            seq, data = db.execute("SELECT seq, data FROM segments WHERE tag = 'notes'").fetchone()
+            records = segment.decode(data)  # the three appends, merged into one segment
+            records[1] = replace(records[1], payload=b"damaged")
+            db.execute("UPDATE segments SET data = ? WHERE seq = ?", (segment.encode(records), seq))
         db.close()
         damaged, absent = (
             TrustedPeer(os.urandom(32), "damaged", there.target),

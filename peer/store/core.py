@@ -10,8 +10,10 @@ The store enforces the log's rules itself, so no caller can break them:
   occupied idx is kept as fork evidence and freezes its log;
 - `index()` reads the maintained `heads` table, never a scan of the records.
 
-SQLite runs in WAL mode with synchronous=NORMAL: a committed transaction survives a
-killed process. Rows go in with one `executemany` per batch, never one await per row.
+Records are stored as segments, a row per run of a log (`peer.store.segments`), and
+reads slice them. SQLite runs in WAL mode with synchronous=NORMAL: a committed
+transaction survives a killed process. A batch is written in one trip to the writer's
+thread, never one await per row.
 """
 
 from __future__ import annotations
@@ -24,18 +26,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peer import clock
-from peer.crypto import Author, check_host_key, host_id, record_hash, verify_chain
+from peer.crypto import Author, check_host_key, host_id, verify_chain
 from peer.errors import (
     ForgeryError,
     ForkDetected,
     GapError,
+    IntegrityError,
     InvalidRecord,
     LogFrozen,
     UnknownHost,
 )
 from peer.records import (
     MAX_IDX,
-    RECORD_FRAMING,
     Head,
     LogKey,
     Record,
@@ -43,30 +45,37 @@ from peer.records import (
     check_tag,
     group_by_log,
 )
+from peer.segment import decode, hashes, sizes
 from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.known import Unheld, leave_out_known
 from peer.store.peers import Invitations, TrustList
 from peer.store.rows import (
     CLOCK_FLOOR,
     HEAD_OF,
-    INSERT_RECORD,
     RAISE_CLOCK_FLOOR,
-    RECORD_COLUMNS,
     UPSERT_HEAD,
     append_rows,
-    from_row,
-    to_row,
+)
+from peer.store.segments import (
+    ARRIVALS_AFTER,
+    ARRIVALS_NEWEST,
+    MAX_SQL_INT,
+    SEGMENTS_OF,
+    Run,
+    arrival_back,
+    pieces,
+    range_params,
+    wanted_idx,
+    write_run,
 )
 from peer.store.sqlite import Database, Faults, scalar
 from peer.store.views import Views
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import aiosqlite
 
-_SELECT_RANGE = (
-    f"SELECT {RECORD_COLUMNS} FROM records WHERE host = ? AND tag = ? AND idx >= ? "
-    "ORDER BY idx LIMIT ?"
-)
 DEFAULT_CHUNK = 20_000
 
 
@@ -326,7 +335,7 @@ class Store:
         self, groups: Mapping[LogKey, list[Record]], hashes: Mapping[LogKey, list[bytes]]
     ) -> tuple[InsertResult, list[Fork]]:
         duplicates = 0
-        rows: list[tuple[object, ...]] = []
+        runs: list[list[Record]] = []
         forks: list[Fork] = []
         for log, group in groups.items():
             head, frozen = await self._read_head(log)
@@ -338,10 +347,11 @@ class Store:
                 continue
             duplicates += len(group) - len(fresh)
             if fresh:
-                rows.extend(to_row(r) for r in fresh)
+                runs.append(fresh)
                 await self._set_head(log, Head(fresh[-1].idx + 1, hashes[log][-1]))
-        await self._db.executemany(INSERT_RECORD, rows)
-        return InsertResult(len(rows), duplicates), forks
+        if runs:
+            await self._database.run(partial(_write_runs, runs=runs))
+        return InsertResult(sum(len(run) for run in runs), duplicates), forks
 
     async def _split_known(
         self, log: LogKey, head: Head, group: list[Record], hashes: list[bytes]
@@ -433,15 +443,21 @@ class Store:
 
     async def read_range(self, host: bytes, tag: str, start: int, limit: int) -> list[Record]:
         """Up to `limit` records of one log from idx `start`, in idx order."""
+        found = await self._pieces(host, tag, start, limit)
+        return [record for piece in found for record in decode(piece)]
+
+    async def _pieces(self, host: bytes, tag: str, start: int, limit: int) -> list[bytes]:
+        """The segment bytes of up to `limit` records of one log from idx `start`."""
         if not 0 <= start <= MAX_IDX or limit < 0:
             raise InvalidRecord(f"range start {start} / limit {limit} out of bounds")
-        rows = await self._database.fetch(_SELECT_RANGE, (host, tag, start, limit))
-        return [from_row(row) for row in rows]
+        rows = await self._database.fetch(SEGMENTS_OF, range_params(host, tag, start, limit))
+        return pieces(rows, start, limit)
 
     async def _stored_hashes(self, log: LogKey, start: int, count: int) -> list[bytes]:
         """Inside a write transaction: hashes of records already held (to spot forks)."""
-        async with self._db.execute(_SELECT_RANGE, (log.host, log.tag, start, count)) as cursor:
-            return [record_hash(from_row(row)) for row in await cursor.fetchall()]
+        params = range_params(log.host, log.tag, start, count)
+        rows = list(await self._db.execute_fetchall(SEGMENTS_OF, params))
+        return [digest for piece in pieces(rows, start, count) for digest in hashes(piece)]
 
     async def record_sizes(
         self, host: bytes, tag: str, start: int, limit: int
@@ -449,34 +465,55 @@ class Store:
         """(bytes in a message at most, signed?) of up to `limit` records from idx
         `start`, as `records.message_size`: lets a sender cut batches by size without
         loading the payloads."""
-        rows = await self._database.fetch(
-            "SELECT length(payload) + length(wrapped_key) + length(tag) + length(version) "
-            f"+ {RECORD_FRAMING}, length(sig) > 0 "
-            "FROM records WHERE host = ? AND tag = ? AND idx >= ? ORDER BY idx LIMIT ?",
-            (host, check_tag(tag), start, limit),
-        )
-        return [(size, bool(signed)) for size, signed in rows]
+        found = await self._pieces(host, check_tag(tag), start, limit)
+        return [size for piece in found for size in sizes(piece)]
 
     async def scan(
         self, *, tag: str | None = None, after: int = 0, limit: int = 1000
     ) -> list[tuple[int, Record]]:
-        """Records in arrival order after sequence number `after`, with their numbers."""
-        where, params = "seq > ?", list[object]([after])
+        """Records in arrival order after sequence number `after`, with their numbers.
+
+        Reads the arrival runs, then each log's records once: within a log, arrival
+        order is idx order, so the records a scan wants of a log are one idx range."""
+        sql, params = ARRIVALS_AFTER, list[object]([after])
         if tag is not None:
-            where, params = where + " AND tag = ?", [*params, check_tag(tag)]
-        rows = await self._database.fetch(
-            f"SELECT seq, {RECORD_COLUMNS} FROM records WHERE {where} ORDER BY seq LIMIT ?",
-            (*params, limit),
-        )
-        return [(row[0], from_row(row[1:])) for row in rows]
+            sql, params = sql + " AND tag = ?2", [*params, check_tag(tag)]
+        sql += f" ORDER BY first_arrival LIMIT ?{len(params) + 1}"
+        runs: list[Run] = await self._database.fetch(sql, (*params, min(limit, MAX_SQL_INT)))
+        parts = wanted_idx(runs, after, limit)
+        spans: dict[tuple[bytes, str], tuple[int, int]] = {}
+        for _, (_, _, host, run_tag, _), first_idx, take in parts:
+            low, high = spans.get((host, run_tag), (first_idx, first_idx))
+            spans[host, run_tag] = (min(low, first_idx), max(high, first_idx + take))
+        held: dict[tuple[bytes, str], list[Record]] = {}
+        for (host, run_tag), (low, high) in spans.items():
+            held[host, run_tag] = await self.read_range(host, run_tag, low, high - low)
+            if len(held[host, run_tag]) != high - low:
+                raise IntegrityError(
+                    f"log {LogKey(host, run_tag)}: records {low}..{high - 1} arrived "
+                    "but are not all held"
+                )
+        found: list[tuple[int, Record]] = []
+        for arrival, (_, _, host, run_tag, _), first_idx, take in parts:
+            records, low = held[host, run_tag], spans[host, run_tag][0]
+            start = first_idx - low
+            found += zip(range(arrival, arrival + take), records[start : start + take], strict=True)
+        return found
 
     async def last_seq(self, tag: str | None = None, back: int = 0) -> int:
         """The arrival number `back` records before the newest (0 if there are fewer)."""
-        sql, params = "SELECT seq FROM records", list[object]()
+        sql, params = ARRIVALS_NEWEST, list[object]()
         if tag is not None:
             sql, params = sql + " WHERE tag = ?", [check_tag(tag)]
-        sql += " ORDER BY seq DESC LIMIT 1 OFFSET ?"
-        return await self._database.read_scalar(sql, (*params, back))
+        sql += " ORDER BY first_arrival DESC LIMIT ?"
+        runs = await self._database.fetch(sql, (*params, min(back + 1, MAX_SQL_INT)))
+        return arrival_back(runs, back)
+
+
+def _write_runs(db: sqlite3.Connection, runs: Sequence[Sequence[Record]]) -> None:
+    """On the writer's thread: each log's fresh run as segment rows (`write_run`)."""
+    for run in runs:
+        write_run(db, run)
 
 
 class _RollBack(Exception):

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 from peer.crypto import record_hash
 from peer.records import LogKey, Record, group_by_log
-from peer.store.rows import RECORD_COLUMNS, from_row
+from peer.segment import hashes
+from peer.store.segments import pieces
 from peer.store.sqlite import Database
 
 _CHUNK = 500  # logs per query: 1,500 parameters at most, far under SQLite's limit
-_RECORD_COLUMNS = ", ".join(f"r.{column}" for column in RECORD_COLUMNS.split(", "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,26 +94,30 @@ async def _held(database: Database, last: Mapping[LogKey, int]) -> dict[LogKey, 
     """For each log held here and not frozen (a frozen log takes the full path, which
     refuses it): its next idx, and the hash held at the last idx that a run ending at
     `last[log]` shares with it: the head's; or, if the run ends before the head, that
-    of the record held at `last[log]`, read in the same query and re-hashed."""
+    of the record held at `last[log]`, sliced from its segment (read in the same
+    query) and hashed."""
     found: dict[LogKey, tuple[int, bytes]] = {}
     items = list(last.items())
     for start in range(0, len(items), _CHUNK):
         chunk = items[start : start + _CHUNK]
         rows = await database.fetch(
-            f"SELECT h.host, h.tag, h.next_idx, h.head_hash, {_RECORD_COLUMNS} "
+            "SELECT h.host, h.tag, h.next_idx, h.head_hash, s.first_idx, s.count, s.data "
             f"FROM {_values(len(chunk), 3)} "
             "CROSS JOIN heads AS h ON h.host = w.column1 AND h.tag = w.column2 "
-            "LEFT JOIN records AS r ON r.host = h.host AND r.tag = h.tag "
-            "AND r.idx = w.column3 AND w.column3 < h.next_idx - 1 "
+            "LEFT JOIN segments AS s ON s.host = h.host AND s.tag = h.tag "
+            "AND w.column3 < h.next_idx - 1 AND s.first_idx = (SELECT first_idx FROM segments "
+            "WHERE host = h.host AND tag = h.tag AND first_idx <= w.column3 "
+            "ORDER BY first_idx DESC LIMIT 1) "
             "WHERE NOT h.frozen",
             [value for log, idx in chunk for value in (log.host, log.tag, idx)],
         )
-        for host, tag, next_idx, head_hash, *row in rows:
+        for host, tag, next_idx, head_hash, *segment in rows:
             log = LogKey(host, tag)
             if last[log] >= next_idx - 1:
                 found[log] = (next_idx, head_hash)
-            elif row[0] is not None:  # (always: every idx below the head is held)
-                found[log] = (next_idx, record_hash(from_row(row)))
+            elif segment[0] is not None:  # (always: every idx below the head is held)
+                (piece,) = pieces([segment], last[log], 1)
+                found[log] = (next_idx, hashes(piece)[0])
     return found
 
 

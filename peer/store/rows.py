@@ -1,5 +1,6 @@
-"""Records <-> rows of the `records` table (the column order both ways), and the
-statements of a local append, shared by `core` (async) and `direct` (the shell hook)."""
+"""Records <-> rows of a record per row (fork evidence, and the `records` table of
+stores before segments), and the statements of a local append, shared by `core`
+(async) and `direct` (the shell hook)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from typing import TYPE_CHECKING
 from peer import clock
 from peer.errors import InvalidRecord, LogFrozen
 from peer.records import MAX_IDX, Head, LogKey, Record
+from peer.store.segments import write_run
 
 if TYPE_CHECKING:
     from peer.crypto import Author
 
 RECORD_COLUMNS = "host, tag, idx, id, timestamp, version, payload, wrapped_key, prev, sig"
-INSERT_RECORD = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 HEAD_OF = "SELECT next_idx, head_hash, frozen FROM heads WHERE host = ? AND tag = ?"
 UPSERT_HEAD = (
     "INSERT INTO heads (host, tag, next_idx, head_hash) VALUES (?,?,?,?) "
@@ -71,8 +72,7 @@ def append_rows(
         stamps.append(floor)
     db.execute(RAISE_CLOCK_FLOOR, (floor,))
     records = author.write(log.tag, head, stamps, plaintexts)
-    db.executemany(INSERT_RECORD, [to_row(r) for r in records])
-    last_seq = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+    last_seq = write_run(db, records) + len(records) - 1
     from peer.crypto import record_hash  # here: the shell hook imports rows, and starts fast
 
     db.execute(UPSERT_HEAD, (log.host, log.tag, records[-1].idx + 1, record_hash(records[-1])))

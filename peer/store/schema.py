@@ -130,5 +130,32 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # column it reads, in command order), twice as fast as reading the table.
         "CREATE INDEX history_by_command ON history (command, timestamp, hostname, session, cwd)",
     ),
+    6: (
+        # Segments (issue 17): a row per run of consecutive records of one log, `data`
+        # the concatenation of their entries (peer.segment), last in the row so that
+        # reading the other columns never touches its overflow pages.
+        """CREATE TABLE segments (
+            seq INTEGER PRIMARY KEY,
+            host BLOB NOT NULL,
+            tag TEXT NOT NULL,
+            first_idx INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            UNIQUE (host, tag, first_idx)
+        )""",
+        # The arrival order (tail, --follow, the live feed): a row per run of one log as
+        # it arrived, records first_arrival .. first_arrival + count - 1 at idx
+        # first_idx on. Continues the seq numbers of the table `records`.
+        """CREATE TABLE arrivals (
+            first_arrival INTEGER PRIMARY KEY,
+            count INTEGER NOT NULL,
+            host BLOB NOT NULL,
+            tag TEXT NOT NULL,
+            first_idx INTEGER NOT NULL
+        )""",
+    ),
+    # Between 6 and 7, `peer.store.convert` moves the rows of `records` into segments,
+    # a chunk per transaction (resumable: a killed conversion goes on at the next open).
+    7: ("DROP TABLE records",),
 }
 LATEST_VERSION = max(MIGRATIONS)

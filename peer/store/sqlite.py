@@ -80,24 +80,28 @@ class Database:
             for connection in (self.writer, self.reader):
                 await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 await connection.execute("PRAGMA synchronous = NORMAL")
-            await self.writer.execute("PRAGMA journal_mode = WAL")
+            await self.writer.execute_fetchall("PRAGMA journal_mode = WAL")  # (its row read)
             if max_bytes is not None:
                 page_size = await scalar(self.writer, "PRAGMA page_size")
                 limit = max(max_bytes // page_size, 1)
-                await self.writer.execute(f"PRAGMA max_page_count = {limit}")
+                await self.writer.execute_fetchall(f"PRAGMA max_page_count = {limit}")
 
     async def _migrate(self) -> None:
-        async with self.write():
-            version = await scalar(self.writer, "PRAGMA user_version")
-            if version > LATEST_VERSION:
-                raise SchemaTooNew(
-                    f"the store {self.path} was written by a newer peer (schema {version}); "
-                    "upgrade peer to open it"
-                )
-            for target in range(version + 1, LATEST_VERSION + 1):
-                for statement in MIGRATIONS[target]:
-                    await self.writer.execute(statement)
-                await self.writer.execute(f"PRAGMA user_version = {target}")
+        """Apply the migrations this store lacks, each in its own transaction, after
+        the resumable step some need first (`peer.store.convert`)."""
+        version = await self.transaction(_schema_version)
+        if version > LATEST_VERSION:
+            raise SchemaTooNew(
+                f"the store {self.path} was written by a newer peer (schema {version}); "
+                "upgrade peer to open it"
+            )
+        for target in range(version + 1, LATEST_VERSION + 1):
+            from peer.store.convert import BEFORE  # here: only an old store needs it
+
+            step = BEFORE.get(target)
+            while step is not None and await self.transaction(step):
+                pass
+            await self.transaction(partial(_apply_migration, target=target))
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -128,6 +132,12 @@ class Database:
                 run = cast(Any, self._writer)._execute
                 return cast(T, await run(partial(_transact, self._writer_sqlite(), work)))
 
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` on the writer's thread, inside the transaction of `write()` that the
+        caller holds: many statements in one trip (a row per run, not an await each)."""
+        run = cast(Any, self._writer)._execute
+        return cast(T, await run(partial(work, self._writer_sqlite())))
+
     def _writer_sqlite(self) -> sqlite3.Connection:
         raw = cast(sqlite3.Connection, cast(Any, self._writer)._conn)
         return raw if self._faults is None else cast(Any, _FaultySync(raw, self._faults))
@@ -152,6 +162,19 @@ def _transact(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -
         db.rollback()
         raise
     return result
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _apply_migration(db: sqlite3.Connection, target: int) -> None:
+    """Migration `target`, unless another process applied it meanwhile."""
+    if _schema_version(db) >= target:
+        return
+    for statement in MIGRATIONS[target]:
+        db.execute(statement)
+    db.execute(f"PRAGMA user_version = {target}")
 
 
 def _create_private(path: Path) -> None:

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peer.crypto import SyncKey
+from peer.errors import InvalidRecord
 from peer.home import Home
 from peer.node import Node
+from peer.segment import decode
 
 TIMEOUT_S = 60.0
 POLL_S = 0.005
@@ -251,9 +253,13 @@ def audit(path: Path) -> Audit:
         if result.integrity != "ok":
             result.problems.append(f"integrity_check: {result.integrity}")
         heads = {(h, t): n for h, t, n in db.execute("SELECT host, tag, next_idx FROM heads")}
-        rows = db.execute(
-            "SELECT host, tag, idx, id, payload, sig FROM records ORDER BY host, tag, idx"
-        ).fetchall()
+        segments = db.execute("SELECT data FROM segments ORDER BY host, tag, first_idx")
+        rows = []
+        for (data,) in segments:
+            try:
+                rows += [(r.host, r.tag, r.idx, r.id, r.payload, r.sig) for r in decode(data)]
+            except InvalidRecord as exc:
+                result.problems.append(f"a malformed segment: {exc}")
     ids: set[bytes] = set()
     for host, tag, idx, record_id, payload, sig in rows:
         if record_id in ids:

@@ -1,0 +1,177 @@
+"""Records as segment rows (`peer.segment`), and their arrival order.
+
+A log is stored as rows of table `segments`, each a run of consecutive records
+(`first_idx`, `count`, `data`): a row per write, not per record (issue 17). A run is
+cut into segments of about SEGMENT_RECORDS records or SEGMENT_BYTES, each ending on a
+signed record; a run that continues a small last segment of its log is merged into
+it in the same transaction (single appends and live traffic write one record at a
+time), so merging is as crash-safe as any write.
+
+Arrival numbers (`seq`, for tail, --follow and the live feed) live in table
+`arrivals`: one row per run as it arrived (`first_arrival`, `count`, log,
+`first_idx`), extended in place while the same log keeps arriving. They cannot live
+in `segments`: a merged segment holds records that arrived apart, with other logs'
+records between them. Within a log, arrival order is idx order, which is what lets a
+scan read each log's records once.
+
+Everything here is synchronous on a `sqlite3.Connection` inside a write transaction
+or a read: `core` runs it on the writer's thread, `direct` (the shell hook) directly.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from peer.records import Record, message_size
+from peer.segment import cut, encode
+
+SEGMENT_RECORDS = 4096  # a segment is cut at the first signed record past this many...
+SEGMENT_BYTES = 1 << 20  # ...or past this many bytes
+MERGE_BELOW = 4 * 1024  # a last segment under this takes the next run of its log in
+# (rewriting it costs: a single append paid 280 us with 4 KiB here, 470 us with 64 KiB)
+MAX_SQL_INT = 2**63 - 1
+
+# The segments holding idx ?3 up to (not including) ?4 of log (?1, ?2): the last
+# one starting at or before ?3, and those after it (two searches of the unique index)
+SEGMENTS_OF = (
+    "SELECT first_idx, count, data FROM segments WHERE host = ?1 AND tag = ?2 "
+    "AND first_idx >= coalesce((SELECT first_idx FROM segments WHERE host = ?1 AND tag = ?2 "
+    "AND first_idx <= ?3 ORDER BY first_idx DESC LIMIT 1), ?3) "
+    "AND first_idx < ?4 ORDER BY first_idx"
+)
+_LAST_SEGMENT = (
+    "SELECT seq, first_idx, count, CASE WHEN length(data) < ? THEN data END "
+    "FROM segments WHERE host = ? AND tag = ? ORDER BY first_idx DESC LIMIT 1"
+)
+_GROW_SEGMENT = "UPDATE segments SET count = ?, data = ? WHERE seq = ?"
+INSERT_SEGMENT = "INSERT INTO segments (host, tag, first_idx, count, data) VALUES (?,?,?,?,?)"
+_LAST_ARRIVAL = (
+    "SELECT first_arrival, count, host, tag, first_idx FROM arrivals "
+    "ORDER BY first_arrival DESC LIMIT 1"
+)
+_GROW_ARRIVAL = "UPDATE arrivals SET count = count + ? WHERE first_arrival = ?"
+INSERT_ARRIVAL = (
+    "INSERT INTO arrivals (first_arrival, count, host, tag, first_idx) VALUES (?,?,?,?,?)"
+)
+# Runs of arrival numbers from the one holding ?1 + 1 on, oldest first
+ARRIVALS_AFTER = (
+    "SELECT first_arrival, count, host, tag, first_idx FROM arrivals WHERE first_arrival >= "
+    "coalesce((SELECT first_arrival FROM arrivals WHERE first_arrival <= ?1 + 1 "
+    "ORDER BY first_arrival DESC LIMIT 1), 0)"
+)
+ARRIVALS_NEWEST = "SELECT first_arrival, count FROM arrivals"
+
+Run = tuple[int, int, bytes, str, int]  # first_arrival, count, host, tag, first_idx
+
+
+def range_params(host: bytes, tag: str, start: int, limit: int) -> tuple[object, ...]:
+    """SEGMENTS_OF's parameters for `limit` records from idx `start` (kept in range of
+    SQLite's integers: callers ask for 'all' with huge limits)."""
+    return (host, tag, start, min(start + limit, MAX_SQL_INT))
+
+
+def pieces(rows: Sequence[Sequence[object]], start: int, limit: int) -> list[bytes]:
+    """The parts of SEGMENTS_OF's rows that hold idx `start` up to `start + limit`, in
+    order; stops at a gap (there is none in a sound store)."""
+    end = start + limit
+    found: list[bytes] = []
+    expected = start
+    for first, count, data in rows:
+        assert isinstance(first, int) and isinstance(count, int) and isinstance(data, bytes)
+        if first > expected or expected >= end:
+            break
+        skip, take = expected - first, min(end, first + count) - expected
+        if take > 0:
+            found.append(data if skip == 0 and take == count else cut(data, skip, take))
+            expected += take
+    return found
+
+
+def split(records: Sequence[Record]) -> list[Sequence[Record]]:
+    """`records` (one log's run) cut into segments, each ending on a signed record
+    once it holds SEGMENT_RECORDS records or SEGMENT_BYTES (the last as it ends)."""
+    cuts: list[Sequence[Record]] = []
+    begin = size = 0
+    for n, record in enumerate(records):
+        size += message_size(record)
+        if record.sig and (n + 1 - begin >= SEGMENT_RECORDS or size >= SEGMENT_BYTES):
+            cuts.append(records[begin : n + 1])
+            begin, size = n + 1, 0
+    if begin < len(records):
+        cuts.append(records[begin:])
+    return cuts
+
+
+def write_run(db: sqlite3.Connection, records: Sequence[Record]) -> int:
+    """Inside a write transaction: store `records`, which continue their log (one
+    run, in idx order), and give them arrival numbers; returns the first one."""
+    host, tag = records[0].host, records[0].tag
+    parts = split(records)
+    data = encode(parts[0])
+    last = db.execute(_LAST_SEGMENT, (MERGE_BELOW, host, tag)).fetchone()
+    rows: list[tuple[object, ...]] = []
+    if last is not None and _fits(last, parts[0], data):
+        seq, _, count, held = last
+        db.execute(_GROW_SEGMENT, (count + len(parts[0]), held + data, seq))
+    else:
+        rows.append((host, tag, parts[0][0].idx, len(parts[0]), data))
+    rows += [(host, tag, part[0].idx, len(part), encode(part)) for part in parts[1:]]
+    db.executemany(INSERT_SEGMENT, rows)
+    return _arrive(db, host, tag, records[0].idx, len(records))
+
+
+def _fits(last: Sequence[object], part: Sequence[Record], data: bytes) -> bool:
+    """Whether `part` may join the log's last segment: it continues it, that segment
+    is small (its data was read) and the two stay within the caps."""
+    _, first, count, held = last
+    assert isinstance(first, int) and isinstance(count, int)
+    return (
+        isinstance(held, bytes)
+        and first + count == part[0].idx
+        and count + len(part) <= SEGMENT_RECORDS
+        and len(held) + len(data) <= SEGMENT_BYTES
+    )
+
+
+def _arrive(db: sqlite3.Connection, host: bytes, tag: str, first_idx: int, count: int) -> int:
+    """Arrival numbers for `count` records of a log from `first_idx`: the next ones,
+    extending the newest run when it is the same log's, right before these."""
+    last = db.execute(_LAST_ARRIVAL).fetchone()
+    if last is None:
+        arrival = 1  # as the rowid of the table of records before segments began
+    else:
+        arrival = last[0] + last[1]
+        if (last[2], last[3], last[4] + last[1]) == (host, tag, first_idx):
+            db.execute(_GROW_ARRIVAL, (count, last[0]))
+            return int(arrival)
+    db.execute(INSERT_ARRIVAL, (arrival, count, host, tag, first_idx))
+    return int(arrival)
+
+
+def wanted_idx(runs: Sequence[Run], after: int, limit: int) -> list[tuple[int, Run, int, int]]:
+    """For the first `limit` records of `runs` that arrived after `after`: (their
+    first arrival number, run, first idx, count), a part of each run, oldest first."""
+    parts: list[tuple[int, Run, int, int]] = []
+    left = limit
+    for run in runs:
+        first_arrival, count, _, _, first_idx = run
+        skip = max(0, after + 1 - first_arrival)
+        take = min(count - skip, left)
+        if take <= 0:
+            continue
+        parts.append((first_arrival + skip, run, first_idx + skip, take))
+        left -= take
+        if not left:
+            break
+    return parts
+
+
+def arrival_back(runs: Sequence[tuple[int, int]], back: int) -> int:
+    """The arrival number `back` records before the newest, from runs newest first
+    (0 if there are fewer records)."""
+    for first_arrival, count in runs:
+        if back < count:
+            return int(first_arrival + count - 1 - back)
+        back -= count
+    return 0
