@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from peer.crypto import SIGN_EVERY
 from peer.errors import IntegrityError
 from peer.records import LogKey, Range, Record, group_by_log, message_size
+from peer.segment import Segment, Segments, cut, sizes
 from peer.settings import DEFAULT_BATCH, STOCK_MESSAGE_BYTES
 from peer.store import Store
 
@@ -41,40 +42,56 @@ def cut_signed(sizes: Sequence[tuple[int, bool]], want: int, budget: int) -> int
 
 async def read_batches(
     store: Store, ranges: Iterable[Range], max_batch: int = DEFAULT_BATCH
-) -> AsyncGenerator[list[Record], None]:
+) -> AsyncGenerator[Segments, None]:
     """The records of `ranges` (each extended to its next signature) in batches of
     about `max_batch` records and at most MAX_BATCH_BYTES (a run between signatures is
     at most crypto.RUN_PAYLOAD_BYTES of payload, so it always fits one), several logs
-    per batch when they are short."""
-    batch: list[Record] = []
-    used = 0
+    per batch when they are short: as the stored segments, sliced, never decoded."""
+    batch: list[Segment] = []
+    records = used = 0
     for wanted in merge_ranges(ranges):
         start = wanted.start
         while start < wanted.end:
-            room, budget = max_batch - len(batch), MAX_BATCH_BYTES - used
+            room, budget = max_batch - records, MAX_BATCH_BYTES - used
             if batch and (room < min(SIGN_EVERY, max_batch) or budget < MAX_BATCH_BYTES // 4):
-                yield batch
-                batch, used = [], 0
+                yield Segments(batch)
+                batch, records, used = [], 0, 0
                 room, budget = max_batch, MAX_BATCH_BYTES
-            sizes = await store.record_sizes(wanted.host, wanted.tag, start, room + SIGN_EVERY)
-            if not sizes:
+            found = await store.read_segments(wanted.host, wanted.tag, start, room + SIGN_EVERY)
+            if not found:
                 break
-            count = cut_signed(sizes, min(room, wanted.end - start), budget)
+            found_sizes = [size for part in found for size in sizes(part.data)]
+            count = cut_signed(found_sizes, min(room, wanted.end - start), budget)
             if not count:
                 raise IntegrityError(f"log {wanted.log} has no signed record after idx {start}")
-            size = sum(size for size, _ in sizes[:count])
+            size = sum(size for size, _ in found_sizes[:count])
             if batch and size > budget:  # a run that fits no more: it starts the next batch
-                yield batch
-                batch, used = [], 0
+                yield Segments(batch)
+                batch, records, used = [], 0, 0
                 continue
-            batch += await store.read_range(wanted.host, wanted.tag, start, count)
+            batch += _first(found, count)
+            records += count
             used += size
             start += count
-            if len(batch) >= max_batch or used >= MAX_BATCH_BYTES:
-                yield batch
-                batch, used = [], 0
+            if records >= max_batch or used >= MAX_BATCH_BYTES:
+                yield Segments(batch)
+                batch, records, used = [], 0, 0
     if batch:
-        yield batch
+        yield Segments(batch)
+
+
+def _first(parts: Sequence[Segment], count: int) -> list[Segment]:
+    """The first `count` records of `parts` (consecutive segments of one log)."""
+    taken: list[Segment] = []
+    for part in parts:
+        if count <= 0:
+            break
+        piece = part
+        if part.count > count:
+            piece = Segment(part.host, part.tag, part.first_idx, count, cut(part.data, 0, count))
+        taken.append(piece)
+        count -= piece.count
+    return taken
 
 
 def merge_ranges(ranges: Iterable[Range]) -> list[Range]:

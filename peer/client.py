@@ -82,6 +82,7 @@ class PeerClient:
         self.stream_timeout = stream_timeout
         self.tls = tls is not None
         self.answered = False  # the peer has answered on this channel: TLS got through
+        self.protocol_minor = 0  # the peer's, once its index was read (push segments?)
         if tls is None:
             self._channel = aio.insecure_channel(target, options=channel_options(keepalive))
         else:
@@ -125,14 +126,17 @@ class PeerClient:
             self.answered = True
             return raw
 
-        return await codec.read_whole_index(ask)
+        index = await codec.read_whole_index(ask)
+        self.protocol_minor = index.protocol_minor
+        return index
 
     async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
         """The records of `ranges`, batch by batch, as the peer streams them."""
         call = self._channel.unary_stream(  # bytes in, bytes out
             self._method("PullRecords"), request_serializer=None, response_deserializer=None
         )
-        stream = call(codec.encode_pull_request(ranges, max_batch), timeout=self.stream_timeout)
+        request = codec.encode_pull_request(ranges, max_batch, segments=True)
+        stream = call(request, timeout=self.stream_timeout)
         try:
             async for raw in stream:
                 self.answered = True
@@ -148,7 +152,9 @@ class PeerClient:
             self._method("PushRecords"), request_serializer=None, response_deserializer=None
         )
         try:
-            raw = await call(wire.encode_push_stream(batches), timeout=self.stream_timeout)
+            segments = self.protocol_minor >= wire.SEGMENTS_SINCE_MINOR
+            stream = wire.encode_push_stream(batches, segments)
+            raw = await call(stream, timeout=self.stream_timeout)
         except aio.AioRpcError as exc:
             raise self._failure(exc) from None
         return codec.decode_push_response(raw)

@@ -58,6 +58,7 @@ from peer.records import (
     new_record_ids,
 )
 from peer.relay import NO_SYNC_KEY
+from peer.segment import Checked, Segment, check
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -385,6 +386,42 @@ def verify_signature(public_key: bytes, digest: bytes, sig: bytes, where: str) -
         key.verify(sig, digest)
     except (InvalidSignature, ValueError) as exc:
         raise ForgeryError(f"{where}: the signature does not verify") from exc
+
+
+def verify_segment(segment: Segment, public_key: bytes) -> Checked:
+    """Authenticate a segment of one log (its bytes checked by `segment.check`): every
+    signature present verifies, one sits every SIGN_EVERY idx, on the last record, and
+    within RUN_PAYLOAD_BYTES of payload; the rules `ChainCheck` applies to records.
+    Linking the first record to what comes before is the caller's job."""
+    checked = check(segment)
+    _public_key(public_key)  # the key first: ForgeryError if it is weak
+    if host_id(public_key) != segment.host:
+        raise ForgeryError(
+            f"record {segment.log}#{segment.first_idx}: the public key does not match the host"
+        )
+    signed, hashes = checked.signed, checked.hashes
+    for position, sig in signed.items():
+        where = f"record {segment.log}#{segment.first_idx + position}"
+        verify_signature(public_key, hashes[position], sig, where)
+    first = segment.first_idx
+    for idx in range(first + (-(first + 1)) % SIGN_EVERY, segment.end, SIGN_EVERY):
+        if idx - first not in signed:
+            raise ForgeryError(f"record {segment.log}#{idx}: a signature is required here")
+    run = 0
+    for position, payload in enumerate(checked.payloads):
+        run += payload
+        if run > RUN_PAYLOAD_BYTES:
+            raise InvalidRecord(
+                f"record {segment.log}#{first + position}: over {RUN_PAYLOAD_BYTES:,} bytes of "
+                "payload since the last signature (such a run fits no message)"
+            )
+        if position in signed:
+            run = 0
+    if segment.count - 1 not in signed:
+        raise ForgeryError(
+            f"record {segment.log}#{segment.end - 1}: a batch must end on a signed record"
+        )
+    return checked
 
 
 def verify_chain(records: Sequence[Record], public_key: bytes) -> list[bytes]:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from peer.errors import ForkDetected, LogFrozen
 from peer.records import LogKey, Record
-from peer.store import InsertResult, Store
+from peer.segment import Segments
+from peer.store import InsertResult, Store, as_segments
 
 
 @dataclass
@@ -63,12 +64,12 @@ class Inbound:
         self.keys.update(keys)
         if not records:
             return {}
-        unheld = await self.store.leave_out_known(records)
+        unheld = await self.store.leave_out_known(as_segments(records))
         if not unheld.records:
             self._settle(unheld.received, 0, unheld.duplicates)
             return unheld.received
         await self._known_hosts(unheld.records)
-        prepared = self.store.prepare(unheld.records, self.keys, checked=True)
+        prepared = self.store.prepare(unheld.records, self.keys)
         done = await self.flush()
         write = asyncio.ensure_future(self.store.apply(prepared))
         self._writing = _Writing(write, unheld.received, unheld.duplicates)
@@ -93,7 +94,7 @@ class Inbound:
 
     async def store_now(
         self, records: Sequence[Record], keys: Mapping[bytes, bytes]
-    ) -> tuple[int, Sequence[Record]]:
+    ) -> tuple[int, Segments]:
         """Take and write one batch at once (live: each message is stored on arrival).
         Live, records of logs frozen here are left out; the frozen set is re-read only
         when the store says a log is frozen (perhaps by another process, or by this
@@ -108,9 +109,7 @@ class Inbound:
             fresh = await self._write_now(records, keys)  # without the logs frozen since
         return self.added - added, fresh
 
-    async def _write_now(
-        self, records: Sequence[Record], keys: Mapping[bytes, bytes]
-    ) -> Sequence[Record]:
+    async def _write_now(self, records: Sequence[Record], keys: Mapping[bytes, bytes]) -> Segments:
         fresh = await self._unfrozen(records)
         await self.take(fresh, keys)
         await self.flush()
@@ -129,15 +128,18 @@ class Inbound:
             with contextlib.suppress(Exception):
                 await self._writing.task
 
-    async def _unfrozen(self, records: Sequence[Record]) -> Sequence[Record]:
+    async def _unfrozen(self, records: Sequence[Record]) -> Segments:
+        batch = as_segments(records)
         if not self.live:
-            return records
+            return batch
         if self._frozen is None:
             self._frozen = await self.store.frozen_logs()
         frozen = self._frozen
-        return [r for r in records if r.log not in frozen] if frozen else records
+        if not frozen:
+            return batch
+        return Segments([part for part in batch.parts if part.log not in frozen])
 
-    async def _known_hosts(self, records: Sequence[Record]) -> None:
+    async def _known_hosts(self, batch: Segments) -> None:
         """Hosts not offered on this stream: `host_keys` re-reads the table on a miss,
         since another process may have stored their keys (the CLI beside a daemon)."""
-        await self.store.host_keys({r.host for r in records} - self.keys.keys())
+        await self.store.host_keys({part.host for part in batch.parts} - self.keys.keys())

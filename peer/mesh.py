@@ -30,6 +30,7 @@ from peer.identity import format_node_id
 from peer.inbound import Inbound
 from peer.records import LogKey, Record
 from peer.remote import Remote
+from peer.segment import runs_of
 from peer.settings import Schedule
 from peer.status import LinkState
 from peer.store import Store, TrustedPeer
@@ -240,12 +241,11 @@ class Link:
 
     def _fed(self, records: Sequence[Record], before: dict[LogKey, int]) -> None:
         """Tell the tree what arrived, per log: new records, or only copies."""
-        counts: dict[LogKey, list[int]] = {}
-        for record in records:
-            count = counts.setdefault(record.log, [0, 0])
-            count[0 if record.idx >= before.get(record.log, 0) else 1] += 1
-        self.tree.advanced({r.log: r.idx + 1 for r in records})
-        for log_key, (added, copies) in counts.items():
+        runs = runs_of(records)
+        self.tree.advanced({log: end for log, (_, end) in runs.items()})
+        for log_key, (first, end) in runs.items():
+            added = max(0, end - max(first, before.get(log_key, 0)))
+            copies = end - first - added
             self.dispatch(self.tree.received(self.peer.node_id, log_key, added, copies))
 
     async def _noted(self, notes: dict[LogKey, int]) -> None:
@@ -270,8 +270,8 @@ class Link:
 
     def _note_heads(self, records: Sequence[Record]) -> None:
         heads = self.state.remote_heads
-        for record in records:
-            heads[record.log] = max(heads.get(record.log, 0), record.idx + 1)
+        for log_key, (_, end) in runs_of(records).items():
+            heads[log_key] = max(heads.get(log_key, 0), end)
 
 
 async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from peer.batches import read_batches, split_for_wire
 from peer.records import LogKey, Range, Record
 from peer.remote import Batch
+from peer.segment import Segments
 from peer.store import Store
 
 
@@ -43,7 +44,12 @@ class Outbound:
 
     async def keys_for(self, records: Sequence[Record]) -> dict[bytes, bytes]:
         """Keys of hosts first seen in this stream (each key is sent once per stream)."""
-        new = {r.host for r in records} - self._sent_keys
+        hosts = (
+            {part.host for part in records.parts}
+            if isinstance(records, Segments)
+            else {r.host for r in records}
+        )
+        new = hosts - self._sent_keys
         self._sent_keys |= new
         return await self.store.host_keys(new)
 

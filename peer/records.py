@@ -198,6 +198,11 @@ def _valid_version(version: str) -> bool:
     return VERSION_RE.fullmatch(version) is not None
 
 
+def valid_version(version: str) -> bool:
+    """Whether `version` is a valid payload format name."""
+    return _valid_version(version)
+
+
 def message_size(record: Record) -> int:
     """The most bytes `record` can take in a message (exact for the longest integers)."""
     sizes = len(record.payload) + len(record.wrapped_key) + len(record.tag) + len(record.version)

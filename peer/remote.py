@@ -7,13 +7,14 @@ for tests and simulations. The engine (`peer.sync`, `peer.mesh`) talks to this o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from peer.codec.wire import FollowControl, Followed, RemoteIndex
 from peer.records import LogKey, Range, Record
 
-Batch = tuple[list[Record], dict[bytes, bytes]]  # records, and host keys new to the stream
+# records (`Segments` from a peer of protocol 1.2), and host keys new to the stream
+Batch = tuple[Sequence[Record], dict[bytes, bytes]]
 
 
 class Remote(Protocol):

@@ -18,21 +18,29 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import overload
 
-from peer.errors import InvalidRecord
+from peer.errors import ForgeryError, InvalidRecord
 from peer.records import (
     HASH_LEN,
     HASH_PREFIX_V1,
     HOST_LEN,
     ID_LEN,
+    MAX_IDX,
     MAX_PAYLOAD,
+    MAX_TIMESTAMP,
     MAX_WRAPPED_KEY,
     RECORD_FRAMING,
     SIG_LEN,
+    ZERO_HASH,
+    LogKey,
     Record,
     check_record,
+    check_tag,
     hash_input,
+    valid_version,
 )
 
 _U32 = struct.Struct(">I")
@@ -213,3 +221,232 @@ def sizes(data: bytes) -> list[tuple[int, bool]]:
     """(`records.message_size`, signed?) of each record, from the lengths alone."""
     framing = RECORD_FRAMING - FIXED
     return [(end - start + framing, stop > end + 1) for start, end, stop in walk(data)]
+
+
+# -- segments as a unit of transfer -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Records `first_idx` .. `first_idx + count - 1` of one log as segment bytes: what
+    a store keeps and a peer of protocol 1.2 sends (docs/protocol.md §7.6). The header
+    is a claim until `check` proves it against the bytes."""
+
+    host: bytes
+    tag: str
+    first_idx: int
+    count: int
+    data: bytes
+
+    @property
+    def log(self) -> LogKey:
+        return LogKey(self.host, self.tag)
+
+    @property
+    def end(self) -> int:
+        """The idx after its last record."""
+        return self.first_idx + self.count
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> Segment:
+        """The segment of `records`: consecutive records of one log (checked later)."""
+        first = records[0]
+        return cls(first.host, first.tag, first.idx, len(records), encode(records))
+
+    def records(self) -> list[Record]:
+        """Its records, each bounds-checked and matching the header."""
+        found = decode(self.data)
+        if len(found) != self.count or (
+            found and (found[0].log != self.log or found[0].idx != self.first_idx)
+        ):
+            raise InvalidRecord(
+                f"segment: its records are not {self.count} of {self.log} from idx {self.first_idx}"
+            )
+        return found
+
+    def skip(self, n: int) -> Segment:
+        """The same without its first `n` records."""
+        if n <= 0:
+            return self
+        return Segment(
+            self.host,
+            self.tag,
+            self.first_idx + n,
+            self.count - n,
+            cut(self.data, n, self.count - n),
+        )
+
+
+class Segments(Sequence[Record]):
+    """A batch as segments, read as the records it holds: decoded only if someone
+    iterates it (a v1 peer, a test), never on the way from the wire to the store."""
+
+    __slots__ = ("_count", "_records", "parts")
+
+    def __init__(self, parts: Sequence[Segment]) -> None:
+        self.parts = list(parts)
+        self._count = sum(part.count for part in self.parts)
+        self._records: list[Record] | None = None
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> Segments:
+        """`records` as segments, a segment per run of consecutive records of a log."""
+        if isinstance(records, Segments):
+            return records
+        parts: list[Segment] = []
+        begin = 0
+        for n in range(1, len(records) + 1):
+            if n == len(records) or not _follows(records[n - 1], records[n]):
+                parts.append(Segment.of(records[begin:n]))
+                begin = n
+        return cls(parts)
+
+    def runs(self) -> dict[LogKey, tuple[int, int]]:
+        """(first idx, idx after the last) of each log it holds."""
+        found: dict[LogKey, tuple[int, int]] = {}
+        for part in self.parts:
+            low, high = found.get(part.log, (part.first_idx, part.end))
+            found[part.log] = (min(low, part.first_idx), max(high, part.end))
+        return found
+
+    def _decoded(self) -> list[Record]:
+        if self._records is None:
+            self._records = [record for part in self.parts for record in part.records()]
+        return self._records
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        return self._decoded()[index]
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self._decoded())
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to the same records, as segments or as a list."""
+        if isinstance(other, Segments | list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Segments({len(self.parts)} segments, {self._count} records)"
+
+
+def runs_of(records: Sequence[Record]) -> dict[LogKey, tuple[int, int]]:
+    """(first idx, idx after the last) of each log in a batch: from the headers of
+    `Segments`, without decoding them; else from each record."""
+    if isinstance(records, Segments):
+        return records.runs()
+    found: dict[LogKey, tuple[int, int]] = {}
+    for record in records:
+        low, high = found.get(record.log, (record.idx, record.idx + 1))
+        found[record.log] = (min(low, record.idx), max(high, record.idx + 1))
+    return found
+
+
+def _follows(before: Record, record: Record) -> bool:
+    return record.idx == before.idx + 1 and record.host == before.host and record.tag == before.tag
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What `check` proved of a segment's bytes, for the signature rules in `crypto`."""
+
+    hashes: list[bytes]  # each record's hash
+    first_prev: bytes  # the first record's `prev`: links it to what comes before
+    signed: dict[int, bytes]  # position in the segment -> signature, of signed records
+    payloads: list[int]  # each record's payload bytes
+    newest: int  # the largest timestamp
+
+
+def check(segment: Segment) -> Checked:
+    """Prove the header against the bytes: every entry's bounds, host, tag, idx (the
+    header's, consecutive), and the chain inside (each `prev` the hash before it).
+    InvalidRecord or ForgeryError saying where, as for records from the wire."""
+    data, log = segment.data, segment.log
+    tag = check_tag(segment.tag).encode()
+    if len(segment.host) != HOST_LEN:
+        raise InvalidRecord(f"segment: a host id is {HOST_LEN} bytes, not {len(segment.host)}")
+    if not (segment.first_idx >= 0 and segment.count > 0 and segment.end - 1 <= MAX_IDX):
+        raise InvalidRecord(
+            f"segment: {segment.count} records from idx {segment.first_idx} are out of bounds"
+        )
+    claim = segment.host + _LENGTHS[len(tag)] + tag  # host and tag, as in every entry
+    host_at = _PREFIX_LEN + ID_LEN
+    idx_at = host_at + len(claim)
+    view, sha256, unpack2 = memoryview(data), hashlib.sha256, _U64X2.unpack_from
+    hashes: list[bytes] = []
+    payloads: list[int] = []
+    signed: dict[int, bytes] = {}
+    first_prev = digest = b""
+    version_seen = b""
+    newest = 0
+    n = -1
+    idx = segment.first_idx
+    for n, (start, end, stop) in enumerate(walk(data)):
+        where = f"record {log}#{idx}"
+        if data[start : start + _PREFIX_LEN] != HASH_PREFIX_V1:
+            raise InvalidRecord(f"segment: {where} does not start with the prefix peer.record.v1")
+        if data[start + host_at : start + idx_at] != claim:
+            raise InvalidRecord(f"segment: entry {n} is not a record of log {log}")
+        at = start + idx_at
+        got, timestamp = unpack2(data, at)
+        if got != idx:
+            raise InvalidRecord(
+                f"segment: entry {n} is #{got}, not #{idx}: a segment holds consecutive "
+                "records of one log"
+            )
+        if timestamp > MAX_TIMESTAMP:
+            raise InvalidRecord(f"{where}: timestamp out of range")
+        payload_len, version_seen = _body(data, at + 16, end, where, version_seen)
+        prev = data[end - HASH_LEN : end]
+        if n == 0:
+            first_prev = prev
+        elif prev != digest:
+            raise ForgeryError(
+                f"{where}: prev is not the hash of record #{idx - 1} (one of the two was altered)"
+            )
+        if idx == 0 and prev != ZERO_HASH:
+            raise InvalidRecord(f"{where}: the first record of a log has a zero prev")
+        digest = sha256(view[start:end]).digest()
+        hashes.append(digest)
+        payloads.append(payload_len)
+        if stop > end + 1:
+            signed[n] = data[end + 1 : stop]
+        newest = max(newest, timestamp)
+        idx += 1
+    if n + 1 != segment.count:
+        raise InvalidRecord(f"segment: it holds {n + 1} records, its header says {segment.count}")
+    return Checked(hashes, first_prev, signed, payloads, newest)
+
+
+def _body(data: bytes, at: int, end: int, where: str, version_seen: bytes) -> tuple[int, bytes]:
+    """Check an entry's lengths from its version on (`at`) to its `prev` (`end`):
+    (its payload's length, its version field: `version_seen` is valid already)."""
+    version_end = at + 1 + data[at]
+    version = data[at:version_end]
+    if version != version_seen and not _valid_version_bytes(version[1:]):
+        raise InvalidRecord(f"{where}: invalid version {version[1:]!r}")
+    if version_end + 4 > end - HASH_LEN - 1:
+        raise InvalidRecord(f"segment: {where}'s lengths run past its end")
+    (payload_len,) = _U32.unpack_from(data, version_end)
+    key_at = version_end + 4 + payload_len
+    if key_at >= end or payload_len > MAX_PAYLOAD or data[key_at] > MAX_WRAPPED_KEY:
+        raise InvalidRecord(f"segment: {where}'s payload or wrapped key is out of bounds")
+    if key_at + 1 + data[key_at] + HASH_LEN != end:
+        raise InvalidRecord(f"segment: {where}'s lengths do not add up to its entry's length")
+    return payload_len, version
+
+
+def _valid_version_bytes(raw: bytes) -> bool:
+    try:
+        return valid_version(raw.decode("ascii"))
+    except UnicodeDecodeError:
+        return False

@@ -8,8 +8,7 @@ Progress is reported through a callback; printing is the caller's business.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from peer.codec.wire import MAX_RANGES_PER_PULL, PROTOCOL_VERSION, RemoteIndex
@@ -18,6 +17,7 @@ from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.records import LogKey, Range, Record, diff
 from peer.remote import Batch, Remote
+from peer.segment import runs_of
 from peer.settings import DEFAULT_BATCH
 from peer.store import Store
 
@@ -221,6 +221,5 @@ async def _plan(
     return pulls, pushes
 
 
-def _per_log(records: list[Record]) -> dict[LogKey, int]:
-    counts = Counter((r.host, r.tag) for r in records)
-    return {LogKey(host, tag): n for (host, tag), n in counts.items()}
+def _per_log(records: Sequence[Record]) -> dict[LogKey, int]:
+    return {log: end - first for log, (first, end) in runs_of(records).items()}

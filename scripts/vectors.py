@@ -41,6 +41,7 @@ from peer.records import (
     metadata,
     uuid7,
 )
+from peer.segment import Segment, Segments
 from peer.store import Store
 from peer.v1 import sync_pb2 as pb
 
@@ -377,6 +378,10 @@ async def batches_section(log: Sequence[Record], public_key: bytes) -> Json:
                         "idx": [r.idx for r in batch],
                         "hosts": keys_json(keys),
                         "protobuf": codec.encode_batch(pb.PullRecordsResponse, batch, keys).hex(),
+                        "segments": [segment_json(part) for part in Segments.of(batch).parts],
+                        "segments_protobuf": codec.encode_batch(
+                            pb.PullRecordsResponse, batch, keys, segments=True
+                        ).hex(),
                     }
                     async for batch, keys in Outbound(store, max_batch).ranges(ranges)
                 ]
@@ -390,6 +395,9 @@ async def batches_section(log: Sequence[Record], public_key: bytes) -> Json:
                             "max_batch": max_batch,
                         },
                         "request_protobuf": codec.encode_pull_request(ranges, max_batch).hex(),
+                        "request_protobuf_1_2": codec.encode_pull_request(
+                            ranges, max_batch, segments=True
+                        ).hex(),
                         "messages": messages,
                     }
                 )
@@ -402,6 +410,16 @@ async def batches_section(log: Sequence[Record], public_key: bytes) -> Json:
             "for the same messages. Hashes and signatures never cover protobuf bytes."
         ),
         "streams": streams,
+    }
+
+
+def segment_json(part: Segment) -> Json:
+    return {
+        "host": part.host.hex(),
+        "tag": part.tag,
+        "first_idx": part.first_idx,
+        "count": part.count,
+        "data": part.data.hex(),
     }
 
 
@@ -691,7 +709,11 @@ FORMAT: Json = {
         "streams": "each: why (what it shows), request (ranges [start, end) and "
         "max_batch), request_protobuf (the PullRecordsRequest), messages in stream order",
         "streams.messages": "each: idx (the records of the log it carries, in order), hosts "
-        "(the HostKey entries), protobuf (the PullRecordsResponse bytes)",
+        "(the HostKey entries), protobuf (the PullRecordsResponse bytes), segments (since "
+        "1.2: the same records as Segment entries: host, tag, first_idx, count, data; data "
+        "is each record's u32 len(hash_input) || hash_input || u8 len(sig) || sig), "
+        "segments_protobuf (the PullRecordsResponse a 1.2 server sends for "
+        "request_protobuf_1_2, the request with segments = true)",
     },
     "invalid": {
         "about": "Records a node MUST refuse, each built from the log. check = receive: a node "

@@ -24,6 +24,7 @@ from peer.errors import ForgeryError, ForkDetected, GapError, LogFrozen
 from peer.inbound import Inbound
 from peer.records import Head, LogKey, Range, Record
 from peer.remote import Batch
+from peer.segment import Segment, Segments
 from peer.status import LinkState
 from peer.store import Faults, InsertResult, Store
 from peer.store.known import held_count, same_as_held
@@ -65,15 +66,21 @@ async def counting_writes(path: Path, author: Author) -> tuple[Store, Faults]:
 
 def test_a_linked_run_is_the_held_one_when_its_last_hash_is_held(author: Author) -> None:
     records = signed_chain(author, "t", 5)
-    assert held_count(records[2:], next_idx=4) == 2  # idx 2, 3 held; 4 not
-    assert held_count(records[2:], next_idx=2) == 0
-    assert held_count(records[:3], next_idx=9) == 3
-    assert same_as_held(records[1:4], record_hash(records[3]))
-    assert not same_as_held(records[1:4], record_hash(records[2]))
+    assert held_count(2, 3, next_idx=4) == 2  # idx 2, 3 held; 4 not
+    assert held_count(2, 3, next_idx=2) == 0
+    assert held_count(0, 3, next_idx=9) == 3
+
+    def parts(run: list[Record]) -> list[Segment]:
+        return Segments.of(run).parts
+
+    assert same_as_held(parts(records[1:4]), 3, record_hash(records[3]))
+    assert same_as_held(parts(records[1:4]), 2, record_hash(records[2]))  # a prefix
+    assert not same_as_held(parts(records[1:4]), 3, record_hash(records[2]))
     relinked = [records[1], dataclasses.replace(records[2], prev=bytes(32)), records[3]]
-    assert not same_as_held(relinked, record_hash(records[3]))  # a broken link
-    assert not same_as_held([records[1], records[3]], record_hash(records[3]))  # a gap
-    assert not same_as_held([], record_hash(records[3]))
+    assert not same_as_held(parts(relinked), 3, record_hash(records[3]))  # a broken link
+    split = [*parts(records[1:2]), *parts(records[3:4])]
+    assert not same_as_held(split, 2, record_hash(records[3]))  # a gap
+    assert not same_as_held(parts(records[1:4]), 4, record_hash(records[3]))  # too few
 
 
 # -- no verification, no write transaction -----------------------------------------------

@@ -241,7 +241,7 @@ async def test_an_index_past_one_page_comes_in_pages_that_fit(tmp_path: Path) ->
         print(f"first page: {len(raw):,} bytes, {len(first.logs):,} logs")
         assert len(raw) <= STOCK_MESSAGE_BYTES
         assert len(first.logs) == len(first.keys) == wire.INDEX_PAGE
-        assert first.next_page == max(first.logs) and first.protocol_minor == 1
+        assert first.next_page == max(first.logs) and first.protocol_minor == wire.PROTOCOL_MINOR
         expected = await store.index()
         async with PeerClient(f"127.0.0.1:{server.port}") as client:
             whole = await client.get_index()

@@ -252,8 +252,38 @@ def test_the_batches_decode_to_the_records() -> None:
             keys = [{"host": k.host.hex(), "public_key": k.public_key.hex()} for k in decoded.hosts]
             assert keys == message["hosts"] == ([host_key] if number == 0 else [])
             sent += message["idx"]
+        check_segments(message)
+        assert pb.PullRecordsRequest.FromString(x(stream["request_protobuf_1_2"])).segments
         assert sent == list(range(wanted["start"], sent[-1] + 1))
         assert sent[-1] + 1 >= wanted["end"]
+
+
+def check_segments(message: Json) -> None:
+    """Since 1.2 a message carries the same records as segments: each record's hash
+    input (§3.3, rebuilt here by hand) and signature, length-prefixed, concatenated."""
+    decoded = pb.PullRecordsResponse.FromString(x(message["segments_protobuf"]))
+    assert not decoded.records
+    wanted = [
+        {
+            "host": s.host.hex(),
+            "tag": s.tag,
+            "first_idx": s.first_idx,
+            "count": s.count,
+            "data": s.data.hex(),
+        }
+        for s in decoded.segments
+    ]
+    assert wanted == message["segments"]
+    idx = [
+        i for s in message["segments"] for i in range(s["first_idx"], s["first_idx"] + s["count"])
+    ]
+    assert idx == message["idx"]
+    for entry in message["segments"]:
+        data = b""
+        for i in range(entry["first_idx"], entry["first_idx"] + entry["count"]):
+            digest_input, sig = hash_input_of(fields(LOG[i])), x(LOG[i]["outputs"]["sig"])
+            data += len(digest_input).to_bytes(4, "big") + digest_input + bytes((len(sig),)) + sig
+        assert data.hex() == entry["data"]
 
 
 def test_the_open_entries_fail_to_open_by_hand() -> None:

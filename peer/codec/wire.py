@@ -13,10 +13,13 @@ from peer.codec.parsing import parse
 from peer.errors import InvalidRecord, ProtocolError
 from peer.names import clean_name
 from peer.records import HOST_LEN, MAX_IDX, Head, LogKey, Range, Record, check_record, check_tag
+from peer.segment import Segment, Segments
 from peer.v1 import sync_pb2 as pb
 
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 1  # 1.1: a paged index, every message within a stock client's 4 MiB
+# 1.1: a paged index, every message within a stock client's 4 MiB; 1.2: segments
+PROTOCOL_MINOR = 2
+SEGMENTS_SINCE_MINOR = 2  # a server of this minor or later takes pushed segments
 SERVICE_NAME = "peer.v1.SyncService"
 PAIRING_SERVICE_NAME = "peer.v1.PairingService"
 MAX_CERTIFICATE_BYTES = 16 << 10
@@ -31,7 +34,7 @@ MAX_RANGES = 100_000
 MAX_INDEX_LOGS = MAX_RANGES  # logs of a whole index, all pages together
 INDEX_PAGE = 16_384  # logs per GetIndex response at most: ≤ 16,384 × (132 + 54) B < 4 MiB
 MAX_RANGES_PER_PULL = 16_384  # ranges per PullRecordsRequest sent: ≤ 16,384 × 107 B
-_BATCH_CAPS = {1: MAX_RECORDS_PER_MESSAGE, 2: MAX_HOSTS_PER_MESSAGE}
+_BATCH_CAPS = {1: MAX_RECORDS_PER_MESSAGE, 2: MAX_HOSTS_PER_MESSAGE, 3: MAX_RECORDS_PER_MESSAGE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +124,17 @@ def encode_batch(
     kind: type[pb.PullRecordsResponse] | type[pb.PushRecordsRequest] | type[pb.SubscribeResponse],
     records: Sequence[Record],
     keys: Mapping[bytes, bytes],
+    *,
+    segments: bool = False,
 ) -> bytes:
-    """A batch message (pull response, push request or subscribe response) as bytes."""
+    """A batch message (pull response, push request or subscribe response) as bytes:
+    its records as segments (protocol 1.2, for a peer that takes them: stored bytes
+    sent as they are), else one Record message each."""
     message = kind()
-    _fill_records(message.records, records)
+    if segments and not isinstance(message, pb.SubscribeResponse):
+        _fill_segments(message.segments, records)
+    else:
+        _fill_records(message.records, records)
     _fill_keys(message.hosts, keys)
     return message.SerializeToString()
 
@@ -132,10 +142,44 @@ def encode_batch(
 def decode_batch(
     kind: type[pb.PullRecordsResponse] | type[pb.PushRecordsRequest] | type[pb.SubscribeResponse],
     raw: bytes,
-) -> tuple[list[Record], dict[bytes, bytes]]:
-    """Records and host keys of a batch message; ProtocolError if malformed."""
+) -> tuple[Sequence[Record], dict[bytes, bytes]]:
+    """Records (`Segments` when the message holds segments: their bytes are checked
+    on the way into the store) and host keys of a batch message; ProtocolError if
+    malformed."""
     message = parse(kind, raw, _BATCH_CAPS)
-    return [record_from_pb(m) for m in message.records], _keys_from(message.hosts)
+    keys = _keys_from(message.hosts)
+    if isinstance(message, pb.SubscribeResponse) or not message.segments:
+        return [record_from_pb(m) for m in message.records], keys
+    if message.records:
+        raise ProtocolError("a message holds records or segments, not both")
+    return _segments_from(message.segments), keys
+
+
+def _fill_segments(target: object, records: Sequence[Record]) -> None:
+    """Append `records` (each log's run ending signed) to a repeated Segment field."""
+    add = target.add  # type: ignore[attr-defined]
+    for part in Segments.of(records).parts:
+        add(
+            host=part.host, tag=part.tag, first_idx=part.first_idx, count=part.count, data=part.data
+        )
+
+
+def _segments_from(messages: Sequence[pb.Segment]) -> Segments:
+    """The segments of a message, their headers bounded (the bytes are checked later,
+    against the headers, by `segment.check`)."""
+    parts: list[Segment] = []
+    total = 0
+    for m in messages:
+        log = _log_of(m.host, m.tag)
+        total += m.count
+        if not (m.count > 0 and total <= MAX_RECORDS_PER_MESSAGE):
+            raise ProtocolError(
+                f"a message holds 1 to {MAX_RECORDS_PER_MESSAGE:,} records in its segments"
+            )
+        if m.first_idx + m.count - 1 > MAX_IDX:
+            raise ProtocolError(f"segment of {log} from idx {m.first_idx} is out of bounds")
+        parts.append(Segment(log.host, log.tag, m.first_idx, m.count, m.data))
+    return Segments(parts)
 
 
 # -- index --------------------------------------------------------------------------------
@@ -256,14 +300,15 @@ def _log_of_token(token: bytes) -> LogKey:
 # -- pull -------------------------------------------------------------------------------
 
 
-def encode_pull_request(ranges: Iterable[Range], max_batch: int) -> bytes:
-    message = pb.PullRecordsRequest(max_batch=max_batch)
+def encode_pull_request(ranges: Iterable[Range], max_batch: int, segments: bool = False) -> bytes:
+    message = pb.PullRecordsRequest(max_batch=max_batch, segments=segments)
     for r in ranges:
         message.ranges.add(host=r.host, tag=r.tag, start=r.start, end=r.end)
     return message.SerializeToString()
 
 
-def decode_pull_request(raw: bytes) -> tuple[list[Range], int]:
+def decode_pull_request(raw: bytes) -> tuple[list[Range], int, bool]:
+    """(ranges, records per message asked, whether segments are asked: 1.2)"""
     message = parse(pb.PullRecordsRequest, raw, {1: MAX_RANGES})
     ranges: list[Range] = []
     for m in message.ranges:
@@ -271,15 +316,16 @@ def decode_pull_request(raw: bytes) -> tuple[list[Range], int]:
         if not m.start <= m.end <= MAX_IDX + 1:
             raise ProtocolError(f"range {m.start}..{m.end} of {log} is out of bounds")
         ranges.append(Range(log.host, log.tag, m.start, m.end))
-    return ranges, message.max_batch
+    return ranges, message.max_batch, message.segments
 
 
 async def encode_push_stream(
-    batches: AsyncIterator[tuple[list[Record], dict[bytes, bytes]]],
+    batches: AsyncIterator[tuple[Sequence[Record], dict[bytes, bytes]]], segments: bool = False
 ) -> AsyncIterator[bytes]:
-    """The PushRecords request stream of a stream of (records, new host keys)."""
+    """The PushRecords request stream of a stream of (records, new host keys); as
+    segments to a server that takes them (protocol minor >= SEGMENTS_SINCE_MINOR)."""
     async for records, keys in batches:
-        yield encode_batch(pb.PushRecordsRequest, records, keys)
+        yield encode_batch(pb.PushRecordsRequest, records, keys, segments=segments)
 
 
 def encode_push_response(added: int, duplicates: int) -> bytes:
@@ -320,7 +366,7 @@ def decode_subscribe_request(raw: bytes) -> Subscription:
 class Followed:
     """A FollowResponse: records and their hosts' keys, notes, and (first) the host."""
 
-    records: list[Record]
+    records: Sequence[Record]  # `Segments` when the node sent segments
     keys: dict[bytes, bytes]
     notes: dict[LogKey, int]
     host: bytes = b""
@@ -334,10 +380,11 @@ class FollowControl:
     graft: dict[LogKey, int] = field(default_factory=dict)
     prune: frozenset[LogKey] = frozenset()
     more: bool = False  # more `have` follows: the catch-up waits for it
+    segments: bool = True  # send records as segments (1.2); this node always takes them
 
 
 def encode_follow_request(control: FollowControl) -> bytes:
-    message = pb.FollowRequest(more=control.more)
+    message = pb.FollowRequest(more=control.more, segments=control.segments)
     for target, heads in ((message.have, control.have), (message.graft, control.graft)):
         for log, next_idx in heads.items():
             target.add(host=log.host, tag=log.tag, next_idx=next_idx)
@@ -368,6 +415,7 @@ def decode_follow_request(raw: bytes) -> FollowControl:
         {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.graft},
         frozenset(_log_of(m.host, m.tag) for m in message.prune),
         message.more,
+        message.segments,
     )
 
 
@@ -376,10 +424,16 @@ def encode_follow_response(
     keys: Mapping[bytes, bytes],
     notes: Mapping[LogKey, int],
     host: bytes = b"",
+    *,
+    segments: bool = False,
 ) -> bytes:
-    """Records (cut as for a pull) and notes; at most INDEX_PAGE notes a message."""
+    """Records (cut as for a pull; as segments for a follower that asked for them)
+    and notes; at most INDEX_PAGE notes a message."""
     message = pb.FollowResponse(host=host)
-    _fill_records(message.records, records)
+    if segments:
+        _fill_segments(message.segments, records)
+    else:
+        _fill_records(message.records, records)
     _fill_keys(message.hosts, keys)
     for log, next_idx in notes.items():
         message.notes.add(host=log.host, tag=log.tag, next_idx=next_idx)
@@ -387,8 +441,16 @@ def encode_follow_response(
 
 
 def decode_follow_response(raw: bytes) -> Followed:
-    message = parse(pb.FollowResponse, raw, {**_BATCH_CAPS, 3: MAX_RANGES})
-    records = [record_from_pb(m) for m in message.records]
+    message = parse(
+        pb.FollowResponse, raw, {**_BATCH_CAPS, 3: MAX_RANGES, 5: MAX_RECORDS_PER_MESSAGE}
+    )
+    if message.records and message.segments:
+        raise ProtocolError("a message holds records or segments, not both")
+    records: Sequence[Record] = (
+        _segments_from(message.segments)
+        if message.segments
+        else [record_from_pb(m) for m in message.records]
+    )
     notes = {_log_of(m.host, m.tag): _next_idx_of(m) for m in message.notes}
     if message.host:
         _log_of(message.host, "x")  # 16 bytes

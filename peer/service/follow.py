@@ -10,7 +10,7 @@ and prunes; this only keeps them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from peer.batches import Holdback
@@ -20,6 +20,7 @@ from peer.errors import LimitExceeded, PeerError
 from peer.feed import Read
 from peer.outbound import Outbound
 from peer.records import Head, LogKey, Range, Record
+from peer.segment import runs_of
 from peer.store import Store
 
 CONTROL_QUEUE = 16  # control messages read ahead of the handler (then reading waits)
@@ -77,9 +78,9 @@ class Feeding:
                 notes[log] = self._noted[log] = head.next_idx
         return ranges, notes
 
-    def sent(self, records: Iterable[Record]) -> None:
-        for record in records:
-            self._advance(record.log, record.idx + 1)
+    def sent(self, records: Sequence[Record]) -> None:
+        for log, (_, end) in runs_of(records).items():
+            self._advance(log, end)
 
     def live(self, runs: Mapping[LogKey, list[Record]]) -> tuple[list[Record], dict[LogKey, int]]:
         """Of records newly stored here, per log (each run in idx order, ending signed):
@@ -117,10 +118,12 @@ class FollowStream:
         self.holdback = Holdback()
         self.started = False
         self.due: dict[LogKey, int] = {}  # notes of live records, not sent yet
+        self.segments = False  # the follower takes segments (it said so: 1.2)
 
     async def control(self, control: FollowControl) -> AsyncIterator[bytes]:
         """Apply it; then catch up: everything at the start, the grafted logs later."""
         grafted = self.feeding.apply(control)
+        self.segments = self.segments or control.segments
         if control.more and not self.started:
             return  # the follower's `have` goes on in its next message
         index = await self.store.index()
@@ -130,7 +133,7 @@ class FollowStream:
         self.started = True
         async for batch, keys in self.outbound.ranges(ranges):
             self.feeding.sent(batch)
-            yield wire.encode_follow_response(batch, keys, {})
+            yield wire.encode_follow_response(batch, keys, {}, segments=self.segments)
         for chunk in note_messages(notes):
             yield wire.encode_follow_response([], {}, chunk)
 
@@ -140,7 +143,7 @@ class FollowStream:
         send, notes = self.feeding.live(self.holdback.release_runs(read.by_log))
         self.due.update(notes)  # a later note of a log is always the higher head
         async for batch, keys in self.outbound.records(send):
-            yield wire.encode_follow_response(batch, keys, {})
+            yield wire.encode_follow_response(batch, keys, {}, segments=self.segments)
 
     def notes(self) -> list[bytes]:
         """The notes due, as messages; none are due after."""

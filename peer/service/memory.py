@@ -66,6 +66,7 @@ class MemoryRemote:
         self.target = target
         self._handlers = guarded_handlers(servicer)
         self._caller = caller or f"ipv4:127.0.0.1:{id(self) % 65536}"
+        self.protocol_minor = 0  # the peer's, once its index was read (push segments?)
 
     async def __aenter__(self) -> MemoryRemote:
         return self
@@ -74,15 +75,18 @@ class MemoryRemote:
         return None
 
     async def get_index(self) -> RemoteIndex:
-        return await wire.read_whole_index(lambda request: self._unary("GetIndex", request))
+        index = await wire.read_whole_index(lambda request: self._unary("GetIndex", request))
+        self.protocol_minor = index.protocol_minor
+        return index
 
     async def pull(self, ranges: Iterable[Range], max_batch: int = 0) -> AsyncIterator[Batch]:
-        request = wire.encode_pull_request(ranges, max_batch)
+        request = wire.encode_pull_request(ranges, max_batch, segments=True)
         async for raw in self._stream("PullRecords", request):
             yield wire.decode_batch(pb.PullRecordsResponse, raw)
 
     async def push(self, batches: AsyncIterator[Batch]) -> tuple[int, int]:
-        raw = await self._unary("PushRecords", wire.encode_push_stream(batches))
+        segments = self.protocol_minor >= wire.SEGMENTS_SINCE_MINOR
+        raw = await self._unary("PushRecords", wire.encode_push_stream(batches, segments))
         return wire.decode_push_response(raw)
 
     async def subscribe(

@@ -34,6 +34,7 @@ from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range, Record
+from peer.segment import runs_of
 from peer.service.follow import CONTROL_QUEUE, FollowStream, Serving, read_controls
 from peer.service.guards import Context, caller_id, drain, guard_stream, guard_unary
 from peer.settings import Limits
@@ -91,7 +92,7 @@ class SyncServicer:
         return wire.encode_index(answer)
 
     async def pull_records(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
-        ranges, max_batch = wire.decode_pull_request(request)
+        ranges, max_batch, segments = wire.decode_pull_request(request)
         with (
             self._slot(context, gives=True) as slot,
             _cut_if_unread(self.limits.idle_s, context) as unread,
@@ -99,7 +100,7 @@ class SyncServicer:
             outbound = Outbound(self.store, self._batch_size(max_batch))
             async for batch, keys in outbound.ranges(ranges):
                 slot.check()
-                yield wire.encode_batch(pb.PullRecordsResponse, batch, keys)
+                yield wire.encode_batch(pb.PullRecordsResponse, batch, keys, segments=segments)
                 unread.wrote()
 
     async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
@@ -136,8 +137,8 @@ class SyncServicer:
                 delivered: dict[LogKey, int] = dict(wanted.since)
                 outbound = Outbound(self.store, self.limits.default_batch)
                 async for batch, keys in outbound.ranges(await self._catch_up(wanted)):
-                    for record in batch:
-                        delivered[record.log] = record.idx + 1
+                    for log, (_, end) in runs_of(batch).items():
+                        delivered[log] = end
                     yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
                 holdback = Holdback()
                 while True:

@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from peer.store.core import DEFAULT_CHUNK, InsertResult, Prepared, Store
+    from peer.store.core import DEFAULT_CHUNK, InsertResult, Prepared, Store, as_segments
     from peer.store.forks import ForkEvidence
     from peer.store.known import Unheld
     from peer.store.peers import Invitations, TrustedPeer, TrustList
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     )
 
 _MODULES = {
-    "core": ("DEFAULT_CHUNK", "InsertResult", "Prepared", "Store"),
+    "core": ("DEFAULT_CHUNK", "InsertResult", "Prepared", "Store", "as_segments"),
     "forks": ("ForkEvidence",),
     "known": ("Unheld",),
     "peers": ("Invitations", "TrustList", "TrustedPeer"),
@@ -80,6 +80,7 @@ __all__ = [  # every name is bound on first use, by `__getattr__`
     "Unheld",
     "ViewChunk",
     "Views",
+    "as_segments",
 ]
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peer import clock
-from peer.crypto import Author, check_host_key, host_id, verify_chain
+from peer.crypto import Author, check_host_key, host_id, verify_segment
 from peer.errors import (
     ForgeryError,
     ForkDetected,
@@ -43,9 +43,8 @@ from peer.records import (
     Record,
     check_record,
     check_tag,
-    group_by_log,
 )
-from peer.segment import decode, hashes, sizes
+from peer.segment import Segment, Segments, decode, hashes, sizes
 from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.known import Unheld, leave_out_known
 from peer.store.peers import Invitations, TrustList
@@ -65,8 +64,9 @@ from peer.store.segments import (
     arrival_back,
     pieces,
     range_params,
+    slices,
     wanted_idx,
-    write_run,
+    write_segments,
 )
 from peer.store.sqlite import Database, Faults, scalar
 from peer.store.views import Views
@@ -91,8 +91,9 @@ class InsertResult:
 class Prepared:
     """A batch that passed every check needing no database, ready for `apply`."""
 
-    groups: dict[LogKey, list[Record]]
-    hashes: dict[LogKey, list[bytes]]
+    groups: dict[LogKey, list[Segment]]  # each log's consecutive segments
+    hashes: dict[LogKey, list[bytes]]  # each log's records' hashes
+    prevs: dict[LogKey, bytes]  # each log's first record's `prev`
     keys: dict[bytes, bytes]
     timestamps: list[int]
 
@@ -242,53 +243,66 @@ class Store:
     ) -> InsertResult:
         """Store authenticated records from another node: all of them, or none.
 
+        `records` may be `Segments` (as received from a peer of protocol 1.2);
         `keys` maps host ids to public keys for hosts this store may not know yet;
         `checked`: the records come from `peer.codec`, which bounds-checked each one.
         Raises GapError (with the idx expected), ForgeryError, InvalidRecord,
         UnknownHost, LogFrozen, or ForkDetected (after keeping the evidence).
         """
-        if not checked:
-            for record in records:
-                check_record(record)
-        unheld = await self.leave_out_known(records)
+        batch = as_segments(records, checked=checked)
+        unheld = await self.leave_out_known(batch)
         if not unheld.records:
             return InsertResult(0, unheld.duplicates)
         fresh = unheld.records
-        await self.host_keys({r.host for r in fresh} - (keys or {}).keys())
-        result = await self.apply(self.prepare(fresh, keys, checked=True))
+        await self.host_keys({part.host for part in fresh.parts} - (keys or {}).keys())
+        result = await self.apply(self.prepare(fresh, keys))
         return InsertResult(result.added, result.duplicates + unheld.duplicates)
 
-    async def leave_out_known(self, records: Sequence[Record]) -> Unheld:
-        """`records` without those held here already, found by one plain read of
+    async def leave_out_known(self, batch: Segments) -> Unheld:
+        """`batch` without the records held here already, found by one plain read of
         committed state: no verification, no write transaction (`peer.store.known`).
-        What is left goes through `prepare` and `apply`. Bounds checked first."""
-        return await leave_out_known(self._database, records)
+        What is left goes through `prepare` and `apply`."""
+        return await leave_out_known(self._database, batch)
 
-    def prepare(
-        self,
-        records: Sequence[Record],
-        keys: Mapping[bytes, bytes] | None = None,
-        *,
-        checked: bool = False,
-    ) -> Prepared:
-        """The checks that need no database: bounds, keys, chains and signatures.
-
-        Pure CPU, so a receiver can prepare the next batch while the last is written.
-        `checked`: the bounds were checked already (records decoded by `peer.codec`).
-        """
-        if not checked:
-            for record in records:
-                check_record(record)
-        groups = group_by_log(records)
+    def prepare(self, batch: Segments, keys: Mapping[bytes, bytes] | None = None) -> Prepared:
+        """The checks that need no database: each segment's bytes, keys, chains and
+        signatures (`crypto.verify_segment`), and the links between the segments of
+        one log. Pure CPU, so a receiver can prepare the next batch while the last is
+        written."""
+        groups: dict[LogKey, list[Segment]] = {}
+        for part in batch.parts:
+            groups.setdefault(part.log, []).append(part)
         known = self._resolve_keys(groups, keys or {})
-        hashes = {log: verify_chain(group, known[log.host]) for log, group in groups.items()}
-        return Prepared(groups, hashes, known, [r.timestamp for r in records])
+        hashes: dict[LogKey, list[bytes]] = {}
+        prevs: dict[LogKey, bytes] = {}
+        newest = 0
+        for log, parts in groups.items():
+            found: list[bytes] = []
+            for before, part in zip(parts, parts[1:], strict=False):
+                if part.first_idx != before.end:
+                    raise InvalidRecord(
+                        f"record {log}#{part.first_idx}: a batch must hold consecutive "
+                        "records of one log"
+                    )
+            for part in parts:
+                checked = verify_segment(part, known[log.host])
+                if found and checked.first_prev != found[-1]:
+                    raise ForgeryError(
+                        f"record {log}#{part.first_idx}: prev is not the hash of record "
+                        f"#{part.first_idx - 1} (one of the two was altered)"
+                    )
+                if not found:
+                    prevs[log] = checked.first_prev
+                found += checked.hashes
+                newest = max(newest, checked.newest)
+            hashes[log] = found
+        return Prepared(groups, hashes, prevs, known, [newest])
 
     async def apply(self, prepared: Prepared) -> InsertResult:
         """Write a prepared batch in one transaction, checked against the stored heads."""
         try:
             async with self._write():
-                result, forks = await self._apply_groups(prepared.groups, prepared.hashes)
+                result, forks = await self._apply_groups(prepared)
                 if forks:
                     raise _RollBack
                 await self._save_keys(self._unsaved(prepared.keys))
@@ -307,7 +321,7 @@ class Store:
         return result
 
     def _resolve_keys(
-        self, groups: Mapping[LogKey, list[Record]], offered: Mapping[bytes, bytes]
+        self, groups: Mapping[LogKey, object], offered: Mapping[bytes, bytes]
     ) -> dict[bytes, bytes]:
         hosts = {log.host for log in groups}
         known = self.known_keys(hosts)
@@ -331,33 +345,34 @@ class Store:
             "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)", list(keys.items())
         )
 
-    async def _apply_groups(
-        self, groups: Mapping[LogKey, list[Record]], hashes: Mapping[LogKey, list[bytes]]
-    ) -> tuple[InsertResult, list[Fork]]:
-        duplicates = 0
-        runs: list[list[Record]] = []
+    async def _apply_groups(self, prepared: Prepared) -> tuple[InsertResult, list[Fork]]:
+        duplicates = added = 0
+        runs: list[list[Segment]] = []
         forks: list[Fork] = []
-        for log, group in groups.items():
+        for log, parts in prepared.groups.items():
             head, frozen = await self._read_head(log)
             if frozen:
                 raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
-            fresh, fork = await self._split_known(log, head, group, hashes[log])
+            hashes = prepared.hashes[log]
+            fresh, fork = await self._split_known(log, head, parts, hashes, prepared.prevs[log])
             if fork:
                 forks.append(fork)
                 continue
-            duplicates += len(group) - len(fresh)
+            count = sum(part.count for part in fresh)
+            duplicates += len(hashes) - count
             if fresh:
                 runs.append(fresh)
-                await self._set_head(log, Head(fresh[-1].idx + 1, hashes[log][-1]))
+                added += count
+                await self._set_head(log, Head(fresh[-1].end, hashes[-1]))
         if runs:
             await self._database.run(partial(_write_runs, runs=runs))
-        return InsertResult(sum(len(run) for run in runs), duplicates), forks
+        return InsertResult(added, duplicates), forks
 
     async def _split_known(
-        self, log: LogKey, head: Head, group: list[Record], hashes: list[bytes]
-    ) -> tuple[list[Record], Fork | None]:
-        """The records of `group` not yet held, or the fork they prove."""
-        first = group[0].idx
+        self, log: LogKey, head: Head, parts: list[Segment], hashes: list[bytes], prev: bytes
+    ) -> tuple[list[Segment], Fork | None]:
+        """The segments of `parts` (cut) not yet held, or the fork they prove."""
+        first = parts[0].first_idx
         if first > head.next_idx:
             raise GapError(
                 f"log {log}: batch starts at idx {first} but this node expects idx {head.next_idx}",
@@ -365,15 +380,14 @@ class Store:
             )
         held = head.next_idx - first
         if held > 0:
-            stored = await self._stored_hashes(log, first, min(held, len(group)))
+            stored = await self._stored_hashes(log, first, min(held, len(hashes)))
             for offset, digest in enumerate(stored):
                 if digest != hashes[offset]:
-                    return [], Fork(log, first + offset, digest, group[offset:])
-        fresh = group[max(held, 0) :]
-        if fresh and fresh[0].prev != head.head_hash:
-            mismatch = fresh[0].idx - 1
-            return [], Fork(log, mismatch, head.head_hash, group)
-        return fresh, None
+                    return [], Fork(log, first + offset, digest, _records(parts)[offset:])
+            return _skip(parts, held), None
+        if prev != head.head_hash:
+            return [], Fork(log, first - 1, head.head_hash, _records(parts))
+        return parts, None
 
     async def forks(self) -> list[ForkEvidence]:
         """All fork evidence held, oldest first."""
@@ -446,12 +460,17 @@ class Store:
         found = await self._pieces(host, tag, start, limit)
         return [record for piece in found for record in decode(piece)]
 
-    async def _pieces(self, host: bytes, tag: str, start: int, limit: int) -> list[bytes]:
-        """The segment bytes of up to `limit` records of one log from idx `start`."""
+    async def read_segments(self, host: bytes, tag: str, start: int, limit: int) -> list[Segment]:
+        """Up to `limit` records of one log from idx `start`, as stored: segments, the
+        first and last sliced to the range (what a pull or push sends as it is)."""
         if not 0 <= start <= MAX_IDX or limit < 0:
             raise InvalidRecord(f"range start {start} / limit {limit} out of bounds")
         rows = await self._database.fetch(SEGMENTS_OF, range_params(host, tag, start, limit))
-        return pieces(rows, start, limit)
+        return [Segment(host, tag, *found) for found in slices(rows, start, limit)]
+
+    async def _pieces(self, host: bytes, tag: str, start: int, limit: int) -> list[bytes]:
+        """The segment bytes of up to `limit` records of one log from idx `start`."""
+        return [part.data for part in await self.read_segments(host, tag, start, limit)]
 
     async def _stored_hashes(self, log: LogKey, start: int, count: int) -> list[bytes]:
         """Inside a write transaction: hashes of records already held (to spot forks)."""
@@ -510,10 +529,38 @@ class Store:
         return arrival_back(runs, back)
 
 
-def _write_runs(db: sqlite3.Connection, runs: Sequence[Sequence[Record]]) -> None:
-    """On the writer's thread: each log's fresh run as segment rows (`write_run`)."""
+def _write_runs(db: sqlite3.Connection, runs: Sequence[Sequence[Segment]]) -> None:
+    """On the writer's thread: each log's fresh run as segment rows, as received."""
     for run in runs:
-        write_run(db, run)
+        write_segments(db, run)
+
+
+def _skip(parts: Sequence[Segment], count: int) -> list[Segment]:
+    """`parts` (one log's run) without its first `count` records."""
+    rest: list[Segment] = []
+    for part in parts:
+        if count >= part.count:
+            count -= part.count
+            continue
+        rest.append(part.skip(count))
+        count = 0
+    return rest
+
+
+def _records(parts: Sequence[Segment]) -> list[Record]:
+    """The records of `parts`, decoded (fork evidence is kept as records)."""
+    return [record for part in parts for record in part.records()]
+
+
+def as_segments(records: Sequence[Record], *, checked: bool = False) -> Segments:
+    """A batch as segments: `Segments` as they are, records encoded (each bounds-checked
+    first unless `checked`: encoding trusts the lengths it writes)."""
+    if isinstance(records, Segments):
+        return records
+    if not checked:
+        for record in records:
+            check_record(record)
+    return Segments.of(records)
 
 
 class _RollBack(Exception):

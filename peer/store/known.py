@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 
-from peer.crypto import record_hash
-from peer.records import LogKey, Record, group_by_log
-from peer.segment import hashes
+from peer.records import HASH_LEN, LogKey
+from peer.segment import Segment, Segments, hashes, walk
 from peer.store.segments import pieces
 from peer.store.sqlite import Database
 
@@ -33,7 +33,7 @@ _CHUNK = 500  # logs per query: 1,500 parameters at most, far under SQLite's lim
 class Unheld:
     """A received batch with the records held here left out."""
 
-    records: list[Record]  # the rest, in the batch's order: to verify and write
+    records: Segments  # the rest, in the batch's order: to verify and write
     received: dict[LogKey, int]  # records of the batch per log, held or not
     known: dict[LogKey, int]  # records left out per log: held here already
 
@@ -42,52 +42,63 @@ class Unheld:
         return sum(self.known.values())
 
 
-def held_count(group: Sequence[Record], next_idx: int) -> int:
+def held_count(first_idx: int, count: int, next_idx: int) -> int:
     """How many leading records of one log's run sit at idx below `next_idx`."""
-    return max(0, min(next_idx - group[0].idx, len(group)))
+    return max(0, min(next_idx - first_idx, count))
 
 
-def same_as_held(run: Sequence[Record], held_hash: bytes) -> bool:
-    """Whether `run` is the run held whose last record hashes to `held_hash`: each
-    record links to the one before it, and the last one's hash is `held_hash`. No
-    signature is checked: held records were authenticated when they were stored."""
-    before: Record | None = None
+def same_as_held(parts: Sequence[Segment], count: int, held_hash: bytes) -> bool:
+    """Whether the first `count` records of `parts` (one log's run) are the run held
+    whose last record hashes to `held_hash`: each links to the one before it, and the
+    last one's hash is `held_hash`. No signature is checked: held records were
+    authenticated when they were stored. Hashes slices: nothing is decoded."""
     digest = b""
-    for record in run:
-        if before is not None and (record.prev != digest or record.idx != before.idx + 1):
+    left = count
+    for part in parts:
+        if part.first_idx != parts[0].first_idx + count - left:
             return False
-        digest = record_hash(record)
-        before = record
-    return before is not None and digest == held_hash
+        data, view = part.data, memoryview(part.data)
+        for start, end, _ in walk(data):
+            if not left:
+                return digest == held_hash
+            if digest and data[end - HASH_LEN : end] != digest:
+                return False
+            digest = sha256(view[start:end]).digest()
+            left -= 1
+    return not left and digest == held_hash
 
 
-async def leave_out_known(database: Database, records: Sequence[Record]) -> Unheld:
-    """`records` without those held here (committed state, one read on the reader)."""
-    groups = group_by_log(records)
-    received = {log: len(group) for log, group in groups.items()}
-    held = await _held(database, {log: group[-1].idx for log, group in groups.items()})
+async def leave_out_known(database: Database, batch: Segments) -> Unheld:
+    """`batch` without the records held here (committed state, one read on the reader)."""
+    groups: dict[LogKey, list[Segment]] = {}
+    for part in batch.parts:
+        groups.setdefault(part.log, []).append(part)
+    received = {log: sum(p.count for p in parts) for log, parts in groups.items()}
+    held = await _held(database, {log: parts[-1].end - 1 for log, parts in groups.items()})
     known: dict[LogKey, int] = {}
     for log, (next_idx, held_hash) in held.items():
-        count = held_count(groups[log], next_idx)
-        if count and same_as_held(groups[log][:count], held_hash):
+        parts = groups[log]
+        count = held_count(parts[0].first_idx, received[log], next_idx)
+        if count and same_as_held(parts, count, held_hash):
             known[log] = count
     if not known:
-        return Unheld(list(records), received, known)
-    return Unheld(_without(records, known), received, known)
+        return Unheld(batch, received, known)
+    return Unheld(_without(batch, known), received, known)
 
 
-def _without(records: Sequence[Record], known: Mapping[LogKey, int]) -> list[Record]:
-    """`records` minus the first `known[log]` of each log's run."""
-    left = {(log.host, log.tag): count for log, count in known.items()}
-    rest: list[Record] = []
-    for record in records:
-        key = (record.host, record.tag)
-        count = left.get(key, 0)
-        if count:
-            left[key] = count - 1
-        else:
-            rest.append(record)
-    return rest
+def _without(batch: Segments, known: Mapping[LogKey, int]) -> Segments:
+    """`batch` minus the first `known[log]` records of each log's run."""
+    left = dict(known)
+    rest: list[Segment] = []
+    for part in batch.parts:
+        skip = left.get(part.log, 0)
+        if skip >= part.count:
+            left[part.log] = skip - part.count
+            continue
+        if skip:
+            left[part.log] = 0
+        rest.append(part.skip(skip))
+    return Segments(rest)
 
 
 async def _held(database: Database, last: Mapping[LogKey, int]) -> dict[LogKey, tuple[int, bytes]]:

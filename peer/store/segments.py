@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from peer.records import Record, message_size
-from peer.segment import cut, encode
+from peer.segment import Segment, cut, sizes
 
 SEGMENT_RECORDS = 4096  # a segment is cut at the first signed record past this many...
 SEGMENT_BYTES = 1 << 20  # ...or past this many bytes
@@ -74,8 +74,16 @@ def range_params(host: bytes, tag: str, start: int, limit: int) -> tuple[object,
 def pieces(rows: Sequence[Sequence[object]], start: int, limit: int) -> list[bytes]:
     """The parts of SEGMENTS_OF's rows that hold idx `start` up to `start + limit`, in
     order; stops at a gap (there is none in a sound store)."""
+    return [data for _, _, data in slices(rows, start, limit)]
+
+
+def slices(
+    rows: Sequence[Sequence[object]], start: int, limit: int
+) -> list[tuple[int, int, bytes]]:
+    """(first idx, count, segment bytes) of the parts of SEGMENTS_OF's rows that hold
+    idx `start` up to `start + limit`, in order; stops at a gap (none in a sound store)."""
     end = start + limit
-    found: list[bytes] = []
+    found: list[tuple[int, int, bytes]] = []
     expected = start
     for first, count, data in rows:
         assert isinstance(first, int) and isinstance(count, int) and isinstance(data, bytes)
@@ -83,7 +91,9 @@ def pieces(rows: Sequence[Sequence[object]], start: int, limit: int) -> list[byt
             break
         skip, take = expected - first, min(end, first + count) - expected
         if take > 0:
-            found.append(data if skip == 0 and take == count else cut(data, skip, take))
+            found.append(
+                (expected, take, data if skip == 0 and take == count else cut(data, skip, take))
+            )
             expected += take
     return found
 
@@ -106,31 +116,61 @@ def split(records: Sequence[Record]) -> list[Sequence[Record]]:
 def write_run(db: sqlite3.Connection, records: Sequence[Record]) -> int:
     """Inside a write transaction: store `records`, which continue their log (one
     run, in idx order), and give them arrival numbers; returns the first one."""
-    host, tag = records[0].host, records[0].tag
-    parts = split(records)
-    data = encode(parts[0])
+    return write_segments(db, [Segment.of(part) for part in split(records)])
+
+
+def write_segments(db: sqlite3.Connection, parts: Sequence[Segment]) -> int:
+    """Inside a write transaction: store `parts` (consecutive segments of one log, each
+    ending signed, continuing it) as they are, a part over the caps cut at its signed
+    records; the first merged into the log's last segment while that is small. Gives
+    them arrival numbers; returns the first one."""
+    first = parts[0]
+    host, tag = first.host, first.tag
+    pieces = [piece for part in parts for piece in _within_caps(part)]
     last = db.execute(_LAST_SEGMENT, (MERGE_BELOW, host, tag)).fetchone()
     rows: list[tuple[object, ...]] = []
-    if last is not None and _fits(last, parts[0], data):
+    head = pieces[0]
+    if last is not None and _fits(last, head):
         seq, _, count, held = last
-        db.execute(_GROW_SEGMENT, (count + len(parts[0]), held + data, seq))
+        db.execute(_GROW_SEGMENT, (count + head.count, held + head.data, seq))
     else:
-        rows.append((host, tag, parts[0][0].idx, len(parts[0]), data))
-    rows += [(host, tag, part[0].idx, len(part), encode(part)) for part in parts[1:]]
+        rows.append((host, tag, head.first_idx, head.count, head.data))
+    rows += [(host, tag, p.first_idx, p.count, p.data) for p in pieces[1:]]
     db.executemany(INSERT_SEGMENT, rows)
-    return _arrive(db, host, tag, records[0].idx, len(records))
+    return _arrive(db, host, tag, first.first_idx, sum(part.count for part in parts))
 
 
-def _fits(last: Sequence[object], part: Sequence[Record], data: bytes) -> bool:
+def _within_caps(part: Segment) -> list[Segment]:
+    """`part` cut, at signed records, into segments of SEGMENT_RECORDS / SEGMENT_BYTES
+    (a received segment may be longer: up to a message)."""
+    if part.count <= SEGMENT_RECORDS and len(part.data) <= SEGMENT_BYTES:
+        return [part]
+    found: list[Segment] = []
+    begin = size = 0
+    for n, (length, signed) in enumerate(sizes(part.data)):
+        size += length
+        if signed and (n + 1 - begin >= SEGMENT_RECORDS or size >= SEGMENT_BYTES):
+            found.append(_slice(part, begin, n + 1 - begin))
+            begin, size = n + 1, 0
+    if begin < part.count:
+        found.append(_slice(part, begin, part.count - begin))
+    return found
+
+
+def _slice(part: Segment, skip: int, take: int) -> Segment:
+    return Segment(part.host, part.tag, part.first_idx + skip, take, cut(part.data, skip, take))
+
+
+def _fits(last: Sequence[object], part: Segment) -> bool:
     """Whether `part` may join the log's last segment: it continues it, that segment
     is small (its data was read) and the two stay within the caps."""
     _, first, count, held = last
     assert isinstance(first, int) and isinstance(count, int)
     return (
         isinstance(held, bytes)
-        and first + count == part[0].idx
-        and count + len(part) <= SEGMENT_RECORDS
-        and len(held) + len(data) <= SEGMENT_BYTES
+        and first + count == part.first_idx
+        and count + part.count <= SEGMENT_RECORDS
+        and len(held) + len(part.data) <= SEGMENT_BYTES
     )
 
 

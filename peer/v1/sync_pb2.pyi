@@ -30,6 +30,20 @@ class Record(_message.Message):
     sig: bytes
     def __init__(self, id: _Optional[bytes] = ..., host: _Optional[bytes] = ..., tag: _Optional[str] = ..., idx: _Optional[int] = ..., timestamp: _Optional[int] = ..., version: _Optional[str] = ..., payload: _Optional[bytes] = ..., wrapped_key: _Optional[bytes] = ..., prev: _Optional[bytes] = ..., sig: _Optional[bytes] = ...) -> None: ...
 
+class Segment(_message.Message):
+    __slots__ = ("host", "tag", "first_idx", "count", "data")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    FIRST_IDX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    host: bytes
+    tag: str
+    first_idx: int
+    count: int
+    data: bytes
+    def __init__(self, host: _Optional[bytes] = ..., tag: _Optional[str] = ..., first_idx: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class LogHead(_message.Message):
     __slots__ = ("host", "tag", "next_idx", "head_hash", "frozen")
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -89,28 +103,34 @@ class GetIndexResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., logs: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ..., next_page_token: _Optional[bytes] = ..., protocol_minor: _Optional[int] = ...) -> None: ...
 
 class PullRecordsRequest(_message.Message):
-    __slots__ = ("ranges", "max_batch")
+    __slots__ = ("ranges", "max_batch", "segments")
     RANGES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     ranges: _containers.RepeatedCompositeFieldContainer[LogRange]
     max_batch: int
-    def __init__(self, ranges: _Optional[_Iterable[_Union[LogRange, _Mapping]]] = ..., max_batch: _Optional[int] = ...) -> None: ...
+    segments: bool
+    def __init__(self, ranges: _Optional[_Iterable[_Union[LogRange, _Mapping]]] = ..., max_batch: _Optional[int] = ..., segments: _Optional[bool] = ...) -> None: ...
 
 class PullRecordsResponse(_message.Message):
-    __slots__ = ("records", "hosts")
+    __slots__ = ("records", "hosts", "segments")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[Record]
     hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
-    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
+    segments: _containers.RepeatedCompositeFieldContainer[Segment]
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ...) -> None: ...
 
 class PushRecordsRequest(_message.Message):
-    __slots__ = ("records", "hosts")
+    __slots__ = ("records", "hosts", "segments")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[Record]
     hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
-    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
+    segments: _containers.RepeatedCompositeFieldContainer[Segment]
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ...) -> None: ...
 
 class PushRecordsResponse(_message.Message):
     __slots__ = ("added", "duplicates")
@@ -139,28 +159,32 @@ class SubscribeResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ...) -> None: ...
 
 class FollowRequest(_message.Message):
-    __slots__ = ("have", "graft", "prune", "more")
+    __slots__ = ("have", "graft", "prune", "more", "segments")
     HAVE_FIELD_NUMBER: _ClassVar[int]
     GRAFT_FIELD_NUMBER: _ClassVar[int]
     PRUNE_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     have: _containers.RepeatedCompositeFieldContainer[LogHead]
     graft: _containers.RepeatedCompositeFieldContainer[LogHead]
     prune: _containers.RepeatedCompositeFieldContainer[LogHead]
     more: bool
-    def __init__(self, have: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., graft: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., prune: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+    segments: bool
+    def __init__(self, have: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., graft: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., prune: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., more: _Optional[bool] = ..., segments: _Optional[bool] = ...) -> None: ...
 
 class FollowResponse(_message.Message):
-    __slots__ = ("records", "hosts", "notes", "host")
+    __slots__ = ("records", "hosts", "notes", "host", "segments")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[Record]
     hosts: _containers.RepeatedCompositeFieldContainer[HostKey]
     notes: _containers.RepeatedCompositeFieldContainer[LogHead]
     host: bytes
-    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ..., notes: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., host: _Optional[bytes] = ...) -> None: ...
+    segments: _containers.RepeatedCompositeFieldContainer[Segment]
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[HostKey, _Mapping]]] = ..., notes: _Optional[_Iterable[_Union[LogHead, _Mapping]]] = ..., host: _Optional[bytes] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
     __slots__ = ("secret", "certificate", "name", "proof")
