@@ -18,6 +18,7 @@ thread, never one await per row.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -278,7 +279,7 @@ class Store:
         newest = 0
         for log, parts in groups.items():
             found: list[bytes] = []
-            for before, part in zip(parts, parts[1:], strict=False):
+            for before, part in itertools.pairwise(parts):
                 if part.first_idx != before.end:
                     raise InvalidRecord(
                         f"record {log}#{part.first_idx}: a batch must hold consecutive "
