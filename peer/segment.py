@@ -39,6 +39,7 @@ from peer.records import (
     Record,
     check_record,
     check_tag,
+    group_by_log,
     hash_input,
     valid_version,
 )
@@ -290,15 +291,17 @@ class Segments(Sequence[Record]):
 
     @classmethod
     def of(cls, records: Sequence[Record]) -> Segments:
-        """`records` as segments, a segment per run of consecutive records of a log."""
+        """`records` as segments: each log's records (they may be interleaved, as in
+        a v1 message), a segment per run of consecutive ones."""
         if isinstance(records, Segments):
             return records
         parts: list[Segment] = []
-        begin = 0
-        for n in range(1, len(records) + 1):
-            if n == len(records) or not _follows(records[n - 1], records[n]):
-                parts.append(Segment.of(records[begin:n]))
-                begin = n
+        for run in group_by_log(records).values():
+            begin = 0
+            for n in range(1, len(run) + 1):
+                if n == len(run) or run[n].idx != run[n - 1].idx + 1:
+                    parts.append(Segment.of(run[begin:n]))
+                    begin = n
         return cls(parts)
 
     def runs(self) -> dict[LogKey, tuple[int, int]]:
@@ -349,10 +352,6 @@ def runs_of(records: Sequence[Record]) -> dict[LogKey, tuple[int, int]]:
         low, high = found.get(record.log, (record.idx, record.idx + 1))
         found[record.log] = (min(low, record.idx), max(high, record.idx + 1))
     return found
-
-
-def _follows(before: Record, record: Record) -> bool:
-    return record.idx == before.idx + 1 and record.host == before.host and record.tag == before.tag
 
 
 @dataclass(frozen=True, slots=True)

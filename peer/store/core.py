@@ -265,13 +265,15 @@ class Store:
         What is left goes through `prepare` and `apply`."""
         return await leave_out_known(self._database, batch)
 
-    def prepare(self, batch: Segments, keys: Mapping[bytes, bytes] | None = None) -> Prepared:
+    def prepare(
+        self, records: Sequence[Record], keys: Mapping[bytes, bytes] | None = None
+    ) -> Prepared:
         """The checks that need no database: each segment's bytes, keys, chains and
         signatures (`crypto.verify_segment`), and the links between the segments of
-        one log. Pure CPU, so a receiver can prepare the next batch while the last is
-        written."""
+        one log (records given as such are bounds-checked and encoded first). Pure
+        CPU, so a receiver can prepare the next batch while the last is written."""
         groups: dict[LogKey, list[Segment]] = {}
-        for part in batch.parts:
+        for part in as_segments(records).parts:
             groups.setdefault(part.log, []).append(part)
         known = self._resolve_keys(groups, keys or {})
         hashes: dict[LogKey, list[bytes]] = {}

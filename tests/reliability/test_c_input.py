@@ -258,7 +258,7 @@ async def test_c10_idx_bounds(  # noqa: PLR0915
         return _lying_index(LogKey(author.host, "t"), lie["next_idx"], keys)
 
     async def pull(request: bytes, context: Any) -> AsyncIterator[bytes]:
-        ranges, _ = codec.decode_pull_request(request)
+        ranges, _, _ = codec.decode_pull_request(request)
         for r in ranges:  # what the liar really holds
             held = honest[r.start : min(r.end, len(honest))]
             if held:

@@ -51,7 +51,7 @@ def withholding_relay(
         return codec.encode_index(index)
 
     async def pull(request: bytes, context: Any) -> AsyncIterator[bytes]:
-        ranges, max_batch = codec.decode_pull_request(request)
+        ranges, max_batch, _ = codec.decode_pull_request(request)
         size = max_batch or 1000
         for wanted in ranges:
             if wanted.log != log:
