@@ -13,13 +13,14 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from peer.crypto import SIGN_EVERY
 from peer.errors import IntegrityError
 from peer.records import LogKey, Range, Record, group_by_log, message_size
-from peer.segment import Segment, Segments, cut, sizes
+from peer.segment import Segment, Segments, layout
 from peer.settings import DEFAULT_BATCH, STOCK_MESSAGE_BYTES
 from peer.store import Store
 
 # The records of one message, counted by `records.message_size`; the rest of a stock
 # client's 4 MiB is left for host keys (at most 4,096 of 54 bytes) and the framing.
 MAX_BATCH_BYTES = STOCK_MESSAGE_BYTES - (512 << 10)
+CHUNK_RECORDS = 8192  # records of a log read at once to cut into messages (two segments)
 
 
 def cut_signed(sizes: Sequence[tuple[int, bool]], want: int, budget: int) -> int:
@@ -46,30 +47,37 @@ async def read_batches(
     """The records of `ranges` (each extended to its next signature) in batches of
     about `max_batch` records and at most MAX_BATCH_BYTES (a run between signatures is
     at most crypto.RUN_PAYLOAD_BYTES of payload, so it always fits one), several logs
-    per batch when they are short: as the stored segments, sliced, never decoded."""
+    per batch when they are short: as the stored segments, sliced, never decoded.
+    A log is read in chunks of about CHUNK_RECORDS, each segment walked once however
+    many messages it is cut into."""
     batch: list[Segment] = []
     records = used = 0
     for wanted in merge_ranges(ranges):
         start = wanted.start
+        chunk = _Chunk([], ended=False)
         while start < wanted.end:
             room, budget = max_batch - records, MAX_BATCH_BYTES - used
             if batch and (room < min(SIGN_EVERY, max_batch) or budget < MAX_BATCH_BYTES // 4):
                 yield Segments(batch)
                 batch, records, used = [], 0, 0
                 room, budget = max_batch, MAX_BATCH_BYTES
-            found = await store.read_segments(wanted.host, wanted.tag, start, room + SIGN_EVERY)
-            if not found:
+            want = min(room, wanted.end - start)
+            if chunk.left < want + SIGN_EVERY and not chunk.ended:
+                limit = max(CHUNK_RECORDS, want + SIGN_EVERY)
+                found = await store.read_segments(wanted.host, wanted.tag, start, limit)
+                chunk = _Chunk(found, ended=sum(part.count for part in found) < limit)
+            if not chunk.left:
                 break
-            found_sizes = [size for part in found for size in sizes(part.data)]
-            count = cut_signed(found_sizes, min(room, wanted.end - start), budget)
+            sizes = chunk.sizes(want + SIGN_EVERY)
+            count = cut_signed(sizes, want, budget)
             if not count:
                 raise IntegrityError(f"log {wanted.log} has no signed record after idx {start}")
-            size = sum(size for size, _ in found_sizes[:count])
+            size = sum(size for size, _ in sizes[:count])
             if batch and size > budget:  # a run that fits no more: it starts the next batch
                 yield Segments(batch)
                 batch, records, used = [], 0, 0
                 continue
-            batch += _first(found, count)
+            batch += chunk.take(count)
             records += count
             used += size
             start += count
@@ -80,18 +88,47 @@ async def read_batches(
         yield Segments(batch)
 
 
-def _first(parts: Sequence[Segment], count: int) -> list[Segment]:
-    """The first `count` records of `parts` (consecutive segments of one log)."""
-    taken: list[Segment] = []
-    for part in parts:
-        if count <= 0:
-            break
-        piece = part
-        if part.count > count:
-            piece = Segment(part.host, part.tag, part.first_idx, count, cut(part.data, 0, count))
-        taken.append(piece)
-        count -= piece.count
-    return taken
+class _Chunk:
+    """Consecutive segments of one log as read, consumed from the front: each walked
+    once (`segment.layout`), then cut by byte offsets."""
+
+    def __init__(self, parts: Sequence[Segment], *, ended: bool) -> None:
+        self.parts = list(parts)
+        self.layouts = [layout(part.data) for part in self.parts]
+        self.ended = ended  # the log holds nothing after these
+        self.left = sum(part.count for part in self.parts)
+        self._part = self._entry = 0  # the first entry not taken
+
+    def sizes(self, limit: int) -> list[tuple[int, bool]]:
+        """(message size, signed?) of up to `limit` entries not taken yet."""
+        found: list[tuple[int, bool]] = []
+        entry = self._entry
+        for entries in self.layouts[self._part :]:
+            found += [
+                (size, signed) for size, signed, _ in entries[entry : entry + limit - len(found)]
+            ]
+            entry = 0
+            if len(found) >= limit:
+                break
+        return found
+
+    def take(self, count: int) -> list[Segment]:
+        """The next `count` entries, as slices of their segments."""
+        taken: list[Segment] = []
+        self.left -= count
+        while count:
+            part, entries, entry = self.parts[self._part], self.layouts[self._part], self._entry
+            n = min(count, len(entries) - entry)
+            begin = entries[entry - 1][2] if entry else 0
+            end = entries[entry + n - 1][2]
+            data = part.data if begin == 0 and end == len(part.data) else part.data[begin:end]
+            taken.append(Segment(part.host, part.tag, part.first_idx + entry, n, data))
+            count -= n
+            if entry + n == len(entries):
+                self._part, self._entry = self._part + 1, 0
+            else:
+                self._entry = entry + n
+        return taken
 
 
 def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
@@ -147,6 +184,10 @@ class Holdback:
 
     def __init__(self) -> None:
         self._pending: dict[LogKey, list[Record]] = {}
+
+    def holds(self, log: LogKey) -> bool:
+        """Whether records of `log` wait for their signature here."""
+        return log in self._pending
 
     def release(self, records: Iterable[Record]) -> list[Record]:
         """The records that now end on a signature, per log, in order."""

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 
 from peer.records import LogKey, Record, group_by_log
+from peer.segment import Segment
 from peer.store import Store
 from peer.watch import StoreWatcher, Watch
 
@@ -26,17 +27,54 @@ SCAN_LIMIT = 2000
 HANDED_RECORDS = 100_000  # most records of the daemon's own appends kept for the feed
 
 
-@dataclass(frozen=True, eq=False)
 class Read:
-    """The records one scan of the store found, in arrival order. Every subscriber
-    takes every read, so what each would work out alike is worked out once, here."""
+    """What one scan of the store found, in arrival order: segments as stored, or the
+    records this process appended. Every subscriber takes every read, so what each
+    would work out alike is worked out once, here; and records are decoded only when
+    a subscriber needs them (a follower mostly needs only the heads, for its notes)."""
 
-    records: list[Record]
+    def __init__(self, records: list[Record] | None = None, *, parts: Sequence[Segment] = ()):
+        self._given = records
+        self.parts = list(parts)
+
+    @functools.cached_property
+    def records(self) -> list[Record]:
+        """Every record, in arrival order."""
+        if self._given is not None:
+            return self._given
+        return [record for part in self.parts for record in part.records()]
 
     @functools.cached_property
     def by_log(self) -> dict[LogKey, list[Record]]:
         """The records per log, each log's in idx order."""
         return group_by_log(self.records)
+
+    @functools.cached_property
+    def ends(self) -> dict[LogKey, int]:
+        """Per log: the idx after its last record here (from the headers alone)."""
+        if self._given is not None:
+            return {r.log: r.idx + 1 for r in self._given}
+        return {part.log: part.end for part in self.parts}
+
+    def signed_end(self, log: LogKey) -> int:
+        """The idx after `log`'s last signed record here (0 if none here is signed):
+        from the segments' lengths, nothing decoded."""
+        if self._given is not None:
+            return max((r.idx + 1 for r in self._given if r.log == log and r.sig), default=0)
+        for part in reversed(self.parts):
+            if part.log == log and (signed := part.signed_count()):
+                return part.first_idx + signed
+        return 0
+
+    def runs(self, logs: Collection[LogKey]) -> dict[LogKey, list[Record]]:
+        """`by_log` of these logs only (only their segments are decoded)."""
+        if self._given is not None or "by_log" in self.__dict__:
+            return {log: run for log, run in self.by_log.items() if log in logs}
+        found: dict[LogKey, list[Record]] = {}
+        for part in self.parts:
+            if part.log in logs:
+                found.setdefault(part.log, []).extend(part.records())
+        return found
 
 
 class Subscriber:
@@ -137,15 +175,18 @@ class Feed:
             if records is not None:
                 self._publish(records)
                 continue
-            rows = await self.store.scan(after=self.cursor, limit=SCAN_LIMIT)
+            rows = await self.store.scan_segments(after=self.cursor, limit=SCAN_LIMIT)
             if not rows:
                 return
-            self.cursor = rows[-1][0]
-            self._publish([record for _, record in rows])
-            if len(rows) < SCAN_LIMIT:
+            last_arrival, last = rows[-1]
+            self.cursor = last_arrival + last.count - 1
+            self._publish_read(Read(parts=[part for _, part in rows]))
+            if sum(part.count for _, part in rows) < SCAN_LIMIT:
                 return
 
     def _publish(self, records: list[Record]) -> None:
-        read = Read(records)
+        self._publish_read(Read(records))
+
+    def _publish_read(self, read: Read) -> None:
         for subscriber in list(self._subscribers):
             subscriber.offer(read)

@@ -218,6 +218,13 @@ def hashes(data: bytes) -> list[bytes]:
     return [sha256(view[start:end]).digest() for start, end, _ in walk(data)]
 
 
+def layout(data: bytes) -> list[tuple[int, bool, int]]:
+    """(`records.message_size`, signed?, the byte offset where the entry ends) of each
+    record: what a sender needs to cut a segment into messages, in one walk."""
+    framing = RECORD_FRAMING - FIXED
+    return [(end - start + framing, stop > end + 1, stop) for start, end, stop in walk(data)]
+
+
 def sizes(data: bytes) -> list[tuple[int, bool]]:
     """(`records.message_size`, signed?) of each record, from the lengths alone."""
     framing = RECORD_FRAMING - FIXED
@@ -267,15 +274,23 @@ class Segment:
 
     def skip(self, n: int) -> Segment:
         """The same without its first `n` records."""
-        if n <= 0:
+        return self.slice(n, self.count - n) if n > 0 else self
+
+    def slice(self, skip: int, take: int) -> Segment:
+        """`take` of its records after the first `skip` (itself when that is all)."""
+        if skip == 0 and take == self.count:
             return self
-        return Segment(
-            self.host,
-            self.tag,
-            self.first_idx + n,
-            self.count - n,
-            cut(self.data, n, self.count - n),
-        )
+        data = cut(self.data, skip, take)
+        return Segment(self.host, self.tag, self.first_idx + skip, take, data)
+
+    def signed_count(self) -> int:
+        """How many of its records end on its last signed one (0 if none is signed):
+        from the lengths alone."""
+        signed = 0
+        for n, (_, end, stop) in enumerate(walk(self.data), 1):
+            if stop > end + 1:
+                signed = n
+        return signed
 
 
 class Segments(Sequence[Record]):
@@ -340,6 +355,19 @@ class Segments(Sequence[Record]):
 
     def __repr__(self) -> str:
         return f"Segments({len(self.parts)} segments, {self._count} records)"
+
+
+def take_range(parts: Sequence[Segment], first_idx: int, count: int) -> list[Segment]:
+    """Records `first_idx` .. `first_idx + count - 1` of `parts` (consecutive segments
+    of one log), as slices of them."""
+    end = first_idx + count
+    taken: list[Segment] = []
+    for part in parts:
+        skip = max(0, first_idx - part.first_idx)
+        take = min(part.end, end) - (part.first_idx + skip)
+        if take > 0:
+            taken.append(part.slice(skip, take))
+    return taken
 
 
 def runs_of(records: Sequence[Record]) -> dict[LogKey, tuple[int, int]]:

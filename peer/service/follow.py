@@ -103,6 +103,29 @@ class Feeding:
                 notes[log] = noted[log] = next_idx
         return send, notes
 
+    def wants(self, log: LogKey, next_idx: int) -> bool:
+        """Whether the follower is sent records of `log` up to `next_idx`: it is fed
+        that log and lacks some of them (else its records need not even be read)."""
+        return self.feeds(log) and next_idx > self.position.get(log, 0)
+
+    def behind(self, heads: Mapping[LogKey, int]) -> list[LogKey]:
+        """Of logs whose records are not sent, those whose head here (next_idx) is past
+        what the follower holds and was told: a note may be due."""
+        position, noted = self.position, self._noted
+        return [
+            log
+            for log, next_idx in heads.items()
+            if not self.feeds(log) and next_idx > max(position.get(log, 0), noted.get(log, 0))
+        ]
+
+    def noted(self, heads: Mapping[LogKey, int]) -> dict[LogKey, int]:
+        """The notes due of logs whose records are not sent, from their signed heads
+        here (next_idx; 0 for none): those past what the follower holds and was told."""
+        notes: dict[LogKey, int] = {}
+        for log in self.behind(heads):
+            notes[log] = self._noted[log] = heads[log]
+        return notes
+
     def _advance(self, log: LogKey, next_idx: int) -> None:
         if next_idx > self.position.get(log, 0):
             self.position[log] = next_idx
@@ -140,7 +163,13 @@ class FollowStream:
     async def live(self, read: Read) -> AsyncIterator[bytes]:
         """Records this node just stored: those fed, now; the notes of the others are
         due (`notes`, NOTE_DELAY_S later)."""
-        send, notes = self.feeding.live(self.holdback.release_runs(read.by_log))
+        ends, feeding = read.ends, self.feeding
+        fed = {
+            log for log, end in ends.items() if feeding.wants(log, end) or self.holdback.holds(log)
+        }
+        send, notes = feeding.live(self.holdback.release_runs(read.runs(fed)))
+        behind = feeding.behind({log: end for log, end in ends.items() if log not in fed})
+        notes.update(feeding.noted({log: read.signed_end(log) for log in behind}))
         self.due.update(notes)  # a later note of a log is always the higher head
         async for batch, keys in self.outbound.records(send):
             yield wire.encode_follow_response(batch, keys, {}, segments=self.segments)

@@ -45,7 +45,7 @@ from peer.records import (
     check_record,
     check_tag,
 )
-from peer.segment import Segment, Segments, decode, hashes, sizes
+from peer.segment import Segment, Segments, decode, hashes, sizes, take_range
 from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.known import Unheld, leave_out_known
 from peer.store.peers import Invitations, TrustList
@@ -387,7 +387,8 @@ class Store:
             for offset, digest in enumerate(stored):
                 if digest != hashes[offset]:
                     return [], Fork(log, first + offset, digest, _records(parts)[offset:])
-            return _skip(parts, held), None
+            total = sum(part.count for part in parts)
+            return take_range(parts, first + held, total - held), None
         if prev != head.head_hash:
             return [], Fork(log, first - 1, head.head_hash, _records(parts))
         return parts, None
@@ -493,9 +494,20 @@ class Store:
     async def scan(
         self, *, tag: str | None = None, after: int = 0, limit: int = 1000
     ) -> list[tuple[int, Record]]:
-        """Records in arrival order after sequence number `after`, with their numbers.
+        """Records in arrival order after sequence number `after`, with their numbers."""
+        found: list[tuple[int, Record]] = []
+        for arrival, part in await self.scan_segments(tag=tag, after=after, limit=limit):
+            found += zip(range(arrival, arrival + part.count), part.records(), strict=True)
+        return found
 
-        Reads the arrival runs, then each log's records once: within a log, arrival
+    async def scan_segments(
+        self, *, tag: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[tuple[int, Segment]]:
+        """What arrived after sequence number `after`, in arrival order, as stored:
+        segments (sliced), each with the arrival number of its first record. Nothing
+        is decoded (the live feed reads every record a node stores this way).
+
+        Reads the arrival runs, then each log's segments once: within a log, arrival
         order is idx order, so the records a scan wants of a log are one idx range."""
         sql, params = ARRIVALS_AFTER, list[object]([after])
         if tag is not None:
@@ -507,19 +519,20 @@ class Store:
         for _, (_, _, host, run_tag, _), first_idx, take in parts:
             low, high = spans.get((host, run_tag), (first_idx, first_idx))
             spans[host, run_tag] = (min(low, first_idx), max(high, first_idx + take))
-        held: dict[tuple[bytes, str], list[Record]] = {}
+        held: dict[tuple[bytes, str], list[Segment]] = {}
         for (host, run_tag), (low, high) in spans.items():
-            held[host, run_tag] = await self.read_range(host, run_tag, low, high - low)
-            if len(held[host, run_tag]) != high - low:
+            held[host, run_tag] = await self.read_segments(host, run_tag, low, high - low)
+            if sum(part.count for part in held[host, run_tag]) != high - low:
                 raise IntegrityError(
                     f"log {LogKey(host, run_tag)}: records {low}..{high - 1} arrived "
                     "but are not all held"
                 )
-        found: list[tuple[int, Record]] = []
-        for arrival, (_, _, host, run_tag, _), first_idx, take in parts:
-            records, low = held[host, run_tag], spans[host, run_tag][0]
-            start = first_idx - low
-            found += zip(range(arrival, arrival + take), records[start : start + take], strict=True)
+        found: list[tuple[int, Segment]] = []
+        for first_arrival, (_, _, host, run_tag, _), first_idx, take in parts:
+            arrival = first_arrival
+            for part in take_range(held[host, run_tag], first_idx, take):
+                found.append((arrival, part))
+                arrival += part.count
         return found
 
     async def last_seq(self, tag: str | None = None, back: int = 0) -> int:
@@ -536,18 +549,6 @@ def _write_runs(db: sqlite3.Connection, runs: Sequence[Sequence[Segment]]) -> No
     """On the writer's thread: each log's fresh run as segment rows, as received."""
     for run in runs:
         write_segments(db, run)
-
-
-def _skip(parts: Sequence[Segment], count: int) -> list[Segment]:
-    """`parts` (one log's run) without its first `count` records."""
-    rest: list[Segment] = []
-    for part in parts:
-        if count >= part.count:
-            count -= part.count
-            continue
-        rest.append(part.skip(count))
-        count = 0
-    return rest
 
 
 def _records(parts: Sequence[Segment]) -> list[Record]:
