@@ -143,7 +143,7 @@ class Daemon:
         if config.sync.auto:
             if running.servicer is not None:
                 running.servicer.on_contact = self.mesh.contacted
-                self.mesh.taking = running.servicer.is_taking
+                self.mesh.server = running.servicer
             await self.mesh.start()
             self._closers.append(self.mesh.close)
         else:  # the links would read them; without links, read them here

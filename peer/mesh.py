@@ -20,8 +20,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from peer.alarms import own_log_warning
 from peer.codec.wire import FollowControl, have_messages
@@ -45,6 +46,16 @@ Connect = Callable[[TrustedPeer, str], Awaitable[AbstractAsyncContextManager[Rem
 Dispatch = Callable[[list[Action]], None]
 
 
+class OwnServer(Protocol):
+    """What this node's own server knows of a peer's calls (the daemon wires it)."""
+
+    def is_taking(self, node_id: bytes) -> bool:
+        """Whether the peer pulls from us (or follows all of it) right now."""
+
+    def served(self, node_id: bytes) -> Mapping[LogKey, int]:
+        """Per log, the idx after the last record our server's pulls sent the peer."""
+
+
 class Link:
     """Keeps one pinned peer in sync until cancelled."""
 
@@ -55,7 +66,7 @@ class Link:
         schedule: Schedule,
         connect: Connect,
         own_host: bytes | None = None,
-        taking: Callable[[bytes], bool] | None = None,
+        server: OwnServer | None = None,
         tree: Tree | None = None,
         dispatch: Dispatch | None = None,
     ) -> None:
@@ -64,7 +75,7 @@ class Link:
         self.schedule = schedule
         self.connect = connect
         self.own_host = own_host  # this node's host id: its own log is watched
-        self.taking = taking  # is a peer pulling from us now (our server knows)
+        self.server = server  # is the peer pulling from us now, what did it pull
         self.discovered = ""  # an address found on the LAN, fresher than the pinned one
         self.state = LinkState(peer.node_id, peer.name, peer.address)
         self._wake = asyncio.Event()
@@ -147,7 +158,7 @@ class Link:
             self.store, remote, batch=self.schedule.batch, own_host=self.own_host
         )
         await session.pull()
-        await session.push(stop=self._peer_takes)
+        await session.push(stop=self._peer_takes, held=self._peer_pulled)
         await session.check_served()
         summary = session.summary
         state = self.state
@@ -167,7 +178,11 @@ class Link:
         """Whether the peer pulls from us by itself right now (our server knows): it
         then gets what it lacks anyway, and pushing the same to it is waste (two
         daemons syncing each other would move each record twice)."""
-        return self.taking is not None and self.taking(self.peer.node_id)
+        return self.server is not None and self.server.is_taking(self.peer.node_id)
+
+    def _peer_pulled(self) -> Mapping[LogKey, int]:
+        """What the peer pulled from us meanwhile (a pull quicker than our push)."""
+        return {} if self.server is None else self.server.served(self.peer.node_id)
 
     def _alarm(self, behind: dict[LogKey, tuple[int, int]]) -> None:
         """The peer held records of our own log past ours (now pulled back): count it
@@ -308,9 +323,9 @@ class Mesh:
         self.connect = connect
         self.own_host = own_host
         self.watcher = watcher or StoreWatcher(store)
-        # Set by the daemon to its server's view: is this peer pulling from us right now?
-        # (Then a link's round leaves the push to the peer's own pull.)
-        self.taking: Callable[[bytes], bool] | None = None
+        # Set by the daemon to its server: is this peer pulling from us right now, what
+        # did it pull? (Then a link's round leaves the push to the peer's own pull.)
+        self.server: OwnServer | None = None
         self.links: dict[bytes, Link] = {}
         self.discovered: dict[bytes, str] = {}
         self.tree = Tree({}, own_host, graft_after_s=schedule.graft_after)
@@ -349,7 +364,7 @@ class Mesh:
                     self.schedule,
                     self.connect,
                     self.own_host,
-                    self.taking,
+                    self.server,
                     self.tree,
                     self.dispatch,
                 )

@@ -8,7 +8,7 @@ Progress is reported through a callback; printing is the caller's business.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from peer.codec.wire import MAX_RANGES_PER_PULL, PROTOCOL_VERSION, RemoteIndex
@@ -148,16 +148,22 @@ class SyncSession:
                 trimmed.append(Range(r.host, r.tag, held, r.end))
         return trimmed
 
-    async def push(self, stop: Callable[[], bool] | None = None) -> None:
+    async def push(
+        self,
+        stop: Callable[[], bool] | None = None,
+        held: Callable[[], Mapping[LogKey, int]] | None = None,
+    ) -> None:
         """Send what the peer lacks. `stop`, asked before each batch, ends the push
         early (a normal end of the stream): the mesh stops it while the peer pulls
-        from this node by itself, which stores the same records anyway."""
+        from this node by itself, which stores the same records anyway. `held`, asked
+        before each batch too, says how far the peer holds each log meanwhile (what it
+        pulled from us since the plan): a batch it holds all of is left out."""
         if not self.pushes:
             return
         if stop is not None and stop():
             self.summary.left_to_peer = True
             return
-        await self.remote.push(self._outgoing(stop))
+        await self.remote.push(self._outgoing(stop, held))
 
     async def check_served(self) -> None:
         """A peer that advertised more than it sent is withholding records (or froze
@@ -175,7 +181,11 @@ class SyncSession:
                 "log(s) short): records withheld, or the log was frozen there meanwhile"
             )
 
-    async def _outgoing(self, stop: Callable[[], bool] | None) -> AsyncIterator[Batch]:
+    async def _outgoing(
+        self,
+        stop: Callable[[], bool] | None,
+        held: Callable[[], Mapping[LogKey, int]] | None,
+    ) -> AsyncIterator[Batch]:
         outbound = Outbound(self.store, self.batch)
         batches = outbound.ranges(self.pushes)
         try:
@@ -183,6 +193,9 @@ class SyncSession:
                 if stop is not None and stop():
                     self.summary.left_to_peer = True
                     return
+                if held is not None and _all_held(records, held()):
+                    self.summary.left_to_peer = True
+                    continue
                 yield records, keys
                 for log, count in _per_log(records).items():
                     self.summary.count(log, pushed=count)
@@ -219,6 +232,11 @@ async def _plan(
         pulls.append(Range(log.host, log.tag, head.next_idx - 1, head.next_idx))
     pushes = [r for r in plan.push if r.log not in frozen]
     return pulls, pushes
+
+
+def _all_held(records: Sequence[Record], held: Mapping[LogKey, int]) -> bool:
+    """Whether the peer holds every log of the batch past its last record."""
+    return all(end <= held.get(log, 0) for log, (_, end) in runs_of(records).items())
 
 
 def _per_log(records: Sequence[Record]) -> dict[LogKey, int]:

@@ -290,7 +290,7 @@ class Sim:
             watcher.poll_s = WATCH_POLL_S
         connect = functools.partial(self._connect, node.index)
         node.mesh = Mesh(node.held(), self.schedule, connect, node.author.host, watcher)
-        node.mesh.taking = node.servicer.is_taking  # the daemon's wiring, before start
+        node.mesh.server = node.servicer  # the daemon's wiring, before start
         await node.mesh.start()
 
     async def _close_mesh(self, node: SimNode) -> None:

@@ -342,6 +342,25 @@ async def test_a_push_stops_once_the_peer_pulls_by_itself(nodes: Nodes) -> None:
     await assert_converged(a.store, b.store)
 
 
+async def test_a_push_leaves_out_what_the_peer_pulled_meanwhile(nodes: Nodes) -> None:
+    """The push's `held` (a daemon's mesh: what our server's pulls sent this peer) is
+    asked before each batch: a batch the peer holds all of is left out, the rest go."""
+    a = await nodes.node("a", serve=False)
+    b = await nodes.node("b")
+    for _ in range(6):
+        await a.store.append(a.author, "t", [os.urandom(32) for _ in range(100)])
+    log = a.log("t")
+    pulled = {log: 0}
+    async with PeerClient(b.target) as peer:
+        session = await SyncSession.open(a.store, peer, batch=100)
+        pulled[log] = 300  # the peer pulled 0-299 after the plan: those batches stay here
+        await b.store.add_host(a.author.signing.public_key)
+        await b.store.insert_batch(await a.store.read_range(a.host, "t", 0, 300))
+        await session.push(held=lambda: pulled)
+    assert (session.summary.pushed, session.summary.left_to_peer) == (300, True)
+    await assert_converged(a.store, b.store)
+
+
 async def test_a_cancelled_write_leaves_the_store_usable(tmp_path: Path, author: Author) -> None:
     """How a serving node gets there: a client cancelling a push mid-stream cancels the
     server's handler inside insert_batch; a cancelled sync task cancels its apply task.

@@ -21,6 +21,7 @@ from peer.trust import Credentials, Trust
 from peer.watch import TRUST_POLL_S, StoreWatcher, Watch
 
 HANDSHAKE_TIMEOUT_MS = 5_000  # a connection that does not finish TLS by then is closed
+PUSH_WINDOW_BYTES = 256 << 10  # HTTP/2 window of a stream to us (what a pusher has in flight)
 
 
 def keepalive_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -47,6 +48,12 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.max_connection_idle_ms", 600_000),
         ("grpc.so_reuseport", 0),  # a port another daemon serves is in use, not shared
         ("grpc.max_concurrent_streams", 100),  # bounds the calls in flight per connection
+        # What a pusher may have in flight to us: a fixed 256 KiB window, not one grown
+        # by BDP probes to megabytes. A push racing the peer's pull of the same records
+        # (both start a round at once) duplicates at most that much, and a push's bytes
+        # wait in the sender, not in our memory. Pull responses are the client's window.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", PUSH_WINDOW_BYTES),
     ]
 
 

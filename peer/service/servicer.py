@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -68,11 +68,13 @@ class SyncServicer:
         self._streams: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()  # invalid data refused, by reason (class)
         self._slots: dict[str, set[_Slot]] = {}
+        self._served: dict[str, dict[LogKey, int]] = {}  # per caller: what pulls sent it
         self.on_contact: Callable[[bytes], None] | None = None  # a pinned peer called
 
     def drop(self, node_ids: set[bytes]) -> None:
         """Cut the open streams of peers that are no longer trusted."""
         for node_id in node_ids:
+            self._served.pop(node_id.hex(), None)
             for slot in self._slots.get(node_id.hex(), set()):
                 slot.revoke()
 
@@ -98,10 +100,13 @@ class SyncServicer:
             _cut_if_unread(self.limits.idle_s, context) as unread,
         ):
             outbound = Outbound(self.store, self._batch_size(max_batch))
+            served = self._served.setdefault(slot.caller, {})
             async for batch, keys in outbound.ranges(ranges):
                 slot.check()
                 yield wire.encode_batch(pb.PullRecordsResponse, batch, keys, segments=segments)
                 unread.wrote()
+                for log, (_, end) in runs_of(batch).items():
+                    served[log] = max(served.get(log, 0), end)
 
     async def push_records(self, requests: AsyncIterator[bytes], context: Context) -> bytes:
         inbound = Inbound(self.store)  # keys may come in an earlier message of the stream
@@ -235,6 +240,11 @@ class SyncServicer:
         now: it then gets what it lacks by itself, and pushing the same to it is waste."""
         return any(slot.gives for slot in self._slots.get(node_id.hex(), ()))
 
+    def served(self, node_id: bytes) -> Mapping[LogKey, int]:
+        """Per log, the idx after the last record this server's pulls sent the peer:
+        a round pushing to it from an older plan leaves those out (they crossed once)."""
+        return self._served.get(node_id.hex(), {})
+
     @contextmanager
     def _slot(self, context: Context, gives: bool = False) -> Iterator[_Slot]:
         """Count a caller's concurrent streams; past the cap it gets RESOURCE_EXHAUSTED.
@@ -247,7 +257,7 @@ class SyncServicer:
                 f"(limit {self.limits.streams_per_caller})"
             )
         self._streams[caller] += 1
-        slot = _Slot(gives)
+        slot = _Slot(caller, gives)
         slots = self._slots.setdefault(caller, set())
         slots.add(slot)
         try:
@@ -263,7 +273,8 @@ class SyncServicer:
 class _Slot:
     """One open stream of a caller; revoked when the caller is unpinned."""
 
-    def __init__(self, gives: bool = False) -> None:
+    def __init__(self, caller: str, gives: bool = False) -> None:
+        self.caller = caller
         self.gives = gives
         self.revoked = False
         self.wake: Callable[[], None] | None = None  # to interrupt a stream that waits
