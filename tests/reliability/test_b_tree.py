@@ -17,7 +17,9 @@ nothing it held: the figure is copies received per missing record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from peer.client import LocalClient
@@ -122,11 +124,26 @@ async def test_b9_kill9_feeding_neighbour(daemons: Daemons, report: Report, tier
 HEAL_SETTINGS = {"interval": 600.0, "backoff_initial": 0.2, "backoff_max": 1.0}
 
 
-async def _received_total(daemon: Daemon) -> int:
-    """Records the node has received from all its links (pulled or live, new or not)."""
-    status = await daemon.status()
-    assert status is not None, f"{daemon.name} does not answer"
-    return sum(int((p.get("link") or {}).get("received", 0)) for p in status["peers"])
+async def _received_totals(daemons: Sequence[Daemon]) -> list[int]:
+    """Records each node has received, new or not: what its links pulled or took live,
+    plus what the others' links pushed to it (a push lands on the receiver's server,
+    which its own links do not count; who pushes and who pulls after a heal is a race)."""
+    statuses = [await daemon.status() for daemon in daemons]
+    for daemon, status in zip(daemons, statuses, strict=True):
+        assert status is not None, f"{daemon.name} does not answer"
+    totals = []
+    for status in statuses:
+        assert status is not None
+        taken = sum(int((p.get("link") or {}).get("received", 0)) for p in status["peers"])
+        pushed_in = sum(
+            int((p.get("link") or {}).get("pushed", 0))
+            for other in statuses
+            if other is not None
+            for p in other["peers"]
+            if p["node_id"] == status["node_id"]
+        )
+        totals.append(taken + pushed_in)
+    return totals
 
 
 async def test_b10_partition_heal_sends_only_the_missing_ranges(
@@ -150,12 +167,19 @@ async def test_b10_partition_heal_sends_only_the_missing_ranges(
             async with LocalClient(node.socket) as client:
                 await client.append("cut", [f"{node.name} {i}".encode() for i in range(written)])
         await eventually(lambda: all_heads_equal([n0, n1], 2), "n0 and n1 to agree", 30)
-        before = [await _received_total(node) for node in nodes]
+        before = await _received_totals(nodes)
         await network.heal()
         healed = time.monotonic()
         await eventually(lambda: all_heads_equal(nodes, 3), "every node to converge", 60)
         converged_s = time.monotonic() - healed
-        after = [await _received_total(node) for node in nodes]
+
+        async def counted() -> bool:  # a link counts what it stored just after the commit
+            now = await _received_totals(nodes)
+            return all(a - b >= written for a, b in zip(now, before, strict=True))
+
+        with contextlib.suppress(AssertionError):  # a shortfall is the failure reported below
+            await eventually(counted, "the counters to take in what arrived", 10)
+        after = await _received_totals(nodes)
     finally:
         await stop_all(nodes)
         await network.close()
