@@ -33,7 +33,7 @@ from peer.addresses import DEFAULT_LISTEN, is_loopback, split_address
 from peer.errors import ConfigError, SettingError, UsageError
 from peer.home import Home
 from peer.identity import parse_node_id
-from peer.kinds import ADDRESS, BOOLEAN, Invalid, shown
+from peer.kinds import ADDRESS, BOOLEAN, UP_TO_A_DAY, Invalid, shown
 from peer.settings import (
     DiscoveryConfig,
     Limits,
@@ -62,6 +62,12 @@ class Config:
     )
     insecure: bool = setting(
         False, BOOLEAN, "plaintext instead of mutual TLS; allowed on loopback only"
+    )
+    compact_every: float = setting(
+        60.0,
+        UP_TO_A_DAY,
+        "seconds between the daemon's merges of small segments (single appends, live "
+        "traffic) into larger ones, when the store changed",
     )
     sync: Schedule = field(default_factory=Schedule)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -272,6 +278,7 @@ def _build(layers: _Layers, peers: tuple[TrustedPeer, ...]) -> Config:
         return Config(
             listen=values["listen"],
             insecure=values["insecure"],
+            compact_every=values["compact_every"],
             sync=Schedule(**section("sync")),
             discovery=DiscoveryConfig(**section("discovery")),
             limits=Limits(**section("limits")),

@@ -49,6 +49,7 @@ from peer.watch import StoreWatcher
 
 CERTIFICATE_POLL_S = 2.0
 VIEWS_DELAY_S = 0.2
+COMPACT_PAUSE_S = 0.01  # between two compaction steps (each a transaction of tens of ms)
 INTRODUCE_EVERY_S = 60.0  # a failing link introduces this node at most this often
 REPAIR_DELAY_S = 2.0  # before a daemon rotates a key the roster needs (plus up to as much)
 MAX_UNPINNED_SHOWN = 32  # nodes seen on the LAN but not pinned, in `peer status`
@@ -152,6 +153,8 @@ class Daemon:
         await self._start_discovery(host, running.port)
         views = asyncio.create_task(self._keep_views_current(), name="views")
         self._closers.append(lambda: _cancel(views))
+        compaction = asyncio.create_task(self._compact_in_background(), name="compaction")
+        self._closers.append(lambda: _cancel(compaction))
         return running
 
     async def _add_entry(self, entry: HistoryEntry) -> int:
@@ -244,6 +247,26 @@ class Daemon:
                     log.warning("views: %s", exc)
         finally:
             stop_listening()
+
+    async def _compact_in_background(self) -> None:
+        """Every `compact_every` seconds, if the store changed (here or in another
+        process), merge its small segments: a step per transaction, with a pause
+        between steps so appends and received batches never wait long."""
+        store = self.node.store
+        seen = None
+        while True:
+            await asyncio.sleep(self.config.compact_every)
+            version = await store.data_version()
+            if version == seen:
+                continue
+            try:
+                merged, rewritten = await store.compact(pause_s=COMPACT_PAUSE_S)
+            except PeerError as exc:
+                log.warning("compaction: %s", exc)
+                continue
+            if merged:
+                log.info("compaction: %d segments merged (%d bytes)", merged, rewritten)
+            seen = await store.data_version()
 
     async def _pin_configured_peers(self) -> None:
         """The config's [[peers]]: pinned (or updated) before anything connects."""

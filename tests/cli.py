@@ -12,6 +12,8 @@ import select
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +104,15 @@ class Server:
             self.process.stdout.close()
         self.log.close()
         return code
+
+
+def kill_when(code: str, path: Path, due: Callable[[], bool], timeout: float = 60) -> None:
+    """Run `python -c code path` (which prints "ready" once it has begun) and SIGKILL
+    it as soon as `due()` holds, polled every 2 ms (or after `timeout` seconds)."""
+    with subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE) as child:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+        deadline = time.monotonic() + timeout
+        while not due() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        child.kill()
+        child.wait(timeout=30)

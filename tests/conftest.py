@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from peer.crypto import Author, SigningKey, SyncKey, record_hash
+from peer.home import Home
 from peer.records import Head, Record
 from peer.store import Store
 
@@ -57,6 +58,15 @@ def rng() -> random.Random:
 def new_author(sync: SyncKey | None = None) -> Author:
     """A fresh host with its own signing key, writing under `sync` (or a new key)."""
     return Author(SigningKey.generate(), sync if sync is not None else SyncKey.generate())
+
+
+def home_and_author(root: Path, name: str) -> tuple[Home, Author]:
+    """A new home under `root` (its identity made) and the author it writes as."""
+    home = Home(root)
+    home.root.mkdir()
+    identity = home.create(name, SyncKey.generate())
+    assert identity.sync is not None
+    return home, Author(identity.signing, identity.sync)
 
 
 def signed_chain(author: Author, tag: str, count: int, start: Head | None = None) -> list[Record]:

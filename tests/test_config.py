@@ -71,6 +71,7 @@ def test_the_file_sets_every_kind_of_value(tmp_path: Path) -> None:
         """
         listen = "[::1]:9000"
         insecure = true
+        compact_every = 30
         [sync]
         auto = false
         interval = 5          # an integer is a number of seconds too
@@ -94,6 +95,7 @@ def test_the_file_sets_every_kind_of_value(tmp_path: Path) -> None:
     assert config == Config(
         listen="[::1]:9000",
         insecure=True,
+        compact_every=30.0,
         sync=Schedule(
             auto=False,
             interval=5.0,
@@ -123,6 +125,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     env = {
         "PEER_LISTEN": "127.0.0.1:0",
         "PEER_INSECURE": "yes",
+        "PEER_COMPACT_EVERY": "30",
         "PEER_SYNC_AUTO": "off",
         "PEER_SYNC_INTERVAL": "1",
         "PEER_SYNC_JITTER": "0",
@@ -145,6 +148,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert load_config(tmp_path, env) == Config(
         listen="127.0.0.1:0",
         insecure=True,
+        compact_every=30.0,
         sync=Schedule(
             auto=False,
             interval=1.0,

@@ -7,24 +7,20 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import subprocess
-import sys
 import textwrap
-import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from peer.crypto import Author, SyncKey, record_hash, verify_chain
-from peer.home import Home
+from peer.crypto import Author, record_hash, verify_chain
 from peer.records import Head, LogKey, Record
 from peer.segment import decode
 from peer.store import Store, convert
 from peer.store.rows import RECORD_COLUMNS, to_row
 from peer.store.schema import LATEST_VERSION, MIGRATIONS
-from tests.cli import ok
-from tests.conftest import new_author
+from tests.cli import kill_when, ok
+from tests.conftest import home_and_author, new_author
 
 OLD_VERSION = 5  # the last schema with a row per record
 _INSERT = f"INSERT INTO records ({RECORD_COLUMNS}) VALUES ({', '.join('?' * 10)})"
@@ -145,26 +141,15 @@ def segments_written(path: Path) -> int:
 def kill_during_conversion(path: Path, after_segments: int) -> int:
     """Convert `path` in a child process, SIGKILLed once `after_segments` segment rows
     are committed; returns how many were (the child must still be converting)."""
-    with subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE
-    ) as child:
-        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
-        deadline = time.monotonic() + 60
-        while segments_written(path) < after_segments and time.monotonic() < deadline:
-            time.sleep(0.002)
-        child.kill()
-        child.wait(timeout=30)
+    kill_when(CHILD, path, lambda: segments_written(path) >= after_segments)
     return segments_written(path)
 
 
 async def test_kill_9_during_the_conversion_loses_nothing_and_verify_passes(
     tmp_path: Path, rng: random.Random
 ) -> None:
-    home = Home(tmp_path / "home")
-    home.root.mkdir()
-    identity = home.create("old", SyncKey.generate())
-    assert identity.sync is not None
-    authors = [Author(identity.signing, identity.sync)]
+    home, author = home_and_author(tmp_path / "home", "old")
+    authors = [author]
     arrived = old_store(home.database, authors, rng, 40_000)
     kills = []
     for after in sorted(rng.sample(range(1, 25), 3)):

@@ -2,7 +2,8 @@
 
 `core` holds the log's rules (appends, received batches, forks, reads), `known` finds
 the records of a received batch held already (by a plain read), `sqlite` the
-connections and transactions, `schema` the migrations, `views` the kv and history
+connections and transactions, `schema` the migrations, `compact` the background
+merge of small segments, `views` the kv and history
 tables, `atuin` the reader of an atuin `history.db` (for imports), `direct` one
 short-lived process's synchronous access (the shell hook's append, the history search).
 

@@ -18,6 +18,7 @@ thread, never one await per row.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -46,6 +47,7 @@ from peer.records import (
     check_tag,
 )
 from peer.segment import Segment, Segments, decode, hashes, sizes, take_range
+from peer.store.compact import START, Cursor, Step, compact_step
 from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
 from peer.store.known import Unheld, leave_out_known
 from peer.store.peers import Invitations, TrustList
@@ -543,6 +545,29 @@ class Store:
         sql += " ORDER BY first_arrival DESC LIMIT ?"
         runs = await self._database.fetch(sql, (*params, min(back + 1, MAX_SQL_INT)))
         return arrival_back(runs, back)
+
+    # -- compaction -------------------------------------------------------------
+
+    async def compact_step(self, after: Cursor = START) -> Step:
+        """One transaction of compaction (`peer.store.compact`): small segments of a
+        log merged, from the one after `after`; the step says where the next begins."""
+        return await self._database.transaction(partial(compact_step, after=after))
+
+    async def compact(self, pause_s: float = 0.0) -> tuple[int, int]:
+        """Compact the whole store, a step per transaction with `pause_s` between them
+        (writes queued meanwhile go first); (segment rows merged away, bytes rewritten)."""
+        merged = rewritten = 0
+        after: Cursor | None = START
+        while after is not None:
+            step = await self.compact_step(after)
+            merged, rewritten, after = merged + step.merged, rewritten + step.rewritten, step.after
+            if after is not None and pause_s:
+                await asyncio.sleep(pause_s)
+        return merged, rewritten
+
+    async def segment_rows(self) -> int:
+        """How many segment rows hold the records (compaction lowers it)."""
+        return await self._database.read_scalar("SELECT count(*) FROM segments")
 
 
 def _write_runs(db: sqlite3.Connection, runs: Sequence[Sequence[Segment]]) -> None:
