@@ -58,7 +58,7 @@ from peer.records import (
     new_record_ids,
 )
 from peer.relay import NO_SYNC_KEY
-from peer.segment import Checked, Segment, check
+from peer.segment import Checked, Segment, check, entry
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -264,6 +264,13 @@ class Author:
         self, tag: str, head: Head, timestamps: Sequence[int], plaintexts: Sequence[bytes]
     ) -> list[Record]:
         """Records that continue a log at `head`; the last one is always signed."""
+        return self.write_entries(tag, head, timestamps, plaintexts)[0]
+
+    def write_entries(
+        self, tag: str, head: Head, timestamps: Sequence[int], plaintexts: Sequence[bytes]
+    ) -> tuple[list[Record], list[bytes]]:
+        """`write`, and each record's segment entry (`segment.entry`) from the bytes it
+        hashed: the store writes those, not encoding each record a second time."""
         for plaintext in plaintexts:
             if len(plaintext) > MAX_PLAINTEXT:
                 raise InvalidRecord(
@@ -282,6 +289,8 @@ class Author:
         host, version, first = self.host, self.version, head.next_idx
         records: list[Record] = []
         keep = records.append
+        encoded: list[bytes] = []
+        keep_entry = encoded.append
         prev = head.head_hash
         last = first + count - 1
         unsigned = 0
@@ -295,19 +304,18 @@ class Author:
             wrapped_key = wrap_prefix + nonce + wrap(nonce, content_key, aad)
             # record_hash of the record being built, from the metadata already encoded
             # for the AEAD (tests/test_crypto.py holds the two equal for any record)
-            digest = sha256(
-                join(
-                    (
-                        HASH_PREFIX_V1,
-                        meta,
-                        u32(len(payload)),
-                        payload,
-                        _WRAPPED_KEY_LEN_BYTE,
-                        wrapped_key,
-                        prev,
-                    )
+            hashed = join(
+                (
+                    HASH_PREFIX_V1,
+                    meta,
+                    u32(len(payload)),
+                    payload,
+                    _WRAPPED_KEY_LEN_BYTE,
+                    wrapped_key,
+                    prev,
                 )
-            ).digest()
+            )
+            digest = sha256(hashed).digest()
             unsigned += len(payload)
             signs = idx == last or must_sign(idx) or unsigned >= SIGN_BYTES
             sig = sign(digest) if signs else b""
@@ -315,8 +323,9 @@ class Author:
             keep(
                 Record(ids[n], host, tag, idx, timestamp, version, payload, wrapped_key, prev, sig)
             )
+            keep_entry(entry(hashed, sig))
             prev = digest
-        return records
+        return records, encoded
 
 
 # The Ed25519 rules of docs/protocol.md §6.1 that OpenSSL does not enforce itself. OpenSSL

@@ -389,12 +389,12 @@ def new_record_ids(randomness: bytes, stride: int, count: int) -> list[bytes]:
     (a writer draws all of its randomness in one system call)."""
     ids: list[bytes] = []
     join = b"".join
+    # One clock reading for the batch: its records are made within the same call, and
+    # UUIDv7 orders ids of one millisecond by their random bits (RFC 9562 §6.2)
+    unix_ms = ((time.time_ns() // 1_000_000) & (2**48 - 1)).to_bytes(6, "big")
     for n in range(count):
         r = randomness[n * stride : n * stride + 10]
-        unix_ms = (time.time_ns() // 1_000_000) & (2**48 - 1)
-        ids.append(
-            join((unix_ms.to_bytes(6, "big"), _VERSION_7[r[0]], r[1:2], _VARIANT_10[r[2]], r[3:]))
-        )
+        ids.append(join((unix_ms, _VERSION_7[r[0]], r[1:2], _VARIANT_10[r[2]], r[3:])))
     return ids
 
 

@@ -59,13 +59,18 @@ Span = tuple[int, int, int]  # one entry: where hash_input starts, where it ends
 
 def encode(records: Iterable[Record]) -> bytes:
     """The segment of `records` (consecutive records of one log, not checked here)."""
-    parts: list[bytes] = []
-    add = parts.extend
-    for record in records:
-        digest_input = hash_input(record)
-        sig = record.sig
-        add((_U32.pack(len(digest_input)), digest_input, _LENGTHS[len(sig)], sig))
-    return b"".join(parts)
+    return b"".join(entries(records))
+
+
+def entries(records: Iterable[Record]) -> list[bytes]:
+    """Each record's entry: a segment is their concatenation."""
+    return [entry(hash_input(record), record.sig) for record in records]
+
+
+def entry(digest_input: bytes, sig: bytes) -> bytes:
+    """One record's entry, from its `records.hash_input` (which a writer has at hand:
+    it hashed it) and its signature: u32 length | hash_input | u8 length | sig."""
+    return b"".join((_U32.pack(len(digest_input)), digest_input, _LENGTHS[len(sig)], sig))
 
 
 def walk(data: bytes) -> Iterator[Span]:

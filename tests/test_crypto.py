@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peer import segment
 from peer.crypto import (
     KEY_TEXT_PREFIX,
     SIGN_EVERY,
@@ -273,7 +274,9 @@ def test_the_writer_chains_and_signs_record_hash(
     signed over (its signature) exactly its `record_hash`."""
     plaintexts = data.draw(st.lists(st.binary(max_size=300), min_size=len(timestamps)))
     author = Author(WRITER.signing, WRITER.sync, version)
-    records = author.write(tag, Head(start, head_hash), timestamps, plaintexts[: len(timestamps)])
+    head = Head(start, head_hash)
+    records, encoded = author.write_entries(tag, head, timestamps, plaintexts[: len(timestamps)])
+    assert encoded == segment.entries(records)  # the entries the store writes as they are
     assert records[0].prev == head_hash
     for record, following in itertools.pairwise(records):
         assert following.prev == record_hash(record)

@@ -17,9 +17,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from peer.records import Record
-from peer.segment import encode
 from peer.store.rows import RECORD_COLUMNS, from_row
-from peer.store.segments import INSERT_ARRIVAL, INSERT_SEGMENT, split
+from peer.store.segments import INSERT_ARRIVAL, INSERT_SEGMENT, as_parts
 
 CHUNK = 20_000  # records per transaction: a few MB written, a fraction of a second
 CONVERTING = 6  # the schema version at which `records` and `segments` coexist
@@ -72,7 +71,7 @@ def _move(db: sqlite3.Connection, run: Sequence[Row]) -> None:
     first = records[0]
     db.executemany(
         INSERT_SEGMENT,
-        [(first.host, first.tag, p[0].idx, len(p), encode(p)) for p in split(records)],
+        [(p.host, p.tag, p.first_idx, p.count, p.data) for p in as_parts(records)],
     )
     db.executemany(INSERT_ARRIVAL, _arrival_runs(run))
     db.execute(_DELETE_RUN, (first.host, first.tag, first.idx, records[-1].idx))

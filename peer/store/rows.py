@@ -71,8 +71,8 @@ def append_rows(
         floor = clock.tick(floor, wall)
         stamps.append(floor)
     db.execute(RAISE_CLOCK_FLOOR, (floor,))
-    records = author.write(log.tag, head, stamps, plaintexts)
-    last_seq = write_run(db, records) + len(records) - 1
+    records, encoded = author.write_entries(log.tag, head, stamps, plaintexts)
+    last_seq = write_run(db, records, encoded) + len(records) - 1
     from peer.crypto import record_hash  # here: the shell hook imports rows, and starts fast
 
     db.execute(UPSERT_HEAD, (log.host, log.tag, records[-1].idx + 1, record_hash(records[-1])))

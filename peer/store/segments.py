@@ -23,8 +23,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from peer.records import Record, message_size
-from peer.segment import Segment, cut, sizes
+from peer.records import Record
+from peer.segment import Segment, cut, entries, sizes
 
 SEGMENT_RECORDS = 4096  # a segment is cut at the first signed record past this many...
 SEGMENT_BYTES = 1 << 20  # ...or past this many bytes
@@ -98,25 +98,39 @@ def slices(
     return found
 
 
-def split(records: Sequence[Record]) -> list[Sequence[Record]]:
-    """`records` (one log's run) cut into segments, each ending on a signed record
-    once it holds SEGMENT_RECORDS records or SEGMENT_BYTES (the last as it ends)."""
-    cuts: list[Sequence[Record]] = []
+def cuts(records: Sequence[Record], sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """Where `records` (one log's run, each entry `sizes` bytes) is cut into segments,
+    as (begin, end) positions: each ends on a signed record once it holds
+    SEGMENT_RECORDS records or SEGMENT_BYTES (the last as it ends)."""
+    found: list[tuple[int, int]] = []
     begin = size = 0
     for n, record in enumerate(records):
-        size += message_size(record)
+        size += sizes[n]
         if record.sig and (n + 1 - begin >= SEGMENT_RECORDS or size >= SEGMENT_BYTES):
-            cuts.append(records[begin : n + 1])
+            found.append((begin, n + 1))
             begin, size = n + 1, 0
     if begin < len(records):
-        cuts.append(records[begin:])
-    return cuts
+        found.append((begin, len(records)))
+    return found
 
 
-def write_run(db: sqlite3.Connection, records: Sequence[Record]) -> int:
+def as_parts(records: Sequence[Record], encoded: Sequence[bytes] | None = None) -> list[Segment]:
+    """`records` (one log's run) as segments; `encoded`: their entries, if at hand."""
+    encoded = entries(records) if encoded is None else encoded
+    first = records[0]
+    return [
+        Segment(first.host, first.tag, first.idx + begin, end - begin, b"".join(encoded[begin:end]))
+        for begin, end in cuts(records, [len(x) for x in encoded])
+    ]
+
+
+def write_run(
+    db: sqlite3.Connection, records: Sequence[Record], encoded: Sequence[bytes] | None = None
+) -> int:
     """Inside a write transaction: store `records`, which continue their log (one
-    run, in idx order), and give them arrival numbers; returns the first one."""
-    return write_segments(db, [Segment.of(part) for part in split(records)])
+    run, in idx order; `encoded`: their entries, if at hand), and give them arrival
+    numbers; returns the first one."""
+    return write_segments(db, as_parts(records, encoded))
 
 
 def write_segments(db: sqlite3.Connection, parts: Sequence[Segment]) -> int:
