@@ -232,8 +232,7 @@ def layout(data: bytes) -> list[tuple[int, bool, int]]:
 
 def sizes(data: bytes) -> list[tuple[int, bool]]:
     """(`records.message_size`, signed?) of each record, from the lengths alone."""
-    framing = RECORD_FRAMING - FIXED
-    return [(end - start + framing, stop > end + 1) for start, end, stop in walk(data)]
+    return [(size, signed) for size, signed, _ in layout(data)]
 
 
 # -- segments as a unit of transfer -----------------------------------------------------

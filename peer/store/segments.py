@@ -164,15 +164,11 @@ def _within_caps(part: Segment) -> list[Segment]:
     for n, (length, signed) in enumerate(sizes(part.data)):
         size += length
         if signed and (n + 1 - begin >= SEGMENT_RECORDS or size >= SEGMENT_BYTES):
-            found.append(_slice(part, begin, n + 1 - begin))
+            found.append(part.slice(begin, n + 1 - begin))
             begin, size = n + 1, 0
     if begin < part.count:
-        found.append(_slice(part, begin, part.count - begin))
+        found.append(part.slice(begin, part.count - begin))
     return found
-
-
-def _slice(part: Segment, skip: int, take: int) -> Segment:
-    return Segment(part.host, part.tag, part.first_idx + skip, take, cut(part.data, skip, take))
 
 
 def _fits(last: Sequence[object], part: Segment) -> bool:
