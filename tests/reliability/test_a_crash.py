@@ -37,7 +37,7 @@ from tests.reliability.procs import (
 )
 
 PER = 8  # records per append on the sender = records per batch
-SENDER_KILL_RECORD_BYTES = 1000
+SENDER_KILL_RECORD_BYTES = 4000
 WRITERS = 3
 # 200 cycles of two process starts each take longer than the suite's 300 s per test
 SOAK_TIMEOUT = pytest.mark.timeout(1800 if current_tier().soak else 300)
@@ -112,7 +112,8 @@ def test_a2_kill9_sender_during_sync(
     tmp_path: Path, tier: Tier, rng: random.Random, report: Report
 ) -> None:
     cycles, per_log = tier.pick(6, 200), 600
-    # 1 kB records: more than the transport buffers, so the sender is still sending
+    # 4 kB records (9.6 MB): more than the transport buffers, so the sender is still
+    # sending (with segments, 2.4 MB of 1 kB records fit them: 0-2 of 6 kills mid-stream)
     sender, template, total = _setup(tmp_path, per_log, SENDER_KILL_RECORD_BYTES)
     source = audit(sender / "peer.db")
     bad, mid, converged, resumes, problems = 0, 0, 0, list[float](), list[str]()
