@@ -33,6 +33,7 @@ from peer import api
 from peer.crypto import SyncKey
 from peer.home import Home as HomeFiles
 from peer.node import Node
+from peer.records import LogKey
 from peer.store import TrustedPeer
 
 LAUNCHER = Path(__file__).resolve().with_name("counted_daemon.py")
@@ -42,7 +43,7 @@ CONVERGE_S = 600.0
 SINGLE_S = 60.0
 STOP_S = 20.0
 POLL_S = 0.02
-POLL_INDEX_S = 0.05  # how often every daemon's index is read while the bulk spreads
+SUBSCRIBED_S = 0.5  # for the bulk's subscribers to be in place
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RECORD_BYTES = 256
 
@@ -147,35 +148,48 @@ async def linked(homes: Sequence[Home]) -> bool:
     return True
 
 
-async def holding(nodes: Sequence[api.Connection], host: bytes, tag: str, count: int) -> bool:
-    for node in nodes:
-        index = await node.get_index()
-        if sum(n for log, n in index.items() if log.host == host and log.tag == tag) < count:
-            return False
-    return True
+async def arrival_of(home: Home, log: LogKey, idx: int) -> int:
+    """When (ns) a subscriber on `home`'s daemon gets record `idx` of `log` (at once if
+    the daemon holds it already: subscribe before the record is written)."""
+    async with await api.connect(home.root) as node:
+        async for message in node.subscribe(hosts=[log.host], tags=[log.tag], since={log: idx}):
+            if message.idx == idx:
+                return time.time_ns()
+    raise RuntimeError(f"the daemon of {home.root} ended the subscription")
+
+
+async def written_at(home: Home, log: LogKey) -> int:
+    """The timestamp (ns) of the first record of `log`: taken in its append's commit."""
+    async with await api.connect(home.root) as node:
+        async for message in node.subscribe(hosts=[log.host], tags=[log.tag]):
+            return message.timestamp
+    raise RuntimeError(f"the daemon of {home.root} ended the subscription")
 
 
 # -- the workload ---------------------------------------------------------------------
 
 
 async def bulk_phase(homes: Sequence[Home], count: int) -> tuple[float, float]:
-    """`peer append --tag bulk` of `count` lines on the first daemon's home; seconds
-    from its return until every daemon holds them, and the daemons' CPU seconds."""
+    """`peer append --tag bulk` of `count` lines on the first daemon's home: seconds
+    from the bulk's first commit (its first record's timestamp) until a subscriber on
+    every other daemon got its last record, and all daemons' CPU seconds for it (until
+    a second after that: copies still crossing links cost CPU too)."""
     lines = "".join(f"{n:05d}".ljust(RECORD_BYTES, ".") + "\n" for n in range(count))
-    nodes = [await api.connect(home.root) for home in homes]  # one each: polls are cheap
+    bulk = LogKey(homes[0].host, "bulk")
+    arrivals = [asyncio.create_task(arrival_of(home, bulk, count - 1)) for home in homes[1:]]
     try:
+        await asyncio.sleep(SUBSCRIBED_S)  # every subscriber is in place before the write
         cpu = sum(h.cpu_s() for h in homes)
         await asyncio.to_thread(peer_cli, homes[0].root, "append", "--tag", "bulk", stdin=lines)
-
-        async def everywhere() -> bool:
-            return await holding(nodes, homes[0].host, "bulk", count)
-
-        took = await until(everywhere, "the bulk everywhere", CONVERGE_S, POLL_INDEX_S)
-        await asyncio.sleep(1.0)  # copies still crossing links cost CPU too
-        return took, sum(h.cpu_s() for h in homes) - cpu
+        async with asyncio.timeout(CONVERGE_S):
+            last = max(await asyncio.gather(*arrivals))
+        await asyncio.sleep(1.0)
+        cpu = sum(h.cpu_s() for h in homes) - cpu
     finally:
-        for node in nodes:
-            await node.close()
+        for task in arrivals:
+            task.cancel()
+        await asyncio.gather(*arrivals, return_exceptions=True)
+    return (last - await written_at(homes[0], bulk)) / 1e9, cpu
 
 
 class Arrivals:

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 
 from peer.crypto import SIGN_EVERY
 from peer.errors import IntegrityError
-from peer.records import LogKey, Range, Record, group_by_log, message_size
+from peer.records import LogKey, Range
 from peer.segment import Segment, Segments, layout
 from peer.settings import DEFAULT_BATCH, STOCK_MESSAGE_BYTES
 from peer.store import Store
@@ -50,42 +50,105 @@ async def read_batches(
     per batch when they are short: as the stored segments, sliced, never decoded.
     A log is read in chunks of about CHUNK_RECORDS, each segment walked once however
     many messages it is cut into."""
-    batch: list[Segment] = []
-    records = used = 0
+    packer = _Packer(max_batch)
     for wanted in merge_ranges(ranges):
         start = wanted.start
         chunk = _Chunk([], ended=False)
         while start < wanted.end:
-            room, budget = max_batch - records, MAX_BATCH_BYTES - used
-            if batch and (room < min(SIGN_EVERY, max_batch) or budget < MAX_BATCH_BYTES // 4):
-                yield Segments(batch)
-                batch, records, used = [], 0, 0
-                room, budget = max_batch, MAX_BATCH_BYTES
-            want = min(room, wanted.end - start)
+            if packer.nearly_full():
+                yield packer.take()
+            want = min(packer.room(), wanted.end - start)
             if chunk.left < want + SIGN_EVERY and not chunk.ended:
                 limit = max(CHUNK_RECORDS, want + SIGN_EVERY)
                 found = await store.read_segments(wanted.host, wanted.tag, start, limit)
                 chunk = _Chunk(found, ended=sum(part.count for part in found) < limit)
             if not chunk.left:
                 break
-            sizes = chunk.sizes(want + SIGN_EVERY)
-            count = cut_signed(sizes, want, budget)
-            if not count:
-                raise IntegrityError(f"log {wanted.log} has no signed record after idx {start}")
-            size = sum(size for size, _ in sizes[:count])
-            if batch and size > budget:  # a run that fits no more: it starts the next batch
-                yield Segments(batch)
-                batch, records, used = [], 0, 0
+            count = packer.add(chunk, want, wanted.log)
+            if not count:  # a run that fits no more: it starts the next batch
+                yield packer.take()
                 continue
-            batch += chunk.take(count)
-            records += count
-            used += size
             start += count
-            if records >= max_batch or used >= MAX_BATCH_BYTES:
-                yield Segments(batch)
-                batch, records, used = [], 0, 0
-    if batch:
-        yield Segments(batch)
+            if packer.full():
+                yield packer.take()
+    if packer.batch:
+        yield packer.take()
+
+
+def pack(parts: Sequence[Segment], max_batch: int = DEFAULT_BATCH) -> list[Segments]:
+    """Segments in memory (each log's consecutive, ending signed) cut into messages as
+    `read_batches` cuts what it reads: a live feed's records, sent as they were read."""
+    packer = _Packer(max_batch)
+    messages: list[Segments] = []
+    for log, log_parts in _runs_of_parts(parts):
+        chunk = _Chunk(log_parts, ended=True)
+        while chunk.left:
+            if packer.nearly_full():
+                messages.append(packer.take())
+            if not packer.add(chunk, min(packer.room(), chunk.left), log):
+                messages.append(packer.take())
+                continue
+            if packer.full():
+                messages.append(packer.take())
+    if packer.batch:
+        messages.append(packer.take())
+    return messages
+
+
+def _runs_of_parts(parts: Sequence[Segment]) -> list[tuple[LogKey, list[Segment]]]:
+    """Consecutive parts of the same log, together."""
+    runs: list[tuple[LogKey, list[Segment]]] = []
+    for part in parts:
+        if runs and runs[-1][0] == part.log:
+            runs[-1][1].append(part)
+        else:
+            runs.append((part.log, [part]))
+    return runs
+
+
+class _Packer:
+    """The message being filled: runs of logs, each cut at a signed record, up to
+    about `max_batch` records and MAX_BATCH_BYTES."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self.batch: list[Segment] = []
+        self.records = self.used = 0
+
+    def room(self) -> int:
+        return self.max_batch - self.records
+
+    def nearly_full(self) -> bool:
+        """Too little room left for a run worth adding (start the next message)."""
+        return bool(self.batch) and (
+            self.room() < min(SIGN_EVERY, self.max_batch)
+            or MAX_BATCH_BYTES - self.used < MAX_BATCH_BYTES // 4
+        )
+
+    def full(self) -> bool:
+        return self.records >= self.max_batch or self.used >= MAX_BATCH_BYTES
+
+    def add(self, chunk: _Chunk, want: int, log: LogKey) -> int:
+        """Add the most of the chunk's next `want` records that fit and end signed;
+        how many (0 when the run fits only an empty message: take this one first)."""
+        budget = MAX_BATCH_BYTES - self.used
+        sizes = chunk.sizes(want + SIGN_EVERY)
+        count = cut_signed(sizes, want, budget)
+        if not count:
+            raise IntegrityError(f"log {log} has no signed record after idx {chunk.next_idx}")
+        size = sum(size for size, _ in sizes[:count])
+        if self.batch and size > budget:
+            return 0
+        self.batch += chunk.take(count)
+        self.records += count
+        self.used += size
+        return count
+
+    def take(self) -> Segments:
+        """The message, and start the next."""
+        message = Segments(self.batch)
+        self.batch, self.records, self.used = [], 0, 0
+        return message
 
 
 class _Chunk:
@@ -98,6 +161,13 @@ class _Chunk:
         self.ended = ended  # the log holds nothing after these
         self.left = sum(part.count for part in self.parts)
         self._part = self._entry = 0  # the first entry not taken
+
+    @property
+    def next_idx(self) -> int:
+        """The idx of the first record not taken (or after the last)."""
+        if self._part < len(self.parts):
+            return self.parts[self._part].first_idx + self._entry
+        return self.parts[-1].end if self.parts else 0
 
     def sizes(self, limit: int) -> list[tuple[int, bool]]:
         """(message size, signed?) of up to `limit` entries not taken yet."""
@@ -151,60 +221,27 @@ def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
     return result
 
 
-def split_for_wire(records: Sequence[Record], max_batch: int = DEFAULT_BATCH) -> list[list[Record]]:
-    """Records (each log's run ending signed) cut into messages of at most `max_batch`
-    records and MAX_BATCH_BYTES, each log's run in each message ending signed."""
-    messages: list[list[Record]] = []
-    current: list[Record] = []
-    used = 0
-    for log_run in group_by_log(records).values():
-        rest = log_run
-        while rest:
-            sizes = [(message_size(r), bool(r.sig)) for r in rest]
-            room, budget = max_batch - len(current), MAX_BATCH_BYTES - used
-            count = cut_signed(sizes, room, budget)
-            size = sum(s for s, _ in sizes[:count])
-            if current and (count == 0 or count > room or size > budget):
-                messages.append(current)
-                current, used = [], 0
-                continue
-            if count == 0:
-                raise IntegrityError(f"log {rest[0].log} has no signed record to end a message")
-            current += rest[:count]
-            used += size
-            rest = rest[count:]
-    if current:
-        messages.append(current)
-    return messages
-
-
 class Holdback:
-    """Holds back each log's unsigned tail until the record that signs it arrives
-    (a live feed may see a transaction's records split across two reads)."""
+    """Holds back a log's unsigned tail until the record that signs it arrives: the
+    feed's scans stop at a number of records, which may cut a transaction in two, and
+    what a subscriber is sent must end signed."""
 
     def __init__(self) -> None:
-        self._pending: dict[LogKey, list[Record]] = {}
+        self._pending: dict[LogKey, Segment] = {}
 
-    def holds(self, log: LogKey) -> bool:
-        """Whether records of `log` wait for their signature here."""
-        return log in self._pending
-
-    def release(self, records: Iterable[Record]) -> list[Record]:
-        """The records that now end on a signature, per log, in order."""
-        return [r for run in self.release_runs(group_by_log(records)).values() for r in run]
-
-    def release_runs(self, runs: dict[LogKey, list[Record]]) -> dict[LogKey, list[Record]]:
-        """The same, from records grouped per log and to them: a pass per log, not per
-        record, for every follower of a live feed releases every read."""
-        ready: dict[LogKey, list[Record]] = {}
-        for log, read in runs.items():
-            waiting = self._pending.pop(log, None)
-            run = waiting + read if waiting else read
-            signed = len(run)
-            while signed and not run[signed - 1].sig:
-                signed -= 1
+    def release(self, parts: Sequence[Segment], cut: bool) -> list[Segment]:
+        """`parts` as read (in arrival order), each held tail joined to its log's next
+        part; `cut`: the read stopped at its limit, so its last part may end unsigned
+        (every other part ends where a transaction did: signed), and that tail waits."""
+        ready: list[Segment] = []
+        for part in parts:
+            held = self._pending.pop(part.log, None)
+            ready.append(part if held is None else held.join(part))
+        if cut and ready:
+            last = ready.pop()
+            signed = last.signed_count()
             if signed:
-                ready[log] = run if signed == len(run) else run[:signed]
-            if signed < len(run):
-                self._pending[log] = run[signed:]
+                ready.append(last.slice(0, signed))
+            if signed < last.count:
+                self._pending[last.log] = last.skip(signed)
         return ready

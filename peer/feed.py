@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
-from peer.records import LogKey, Record, group_by_log
-from peer.segment import Segment
+from peer.batches import Holdback
+from peer.records import LogKey
+from peer.segment import Segment, take_range
 from peer.store import Store
 from peer.watch import StoreWatcher, Watch
 
@@ -28,53 +29,26 @@ HANDED_RECORDS = 100_000  # most records of the daemon's own appends kept for th
 
 
 class Read:
-    """What one scan of the store found, in arrival order: segments as stored, or the
-    records this process appended. Every subscriber takes every read, so what each
-    would work out alike is worked out once, here; and records are decoded only when
-    a subscriber needs them (a follower mostly needs only the heads, for its notes)."""
+    """What one scan of the store found (or this process appended), in arrival order,
+    as segments: each log's run ends on a signed record (the feed holds back a tail
+    its scan cut). Every subscriber takes every read, so what each would work out
+    alike is worked out once, here; a subscriber sends the bytes it is given."""
 
-    def __init__(self, records: list[Record] | None = None, *, parts: Sequence[Segment] = ()):
-        self._given = records
+    def __init__(self, parts: Sequence[Segment]):
         self.parts = list(parts)
 
     @functools.cached_property
-    def records(self) -> list[Record]:
-        """Every record, in arrival order."""
-        if self._given is not None:
-            return self._given
-        return [record for part in self.parts for record in part.records()]
-
-    @functools.cached_property
-    def by_log(self) -> dict[LogKey, list[Record]]:
-        """The records per log, each log's in idx order."""
-        return group_by_log(self.records)
+    def by_log(self) -> dict[LogKey, list[Segment]]:
+        """The segments per log, each log's consecutive, in idx order."""
+        found: dict[LogKey, list[Segment]] = {}
+        for part in self.parts:
+            found.setdefault(part.log, []).append(part)
+        return found
 
     @functools.cached_property
     def ends(self) -> dict[LogKey, int]:
-        """Per log: the idx after its last record here (from the headers alone)."""
-        if self._given is not None:
-            return {r.log: r.idx + 1 for r in self._given}
+        """Per log: the idx after its last record here (a signed one)."""
         return {part.log: part.end for part in self.parts}
-
-    def signed_end(self, log: LogKey) -> int:
-        """The idx after `log`'s last signed record here (0 if none here is signed):
-        from the segments' lengths, nothing decoded."""
-        if self._given is not None:
-            return max((r.idx + 1 for r in self._given if r.log == log and r.sig), default=0)
-        for part in reversed(self.parts):
-            if part.log == log and (signed := part.signed_count()):
-                return part.first_idx + signed
-        return 0
-
-    def runs(self, logs: Collection[LogKey]) -> dict[LogKey, list[Record]]:
-        """`by_log` of these logs only (only their segments are decoded)."""
-        if self._given is not None or "by_log" in self.__dict__:
-            return {log: run for log, run in self.by_log.items() if log in logs}
-        found: dict[LogKey, list[Record]] = {}
-        for part in self.parts:
-            if part.log in logs:
-                found.setdefault(part.log, []).extend(part.records())
-        return found
 
 
 class Subscriber:
@@ -118,7 +92,8 @@ class Feed:
         self.cursor = 0
         self._subscribers: set[Subscriber] = set()
         self._watch: Watch | None = None
-        self._handed: deque[tuple[int, list[Record]]] = deque()  # (first seq, records)
+        self._handed: deque[tuple[int, list[Segment], int]] = deque()  # first seq, parts, count
+        self._holdback = Holdback()
         self._handed_records = 0
         self._stop_handing = store.on_append(self._appended)
 
@@ -139,54 +114,61 @@ class Feed:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
-    def _appended(self, first_seq: int, records: list[Record]) -> None:
-        """This process appended `records` at arrival numbers `first_seq` on: keep
+    def _appended(self, first_seq: int, parts: list[Segment]) -> None:
+        """This process appended `parts` at arrival numbers `first_seq` on: keep
         them, so that publishing them needs no read of what was just written. Past
         HANDED_RECORDS (the feed is behind), drop them: the store still has them."""
-        if self._handed_records + len(records) > HANDED_RECORDS:
+        count = sum(part.count for part in parts)
+        if self._handed_records + count > HANDED_RECORDS:
             self._handed.clear()
             self._handed_records = 0
             return
-        self._handed.append((first_seq, records))
-        self._handed_records += len(records)
+        self._handed.append((first_seq, parts, count))
+        self._handed_records += count
 
-    def _take_handed(self) -> list[Record] | None:
-        """Up to SCAN_LIMIT records handed by this process's appends that come right
-        after the cursor; None when the next record is not among them (read it)."""
-        while self._handed:
-            first, records = self._handed[0]
+    def _take_handed(self) -> list[Segment] | None:
+        """The segments of this process's appends that come right after the cursor:
+        whole appends (each ends signed), about SCAN_LIMIT records; None when the next
+        record is not among them (read it)."""
+        taken: list[Segment] = []
+        records = 0
+        while self._handed and records < SCAN_LIMIT:
+            first, parts, count = self._handed[0]
             start = self.cursor + 1 - first  # how many of them were published already
-            if start >= len(records):
-                self._handed.popleft()
-                self._handed_records -= len(records)
-                continue
             if start < 0:  # another writer's records come first: read the store
-                return None
-            taken = records[start : start + SCAN_LIMIT]
-            self.cursor += len(taken)
-            return taken
-        return None
+                break
+            self._handed.popleft()
+            self._handed_records -= count
+            if start < count:
+                taken += take_range(parts, parts[0].first_idx + start, count - start)
+                records += count - start
+                self.cursor += count - start
+        return taken or None
 
     async def _publish_new(self) -> None:
         """Publish what arrived past the cursor, in arrival order: this process's own
         appends as handed over, anything else (received, another process's) as read."""
         while True:
-            records = self._take_handed()
-            if records is not None:
-                self._publish(records)
+            parts = self._take_handed()
+            if parts is not None:
+                self._publish(parts, cut=False)
                 continue
             rows = await self.store.scan_segments(after=self.cursor, limit=SCAN_LIMIT)
             if not rows:
                 return
             last_arrival, last = rows[-1]
             self.cursor = last_arrival + last.count - 1
-            self._publish_read(Read(parts=[part for _, part in rows]))
-            if sum(part.count for _, part in rows) < SCAN_LIMIT:
+            count = sum(part.count for _, part in rows)
+            self._publish([part for _, part in rows], cut=count >= SCAN_LIMIT)
+            if count < SCAN_LIMIT:
                 return
 
-    def _publish(self, records: list[Record]) -> None:
-        self._publish_read(Read(records))
-
-    def _publish_read(self, read: Read) -> None:
+    def _publish(self, parts: list[Segment], *, cut: bool) -> None:
+        """Offer every subscriber the parts that end signed (`cut`: the scan stopped
+        at its limit, perhaps inside a transaction, whose tail then waits)."""
+        ready = self._holdback.release(parts, cut)
+        if not ready:
+            return
+        read = Read(ready)
         for subscriber in list(self._subscribers):
             subscriber.offer(read)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable, Sequence
 
-from peer.batches import read_batches, split_for_wire
+from peer.batches import pack, read_batches
 from peer.records import LogKey, Range, Record
 from peer.remote import Batch
-from peer.segment import Segments
+from peer.segment import Segment, Segments
 from peer.store import Store
 
 
@@ -37,9 +37,10 @@ class Outbound:
         finally:
             await batches.aclose()
 
-    async def records(self, records: Sequence[Record]) -> AsyncGenerator[Batch, None]:
-        """Records already read (each log's run ending signed), cut into messages."""
-        for message in split_for_wire(records, self.max_batch):
+    async def segments(self, parts: Sequence[Segment]) -> AsyncGenerator[Batch, None]:
+        """Segments already read (each log's consecutive, ending signed), cut into
+        messages: a live feed's, sent as the bytes they are."""
+        for message in pack(parts, self.max_batch):
             yield message, await self.keys_for(message)
 
     async def keys_for(self, records: Sequence[Record]) -> dict[bytes, bytes]:

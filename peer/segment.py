@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, overload
 
-from peer.errors import ForgeryError, InvalidRecord
+from peer.errors import ForgeryError, IntegrityError, InvalidRecord
 from peer.records import (
     HASH_LEN,
     HASH_PREFIX_V1,
@@ -286,6 +286,17 @@ class Segment:
             return self
         data = cut(self.data, skip, take)
         return Segment(self.host, self.tag, self.first_idx + skip, take, data)
+
+    def join(self, after: Segment) -> Segment:
+        """This segment followed by `after`, the next records of its log: the bytes
+        joined (a segment is the concatenation of its entries)."""
+        if after.log != self.log or after.first_idx != self.end:
+            raise IntegrityError(
+                f"segment: {after.log}#{after.first_idx} does not continue "
+                f"{self.log} after #{self.end - 1}"
+            )
+        count = self.count + after.count
+        return Segment(self.host, self.tag, self.first_idx, count, self.data + after.data)
 
     def signed_count(self) -> int:
         """How many of its records end on its last signed one (0 if none is signed):

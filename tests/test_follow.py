@@ -20,9 +20,10 @@ from peer.codec import wire
 from peer.codec.wire import FollowControl, Followed
 from peer.crypto import Author, SyncKey
 from peer.errors import Unsupported
-from peer.feed import Feed
+from peer.feed import Feed, Read
 from peer.mesh import Mesh
-from peer.records import Head, LogKey, group_by_log
+from peer.records import Head, LogKey
+from peer.segment import Segments
 from peer.service.follow import Feeding
 from peer.service.memory import MemoryRemote, serve_in_memory
 from peer.service.servicer import SyncServicer, guarded_handlers
@@ -381,10 +382,11 @@ def test_a_live_read_is_sent_per_log_from_where_the_follower_stands() -> None:
     feeding = Feeding(own.host)
     feeding.position[LogKey(own.host, "kv")] = 4  # a catch-up sent 0-3 already
     interleaved = [mine[4], theirs[0], mine[5], theirs[1], theirs[2]]
-    send, notes = feeding.live(group_by_log(interleaved))
-    assert send == mine[4:]
+    read = Read(Segments.of(interleaved).parts)
+    send, notes = feeding.live(read.by_log)
+    assert Segments(send) == mine[4:]
     assert notes == {LogKey(other.host, "kv"): 3}
-    assert feeding.live(group_by_log(interleaved)) == ([], {})  # all sent or noted already
+    assert feeding.live(read.by_log) == ([], {})  # all sent or noted already
 
 
 def test_a_live_read_cut_before_a_signature_is_held_back_until_it() -> None:
@@ -394,7 +396,9 @@ def test_a_live_read_cut_before_a_signature_is_held_back_until_it() -> None:
     mine = own.write("kv", Head(0), [1] * 4, [b"%d" % n for n in range(4)])  # one signature
     theirs = signed_chain(other, "kv", 1)
     assert [bool(r.sig) for r in mine] == [False, False, False, True]
+    mine_run, theirs_run = Segments.of(mine).parts, Segments.of(theirs).parts
     holdback = Holdback()
-    assert holdback.release([mine[0], theirs[0], mine[1]]) == [theirs[0]]
-    assert holdback.release([mine[2]]) == []
-    assert holdback.release([mine[3]]) == mine
+    first = holdback.release([*theirs_run, mine_run[0].slice(0, 2)], cut=True)
+    assert Segments(first) == theirs  # mine 0-1 wait for their signature
+    assert holdback.release([mine_run[0].slice(2, 1)], cut=True) == []  # 2: still unsigned
+    assert Segments(holdback.release([mine_run[0].slice(3, 1)], cut=False)) == mine

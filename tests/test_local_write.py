@@ -35,6 +35,7 @@ from peer.feed import Feed
 from peer.home import Home
 from peer.node import Node
 from peer.records import LogKey, Record
+from peer.segment import Segments
 from peer.service.local import LocalServer, LocalServicer, start_local_server
 from peer.store import Faults, Store
 from peer.v1 import local_pb2, local_pb2_grpc, sync_pb2, sync_pb2_grpc
@@ -436,7 +437,7 @@ async def test_the_feed_publishes_its_own_appends_in_arrival_order_among_others(
         while not subscriber.queue.empty():
             read = subscriber.queue.get_nowait()
             assert read is not None
-            published.extend(read.records)
+            published.extend(Segments(read.parts))
         assert [(r.tag, r.idx) for r in published] == [(r.tag, r.idx) for r in stored]
         assert published == stored
         assert [r.tag for r in stored[:6]] == ["mine", "mine", "beside", "mine", "theirs", "theirs"]

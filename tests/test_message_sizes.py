@@ -203,15 +203,18 @@ async def test_pull_and_subscribe_fit_a_stock_client_in_the_worst_case(tmp_path:
 
 
 async def test_push_and_live_batches_fit_in_the_worst_case(tmp_path: Path) -> None:
-    """Push and live traffic leave through the same Outbound, by ranges or by records."""
+    """Push and live traffic leave through the same Outbound, by ranges or by the
+    segments a live read holds."""
     store = await _worst_store(tmp_path, hosts=2_100)
     try:
         ranges = await _everything(store)
         sizes: list[int] = []
         async for records, keys in Outbound(store, 2048).ranges(ranges):
             sizes.append(len(wire.encode_batch(pb.PushRecordsRequest, records, keys)))
-        every = [r for span in ranges for r in await store.read_range(span.host, span.tag, 0, 10)]
-        async for records, keys in Outbound(store, 2048).records(every):
+        every = [
+            p for span in ranges for p in await store.read_segments(span.host, span.tag, 0, 10)
+        ]
+        async for records, keys in Outbound(store, 2048).segments(every):
             sizes.append(len(wire.encode_batch(pb.SubscribeResponse, records, keys)))
         assert STOCK_MESSAGE_BYTES // 2 < max(sizes) <= STOCK_MESSAGE_BYTES
     finally:

@@ -58,9 +58,10 @@ class Subscription:
     hosts: frozenset[bytes]
     tags: frozenset[str]
 
-    def wants(self, record: Record) -> bool:
-        return (not self.hosts or record.host in self.hosts) and (
-            not self.tags or record.tag in self.tags
+    def wants(self, log: LogKey) -> bool:
+        """Whether the subscriber follows `log` (no hosts and no tags named: every log)."""
+        return (not self.hosts or log.host in self.hosts) and (
+            not self.tags or log.tag in self.tags
         )
 
 

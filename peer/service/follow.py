@@ -13,14 +13,13 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from peer.batches import Holdback
 from peer.codec import wire
 from peer.codec.wire import FollowControl
 from peer.errors import LimitExceeded, PeerError
 from peer.feed import Read
 from peer.outbound import Outbound
 from peer.records import Head, LogKey, Range, Record
-from peer.segment import runs_of
+from peer.segment import Segment, runs_of, take_range
 from peer.store import Store
 
 CONTROL_QUEUE = 16  # control messages read ahead of the handler (then reading waits)
@@ -82,49 +81,25 @@ class Feeding:
         for log, (_, end) in runs_of(records).items():
             self._advance(log, end)
 
-    def live(self, runs: Mapping[LogKey, list[Record]]) -> tuple[list[Record], dict[LogKey, int]]:
-        """Of records newly stored here, per log (each run in idx order, ending signed):
-        those to send, and the notes of the others. Per log's run, not per record:
-        each follower takes every record this node stores."""
-        send: list[Record] = []
+    def live(self, runs: Mapping[LogKey, list[Segment]]) -> tuple[list[Segment], dict[LogKey, int]]:
+        """Of segments newly stored here, per log (each log's consecutive, ending
+        signed): those to send (sliced past what the follower holds), and the notes of
+        the others. Per log, not per record: each follower takes every record this
+        node stores."""
+        send: list[Segment] = []
         notes: dict[LogKey, int] = {}
         position, noted = self.position, self._noted
-        for log, run in runs.items():
-            start, next_idx = position.get(log, 0), run[-1].idx + 1
+        for log, parts in runs.items():
+            start, next_idx = position.get(log, 0), parts[-1].end
             if next_idx <= start:
                 continue
             if self.feeds(log):
-                skip = 0
-                while run[skip].idx < start:  # ends: the last record is past `start`
-                    skip += 1
-                send += run[skip:]
+                first = max(start, parts[0].first_idx)
+                send += take_range(parts, first, next_idx - first)
                 position[log] = next_idx
             elif next_idx > noted.get(log, 0):
                 notes[log] = noted[log] = next_idx
         return send, notes
-
-    def wants(self, log: LogKey, next_idx: int) -> bool:
-        """Whether the follower is sent records of `log` up to `next_idx`: it is fed
-        that log and lacks some of them (else its records need not even be read)."""
-        return self.feeds(log) and next_idx > self.position.get(log, 0)
-
-    def behind(self, heads: Mapping[LogKey, int]) -> list[LogKey]:
-        """Of logs whose records are not sent, those whose head here (next_idx) is past
-        what the follower holds and was told: a note may be due."""
-        position, noted = self.position, self._noted
-        return [
-            log
-            for log, next_idx in heads.items()
-            if not self.feeds(log) and next_idx > max(position.get(log, 0), noted.get(log, 0))
-        ]
-
-    def noted(self, heads: Mapping[LogKey, int]) -> dict[LogKey, int]:
-        """The notes due of logs whose records are not sent, from their signed heads
-        here (next_idx; 0 for none): those past what the follower holds and was told."""
-        notes: dict[LogKey, int] = {}
-        for log in self.behind(heads):
-            notes[log] = self._noted[log] = heads[log]
-        return notes
 
     def _advance(self, log: LogKey, next_idx: int) -> None:
         if next_idx > self.position.get(log, 0):
@@ -138,7 +113,6 @@ class FollowStream:
         self.store = store
         self.feeding = Feeding(own_host)
         self.outbound = Outbound(store, batch)
-        self.holdback = Holdback()
         self.started = False
         self.due: dict[LogKey, int] = {}  # notes of live records, not sent yet
         self.segments = False  # the follower takes segments (it said so: 1.2)
@@ -161,17 +135,11 @@ class FollowStream:
             yield wire.encode_follow_response([], {}, chunk)
 
     async def live(self, read: Read) -> AsyncIterator[bytes]:
-        """Records this node just stored: those fed, now; the notes of the others are
-        due (`notes`, NOTE_DELAY_S later)."""
-        ends, feeding = read.ends, self.feeding
-        fed = {
-            log for log, end in ends.items() if feeding.wants(log, end) or self.holdback.holds(log)
-        }
-        send, notes = feeding.live(self.holdback.release_runs(read.runs(fed)))
-        behind = feeding.behind({log: end for log, end in ends.items() if log not in fed})
-        notes.update(feeding.noted({log: read.signed_end(log) for log in behind}))
+        """Records this node just stored: those fed, now, as the segments read; the
+        notes of the others are due (`notes`, NOTE_DELAY_S later)."""
+        send, notes = self.feeding.live(read.by_log)
         self.due.update(notes)  # a later note of a log is always the higher head
-        async for batch, keys in self.outbound.records(send):
+        async for batch, keys in self.outbound.segments(send):
             yield wire.encode_follow_response(batch, keys, {}, segments=self.segments)
 
     def notes(self) -> list[bytes]:

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 
-from peer.batches import Holdback
 from peer.codec import wire
 from peer.codec.wire import FollowControl, RemoteIndex, Subscription
 from peer.errors import (
@@ -29,12 +28,12 @@ from peer.errors import (
     PeerRefused,
     ProtocolError,
 )
-from peer.feed import Feed, Subscriber
+from peer.feed import Feed, Read, Subscriber
 from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
-from peer.records import LogKey, Range, Record
-from peer.segment import runs_of
+from peer.records import LogKey, Range
+from peer.segment import Segment, runs_of, take_range
 from peer.service.follow import CONTROL_QUEUE, FollowStream, Serving, read_controls
 from peer.service.guards import Context, caller_id, drain, guard_stream, guard_unary
 from peer.settings import Limits
@@ -145,14 +144,12 @@ class SyncServicer:
                     for log, (_, end) in runs_of(batch).items():
                         delivered[log] = end
                     yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
-                holdback = Holdback()
                 while True:
                     read = await subscriber.queue.get()
                     slot.check()
                     if read is None:
                         raise LimitExceeded("subscriber fell too far behind; resubscribe")
-                    fresh = holdback.release(_unseen(read.records, wanted, delivered))
-                    async for batch, keys in outbound.records(fresh):
+                    async for batch, keys in outbound.segments(_unseen(read, wanted, delivered)):
                         yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
             finally:
                 watchdog.cancel()
@@ -200,7 +197,7 @@ class SyncServicer:
         return [
             Range(log.host, log.tag, wanted.since.get(log, 0), head.next_idx)
             for log, head in (await self.store.index()).items()
-            if _wants_log(wanted, log)
+            if wanted.wants(log)
         ]
 
     def _batch_size(self, requested: int) -> int:
@@ -339,21 +336,16 @@ def _cut_if_unread(idle_s: float, context: Context) -> Iterator[_Unread]:
         unread.stop()
 
 
-def _wants_log(wanted: Subscription, log: LogKey) -> bool:
-    return (not wanted.hosts or log.host in wanted.hosts) and (
-        not wanted.tags or log.tag in wanted.tags
-    )
-
-
-def _unseen(
-    records: list[Record], wanted: Subscription, delivered: dict[LogKey, int]
-) -> list[Record]:
-    """Live records not sent yet, in order; catch-up may already have sent some."""
-    fresh: list[Record] = []
-    for record in records:
-        if wanted.wants(record) and record.idx >= delivered.get(record.log, 0):
-            delivered[record.log] = record.idx + 1
-            fresh.append(record)
+def _unseen(read: Read, wanted: Subscription, delivered: dict[LogKey, int]) -> list[Segment]:
+    """Of a live read, the segments of the logs wanted past what was sent (catch-up
+    may already have sent some), sliced: nothing is decoded here."""
+    fresh: list[Segment] = []
+    for log, parts in read.by_log.items():
+        start, end = delivered.get(log, 0), parts[-1].end
+        if end > start and wanted.wants(log):
+            first = max(start, parts[0].first_idx)
+            fresh += take_range(parts, first, end - first)
+            delivered[log] = end
     return fresh
 
 

@@ -110,7 +110,7 @@ class Store:
         self.path = database.path
         self.max_ahead_ns = max_ahead_ns
         self._listeners: list[Callable[[], None]] = []
-        self._append_listeners: list[Callable[[int, list[Record]], None]] = []
+        self._append_listeners: list[Callable[[int, list[Segment]], None]] = []
         self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
         self._floor_seen = 0  # a clock floor this store has read or written (it only rises)
         self.peers = TrustList(database)
@@ -149,10 +149,10 @@ class Store:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    def on_append(self, listener: Callable[[int, list[Record]], None]) -> Callable[[], None]:
-        """Call `listener(first_seq, records)` after each local append commits (before
-        the `on_change` listeners), with the records as written and the arrival number
-        of the first (the others follow it); returns an unsubscriber."""
+    def on_append(self, listener: Callable[[int, list[Segment]], None]) -> Callable[[], None]:
+        """Call `listener(first_seq, parts)` after each local append commits (before
+        the `on_change` listeners), with the segments as stored and the arrival number
+        of the first record (the others follow it); returns an unsubscriber."""
         self._append_listeners.append(listener)
         return lambda: self._append_listeners.remove(listener)
 
@@ -209,10 +209,10 @@ class Store:
         if log.host not in await self.host_keys([log.host]):
             raise UnknownHost(f"host {log.host.hex()} is not registered in this store")
         work = partial(append_rows, author=author, log=log, plaintexts=plaintexts)
-        records, floor, last_seq = await self._database.transaction(work)
+        records, parts, floor, last_seq = await self._database.transaction(work)
         self._floor_seen = max(self._floor_seen, floor)
         for appended in list(self._append_listeners):
-            appended(last_seq - len(records) + 1, records)
+            appended(last_seq - len(records) + 1, parts)
         self._changed()
         return records
 

@@ -81,7 +81,7 @@ class Direct:
                     "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)",
                     (author.host, author.signing.public_key),
                 )
-                records, _, _ = append_rows(db, author, log, plaintexts)
+                records, _, _, _ = append_rows(db, author, log, plaintexts)
                 row = db.execute(CURSOR_OF, (log.host, log.tag)).fetchone()
                 if (row[0] if row else 0) == records[0].idx:  # the view had caught up
                     for sql, params in apply_statements(chunk_of(records)):

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from peer import clock
 from peer.errors import InvalidRecord, LogFrozen
 from peer.records import MAX_IDX, Head, LogKey, Record
-from peer.store.segments import write_run
+from peer.segment import Segment
+from peer.store.segments import as_parts, write_segments
 
 if TYPE_CHECKING:
     from peer.crypto import Author
@@ -52,11 +53,12 @@ def from_row(row: Sequence[object]) -> Record:
 
 def append_rows(
     db: sqlite3.Connection, author: Author, log: LogKey, plaintexts: Sequence[bytes]
-) -> tuple[list[Record], int, int]:
+) -> tuple[list[Record], list[Segment], int, int]:
     """Inside a write transaction: seal, chain and write records continuing `log`
-    (the author's own), and raise the clock floor; returns them, the new floor and
-    the arrival number (seq) of the last (theirs are consecutive: the transaction
-    holds the write lock). Synchronous: a whole append is one trip to SQLite's thread."""
+    (the author's own), and raise the clock floor; returns them, as records and as
+    the segments stored, the new floor and the arrival number (seq) of the last
+    (theirs are consecutive: the transaction holds the write lock). Synchronous: a
+    whole append is one trip to SQLite's thread."""
     row = db.execute(HEAD_OF, (log.host, log.tag)).fetchone()
     head, frozen = (Head(0), False) if row is None else (Head(row[0], row[1]), bool(row[2]))
     if frozen:
@@ -72,8 +74,9 @@ def append_rows(
         stamps.append(floor)
     db.execute(RAISE_CLOCK_FLOOR, (floor,))
     records, encoded = author.write_entries(log.tag, head, stamps, plaintexts)
-    last_seq = write_run(db, records, encoded) + len(records) - 1
+    parts = as_parts(records, encoded)
+    last_seq = write_segments(db, parts) + len(records) - 1
     from peer.crypto import record_hash  # here: the shell hook imports rows, and starts fast
 
     db.execute(UPSERT_HEAD, (log.host, log.tag, records[-1].idx + 1, record_hash(records[-1])))
-    return records, floor, last_seq
+    return records, parts, floor, last_seq

@@ -124,15 +124,6 @@ def as_parts(records: Sequence[Record], encoded: Sequence[bytes] | None = None) 
     ]
 
 
-def write_run(
-    db: sqlite3.Connection, records: Sequence[Record], encoded: Sequence[bytes] | None = None
-) -> int:
-    """Inside a write transaction: store `records`, which continue their log (one
-    run, in idx order; `encoded`: their entries, if at hand), and give them arrival
-    numbers; returns the first one."""
-    return write_segments(db, as_parts(records, encoded))
-
-
 def write_segments(db: sqlite3.Connection, parts: Sequence[Segment]) -> int:
     """Inside a write transaction: store `parts` (consecutive segments of one log, each
     ending signed, continuing it) as they are, a part over the caps cut at its signed

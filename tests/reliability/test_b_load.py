@@ -12,11 +12,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from peer.batches import split_for_wire
+from peer.batches import pack
 from peer.client import ClientTls, PeerClient
 from peer.crypto import SIGN_EVERY, generate_tls_identity
 from peer.identity import node_id_of
 from peer.records import Head, LogKey, Record
+from peer.segment import Segments
 from peer.service import start_server
 from peer.store import TrustedPeer
 from peer.trust import Credentials
@@ -52,7 +53,7 @@ async def test_b3_20_concurrent_pushers(tmp_path: Path, tier: Tier, report: Repo
     async def push(n: int, records: list[Record], keys: dict[bytes, bytes]) -> None:
         key, cert = identities[n]
         tls = ClientTls(Credentials(key, cert), server_cert)
-        messages = [(m, keys) for m in split_for_wire(records, BATCH)]
+        messages = [(m, keys) for m in pack(Segments.of(records).parts, BATCH)]
         try:
             async with PeerClient(f"127.0.0.1:{running.port}", tls=tls) as peer:
                 await peer.push(batches_of(*messages))

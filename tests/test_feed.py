@@ -1,0 +1,157 @@
+"""The live feed (`peer.feed`): what its subscribers are offered is whole, in order,
+ends signed per log, and is the very bytes the store holds (nothing re-encoded on the
+way to a follower, a relay's included)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from peer.batches import MAX_BATCH_BYTES, pack
+from peer.codec import wire
+from peer.codec.wire import FollowControl
+from peer.crypto import SIGN_EVERY
+from peer.feed import SCAN_LIMIT, Feed, Read, Subscriber
+from peer.records import Head, LogKey, Record
+from peer.segment import Segments, decode, take_range
+from peer.service.follow import FollowStream
+from peer.store import Store
+from tests.conftest import new_author, open_store
+
+
+async def _reads(subscriber: Subscriber, records: int) -> list[Read]:
+    """The reads offered until they hold `records` records (bounded: 10 s)."""
+    reads: list[Read] = []
+    async with asyncio.timeout(10):
+        while sum(part.count for read in reads for part in read.parts) < records:
+            read = await subscriber.queue.get()
+            assert read is not None, "the subscriber fell behind"
+            reads.append(read)
+    return reads
+
+
+def _ends_signed(read: Read) -> bool:
+    return all(decode(parts[-1].data)[-1].sig for parts in read.by_log.values())
+
+
+async def _stored(store: Store, log: LogKey) -> list[Record]:
+    return await store.read_range(log.host, log.tag, 0, 100_000)
+
+
+async def test_a_transaction_a_scan_cuts_is_offered_once_it_ends_signed(tmp_path: Path) -> None:
+    """Another process commits past the feed's scan limit inside a transaction: the
+    first read offers the cut log only up to its last signature, the next read the rest
+    (the held tail joined to it); every record once, in order, each read ending signed."""
+    author = new_author()
+    store = await open_store(tmp_path / "a.db", author)
+    writer = await Store.open(tmp_path / "a.db")  # another connection: read back, not handed
+    feed = Feed(store)
+    await feed.start()
+    subscriber = feed.subscribe()
+    try:
+        first, second = SCAN_LIMIT - 500, 1000  # the scan stops 500 records into `second`
+        await writer.append(author, "x", [b"x%d" % n for n in range(first)])
+        await writer.append(author, "y", [b"y%d" % n for n in range(second)])
+        reads = await _reads(subscriber, first + second)
+        assert len(reads) == 2 and all(_ends_signed(read) for read in reads)
+        y = LogKey(author.host, "y")
+        held_back = 500 - 500 // SIGN_EVERY * SIGN_EVERY
+        assert reads[0].ends[y] == 500 - held_back  # up to its last signature
+        assert reads[1].by_log[y][0].first_idx == 500 - held_back  # the tail, joined
+        for log in (LogKey(author.host, "x"), y):
+            offered = [part for read in reads for part in read.by_log.get(log, [])]
+            assert Segments(offered) == await _stored(store, log)
+    finally:
+        await feed.close()
+        await writer.close()
+        await store.close()
+
+
+async def test_own_appends_are_offered_as_the_segments_written(tmp_path: Path) -> None:
+    """What this process appends is handed to the feed as the segments it stored
+    (whole appends, nothing read back), and a follower of protocol 1.2 is sent those
+    bytes as they are."""
+    author = new_author()
+    store = await open_store(tmp_path / "a.db", author)
+    feed = Feed(store)
+    await feed.start()
+    subscriber = feed.subscribe()
+    try:
+        log = LogKey(author.host, "kv")
+        stream = FollowStream(store, author.host, batch=300)
+        caught_up = await _all(stream.control(FollowControl(segments=True, have={log: 0})))
+        assert len(caught_up) == 1  # the hello: nothing is held yet
+        await store.append(author, "kv", [b"a%d" % n for n in range(700)])
+        await store.append(author, "kv", [b"b"])
+        reads = await _reads(subscriber, 701)
+        offered = [part for read in reads for part in read.by_log[log]]
+        assert Segments(offered) == await _stored(store, log)
+        sent: list[Segments] = []
+        for read in reads:
+            for message in await _all(stream.live(read)):
+                batch = wire.decode_follow_response(message).records
+                assert isinstance(batch, Segments) and len(batch) <= 300
+                sent.append(batch)
+        sent_bytes = b"".join(part.data for batch in sent for part in batch.parts)
+        assert sent_bytes == b"".join(part.data for part in offered)
+    finally:
+        await feed.close()
+        await store.close()
+
+
+async def test_a_relay_sends_a_follower_the_bytes_it_received(tmp_path: Path) -> None:
+    """A relay stores another host's segments as received; its live feed sends them to
+    a follower that grafted the log as those very bytes (sliced, never re-encoded)."""
+    other = new_author()
+    source = await open_store(tmp_path / "source.db", other)
+    relay = await open_store(tmp_path / "relay.db", other)
+    feed = Feed(relay)
+    await feed.start()
+    subscriber = feed.subscribe()
+    try:
+        await source.append(other, "kv", [b"r%d" % n for n in range(300)])
+        log = LogKey(other.host, "kv")
+        received = await source.read_segments(other.host, "kv", 0, 300)
+        stream = FollowStream(relay, None, batch=1000)
+        grafted = FollowControl(segments=True, graft={log: 0})
+        assert await _all(stream.control(grafted)) == []  # the relay holds none of it yet
+        await relay.insert_batch(Segments(received))
+        (read,) = await _reads(subscriber, 300)
+        (message,) = await _all(stream.live(read))
+        sent = wire.decode_follow_response(message).records
+        assert isinstance(sent, Segments)
+        assert b"".join(part.data for part in sent.parts) == b"".join(p.data for p in received)
+    finally:
+        await feed.close()
+        await relay.close()
+        await source.close()
+
+
+def test_pack_cuts_segments_into_messages_that_end_signed_without_re_encoding() -> None:
+    """`pack` cuts a live read's segments as a pull cuts stored ones: each message at
+    most max_batch records (a signed cut within them exists) and MAX_BATCH_BYTES,
+    each log's run ending signed, and the bytes are the read's, in order."""
+    authors = [new_author() for _ in range(3)]
+    parts = []
+    for n, author in enumerate(authors):
+        records = author.write(
+            "t", Head(0), [1_000 + i for i in range(900 + n)], [b"p" * 200] * (900 + n)
+        )
+        parts += take_range(Segments.of(records).parts, 0, len(records))
+    messages = pack(parts, max_batch=SIGN_EVERY * 2)
+    assert sum(len(m) for m in messages) == sum(p.count for p in parts)
+    for message in messages:
+        assert len(message) <= SIGN_EVERY * 2
+        assert sum(len(p.data) for p in message.parts) < MAX_BATCH_BYTES
+        for run in Read(message.parts).by_log.values():
+            assert decode(run[-1].data)[-1].sig
+    joined = b"".join(p.data for m in messages for p in m.parts)
+    assert joined == b"".join(p.data for p in parts)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def _all(messages: AsyncIterator[bytes]) -> list[bytes]:
+    return [message async for message in messages]
