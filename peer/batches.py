@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from peer.crypto import SIGN_EVERY
 from peer.errors import IntegrityError
 from peer.records import LogKey, Range
-from peer.segment import Segment, Segments, layout
+from peer.segment import Segment, Segments, layout, message_bytes_at_most
 from peer.settings import DEFAULT_BATCH, STOCK_MESSAGE_BYTES
 from peer.store import Store
 
@@ -76,16 +76,23 @@ async def read_batches(
 
 
 def pack(parts: Sequence[Segment], max_batch: int = DEFAULT_BATCH) -> list[Segments]:
-    """Segments in memory (each log's consecutive, ending signed) cut into messages as
-    `read_batches` cuts what it reads: a live feed's records, sent as they were read."""
+    """Segments in memory (each log's consecutive, each ending signed, as stored and as
+    the feed reads them) cut into messages as `read_batches` cuts what it reads: a live
+    feed's records, sent as they were read."""
     packer = _Packer(max_batch)
     messages: list[Segments] = []
-    for log, log_parts in _runs_of_parts(parts):
-        chunk = _Chunk(log_parts, ended=True)
+    for part in parts:
+        if packer.batch and not packer.fits_whole(part) and _fits_alone(part, max_batch):
+            messages.append(packer.take())  # rather than walk it to cut it
+        if packer.add_whole(part):  # each part ends signed: it goes whole, never walked
+            if packer.full():
+                messages.append(packer.take())
+            continue
+        chunk = _Chunk([part], ended=True)
         while chunk.left:
             if packer.nearly_full():
                 messages.append(packer.take())
-            if not packer.add(chunk, min(packer.room(), chunk.left), log):
+            if not packer.add(chunk, min(packer.room(), chunk.left), part.log):
                 messages.append(packer.take())
                 continue
             if packer.full():
@@ -95,15 +102,8 @@ def pack(parts: Sequence[Segment], max_batch: int = DEFAULT_BATCH) -> list[Segme
     return messages
 
 
-def _runs_of_parts(parts: Sequence[Segment]) -> list[tuple[LogKey, list[Segment]]]:
-    """Consecutive parts of the same log, together."""
-    runs: list[tuple[LogKey, list[Segment]]] = []
-    for part in parts:
-        if runs and runs[-1][0] == part.log:
-            runs[-1][1].append(part)
-        else:
-            runs.append((part.log, [part]))
-    return runs
+def _fits_alone(part: Segment, max_batch: int) -> bool:
+    return part.count <= max_batch and message_bytes_at_most(part) <= MAX_BATCH_BYTES
 
 
 class _Packer:
@@ -143,6 +143,21 @@ class _Packer:
         self.records += count
         self.used += size
         return count
+
+    def fits_whole(self, part: Segment) -> bool:
+        """Whether `part` surely fits what is left, told from its length alone."""
+        return part.count <= self.room() and (
+            message_bytes_at_most(part) <= MAX_BATCH_BYTES - self.used
+        )
+
+    def add_whole(self, part: Segment) -> bool:
+        """Add `part` whole if it surely fits (it ends signed), without walking it."""
+        if not self.fits_whole(part):
+            return False
+        self.batch.append(part)
+        self.records += part.count
+        self.used += message_bytes_at_most(part)
+        return True
 
     def take(self) -> Segments:
         """The message, and start the next."""

@@ -17,7 +17,7 @@ import functools
 from collections import deque
 from collections.abc import Sequence
 
-from peer.batches import Holdback
+from peer.batches import Holdback, pack
 from peer.records import LogKey
 from peer.segment import Segment, take_range
 from peer.store import Store
@@ -36,6 +36,7 @@ class Read:
 
     def __init__(self, parts: Sequence[Segment]):
         self.parts = list(parts)
+        self._pieces: dict[int, dict[LogKey, list[Segment]]] = {}
 
     @functools.cached_property
     def by_log(self) -> dict[LogKey, list[Segment]]:
@@ -43,6 +44,18 @@ class Read:
         found: dict[LogKey, list[Segment]] = {}
         for part in self.parts:
             found.setdefault(part.log, []).append(part)
+        return found
+
+    def pieces(self, max_batch: int) -> dict[LogKey, list[Segment]]:
+        """`by_log`, each log's segments cut at signed records into pieces that each
+        fit a message of `max_batch` records whole (`batches.pack` then sends them
+        without a walk): cut once per read, for every subscriber."""
+        found = self._pieces.get(max_batch)
+        if found is None:
+            found = self._pieces[max_batch] = {
+                log: [piece for message in pack(parts, max_batch) for piece in message.parts]
+                for log, parts in self.by_log.items()
+            }
         return found
 
     @functools.cached_property

@@ -223,6 +223,13 @@ def hashes(data: bytes) -> list[bytes]:
     return [sha256(view[start:end]).digest() for start, end, _ in walk(data)]
 
 
+def message_bytes_at_most(part: Segment) -> int:
+    """At most the `records.message_size` total of a segment's records, from its length
+    alone (each entry is its hash input and at least 5 bytes more): enough to tell,
+    without a walk, that a whole segment fits a message."""
+    return len(part.data) + part.count * max(0, RECORD_FRAMING - FIXED - 5)
+
+
 def layout(data: bytes) -> list[tuple[int, bool, int]]:
     """(`records.message_size`, signed?, the byte offset where the entry ends) of each
     record: what a sender needs to cut a segment into messages, in one walk."""

@@ -11,10 +11,10 @@ from pathlib import Path
 from peer.batches import MAX_BATCH_BYTES, pack
 from peer.codec import wire
 from peer.codec.wire import FollowControl
-from peer.crypto import SIGN_EVERY
+from peer.crypto import SIGN_EVERY, record_hash
 from peer.feed import SCAN_LIMIT, Feed, Read, Subscriber
-from peer.records import Head, LogKey, Record
-from peer.segment import Segments, decode, take_range
+from peer.records import Head, LogKey, Record, message_size
+from peer.segment import Segment, Segments, decode
 from peer.service.follow import FollowStream
 from peer.store import Store
 from tests.conftest import new_author, open_store
@@ -130,22 +130,29 @@ async def test_a_relay_sends_a_follower_the_bytes_it_received(tmp_path: Path) ->
 
 def test_pack_cuts_segments_into_messages_that_end_signed_without_re_encoding() -> None:
     """`pack` cuts a live read's segments as a pull cuts stored ones: each message at
-    most max_batch records (a signed cut within them exists) and MAX_BATCH_BYTES,
-    each log's run ending signed, and the bytes are the read's, in order."""
-    authors = [new_author() for _ in range(3)]
-    parts = []
-    for n, author in enumerate(authors):
+    most max_batch records (a signed cut within them exists) and MAX_BATCH_BYTES by
+    `message_size`, every segment ending signed, and the bytes are the read's, in
+    order. Large runs are cut, small appends go whole, large records fill by bytes."""
+    parts: list[Segment] = []
+    for count, payload in ((900, 200), (901, 200), (300, 60_000)):
+        author = new_author()
         records = author.write(
-            "t", Head(0), [1_000 + i for i in range(900 + n)], [b"p" * 200] * (900 + n)
+            "t", Head(0), [1_000 + i for i in range(count)], [b"p" * payload] * count
         )
-        parts += take_range(Segments.of(records).parts, 0, len(records))
+        parts += Segments.of(records).parts
+    small = new_author()
+    head = Head(0)
+    for size in (1, 7, 40, 3, 200, 2):  # appends: each ends signed
+        records = small.write("s", head, [1_000 + i for i in range(size)], [b"s"] * size)
+        parts += Segments.of(records).parts
+        head = Head(records[-1].idx + 1, record_hash(records[-1]))
     messages = pack(parts, max_batch=SIGN_EVERY * 2)
     assert sum(len(m) for m in messages) == sum(p.count for p in parts)
     for message in messages:
         assert len(message) <= SIGN_EVERY * 2
-        assert sum(len(p.data) for p in message.parts) < MAX_BATCH_BYTES
-        for run in Read(message.parts).by_log.values():
-            assert decode(run[-1].data)[-1].sig
+        assert sum(message_size(r) for r in message) <= MAX_BATCH_BYTES
+        assert all(decode(part.data)[-1].sig for part in message.parts)
+    assert max(sum(message_size(r) for r in m) for m in messages) > MAX_BATCH_BYTES // 2
     joined = b"".join(p.data for m in messages for p in m.parts)
     assert joined == b"".join(p.data for p in parts)
 

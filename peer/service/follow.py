@@ -137,7 +137,7 @@ class FollowStream:
     async def live(self, read: Read) -> AsyncIterator[bytes]:
         """Records this node just stored: those fed, now, as the segments read; the
         notes of the others are due (`notes`, NOTE_DELAY_S later)."""
-        send, notes = self.feeding.live(read.by_log)
+        send, notes = self.feeding.live(read.pieces(self.outbound.max_batch))
         self.due.update(notes)  # a later note of a log is always the higher head
         async for batch, keys in self.outbound.segments(send):
             yield wire.encode_follow_response(batch, keys, {}, segments=self.segments)

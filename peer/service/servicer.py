@@ -28,7 +28,7 @@ from peer.errors import (
     PeerRefused,
     ProtocolError,
 )
-from peer.feed import Feed, Read, Subscriber
+from peer.feed import Feed, Subscriber
 from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
@@ -149,7 +149,8 @@ class SyncServicer:
                     slot.check()
                     if read is None:
                         raise LimitExceeded("subscriber fell too far behind; resubscribe")
-                    async for batch, keys in outbound.segments(_unseen(read, wanted, delivered)):
+                    fresh = _unseen(read.pieces(outbound.max_batch), wanted, delivered)
+                    async for batch, keys in outbound.segments(fresh):
                         yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
             finally:
                 watchdog.cancel()
@@ -336,11 +337,13 @@ def _cut_if_unread(idle_s: float, context: Context) -> Iterator[_Unread]:
         unread.stop()
 
 
-def _unseen(read: Read, wanted: Subscription, delivered: dict[LogKey, int]) -> list[Segment]:
-    """Of a live read, the segments of the logs wanted past what was sent (catch-up
-    may already have sent some), sliced: nothing is decoded here."""
+def _unseen(
+    read: Mapping[LogKey, list[Segment]], wanted: Subscription, delivered: dict[LogKey, int]
+) -> list[Segment]:
+    """Of a live read's segments per log, those of the logs wanted past what was sent
+    (catch-up may already have sent some), sliced: nothing is decoded here."""
     fresh: list[Segment] = []
-    for log, parts in read.by_log.items():
+    for log, parts in read.items():
         start, end = delivered.get(log, 0), parts[-1].end
         if end > start and wanted.wants(log):
             first = max(start, parts[0].first_idx)
