@@ -35,7 +35,7 @@ from peer.segment import runs_of
 from peer.settings import Schedule
 from peer.status import LinkState
 from peer.store import Store, TrustedPeer
-from peer.sync import SyncSession, SyncSummary
+from peer.sync import PullClaims, SyncSession, SyncSummary
 from peer.tree import Action, Graft, Tree
 from peer.watch import TRUST_POLL_S, StoreWatcher, Watch
 
@@ -69,6 +69,7 @@ class Link:
         server: OwnServer | None = None,
         tree: Tree | None = None,
         dispatch: Dispatch | None = None,
+        claims: PullClaims | None = None,
     ) -> None:
         self.peer = peer
         self.store = store
@@ -84,6 +85,7 @@ class Link:
         self.contact_poked = False  # a call from the peer cut this failure streak short
         self.tree = tree or Tree({}, own_host)  # the mesh's, shared by its links
         self.dispatch = dispatch or self.control
+        self.claims = claims or PullClaims()  # the mesh's: what its links are pulling
         self._controls: asyncio.Queue[FollowControl | None] | None = None  # while following
 
     @property
@@ -157,7 +159,7 @@ class Link:
         session = await SyncSession.open(
             self.store, remote, batch=self.schedule.batch, own_host=self.own_host
         )
-        await session.pull()
+        await session.pull(self.claims)
         await session.push(stop=self._peer_takes, held=self._peer_pulled)
         await session.check_served()
         summary = session.summary
@@ -329,6 +331,7 @@ class Mesh:
         self.links: dict[bytes, Link] = {}
         self.discovered: dict[bytes, str] = {}
         self.tree = Tree({}, own_host, graft_after_s=schedule.graft_after)
+        self.claims = PullClaims()
         self._trust_watch: Watch | None = None
         self._ticks: asyncio.Task[None] | None = None
 
@@ -367,6 +370,7 @@ class Mesh:
                     self.server,
                     self.tree,
                     self.dispatch,
+                    self.claims,
                 )
                 link.discovered = self.discovered.get(node_id, "")
                 link.start()

@@ -8,7 +8,10 @@ Progress is reported through a callback; printing is the caller's business.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from peer.codec.wire import MAX_RANGES_PER_PULL, PROTOCOL_VERSION, RemoteIndex
@@ -20,6 +23,8 @@ from peer.remote import Batch, Remote
 from peer.segment import runs_of
 from peer.settings import DEFAULT_BATCH
 from peer.store import Store
+
+CLAIM_WAIT_S = 30.0  # longest wait for another session's pull of the same records
 
 Progress = Callable[[int, int], None]
 
@@ -117,18 +122,21 @@ class SyncSession:
         plan = await _plan(store, index, summary, own_host)
         return cls(store, remote, index, summary, plan, batch, progress)
 
-    async def pull(self) -> None:
-        """Store each pulled batch; verify the next while the last one is being written."""
+    async def pull(self, claims: PullClaims | None = None) -> None:
+        """Store each pulled batch; verify the next while the last one is being written.
+        `claims`: the node's other sessions' pulls, waited for rather than repeated."""
         if not self.pulls:
             return
+        claims = claims or PullClaims()
         inbound = Inbound(self.store, self.index.keys)
         try:
             for start in range(0, len(self.pulls), MAX_RANGES_PER_PULL):  # requests ≤ 4 MiB
-                ranges = await self._still_missing(self.pulls[start : start + MAX_RANGES_PER_PULL])
-                if not ranges:
-                    continue
-                async for records, keys in self.remote.pull(ranges, self.batch):
-                    self._pulled(await inbound.take(records, keys))
+                wanted = self.pulls[start : start + MAX_RANGES_PER_PULL]
+                async with claims.pulling(wanted, self._still_missing) as ranges:
+                    if ranges:
+                        async for records, keys in self.remote.pull(ranges, self.batch):
+                            self._pulled(await inbound.take(records, keys))
+                        self._pulled(await inbound.flush())  # held before the claim ends
             self._pulled(await inbound.flush())
         finally:
             await inbound.close()
@@ -211,6 +219,53 @@ class SyncSession:
 
     def _tick(self) -> None:
         self._progress(self.summary.pulled + self.summary.pushed, self.total)
+
+
+class PullClaims:
+    """The ranges a node's sessions are pulling right now (the links of a mesh share
+    one), so that two do not pull the same records from two peers at once: a node
+    that joins or comes back to a mesh would take its backlog once from every
+    neighbour. A session whose ranges another is pulling waits for that pull to end
+    (at most CLAIM_WAIT_S: a stalled peer does not hold the others up), then pulls
+    only what is still missing."""
+
+    def __init__(self) -> None:
+        self._pulling: dict[LogKey, list[tuple[int, int, asyncio.Event]]] = {}
+
+    def _overlapping(self, ranges: Sequence[Range]) -> asyncio.Event | None:
+        for r in ranges:
+            for start, end, done in self._pulling.get(r.log, ()):
+                if start < r.end and r.start < end:
+                    return done
+        return None
+
+    @contextlib.asynccontextmanager
+    async def pulling(
+        self, ranges: list[Range], still_missing: Callable[[list[Range]], Awaitable[list[Range]]]
+    ) -> AsyncIterator[list[Range]]:
+        """Of `ranges`, those still missing once no other pull of them is under way
+        (`still_missing` trims what arrived meanwhile), claimed until the block ends."""
+        ranges = await still_missing(ranges)
+        waited = 0.0
+        while (busy := self._overlapping(ranges)) is not None and waited < CLAIM_WAIT_S:
+            began = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(busy.wait(), CLAIM_WAIT_S - waited)
+            waited += time.monotonic() - began
+            ranges = await still_missing(ranges)
+        done = asyncio.Event()
+        claimed = [(r.log, (r.start, r.end, done)) for r in ranges]
+        for log, claim in claimed:
+            self._pulling.setdefault(log, []).append(claim)
+        try:
+            yield ranges
+        finally:
+            for log, claim in claimed:
+                claims = self._pulling[log]
+                claims.remove(claim)
+                if not claims:
+                    del self._pulling[log]
+            done.set()
 
 
 async def _plan(

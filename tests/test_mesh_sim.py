@@ -6,8 +6,10 @@ back, a node joining, links cut and healed.
 Only convergence and invariants are asserted, never timings. The copies of each record
 a node receives are bounded by what the one-upstream tree (peer/tree.py) promises: about
 one (`COPIES_BOUND`) while the mesh is steady; through churn, a node that joins or comes
-back catches up in one round with each neighbour at once, so each neighbour may send it
-the same backlog (`CHURN_COPIES_BOUND`, its degree).
+back catches up in one round with each neighbour at once: its own pulls take each record
+once (the links share their claims), but its neighbours' pushes into it may still race
+(`CHURN_COPIES_BOUND`; 1.00-1.45 on average in runs of this test, where the node's
+degree, 4, was the bound before pulls were claimed).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ RECORD_BYTES = 256
 
 
 COPIES_BOUND = 1.1  # copies of each record a node receives on average, steady mesh
-CHURN_COPIES_BOUND = 4.0  # through churn: the degree of the random graphs below
+CHURN_COPIES_BOUND = 2.0  # through churn, on average over the nodes (see above)
 
 
 def check_counts(report: Report, nodes: int, bound: float = COPIES_BOUND) -> None:

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from peer import sync as peer_sync
 from peer.client import PeerClient
 from peer.crypto import Author, SyncKey, open_record, record_hash
 from peer.errors import (
@@ -32,7 +34,7 @@ from peer.errors import (
 from peer.records import Head, LogKey, Range, Record
 from peer.remote import Remote
 from peer.store import Store
-from peer.sync import SyncSession, SyncSummary, sync_with
+from peer.sync import PullClaims, SyncSession, SyncSummary, sync_with
 from tests.conftest import new_author, open_store, signed_chain
 from tests.nodes import (
     SESSION_TIMEOUT_S,
@@ -359,6 +361,47 @@ async def test_a_push_leaves_out_what_the_peer_pulled_meanwhile(nodes: Nodes) ->
         await session.push(held=lambda: pulled)
     assert (session.summary.pushed, session.summary.left_to_peer) == (300, True)
     await assert_converged(a.store, b.store)
+
+
+async def test_sessions_sharing_claims_pull_each_record_once(nodes: Nodes) -> None:
+    """Two sessions of one node (a mesh's links share their PullClaims) that lack the
+    same records, from two peers at once: one pulls them, the other waits for that pull
+    and then finds nothing missing (a node back in a mesh took its backlog from every
+    neighbour)."""
+    a = await nodes.node("a", serve=False)
+    b, c = await nodes.node("b"), await nodes.node("c")
+    x = await nodes.node("x", serve=False)
+    for _ in range(4):
+        await a.store.append(a.author, "t", [os.urandom(32) for _ in range(500)])
+    for holder in (b, c):
+        await sync(a, holder)
+    claims = PullClaims()
+    async with PeerClient(b.target) as to_b, PeerClient(c.target) as to_c:
+        sessions = [await SyncSession.open(x.store, peer, batch=100) for peer in (to_b, to_c)]
+        await asyncio.wait_for(asyncio.gather(*(s.pull(claims) for s in sessions)), 60)
+    assert sorted(s.summary.pulled for s in sessions) == [0, 2000]
+    assert sum(s.summary.duplicates for s in sessions) == 0
+    assert await next_idx(x.store, a.log("t")) == 2000
+
+
+async def test_a_claim_is_waited_for_at_most_claim_wait_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session whose ranges another pulls waits at most CLAIM_WAIT_S (a stalled peer
+    holds no other link up), then pulls them itself."""
+    monkeypatch.setattr(peer_sync, "CLAIM_WAIT_S", 0.2)
+    claims = PullClaims()
+    wanted = [Range(b"h" * 16, "t", 0, 10)]
+
+    async def nothing_arrived(ranges: list[Range]) -> list[Range]:
+        return ranges
+
+    async with claims.pulling(wanted, nothing_arrived) as first:
+        assert first == wanted
+        began = time.monotonic()
+        async with claims.pulling(wanted, nothing_arrived) as second:
+            assert second == wanted
+        assert 0.2 <= time.monotonic() - began < 5
+    async with claims.pulling(wanted, nothing_arrived) as again:  # released: no wait
+        assert again == wanted
 
 
 async def test_a_cancelled_write_leaves_the_store_usable(tmp_path: Path, author: Author) -> None:
