@@ -22,12 +22,12 @@ Run with `make bench` (last), or `.venv/bin/python bench/bench_mesh.py [--quick]
    pinned as TOPOLOGY:N (full meshes of 3, 5, 8, 12 and a ring of 8 by default), counting
    at the Remote boundary (bench/counted_daemon.py). Bulk: `peer append --tag bulk` of
    `--daemon-bulk` lines on node 0, timed from its first commit (the first record's
-   timestamp) until a subscriber on every other daemon got its last record; singles: `peer append --tag single TEXT` on random
-   nodes one after the other, each timed from the record's timestamp (taken in the
-   append's transaction) until a subscriber on every daemon got it; the first hop until
-   the first neighbour's subscriber got it, from that timestamp and (issue 14's
-   measure) from `peer append` returning. CPU: all daemons' user+system time during the
-   bulk.
+   timestamp) until a subscriber on every other daemon got its last record; singles:
+   `peer append --tag single TEXT` on random nodes one after the other, each timed from
+   the record's timestamp (taken in the append's transaction) until a subscriber on
+   every daemon got it; the first hop until the first neighbour's subscriber got it,
+   from that timestamp and (issue 14's measure) from `peer append` returning. CPU: all
+   daemons' user+system time during the bulk.
 3. The table on stdout, build/bench_mesh.json, and build/bench_mesh.png (copies per
    record and time to all against N; `--baseline` adds an earlier run's JSON, dashed:
    today's fan-out against the tree, say).
