@@ -36,7 +36,7 @@ class Read:
 
     def __init__(self, parts: Sequence[Segment]):
         self.parts = list(parts)
-        self._pieces: dict[int, dict[LogKey, list[Segment]]] = {}
+        self._pieces: dict[tuple[LogKey, int], list[Segment]] = {}
 
     @functools.cached_property
     def by_log(self) -> dict[LogKey, list[Segment]]:
@@ -46,16 +46,14 @@ class Read:
             found.setdefault(part.log, []).append(part)
         return found
 
-    def pieces(self, max_batch: int) -> dict[LogKey, list[Segment]]:
-        """`by_log`, each log's segments cut at signed records into pieces that each
-        fit a message of `max_batch` records whole (`batches.pack` then sends them
-        without a walk): cut once per read, for every subscriber."""
-        found = self._pieces.get(max_batch)
+    def pieces(self, log: LogKey, max_batch: int) -> list[Segment]:
+        """`log`'s segments here cut at signed records into pieces that each fit a
+        message of `max_batch` records whole (`batches.pack` then sends them without a
+        walk): cut once per read, for every subscriber sent the log."""
+        found = self._pieces.get((log, max_batch))
         if found is None:
-            found = self._pieces[max_batch] = {
-                log: [piece for message in pack(parts, max_batch) for piece in message.parts]
-                for log, parts in self.by_log.items()
-            }
+            messages = pack(self.by_log[log], max_batch)
+            found = self._pieces[log, max_batch] = [p for m in messages for p in m.parts]
         return found
 
     @functools.cached_property

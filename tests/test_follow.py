@@ -383,10 +383,10 @@ def test_a_live_read_is_sent_per_log_from_where_the_follower_stands() -> None:
     feeding.position[LogKey(own.host, "kv")] = 4  # a catch-up sent 0-3 already
     interleaved = [mine[4], theirs[0], mine[5], theirs[1], theirs[2]]
     read = Read(Segments.of(interleaved).parts)
-    send, notes = feeding.live(read.by_log)
+    send, notes = feeding.live(read, 1000)
     assert Segments(send) == mine[4:]
     assert notes == {LogKey(other.host, "kv"): 3}
-    assert feeding.live(read.by_log) == ([], {})  # all sent or noted already
+    assert feeding.live(read, 1000) == ([], {})  # all sent or noted already
 
 
 def test_a_live_read_cut_before_a_signature_is_held_back_until_it() -> None:

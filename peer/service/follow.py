@@ -81,19 +81,20 @@ class Feeding:
         for log, (_, end) in runs_of(records).items():
             self._advance(log, end)
 
-    def live(self, runs: Mapping[LogKey, list[Segment]]) -> tuple[list[Segment], dict[LogKey, int]]:
-        """Of segments newly stored here, per log (each log's consecutive, ending
-        signed): those to send (sliced past what the follower holds), and the notes of
-        the others. Per log, not per record: each follower takes every record this
-        node stores."""
+    def live(self, read: Read, max_batch: int) -> tuple[list[Segment], dict[LogKey, int]]:
+        """Of a live read (each log's run ending signed): the segments to send, as
+        pieces of `max_batch` records sliced past what the follower holds, and the
+        notes of the other logs. Per log, not per record: each follower takes every
+        read, and only the logs it is sent are cut."""
         send: list[Segment] = []
         notes: dict[LogKey, int] = {}
         position, noted = self.position, self._noted
-        for log, parts in runs.items():
-            start, next_idx = position.get(log, 0), parts[-1].end
+        for log, next_idx in read.ends.items():
+            start = position.get(log, 0)
             if next_idx <= start:
                 continue
             if self.feeds(log):
+                parts = read.pieces(log, max_batch)
                 first = max(start, parts[0].first_idx)
                 send += take_range(parts, first, next_idx - first)
                 position[log] = next_idx
@@ -137,7 +138,7 @@ class FollowStream:
     async def live(self, read: Read) -> AsyncIterator[bytes]:
         """Records this node just stored: those fed, now, as the segments read; the
         notes of the others are due (`notes`, NOTE_DELAY_S later)."""
-        send, notes = self.feeding.live(read.pieces(self.outbound.max_batch))
+        send, notes = self.feeding.live(read, self.outbound.max_batch)
         self.due.update(notes)  # a later note of a log is always the higher head
         async for batch, keys in self.outbound.segments(send):
             yield wire.encode_follow_response(batch, keys, {}, segments=self.segments)

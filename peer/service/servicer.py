@@ -28,7 +28,7 @@ from peer.errors import (
     PeerRefused,
     ProtocolError,
 )
-from peer.feed import Feed, Subscriber
+from peer.feed import Feed, Read, Subscriber
 from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
@@ -149,7 +149,7 @@ class SyncServicer:
                     slot.check()
                     if read is None:
                         raise LimitExceeded("subscriber fell too far behind; resubscribe")
-                    fresh = _unseen(read.pieces(outbound.max_batch), wanted, delivered)
+                    fresh = _unseen(read, wanted, delivered, outbound.max_batch)
                     async for batch, keys in outbound.segments(fresh):
                         yield wire.encode_batch(pb.SubscribeResponse, batch, keys)
             finally:
@@ -338,14 +338,16 @@ def _cut_if_unread(idle_s: float, context: Context) -> Iterator[_Unread]:
 
 
 def _unseen(
-    read: Mapping[LogKey, list[Segment]], wanted: Subscription, delivered: dict[LogKey, int]
+    read: Read, wanted: Subscription, delivered: dict[LogKey, int], max_batch: int
 ) -> list[Segment]:
-    """Of a live read's segments per log, those of the logs wanted past what was sent
-    (catch-up may already have sent some), sliced: nothing is decoded here."""
+    """Of a live read, the segments of the logs wanted past what was sent (catch-up
+    may already have sent some), as pieces of `max_batch` records, sliced: nothing is
+    decoded here, and the logs not wanted are not even cut."""
     fresh: list[Segment] = []
-    for log, parts in read.items():
-        start, end = delivered.get(log, 0), parts[-1].end
+    for log, end in read.ends.items():
+        start = delivered.get(log, 0)
         if end > start and wanted.wants(log):
+            parts = read.pieces(log, max_batch)
             first = max(start, parts[0].first_idx)
             fresh += take_range(parts, first, end - first)
             delivered[log] = end
