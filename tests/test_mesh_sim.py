@@ -7,9 +7,10 @@ Only convergence and invariants are asserted, never timings. The copies of each 
 a node receives are bounded by what the one-upstream tree (peer/tree.py) promises: about
 one (`COPIES_BOUND`) while the mesh is steady; through churn, a node that joins or comes
 back catches up in one round with each neighbour at once: its own pulls take each record
-once (the links share their claims), but its neighbours' pushes into it may still race
-(`CHURN_COPIES_BOUND`; 1.00-1.45 on average in runs of this test, where the node's
-degree, 4, was the bound before pulls were claimed).
+once (the links share their claims), and the neighbours it calls leave the push to those
+pulls, but a neighbour's round may still push before it is called
+(`CHURN_COPIES_BOUND`; 1.00-1.05 on average in runs of this test, where the node's
+degree, 4, was the bound before).
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ from peer.errors import (
 )
 from peer.records import Head, LogKey, Range, Record
 from peer.remote import Remote
+from peer.service import servicer as servicer_module
+from peer.service.memory import MemoryRemote, serve_in_memory
 from peer.store import Store
 from peer.sync import PullClaims, SyncSession, SyncSummary, sync_with
 from tests.conftest import new_author, open_store, signed_chain
@@ -402,6 +404,27 @@ async def test_a_claim_is_waited_for_at_most_claim_wait_s(monkeypatch: pytest.Mo
         assert 0.2 <= time.monotonic() - began < 5
     async with claims.pulling(wanted, nothing_arrived) as again:  # released: no wait
         assert again == wanted
+
+
+async def test_a_peer_that_just_read_our_index_is_left_to_pull(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that opened a session (read this node's index) within SESSION_GRACE_S is
+    taking by itself: its pull comes next, so a round of ours does not push to it too
+    (a node back in a mesh was pushed its backlog by every neighbour at once)."""
+    monkeypatch.setattr(servicer_module, "SESSION_GRACE_S", 0.3)
+    store = await open_store(tmp_path / "a.db")
+    servicer, feed = await serve_in_memory(store)
+    peer_id, stranger = os.urandom(32), os.urandom(32)
+    try:
+        assert not servicer.is_taking(peer_id)
+        await MemoryRemote(servicer, caller=peer_id.hex()).get_index()
+        assert servicer.is_taking(peer_id) and not servicer.is_taking(stranger)
+        await asyncio.sleep(0.4)
+        assert not servicer.is_taking(peer_id)  # no pull came: pushing is ours again
+    finally:
+        await feed.close()
+        await store.close()
 
 
 async def test_a_cancelled_write_leaves_the_store_usable(tmp_path: Path, author: Author) -> None:

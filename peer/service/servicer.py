@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from peer.v1 import sync_pb2 as pb
 
 log = logging.getLogger(__name__)
 REJECTIONS = (IntegrityError, InvalidRecord, ProtocolError)  # invalid data, counted by class
+SESSION_GRACE_S = 5.0  # a peer that read our index this recently is about to pull
 
 
 class SyncServicer:
@@ -68,19 +70,21 @@ class SyncServicer:
         self.rejected: Counter[str] = Counter()  # invalid data refused, by reason (class)
         self._slots: dict[str, set[_Slot]] = {}
         self._served: dict[str, dict[LogKey, int]] = {}  # per caller: what pulls sent it
+        self._sessions: dict[str, float] = {}  # per caller: when it last read our index
         self.on_contact: Callable[[bytes], None] | None = None  # a pinned peer called
 
     def drop(self, node_ids: set[bytes]) -> None:
         """Cut the open streams of peers that are no longer trusted."""
         for node_id in node_ids:
             self._served.pop(node_id.hex(), None)
+            self._sessions.pop(node_id.hex(), None)
             for slot in self._slots.get(node_id.hex(), set()):
                 slot.revoke()
 
     # -- RPCs -----------------------------------------------------------------------
 
     async def get_index(self, request: bytes, context: Context) -> bytes:
-        self._admit(context)
+        self._sessions[self._admit(context)] = time.monotonic()  # a session: it pulls next
         size, after = wire.decode_get_index_request(request)
         page = await self.store.index(after, size + 1)
         logs = dict(itertools.islice(page.items(), size))
@@ -234,9 +238,16 @@ class SyncServicer:
                 self.policy.note(node_id.hex(), error)
 
     def is_taking(self, node_id: bytes) -> bool:
-        """Whether the peer is pulling from this node, or following all of it live, right
-        now: it then gets what it lacks by itself, and pushing the same to it is waste."""
-        return any(slot.gives for slot in self._slots.get(node_id.hex(), ()))
+        """Whether the peer is pulling from this node, or following all of it live, or
+        opened a session with it within SESSION_GRACE_S (its pull comes next, unless
+        another of its links pulls the same): it then gets what it lacks by itself, and
+        pushing the same to it is waste (a node back in a mesh took its backlog pushed
+        from every neighbour)."""
+        caller = node_id.hex()
+        if any(slot.gives for slot in self._slots.get(caller, ())):
+            return True
+        opened = self._sessions.get(caller)
+        return opened is not None and time.monotonic() - opened < SESSION_GRACE_S
 
     def served(self, node_id: bytes) -> Mapping[LogKey, int]:
         """Per log, the idx after the last record this server's pulls sent the peer:
