@@ -46,15 +46,17 @@ class Read:
             found.setdefault(part.log, []).append(part)
         return found
 
-    def pieces(self, log: LogKey, max_batch: int) -> list[Segment]:
-        """`log`'s segments here cut at signed records into pieces that each fit a
-        message of `max_batch` records whole (`batches.pack` then sends them without a
-        walk): cut once per read, for every subscriber sent the log."""
-        found = self._pieces.get((log, max_batch))
-        if found is None:
+    def after(self, log: LogKey, start: int, max_batch: int) -> list[Segment]:
+        """`log`'s records here from idx `start` on (what a subscriber that holds the
+        ones before lacks), as pieces that each fit a message of `max_batch` records
+        whole (`batches.pack` then sends them without a walk). The pieces are cut once
+        per read, for every subscriber sent the log; a start inside one slices it."""
+        pieces = self._pieces.get((log, max_batch))
+        if pieces is None:
             messages = pack(self.by_log[log], max_batch)
-            found = self._pieces[log, max_batch] = [p for m in messages for p in m.parts]
-        return found
+            pieces = self._pieces[log, max_batch] = [p for m in messages for p in m.parts]
+        first = max(start, pieces[0].first_idx)
+        return take_range(pieces, first, pieces[-1].end - first)
 
     @functools.cached_property
     def ends(self) -> dict[LogKey, int]:

@@ -19,7 +19,7 @@ from peer.errors import LimitExceeded, PeerError
 from peer.feed import Read
 from peer.outbound import Outbound
 from peer.records import Head, LogKey, Range, Record
-from peer.segment import Segment, runs_of, take_range
+from peer.segment import Segment, runs_of
 from peer.store import Store
 
 CONTROL_QUEUE = 16  # control messages read ahead of the handler (then reading waits)
@@ -94,9 +94,7 @@ class Feeding:
             if next_idx <= start:
                 continue
             if self.feeds(log):
-                parts = read.pieces(log, max_batch)
-                first = max(start, parts[0].first_idx)
-                send += take_range(parts, first, next_idx - first)
+                send += read.after(log, start, max_batch)
                 position[log] = next_idx
             elif next_idx > noted.get(log, 0):
                 notes[log] = noted[log] = next_idx

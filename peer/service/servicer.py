@@ -34,7 +34,7 @@ from peer.inbound import Inbound
 from peer.outbound import Outbound
 from peer.policy import CallerPolicy, is_offence
 from peer.records import LogKey, Range
-from peer.segment import Segment, runs_of, take_range
+from peer.segment import Segment, runs_of
 from peer.service.follow import CONTROL_QUEUE, FollowStream, Serving, read_controls
 from peer.service.guards import Context, caller_id, drain, guard_stream, guard_unary
 from peer.settings import Limits
@@ -358,9 +358,7 @@ def _unseen(
     for log, end in read.ends.items():
         start = delivered.get(log, 0)
         if end > start and wanted.wants(log):
-            parts = read.pieces(log, max_batch)
-            first = max(start, parts[0].first_idx)
-            fresh += take_range(parts, first, end - first)
+            fresh += read.after(log, start, max_batch)
             delivered[log] = end
     return fresh
 
