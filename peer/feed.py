@@ -5,7 +5,9 @@ subscriber's bounded queue, whenever the store's watcher (`peer.watch`) says som
 was committed: at once for a commit by this process or by another that rings the
 daemon's doorbell (the CLI writing to the same store), else within its poll. What
 this process appends itself is handed to the feed as written (`Store.on_append`) and
-published without being read back, when it comes next in arrival order. A
+published without being read back, when it comes next in arrival order; the store is
+read only when something else may have arrived (a commit of this process that was not
+an append, or the watcher saw another process's). A
 subscriber that falls a whole queue behind is cut off instead of growing memory: it
 reconnects and catches up from the store.
 """
@@ -160,12 +162,17 @@ class Feed:
 
     async def _publish_new(self) -> None:
         """Publish what arrived past the cursor, in arrival order: this process's own
-        appends as handed over, anything else (received, another process's) as read."""
+        appends as handed over, anything else (received, another process's) as read.
+        The store is read only when something may be unpublished: a commit of this
+        process past the cursor that was not handed over, or one elsewhere."""
+        read = self._watch is None or self._watch.committed_elsewhere()
         while True:
             parts = self._take_handed()
             if parts is not None:
                 self._publish(parts, cut=False)
                 continue
+            if not read and self.cursor >= self.store.last_seq_here:
+                return
             rows = await self.store.scan_segments(after=self.cursor, limit=SCAN_LIMIT)
             if not rows:
                 return
@@ -175,6 +182,7 @@ class Feed:
             self._publish([part for _, part in rows], cut=count >= SCAN_LIMIT)
             if count < SCAN_LIMIT:
                 return
+            read = True  # the scan stopped at its limit: more may follow
 
     def _publish(self, parts: list[Segment], *, cut: bool) -> None:
         """Offer every subscriber the parts that end signed (`cut`: the scan stopped

@@ -51,11 +51,22 @@ class Watch:
         self._on_change = on_change
         self._every = every
         self._changed = asyncio.Event()
+        self._elsewhere = False
         self._task = asyncio.create_task(self._run(), name=f"watch-{name}")
 
-    def notify(self) -> None:
-        """Something was committed: call back soon (once, however many commits)."""
+    def notify(self, *, here: bool = False) -> None:
+        """Something was committed: call back soon (once, however many commits).
+        `here`: by this process, which knows what it committed."""
+        if not here:
+            self._elsewhere = True
         self._changed.set()
+
+    def committed_elsewhere(self) -> bool:
+        """Whether, since the last asking, a commit this process did not make may have
+        happened (`data_version` changed, or the watch just began): then only a read of
+        the store tells what it added. Asking clears it."""
+        elsewhere, self._elsewhere = self._elsewhere, False
+        return elsewhere
 
     async def close(self) -> None:
         """Stop calling back (a call under way is cancelled)."""
@@ -130,7 +141,7 @@ class StoreWatcher:
     def _committed_here(self) -> None:
         for watch in self._watches:
             if watch.local:
-                watch.notify()
+                watch.notify(here=True)
 
     async def _run(self) -> None:
         version: int | None = None  # the first answer is the baseline

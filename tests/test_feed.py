@@ -17,7 +17,8 @@ from peer.records import Head, LogKey, Record, message_size
 from peer.segment import Segment, Segments, decode
 from peer.service.follow import FollowStream
 from peer.store import Store
-from tests.conftest import new_author, open_store
+from peer.watch import StoreWatcher
+from tests.conftest import new_author, open_store, signed_chain
 
 
 async def _reads(subscriber: Subscriber, records: int) -> list[Read]:
@@ -97,6 +98,50 @@ async def test_own_appends_are_offered_as_the_segments_written(tmp_path: Path) -
         assert sent_bytes == b"".join(part.data for part in offered)
     finally:
         await feed.close()
+        await store.close()
+
+
+async def test_own_appends_are_published_without_reading_the_store_back(
+    tmp_path: Path,
+) -> None:
+    """After its first read, a feed publishes this process's appends without a scan of
+    the store; a commit it was not handed (received here, or another process's, once
+    the watcher is woken) is still read and published, in arrival order."""
+    author, other = new_author(), new_author()
+    store = await open_store(tmp_path / "a.db", author, other)
+    elsewhere = await Store.open(tmp_path / "a.db")  # another connection: not handed
+    watcher = StoreWatcher(store, poll_s=3600)  # no poll: only wakes and this process
+    feed = Feed(store, watcher)
+    scans = 0
+    scan = store.scan_segments
+
+    async def counted(after: int, limit: int) -> list[tuple[int, Segment]]:
+        nonlocal scans
+        scans += 1
+        return await scan(after=after, limit=limit)
+
+    store.scan_segments = counted  # type: ignore[method-assign]
+    await feed.start()
+    subscriber = feed.subscribe()
+    try:
+        await _reads(subscriber, 0)
+        async with asyncio.timeout(10):
+            while scans == 0:  # the feed's first read, at start
+                await asyncio.sleep(0.01)
+        for n in range(20):
+            await store.append(author, "kv", [b"own%d" % n])
+            await _reads(subscriber, 1)
+        assert scans == 1  # twenty appends, no read
+        await store.insert_batch(signed_chain(other, "kv", 5))
+        assert sum(p.count for r in await _reads(subscriber, 5) for p in r.parts) == 5
+        await elsewhere.append(author, "x", [b"elsewhere"])
+        watcher.wake()  # as the doorbell does
+        (read,) = await _reads(subscriber, 1)
+        assert read.ends == {LogKey(author.host, "x"): 1}
+        assert scans == 3
+    finally:
+        await feed.close()
+        await elsewhere.close()
         await store.close()
 
 

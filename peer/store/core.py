@@ -113,6 +113,7 @@ class Store:
         self._append_listeners: list[Callable[[int, list[Segment]], None]] = []
         self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
         self._floor_seen = 0  # a clock floor this store has read or written (it only rises)
+        self.last_seq_here = 0  # the newest arrival number this process's commits gave
         self.peers = TrustList(database)
         self.invitations = Invitations(database)
         self.views = Views(database)
@@ -211,6 +212,7 @@ class Store:
         work = partial(append_rows, author=author, log=log, plaintexts=plaintexts)
         records, parts, floor, last_seq = await self._database.transaction(work)
         self._floor_seen = max(self._floor_seen, floor)
+        self.last_seq_here = max(self.last_seq_here, last_seq)
         for appended in list(self._append_listeners):
             appended(last_seq - len(records) + 1, parts)
         self._changed()
@@ -307,7 +309,7 @@ class Store:
         """Write a prepared batch in one transaction, checked against the stored heads."""
         try:
             async with self._write():
-                result, forks = await self._apply_groups(prepared)
+                result, forks, last_seq = await self._apply_groups(prepared)
                 if forks:
                     raise _RollBack
                 await self._save_keys(self._unsaved(prepared.keys))
@@ -322,6 +324,7 @@ class Store:
             ) from None
         self._keys.update(prepared.keys)
         if result.added:
+            self.last_seq_here = max(self.last_seq_here, last_seq)
             self._changed()
         return result
 
@@ -350,8 +353,10 @@ class Store:
             "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)", list(keys.items())
         )
 
-    async def _apply_groups(self, prepared: Prepared) -> tuple[InsertResult, list[Fork]]:
-        duplicates = added = 0
+    async def _apply_groups(self, prepared: Prepared) -> tuple[InsertResult, list[Fork], int]:
+        """Write the records not yet held (inside `apply`'s transaction); the forks
+        found instead, and the last arrival number given (0: none)."""
+        duplicates = added = last_seq = 0
         runs: list[list[Segment]] = []
         forks: list[Fork] = []
         for log, parts in prepared.groups.items():
@@ -370,8 +375,8 @@ class Store:
                 added += count
                 await self._set_head(log, Head(fresh[-1].end, hashes[-1]))
         if runs:
-            await self._database.run(partial(_write_runs, runs=runs))
-        return InsertResult(added, duplicates), forks
+            last_seq = await self._database.run(partial(_write_runs, runs=runs))
+        return InsertResult(added, duplicates), forks, last_seq
 
     async def _split_known(
         self, log: LogKey, head: Head, parts: list[Segment], hashes: list[bytes], prev: bytes
@@ -570,10 +575,13 @@ class Store:
         return await self._database.read_scalar("SELECT count(*) FROM segments")
 
 
-def _write_runs(db: sqlite3.Connection, runs: Sequence[Sequence[Segment]]) -> None:
-    """On the writer's thread: each log's fresh run as segment rows, as received."""
+def _write_runs(db: sqlite3.Connection, runs: Sequence[Sequence[Segment]]) -> int:
+    """On the writer's thread: each log's fresh run as segment rows, as received;
+    the arrival number of the last record."""
+    last = 0
     for run in runs:
-        write_segments(db, run)
+        last = write_segments(db, run) + sum(part.count for part in run) - 1
+    return last
 
 
 def _records(parts: Sequence[Segment]) -> list[Record]:
