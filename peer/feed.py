@@ -7,9 +7,9 @@ daemon's doorbell (the CLI writing to the same store), else within its poll. Wha
 this process appends itself is handed to the feed as written (`Store.on_append`) and
 published without being read back, when it comes next in arrival order; the store is
 read only when something else may have arrived (a commit of this process that was not
-an append, or the watcher saw another process's). A
-subscriber that falls a whole queue behind is cut off instead of growing memory: it
-reconnects and catches up from the store.
+an append, or the watcher saw another process's). A subscriber that falls a whole
+queue behind is cut off instead of growing memory: it reconnects and catches up from
+the store.
 """
 
 from __future__ import annotations
