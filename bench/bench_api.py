@@ -17,10 +17,12 @@ socket. Items are PAYLOAD_BYTES bytes, each one record. It times:
 5. streaming: one producer through `node.writer(tag)`, `--stream` records, to the last
    acknowledgement (`flush`).
 
-Beside the daemon, a bare grpc.aio server (a child process answering one unary call
-with its request, nothing else) on a Unix socket in the same directory is called
-`--serial` times one at a time: the round trip alone, the floor under "one at a time"
-(no append can be answered faster than a call that does nothing).
+Beside the daemon, a bare grpc.aio server (a child process answering each unary call
+and each stream message with its request, nothing else) on a Unix socket in the same
+directory is called `--serial` times one at a time, both ways: the round trip alone.
+The stream's is the floor under "one at a time" (`Connection.append` sends each call
+as a message on one open AppendStream: no append can be answered faster than a
+message that does nothing); the unary call's is what one awaited `Append` call pays.
 
 Then the daemon is stopped, the streamed records are read back from its store, and
 `Store.insert_batch` of them into a fresh store is timed: the store's own rate of
@@ -160,19 +162,29 @@ async def streamed(node: api.Connection, total: int) -> int:
 
 
 ECHO = "/bench.Echo/Echo"
+ECHO_STREAM = "/bench.Echo/EchoStream"
 
 
 async def echo_server(path: str) -> None:
-    """A grpc.aio server that answers each call with its request (`--echo PATH`)."""
+    """A grpc.aio server that answers each call, and each message of a stream, with its
+    request (`--echo PATH`)."""
     import grpc
 
     async def echo(request: bytes, context: object) -> bytes:
         return request
 
+    async def echo_stream(requests: Any, context: object) -> Any:
+        async for request in requests:
+            yield request
+
     server = aio.server()
     service, method = ECHO.strip("/").split("/")
     handler = grpc.method_handlers_generic_handler(
-        service, {method: grpc.unary_unary_rpc_method_handler(echo)}
+        service,
+        {
+            method: grpc.unary_unary_rpc_method_handler(echo),
+            ECHO_STREAM.rsplit("/", 1)[1]: grpc.stream_stream_rpc_method_handler(echo_stream),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
     server.add_insecure_port(f"unix:{path}")
@@ -190,7 +202,18 @@ async def round_trips(path: Path, count: int) -> int:
     return 0
 
 
-async def round_trip_floor(tmp: Path, count: int) -> Row:
+async def stream_round_trips(path: Path, count: int) -> int:
+    """`count` messages on one echo stream, each answer awaited before the next."""
+    async with aio.insecure_channel(f"unix:{path}") as channel:
+        call = channel.stream_stream(ECHO_STREAM)()
+        for _ in range(count):
+            await call.write(b"x" * PAYLOAD_BYTES)
+            await call.read()
+        await call.done_writing()
+    return 0
+
+
+async def round_trip_floor(tmp: Path, count: int) -> list[Row]:
     path = tmp / "echo.sock"
     server = subprocess.Popen(
         [sys.executable, __file__, "--echo", str(path)], stdout=subprocess.PIPE, text=True
@@ -200,9 +223,16 @@ async def round_trip_floor(tmp: Path, count: int) -> Row:
         if not server.stdout.readline():
             raise RuntimeError("the echo server did not start")
         await round_trips(path, 100)  # the connection and its first calls
-        return await timed(
-            "grpc round trip alone (floor)", count, 0.0, lambda: round_trips(path, count)
-        )
+        await stream_round_trips(path, 100)
+        return [
+            await timed("grpc unary call alone", count, 0.0, lambda: round_trips(path, count)),
+            await timed(
+                "grpc stream message alone (floor)",
+                count,
+                0.0,
+                lambda: stream_round_trips(path, count),
+            ),
+        ]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -212,7 +242,7 @@ async def round_trip_floor(tmp: Path, count: int) -> Row:
 
 async def measure(home: Path, args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
-    rows.append(await round_trip_floor(home.parent, args.serial))
+    rows += await round_trip_floor(home.parent, args.serial)
     async with await api.connect(home) as node:
         await node.append("warm-up", item(0))
         rows.append(

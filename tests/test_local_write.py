@@ -11,7 +11,9 @@ tmp_path, over a real store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from grpc import aio
 
 from peer import api
+from peer.api.writing import Appends
 from peer.client import LocalClient
 from peer.commit import GroupCommit
 from peer.crypto import MAX_PLAINTEXT
@@ -221,6 +224,7 @@ async def test_the_local_api_works_with_grpc_and_the_generated_stubs_alone(
             (1, "raw", 2, 1),
         ]
         assert acks[0].host == bytes.fromhex(a.host)
+        assert [len(k.timestamps) for k in acks] == [2, 1]
         unary = await local.Append(
             local_pb2.AppendRequest(tag="raw", items=[b"four"]), timeout=STEP_S
         )
@@ -252,13 +256,12 @@ class InProcess:
         return LocalClient(str(self.server.socket), timeout=STEP_S)
 
 
-@pytest.fixture
-async def small_queue(tmp_path: Path) -> AsyncIterator[InProcess]:
-    """A local server whose group commit holds at most 10 records waiting."""
-    node = await Node.init(Home(tmp_path / "home"))
+@contextlib.asynccontextmanager
+async def _in_process(root: Path, **commit_options: int) -> AsyncIterator[InProcess]:
+    node = await Node.init(Home(root / "home"))
     feed = Feed(node.store)
     await feed.start()
-    commit = GroupCommit(node.append, queued_records=10)
+    commit = GroupCommit(node.append, **commit_options)
     server = await start_local_server(
         node.home.root, node.store, feed, "test", LocalServicer(commit, node.status)
     )
@@ -269,6 +272,96 @@ async def small_queue(tmp_path: Path) -> AsyncIterator[InProcess]:
         await commit.close()
         await feed.close()
         await node.close()
+
+
+@pytest.fixture
+async def small_queue(tmp_path: Path) -> AsyncIterator[InProcess]:
+    """A local server whose group commit holds at most 10 records waiting."""
+    async with _in_process(tmp_path, queued_records=10) as serving:
+        yield serving
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[InProcess]:
+    """A local server with the daemon's own limits."""
+    async with _in_process(tmp_path) as serving:
+        yield serving
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-message", "one-message-each"])
+async def test_single_appends_share_a_stream_and_the_one_refused_fails_alone(
+    local: InProcess, together: bool
+) -> None:
+    """`Connection.append` calls ride one AppendStream. A call the daemon refuses (an
+    item over the limit, sent past the API's own check) fails alone: the callers sent
+    in its message or after it, whose messages the daemon then does not write, are
+    sent again, and each gets its own item at its own idx."""
+    appends = Appends(local.client())
+    too_big = b"x" * (MAX_PLAINTEXT + 1)
+    items = [b"a", b"b", too_big, b"c", b"d"]
+    try:
+        calls = []
+        for item in items:
+            calls.append(asyncio.ensure_future(appends.append("log", [item])))
+            if not together:
+                await asyncio.sleep(0)  # the sender takes each alone
+        done = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), STEP_S)
+    finally:
+        await appends.close()
+    print(f"results: {[r if isinstance(r, BaseException) else r.first_idx for r in done]}")
+    assert isinstance(done[2], InvalidRecord)
+    written = [r for r in done if isinstance(r, api.Appended)]
+    assert len(written) == 4 and all(len(r.timestamps) == r.count == 1 for r in written)
+    held = [e.data for e in await local.node.tail("log")]
+    assert sorted(held) == [b"a", b"b", b"c", b"d"]
+    for item, result in zip(items, done, strict=True):
+        if isinstance(result, api.Appended):
+            assert held[result.first_idx] == item
+
+
+async def test_an_append_no_message_can_carry_is_refused_before_it_is_sent(
+    local: InProcess,
+) -> None:
+    """Over 10,000 items or 8 MiB: refused at once with what to do, and a call beside
+    it, on the same stream, is written."""
+    appends = Appends(local.client())
+    try:
+        many = appends.append("log", [b"i"] * 10_001)
+        large = appends.append("log", [b"x" * MAX_PLAINTEXT] * 9)
+        beside = appends.append("log", [b"beside"])
+        done = await asyncio.wait_for(
+            asyncio.gather(many, large, beside, return_exceptions=True), STEP_S
+        )
+    finally:
+        await appends.close()
+    for refused in done[:2]:
+        assert isinstance(refused, InvalidRecord), refused
+        assert "append them in parts, or stream them" in str(refused)
+    assert isinstance(done[2], api.Appended) and done[2].first_idx == 0
+    assert [e.data for e in await local.node.tail("log")] == [b"beside"]
+
+
+async def test_a_single_append_the_daemon_never_acknowledges_fails_in_time(
+    daemons: Daemons,
+) -> None:
+    """A daemon that stops answering (SIGSTOP): an append fails after the client's
+    timeout, saying it may still be written, instead of waiting for keepalive."""
+    (a,) = daemons.homes("a")
+    (daemon,) = daemons.start(a)
+    socket = json.loads((a.root / "serve.json").read_text())["socket"]
+    appends = Appends(LocalClient(socket, timeout=1.0))
+    try:
+        await asyncio.wait_for(appends.append("log", [b"first"]), STEP_S)
+        daemon.send(signal.SIGSTOP)
+        try:
+            with pytest.raises(PeerUnavailable, match=r"did not acknowledge.*next_idx"):
+                await asyncio.wait_for(appends.append("log", [b"second"]), STEP_S)
+        finally:
+            daemon.send(signal.SIGCONT)
+        third = await asyncio.wait_for(appends.append("log", [b"third"]), STEP_S)
+    finally:
+        await appends.close()
+    assert third.first_idx in (1, 2)  # "second" may have been written after all
 
 
 async def test_past_the_queue_a_call_is_refused_in_words_never_cancelled(

@@ -88,6 +88,7 @@ class Connection:
         await self.close()
 
     async def close(self) -> None:
+        await self._appends.close()
         await self._client.close()
 
     async def append(self, tag: str, *items: bytes | str) -> Appended:

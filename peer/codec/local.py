@@ -77,6 +77,7 @@ class Ack:
     tag: str
     first_idx: int
     count: int
+    timestamps: tuple[int, ...] = ()  # one per record (none from an older daemon)
 
 
 def encode_append_stream_request(tag: str, items: Sequence[bytes]) -> bytes:
@@ -95,14 +96,19 @@ def encode_append_stream_response(acks: Sequence[Ack]) -> bytes:
     message = local_pb.AppendStreamResponse()
     for ack in acks:
         message.acks.add(
-            seq=ack.seq, host=ack.host, tag=ack.tag, first_idx=ack.first_idx, count=ack.count
+            seq=ack.seq,
+            host=ack.host,
+            tag=ack.tag,
+            first_idx=ack.first_idx,
+            count=ack.count,
+            timestamps=ack.timestamps,
         )
     return message.SerializeToString()
 
 
 def decode_append_stream_response(raw: bytes) -> list[Ack]:
     m = parse(local_pb.AppendStreamResponse, raw)
-    return [Ack(a.seq, a.host, a.tag, a.first_idx, a.count) for a in m.acks]
+    return [Ack(a.seq, a.host, a.tag, a.first_idx, a.count, tuple(a.timestamps)) for a in m.acks]
 
 
 def encode_status_request() -> bytes:

@@ -216,7 +216,8 @@ class _Stream:
             self._bytes -= size
             self._freed.set()
         first = records[0]
-        return Ack(seq, first.host, first.tag, first.idx, len(records))
+        stamps = tuple(record.timestamp for record in records)
+        return Ack(seq, first.host, first.tag, first.idx, len(records), stamps)
 
 
 def _local_handlers(servicer: LocalServicer) -> grpc.GenericRpcHandler[Any, Any]:

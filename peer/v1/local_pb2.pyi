@@ -43,18 +43,20 @@ class AppendStreamResponse(_message.Message):
     def __init__(self, acks: _Optional[_Iterable[_Union[AppendAck, _Mapping]]] = ...) -> None: ...
 
 class AppendAck(_message.Message):
-    __slots__ = ("seq", "host", "tag", "first_idx", "count")
+    __slots__ = ("seq", "host", "tag", "first_idx", "count", "timestamps")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     FIRST_IDX_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     host: bytes
     tag: str
     first_idx: int
     count: int
-    def __init__(self, seq: _Optional[int] = ..., host: _Optional[bytes] = ..., tag: _Optional[str] = ..., first_idx: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    timestamps: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, seq: _Optional[int] = ..., host: _Optional[bytes] = ..., tag: _Optional[str] = ..., first_idx: _Optional[int] = ..., count: _Optional[int] = ..., timestamps: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()

@@ -188,6 +188,8 @@ async def daemon_workload(root: Path) -> dict[str, int]:
             async with api.writer("stream") as writer:  # AppendStream: keepalive-bounded
                 await writer.write(*[f"s{n}" for n in range(10)])
                 done["api_streamed"] = sum(end - start for start, end in await writer.flush())
+        async with LocalClient(serving.socket) as local:  # the unary Append (api streams)
+            done["unary_appended"] = (await local.append("notes", [b"unary"])).count
         await b.node.append("notes", [b"b0", b"b1"])
         results = await sync_peers(b.node, [], 100, lambda address: lambda done, total: None)
         done["peer_sync_errors"] = sum(r.error is not None for r in results)
