@@ -18,7 +18,7 @@ import grpc
 from grpc import aio
 
 from peer import codec
-from peer.codec import Ack, Appended, FollowControl, Followed, RemoteIndex, wire
+from peer.codec import Ack, Appended, FollowControl, Followed, RemoteIndex, pairing, wire
 from peer.crypto import TLS_SERVER_NAME
 from peer.errors import PeerError, PeerRefused, PeerUnavailable, Unsupported
 from peer.records import LogKey, Range
@@ -366,34 +366,34 @@ class PairingClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._channel.close(None)
 
-    async def join(self, request: wire.JoinRequest) -> tuple[str, str, list[str]]:
+    async def join(self, request: pairing.JoinRequest) -> tuple[str, str, list[str]]:
         """Redeem the invitation: (sync key text, inviter's name, older keys as text);
         nothing is pinned on the inviter until `confirm`."""
-        raw = await self._call("Join", wire.encode_join_request(request))
-        return wire.decode_join_response(raw)
+        raw = await self._call("Join", pairing.encode_join_request(request))
+        return pairing.decode_join_response(raw)
 
-    async def confirm(self, confirm: wire.ConfirmJoin) -> bool:
+    async def confirm(self, confirm: pairing.ConfirmJoin) -> bool:
         """Tell the inviter our verdict; False if it predates ConfirmJoin (protocol 1.0
         inviters pin the joiner in Join itself)."""
         try:
-            raw = await self._call("ConfirmJoin", wire.encode_confirm_join(confirm))
+            raw = await self._call("ConfirmJoin", pairing.encode_confirm_join(confirm))
         except _Unimplemented:
             return False
-        wire.decode_confirm_join_response(raw)
+        pairing.decode_confirm_join_response(raw)
         return True
 
     async def introduce(self, certificate: bytes) -> None:
         """Hand this node's certificate to a node that pinned its id alone; PeerRefused
         if that node pins no such id without a certificate."""
         try:
-            raw = await self._call("Introduce", wire.encode_introduce(certificate))
+            raw = await self._call("Introduce", pairing.encode_introduce(certificate))
         except _Unimplemented as exc:
             raise Unsupported("the node does not know introductions (an older peer)") from exc
-        wire.decode_introduce_response(raw)
+        pairing.decode_introduce_response(raw)
 
     async def _call(self, method: str, request: bytes) -> bytes:
         call = self._channel.unary_unary(
-            f"/{wire.PAIRING_SERVICE_NAME}/{method}",
+            f"/{pairing.PAIRING_SERVICE_NAME}/{method}",
             request_serializer=None,
             response_deserializer=None,
         )

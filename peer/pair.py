@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from peer import devices
 from peer.addresses import join_host, split_address
 from peer.client import PairingClient
-from peer.codec.wire import ConfirmJoin, JoinRequest
+from peer.codec.pairing import ConfirmJoin, JoinRequest
 from peer.crypto import SyncKey, sign_with_tls_key
 from peer.errors import KeyFormatError, PeerError, PeerUnavailable, StoreError, UsageError
 from peer.home import Home

@@ -1,7 +1,8 @@
 """Domain types <-> `peer.v1` messages: the one place that knows the generated code.
 
 - `wire`: the sync protocol's messages (records, batches, index, pull, push,
-  subscribe, pairing join);
+  subscribe, follow);
+- `pairing`: PairingService's messages (Join, ConfirmJoin) and Introduce;
 - `local`: the local API's messages (Append, AppendStream, GetStatus);
 - `status`: peer errors <-> gRPC status codes (the class named in trailing metadata);
 - `parsing`: counting and parsing received bytes defensively, for both codecs.
@@ -27,6 +28,14 @@ from peer.codec.local import (
     encode_status_request,
     encode_status_response,
 )
+from peer.codec.pairing import (
+    MAX_CERTIFICATE_BYTES,
+    PAIRING_SERVICE_NAME,
+    decode_join_request,
+    decode_join_response,
+    encode_join_request,
+    encode_join_response,
+)
 from peer.codec.parsing import count_fields
 from peer.codec.status import (
     ERROR_FOR_STATUS,
@@ -39,11 +48,9 @@ from peer.codec.status import (
     status_for,
 )
 from peer.codec.wire import (
-    MAX_CERTIFICATE_BYTES,
     MAX_HOSTS_PER_MESSAGE,
     MAX_RANGES,
     MAX_RECORDS_PER_MESSAGE,
-    PAIRING_SERVICE_NAME,
     PROTOCOL_VERSION,
     SERVICE_NAME,
     FollowControl,
@@ -55,8 +62,6 @@ from peer.codec.wire import (
     decode_follow_response,
     decode_get_index_request,
     decode_index,
-    decode_join_request,
-    decode_join_response,
     decode_pull_request,
     decode_push_response,
     decode_subscribe_request,
@@ -66,8 +71,6 @@ from peer.codec.wire import (
     encode_follow_stream,
     encode_get_index_request,
     encode_index,
-    encode_join_request,
-    encode_join_response,
     encode_pull_request,
     encode_push_response,
     encode_subscribe_request,

@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from peer.codec.wire import (
+from peer.codec.pairing import (
     MAX_JOIN_MESSAGE_BYTES,
     PAIRING_SERVICE_NAME,
     JoinRequest,

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc import aio
 
-from peer.codec import wire
+from peer.codec import pairing as pairing_codec
 from peer.crypto import TLS_SERVER_NAME, SyncKey, generate_tls_identity, sign_with_tls_key
 from peer.errors import PeerUnavailable, UsageError
 from peer.home import Home
@@ -79,18 +79,22 @@ class Joiner:
 
     def join(self, secret: bytes, inviter: bytes, name: str = "joiner") -> bytes:
         proof = sign_with_tls_key(self.key, join_proof_message(secret, inviter))
-        return wire.encode_join_request(wire.JoinRequest(secret, self.certificate, name, proof))
+        return pairing_codec.encode_join_request(
+            pairing_codec.JoinRequest(secret, self.certificate, name, proof)
+        )
 
     def confirm(self, secret: bytes, inviter: bytes, accepted: bool) -> bytes:
         proof = sign_with_tls_key(self.key, confirm_proof_message(secret, inviter, accepted))
-        return wire.encode_confirm_join(wire.ConfirmJoin(secret, self.node_id, accepted, proof))
+        return pairing_codec.encode_confirm_join(
+            pairing_codec.ConfirmJoin(secret, self.node_id, accepted, proof)
+        )
 
 
 async def call(
     channel: aio.Channel, method: str, body: bytes, timeout: float = CALL_TIMEOUT_S
 ) -> tuple[grpc.StatusCode, str]:
     """One raw call to the pairing service: its status code and details."""
-    rpc = channel.unary_unary(f"/{wire.PAIRING_SERVICE_NAME}/{method}")
+    rpc = channel.unary_unary(f"/{pairing_codec.PAIRING_SERVICE_NAME}/{method}")
     try:
         await rpc(body, timeout=timeout)
     except aio.AioRpcError as exc:
@@ -200,12 +204,12 @@ def forged_offers(rng: random.Random, secret: bytes, inviter: bytes, pinned: Joi
     junk_pem = f"-----BEGIN CERTIFICATE-----\n{junk}-----END CERTIFICATE-----\n".encode()
     honest = Joiner.new()
     impostor = Joiner(Joiner.new().key, pinned.certificate)  # a pinned cert, another key
-    request = wire.JoinRequest
+    request = pairing_codec.JoinRequest
     return {
-        "PEM around 300 random bytes": wire.encode_join_request(
+        "PEM around 300 random bytes": pairing_codec.encode_join_request(
             request(secret, junk_pem, "junk", rng.randbytes(70))
         ),
-        "a real certificate without proof": wire.encode_join_request(
+        "a real certificate without proof": pairing_codec.encode_join_request(
             request(secret, honest.certificate, "no proof", b"")
         ),
         "a pinned peer's certificate, proof by another key": impostor.join(
@@ -360,8 +364,8 @@ async def test_e6_one_holder_and_only_it_confirms(inviter: Inviter, report: Repo
         stolen = await call(
             channel,
             "ConfirmJoin",
-            wire.encode_confirm_join(
-                wire.ConfirmJoin(
+            pairing_codec.encode_confirm_join(
+                pairing_codec.ConfirmJoin(
                     other_secret,
                     first.node_id,
                     True,
@@ -463,7 +467,9 @@ def _vm(pid: int, field_name: str) -> float:
 
 def _padded_join(size: int) -> bytes:
     """A Join whose bulk is an unknown field (15), as the probe sent it."""
-    body = wire.encode_join_request(wire.JoinRequest(bytes(16), b"", "flood", b""))
+    body = pairing_codec.encode_join_request(
+        pairing_codec.JoinRequest(bytes(16), b"", "flood", b"")
+    )
     return body + ld(15, bytes(size))
 
 
