@@ -65,13 +65,15 @@ async def test_single_appends_merge_into_the_last_segment_up_to_its_cap(
 async def test_a_large_batch_is_cut_into_segments_that_end_signed(
     store: Store, replica: Store, author: Author
 ) -> None:
+    """Alike as appended (cut once, from the entries' lengths) and as received."""
     records = await store.append(author, "t", [b"y"] * (2 * SEGMENT_RECORDS + 10))
     result = await replica.insert_batch(records, {author.host: author.signing.public_key})
     assert result.added == len(records)
-    rows = segment_rows(replica.path)
-    assert [n for _, _, n, _ in rows] == [SEGMENT_RECORDS, SEGMENT_RECORDS, 10]
-    assert all(decode(data)[-1].sig for _, _, _, data in rows)
-    assert await replica.read_range(author.host, "t", 0, 10**9) == records
+    for path, holder in ((store.path, store), (replica.path, replica)):
+        rows = segment_rows(path)
+        assert [n for _, _, n, _ in rows] == [SEGMENT_RECORDS, SEGMENT_RECORDS, 10]
+        assert all(decode(data)[-1].sig for _, _, _, data in rows)
+        assert await holder.read_range(author.host, "t", 0, 10**9) == records
 
 
 async def test_scan_and_last_seq_keep_the_arrival_order_across_merged_segments(

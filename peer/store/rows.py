@@ -75,7 +75,7 @@ def append_rows(
     db.execute(RAISE_CLOCK_FLOOR, (floor,))
     records, encoded = author.write_entries(log.tag, head, stamps, plaintexts)
     parts = as_parts(records, encoded)
-    last_seq = write_segments(db, parts) + len(records) - 1
+    last_seq = write_segments(db, parts, at_caps=True) + len(records) - 1
     from peer.crypto import record_hash  # here: the shell hook imports rows, and starts fast
 
     db.execute(UPSERT_HEAD, (log.host, log.tag, records[-1].idx + 1, record_hash(records[-1])))

@@ -124,14 +124,17 @@ def as_parts(records: Sequence[Record], encoded: Sequence[bytes] | None = None) 
     ]
 
 
-def write_segments(db: sqlite3.Connection, parts: Sequence[Segment]) -> int:
+def write_segments(
+    db: sqlite3.Connection, parts: Sequence[Segment], *, at_caps: bool = False
+) -> int:
     """Inside a write transaction: store `parts` (consecutive segments of one log, each
     ending signed, continuing it) as they are, a part over the caps cut at its signed
-    records; the first merged into the log's last segment while that is small. Gives
-    them arrival numbers; returns the first one."""
+    records (unless `at_caps`: `as_parts` cut them so, from the entries' lengths, and
+    a second cut would walk every entry again); the first merged into the log's last
+    segment while that is small. Gives them arrival numbers; returns the first one."""
     first = parts[0]
     host, tag = first.host, first.tag
-    pieces = [piece for part in parts for piece in _within_caps(part)]
+    pieces = list(parts) if at_caps else [p for part in parts for p in _within_caps(part)]
     last = db.execute(_LAST_SEGMENT, (MERGE_BELOW, host, tag)).fetchone()
     rows: list[tuple[object, ...]] = []
     head = pieces[0]
