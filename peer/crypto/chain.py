@@ -4,8 +4,9 @@ a receiver checks of a host's key, its signatures and its records' chain."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -125,16 +126,8 @@ def verify_segment(segment: Segment, public_key: bytes) -> Checked:
     for idx in range(first + (-(first + 1)) % SIGN_EVERY, segment.end, SIGN_EVERY):
         if idx - first not in signed:
             raise ForgeryError(f"record {segment.log}#{idx}: a signature is required here")
-    run = 0
-    for position, payload in enumerate(checked.payloads):
-        run += payload
-        if run > RUN_PAYLOAD_BYTES:
-            raise InvalidRecord(
-                f"record {segment.log}#{first + position}: over {RUN_PAYLOAD_BYTES:,} bytes of "
-                "payload since the last signature (such a run fits no message)"
-            )
-        if position in signed:
-            run = 0
+    if checked.longest_run > RUN_PAYLOAD_BYTES:
+        _too_long_a_run(segment, signed)
     if segment.count - 1 not in signed:
         raise ForgeryError(
             f"record {segment.log}#{segment.end - 1}: a batch must end on a signed record"
@@ -221,3 +214,22 @@ def _explain_link(before: Record, before_hash: bytes, record: Record) -> None:
 
 def _where(record: Record) -> str:
     return f"record {record.log}#{record.idx}"
+
+
+def _too_long_a_run(segment: Segment, signed: Mapping[int, bytes]) -> NoReturn:
+    """Raise InvalidRecord at the record where payload since the last signature
+    passes RUN_PAYLOAD_BYTES (the slow path: `check` found that one does)."""
+    run = 0
+    for position, record in enumerate(segment.records()):
+        run += len(record.payload)
+        if run > RUN_PAYLOAD_BYTES:
+            raise InvalidRecord(
+                f"record {segment.log}#{segment.first_idx + position}: over "
+                f"{RUN_PAYLOAD_BYTES:,} bytes of payload since the last signature (such a "
+                "run fits no message)"
+            )
+        if position in signed:
+            run = 0
+    raise InvalidRecord(
+        f"segment of {segment.log}: a run of payload without a signature is too long"
+    )

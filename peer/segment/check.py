@@ -41,7 +41,7 @@ class Checked:
     hashes: list[bytes]  # each record's hash
     first_prev: bytes  # the first record's `prev`: links it to what comes before
     signed: dict[int, bytes]  # position in the segment -> signature, of signed records
-    payloads: list[int]  # each record's payload bytes
+    longest_run: int  # the most payload bytes from a signed record to the next (or end)
     newest: int  # the largest timestamp
 
 
@@ -58,28 +58,28 @@ def check(segment: Segment) -> Checked:
     size, view, sha256 = len(data), memoryview(data), hashlib.sha256
     u32, u64x2 = _U32.unpack_from, _U64X2.unpack_from
     idx_at = _PREFIX_LEN + ID_LEN + len(claim)  # an entry's idx, from its hash input
+    version_from = idx_at + 16  # ...and its version's length
     claim_at = _PREFIX_LEN + ID_LEN
     hashes: list[bytes] = []
-    payloads: list[int] = []
     signed: dict[int, bytes] = {}
-    keep_hash, keep_payload = hashes.append, payloads.append
-    version = first_prev = digest = b""
-    pos = newest = n = 0
+    keep_hash = hashes.append
+    version = b""
+    pos = newest = n = run = longest = 0
     idx = segment.first_idx
+    digest = first_prev = _first_prev(segment)  # each `prev` is compared to a digest
     while pos < size:
         start = pos + 4
         try:
             (length,) = u32(data, pos)
             end = start + length
             got, timestamp = u64x2(data, start + idx_at)
-            version_at = start + idx_at + 16
+            version_at = start + version_from
             version_end = version_at + 1 + data[version_at]
             (payload_len,) = u32(data, version_end)
             key_at = version_end + 4 + payload_len
             key_len, sig_len = data[key_at], data[end]
         except (struct.error, IndexError):
             _explain(segment)
-            raise  # unreachable: _explain raises
         stop = end + 1 + sig_len
         if not (
             FIXED <= length <= MAX_HASH_INPUT
@@ -92,27 +92,37 @@ def check(segment: Segment) -> Checked:
             and key_at + 1 + key_len + HASH_LEN == end
             and data.startswith(HASH_PREFIX_V1, start)
             and data.startswith(claim, start + claim_at)
-            and (n == 0 or data.startswith(digest, end - HASH_LEN))
+            and data.startswith(digest, end - HASH_LEN)
         ):
             _explain(segment)
-        if data[version_at:version_end] != version:
+        if version_end - version_at != len(version) or not data.startswith(version, version_at):
             version = data[version_at:version_end]
             if not _valid_version_bytes(version[1:]):
                 _explain(segment)
-        if n == 0:
-            first_prev = data[end - HASH_LEN : end]
         digest = sha256(view[start:end]).digest()
         keep_hash(digest)
-        keep_payload(payload_len)
+        run += payload_len
         if sig_len:
             signed[n] = data[end + 1 : stop]
-        newest = max(newest, timestamp)
+            longest = max(longest, run)
+            run = 0
+        if timestamp > newest:  # noqa: PLR1730 (a call per record costs more)
+            newest = timestamp
         idx += 1
         n += 1
         pos = stop
     if n != segment.count or (segment.first_idx == 0 and first_prev != ZERO_HASH):
         _explain(segment)
-    return Checked(hashes, first_prev, signed, payloads, newest)
+    return Checked(hashes, first_prev, signed, max(longest, run), newest)
+
+
+def _first_prev(segment: Segment) -> bytes:
+    """The first entry's `prev` (its hash input's last bytes), as far as they reach."""
+    try:
+        (length,) = _U32.unpack_from(segment.data, 0)
+    except struct.error:
+        _explain(segment)
+    return segment.data[4 + length - HASH_LEN : 4 + length]
 
 
 def _claim(segment: Segment) -> bytes:

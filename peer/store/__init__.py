@@ -18,10 +18,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from peer.store.core import DEFAULT_CHUNK, InsertResult, Prepared, Store, as_segments
+    from peer.store.core import DEFAULT_CHUNK, InsertResult, Store, as_segments
     from peer.store.forks import ForkEvidence
     from peer.store.known import Unheld
     from peer.store.peers import Invitations, TrustedPeer, TrustList
+    from peer.store.receive import Prepared
     from peer.store.rows import RECORD_COLUMNS
     from peer.store.sqlite import Faults
     from peer.store.views import (
@@ -38,10 +39,11 @@ if TYPE_CHECKING:
     )
 
 _MODULES = {
-    "core": ("DEFAULT_CHUNK", "InsertResult", "Prepared", "Store", "as_segments"),
+    "core": ("DEFAULT_CHUNK", "InsertResult", "Store", "as_segments"),
     "forks": ("ForkEvidence",),
     "known": ("Unheld",),
     "peers": ("Invitations", "TrustList", "TrustedPeer"),
+    "receive": ("Prepared",),
     "rows": ("RECORD_COLUMNS",),
     "sqlite": ("Faults",),
     "views": (

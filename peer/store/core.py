@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,10 +31,8 @@ from peer.crypto import Author, check_host_key, host_id, verify_segment
 from peer.errors import (
     ForgeryError,
     ForkDetected,
-    GapError,
     IntegrityError,
     InvalidRecord,
-    LogFrozen,
     UnknownHost,
 )
 from peer.records import (
@@ -46,18 +43,13 @@ from peer.records import (
     check_record,
     check_tag,
 )
-from peer.segment import Segment, Segments, decode, hashes, sizes, take_range
+from peer.segment import Segment, Segments, decode, sizes, take_range
 from peer.store.compact import START, Cursor, Step, compact_step
-from peer.store.forks import Fork, ForkEvidence, keep_forks, read_forks
+from peer.store.forks import ForkEvidence, read_forks
 from peer.store.known import Unheld, leave_out_known
 from peer.store.peers import Invitations, TrustList
-from peer.store.rows import (
-    CLOCK_FLOOR,
-    HEAD_OF,
-    RAISE_CLOCK_FLOOR,
-    UPSERT_HEAD,
-    append_rows,
-)
+from peer.store.receive import Forked, Prepared, apply_batch, keep_evidence, save_keys
+from peer.store.rows import CLOCK_FLOOR, append_rows
 from peer.store.segments import (
     ARRIVALS_AFTER,
     ARRIVALS_NEWEST,
@@ -65,19 +57,15 @@ from peer.store.segments import (
     SEGMENTS_OF,
     Run,
     arrival_back,
-    pieces,
     range_params,
     slices,
     wanted_idx,
-    write_segments,
 )
-from peer.store.sqlite import Database, Faults, scalar
+from peer.store.sqlite import Database, Faults
 from peer.store.views import Views
 
 if TYPE_CHECKING:
-    import sqlite3
-
-    import aiosqlite
+    pass
 
 DEFAULT_CHUNK = 20_000
 
@@ -90,23 +78,11 @@ class InsertResult:
     duplicates: int
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A batch that passed every check needing no database, ready for `apply`."""
-
-    groups: dict[LogKey, list[Segment]]  # each log's consecutive segments
-    hashes: dict[LogKey, list[bytes]]  # each log's records' hashes
-    prevs: dict[LogKey, bytes]  # each log's first record's `prev`
-    keys: dict[bytes, bytes]
-    timestamps: list[int]
-
-
 class Store:
     """One SQLite database of logs; open with `await Store.open(path)`, then close."""
 
     def __init__(self, database: Database, max_ahead_ns: int) -> None:
         self._database = database
-        self._db = database.writer  # only used inside write transactions
         self.path = database.path
         self.max_ahead_ns = max_ahead_ns
         self._listeners: list[Callable[[], None]] = []
@@ -165,17 +141,13 @@ class Store:
         """Changes whenever another connection (another process) commits to the store."""
         return await self._database.read_scalar("PRAGMA data_version")
 
-    def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        return self._database.write()
-
     # -- hosts ------------------------------------------------------------------
 
     async def add_host(self, public_key: bytes) -> bytes:
         """Remember a host's public key (needed to verify its logs); returns its id."""
         check_host_key(public_key)
         host = host_id(public_key)
-        async with self._write():
-            await self._save_keys({host: public_key})
+        await self._database.transaction(partial(save_keys, keys={host: public_key}))
         self._keys[host] = public_key
         return host
 
@@ -306,27 +278,32 @@ class Store:
         return Prepared(groups, hashes, prevs, known, [newest])
 
     async def apply(self, prepared: Prepared) -> InsertResult:
-        """Write a prepared batch in one transaction, checked against the stored heads."""
+        """Write a prepared batch in one transaction, checked against the stored heads
+        (`peer.store.receive`); forks it proves are kept as evidence instead."""
+        work = partial(
+            apply_batch,
+            prepared=prepared,
+            unsaved_keys=self._unsaved(prepared.keys),
+            floor_seen=self._floor_seen,
+            max_ahead_ns=self.max_ahead_ns,
+        )
         try:
-            async with self._write():
-                result, forks, last_seq = await self._apply_groups(prepared)
-                if forks:
-                    raise _RollBack
-                await self._save_keys(self._unsaved(prepared.keys))
-                await self._observe_timestamps(prepared.timestamps)
-        except _RollBack:
-            async with self._write():
-                await self._save_keys(prepared.keys)
-                await keep_forks(self._db, forks)
+            applied = await self._database.transaction(work)
+        except Forked as found:
+            forks = found.forks
+            await self._database.transaction(
+                partial(keep_evidence, keys=prepared.keys, forks=forks)
+            )
             raise ForkDetected(
                 f"log {forks[0].log} forked at idx {forks[0].idx}: its host signed two "
                 "different records there; evidence kept, log frozen"
             ) from None
         self._keys.update(prepared.keys)
-        if result.added:
-            self.last_seq_here = max(self.last_seq_here, last_seq)
+        self._floor_seen = max(self._floor_seen, applied.floor)
+        if applied.added:
+            self.last_seq_here = max(self.last_seq_here, applied.last_seq)
             self._changed()
-        return result
+        return InsertResult(applied.added, applied.duplicates)
 
     def _resolve_keys(
         self, groups: Mapping[LogKey, object], offered: Mapping[bytes, bytes]
@@ -346,101 +323,17 @@ class Store:
     def _unsaved(self, keys: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
         return {host: key for host, key in keys.items() if host not in self._keys}
 
-    async def _save_keys(self, keys: Mapping[bytes, bytes]) -> None:
-        if not keys:
-            return
-        await self._db.executemany(
-            "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)", list(keys.items())
-        )
-
-    async def _apply_groups(self, prepared: Prepared) -> tuple[InsertResult, list[Fork], int]:
-        """Write the records not yet held (inside `apply`'s transaction); the forks
-        found instead, and the last arrival number given (0: none)."""
-        duplicates = added = last_seq = 0
-        runs: list[list[Segment]] = []
-        forks: list[Fork] = []
-        for log, parts in prepared.groups.items():
-            head, frozen = await self._read_head(log)
-            if frozen:
-                raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
-            hashes = prepared.hashes[log]
-            fresh, fork = await self._split_known(log, head, parts, hashes, prepared.prevs[log])
-            if fork:
-                forks.append(fork)
-                continue
-            count = sum(part.count for part in fresh)
-            duplicates += len(hashes) - count
-            if fresh:
-                runs.append(fresh)
-                added += count
-                await self._set_head(log, Head(fresh[-1].end, hashes[-1]))
-        if runs:
-            last_seq = await self._database.run(partial(_write_runs, runs=runs))
-        return InsertResult(added, duplicates), forks, last_seq
-
-    async def _split_known(
-        self, log: LogKey, head: Head, parts: list[Segment], hashes: list[bytes], prev: bytes
-    ) -> tuple[list[Segment], Fork | None]:
-        """The segments of `parts` (cut) not yet held, or the fork they prove."""
-        first = parts[0].first_idx
-        if first > head.next_idx:
-            raise GapError(
-                f"log {log}: batch starts at idx {first} but this node expects idx {head.next_idx}",
-                expected_idx=head.next_idx,
-            )
-        held = head.next_idx - first
-        if held > 0:
-            stored = await self._stored_hashes(log, first, min(held, len(hashes)))
-            for offset, digest in enumerate(stored):
-                if digest != hashes[offset]:
-                    return [], Fork(log, first + offset, digest, _records(parts)[offset:])
-            total = sum(part.count for part in parts)
-            return take_range(parts, first + held, total - held), None
-        if prev != head.head_hash:
-            return [], Fork(log, first - 1, head.head_hash, _records(parts))
-        return parts, None
-
     async def forks(self) -> list[ForkEvidence]:
         """All fork evidence held, oldest first."""
         return await read_forks(self._database)
 
     # -- clock ------------------------------------------------------------------
 
-    async def _clock_floor(self) -> int:
-        floor: int = await scalar(self._db, CLOCK_FLOOR)
-        self._floor_seen = max(self._floor_seen, floor)
-        return floor
-
-    async def _set_clock_floor(self, floor: int) -> None:
-        self._floor_seen = max(self._floor_seen, floor)
-        await self._db.execute(RAISE_CLOCK_FLOOR, (floor,))
-
-    async def _observe_timestamps(self, stamps: Sequence[int]) -> None:
-        if max(stamps, default=0) <= self._floor_seen:
-            return  # the floor only rises, and it is already at least this high
-        floor = await self._clock_floor()
-        wall = clock.wall_clock_ns()
-        new_floor = clock.observe(floor, stamps, wall, self.max_ahead_ns)
-        if new_floor != floor:
-            await self._set_clock_floor(new_floor)
-
     async def clock_floor(self) -> int:
         """The largest timestamp this store has issued or accepted (the HLC state)."""
         return await self._database.read_scalar(CLOCK_FLOOR)
 
     # -- reads ------------------------------------------------------------------
-
-    async def _read_head(self, log: LogKey) -> tuple[Head, bool]:
-        # execute_fetchall: one trip to SQLite's thread, not three (execute, fetch,
-        # close); a single append pays about 0.1 ms per trip
-        rows = list(await self._db.execute_fetchall(HEAD_OF, (log.host, log.tag)))
-        if not rows:
-            return Head(0), False
-        row = rows[0]
-        return Head(row[0], row[1]), bool(row[2])
-
-    async def _set_head(self, log: LogKey, head: Head) -> None:
-        await self._db.execute(UPSERT_HEAD, (log.host, log.tag, head.next_idx, head.head_hash))
 
     async def index(self, after: LogKey | None = None, limit: int = -1) -> dict[LogKey, Head]:
         """Every log held here with its length and head hash (from `heads`, no scan),
@@ -482,12 +375,6 @@ class Store:
     async def _pieces(self, host: bytes, tag: str, start: int, limit: int) -> list[bytes]:
         """The segment bytes of up to `limit` records of one log from idx `start`."""
         return [part.data for part in await self.read_segments(host, tag, start, limit)]
-
-    async def _stored_hashes(self, log: LogKey, start: int, count: int) -> list[bytes]:
-        """Inside a write transaction: hashes of records already held (to spot forks)."""
-        params = range_params(log.host, log.tag, start, count)
-        rows = list(await self._db.execute_fetchall(SEGMENTS_OF, params))
-        return [digest for piece in pieces(rows, start, count) for digest in hashes(piece)]
 
     async def record_sizes(
         self, host: bytes, tag: str, start: int, limit: int
@@ -575,20 +462,6 @@ class Store:
         return await self._database.read_scalar("SELECT count(*) FROM segments")
 
 
-def _write_runs(db: sqlite3.Connection, runs: Sequence[Sequence[Segment]]) -> int:
-    """On the writer's thread: each log's fresh run as segment rows, as received;
-    the arrival number of the last record."""
-    last = 0
-    for run in runs:
-        last = write_segments(db, run) + sum(part.count for part in run) - 1
-    return last
-
-
-def _records(parts: Sequence[Segment]) -> list[Record]:
-    """The records of `parts`, decoded (fork evidence is kept as records)."""
-    return [record for part in parts for record in part.records()]
-
-
 def as_segments(records: Sequence[Record], *, checked: bool = False) -> Segments:
     """A batch as segments: `Segments` as they are, records encoded (each bounds-checked
     first unless `checked`: encoding trusts the lengths it writes)."""
@@ -598,7 +471,3 @@ def as_segments(records: Sequence[Record], *, checked: bool = False) -> Segments
         for record in records:
             check_record(record)
     return Segments.of(records)
-
-
-class _RollBack(Exception):
-    """Internal: leave a write transaction without committing it."""

@@ -6,17 +6,14 @@ signature), and the log is frozen in the same transaction.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from peer.records import LogKey, Record
 from peer.store.rows import RECORD_COLUMNS, from_row, to_row
 from peer.store.sqlite import Database
-
-if TYPE_CHECKING:
-    import aiosqlite
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,20 +37,20 @@ class Fork:
     offered: list[Record]
 
 
-async def keep_forks(db: aiosqlite.Connection, forks: Sequence[Fork]) -> None:
+def keep_forks(db: sqlite3.Connection, forks: Sequence[Fork]) -> None:
     """Inside a write transaction: store the evidence and freeze the logs."""
     now = time.time_ns()
     for fork in forks:
-        cursor = await db.execute(
+        cursor = db.execute(
             "INSERT INTO forks (host, tag, idx, held_hash, detected_at) VALUES (?,?,?,?,?)",
             (fork.log.host, fork.log.tag, fork.idx, fork.held_hash, now),
         )
-        await db.executemany(
+        db.executemany(
             f"INSERT INTO fork_records (fork_id, position, {RECORD_COLUMNS}) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [(cursor.lastrowid, n, *to_row(r)) for n, r in enumerate(fork.offered)],
         )
-        await db.execute(
+        db.execute(
             "UPDATE heads SET frozen = 1 WHERE host = ? AND tag = ?",
             (fork.log.host, fork.log.tag),
         )
