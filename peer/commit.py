@@ -4,7 +4,7 @@ transactions.
 Every append a program asks the daemon for (a unary `Append`, each message of an
 `AppendStream`) is queued here, and one task writes what is queued: the oldest
 request, with every request queued behind it for the same log, up to GROUP_RECORDS
-records, in one transaction through the node's own append (`Node.append`: the store,
+records, in one transaction through the node's own append (`Node.append_written`: the store,
 whose commit wakes the live feed and the links, then the views). Each request keeps
 its items consecutive and learns its own idx once the transaction has committed. A
 request that arrives while a transaction is in flight joins the next one: the more
@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from peer.errors import InvalidRecord, LimitExceeded, PeerUnavailable, UsageError
-from peer.records import Record
+from peer.records import Written
 
 GROUP_RECORDS = 10_000  # most records per transaction (a larger request goes alone)
 QUEUED_RECORDS = 200_000  # most records waiting, all callers together
@@ -46,7 +46,7 @@ STOPPED_WRITING = (
     "the daemon stopped while writing these records: they are durable only if the "
     "log's next_idx shows them once it runs again"
 )
-AppendFn = Callable[[str, Sequence[bytes]], Awaitable[list[Record]]]
+AppendFn = Callable[[str, Sequence[bytes]], Awaitable[Written]]
 
 
 @dataclass(eq=False, slots=True)
@@ -54,8 +54,8 @@ class _Request:
     tag: str
     items: Sequence[bytes]
     size: int
-    done: asyncio.Future[list[Record]]
-    after: asyncio.Future[list[Record]] | None = None  # written only once that one was
+    done: asyncio.Future[Written]
+    after: asyncio.Future[Written] | None = None  # written only once that one was
 
 
 class GroupCommit:
@@ -100,8 +100,8 @@ class GroupCommit:
         self,
         tag: str,
         items: Sequence[bytes],
-        after: asyncio.Future[list[Record]] | None = None,
-    ) -> asyncio.Future[list[Record]]:
+        after: asyncio.Future[Written] | None = None,
+    ) -> asyncio.Future[Written]:
         """Queue one request; its future gives its records once they are durable.
         `after`: an earlier request's future; this one waits for it, and fails if it
         failed. LimitExceeded at once when the queue is full; cancelling the future
@@ -126,7 +126,7 @@ class GroupCommit:
             self._task = asyncio.create_task(self._run(), name="group commit")
         return request.done
 
-    async def append(self, tag: str, items: Sequence[bytes]) -> list[Record]:
+    async def append(self, tag: str, items: Sequence[bytes]) -> Written:
         """Append and wait until durable (LimitExceeded when the queue is full)."""
         return await self.submit(tag, items)
 
@@ -162,7 +162,7 @@ class GroupCommit:
         """The oldest live request and the later ones of its log, up to a group's size;
         withdrawn (cancelled) requests are dropped on the way."""
         group: list[_Request] = []
-        taken: set[asyncio.Future[list[Record]]] = set()
+        taken: set[asyncio.Future[Written]] = set()
         rest: deque[_Request] = deque()
         count = 0
         while self._queue:
@@ -193,7 +193,7 @@ class GroupCommit:
             return
         items = [item for request in group for item in request.items]
         try:
-            records = await self._append(group[0].tag, items)
+            written = await self._append(group[0].tag, items)
         except InvalidRecord as error:  # rolled back: nothing of the group was written
             if len(group) == 1:
                 _fail(group[0], error)
@@ -210,7 +210,7 @@ class GroupCommit:
         for request in group:
             end = start + len(request.items)
             if not request.done.done():
-                request.done.set_result(records[start:end])
+                request.done.set_result(written.part(start, end))
             start = end
 
 

@@ -89,7 +89,7 @@ class Daemon:
         self.limits = served_limits(config)
         self.watcher = StoreWatcher(node.store)  # one poll of the store for feed, trust, mesh
         self.mesh = Mesh(node.store, config.sync, self._connect, node.identity.host, self.watcher)
-        self.commit = GroupCommit(node.append)  # programs' appends, grouped: peer.commit
+        self.commit = GroupCommit(node.append_written)  # programs' appends, grouped: peer.commit
         self.started_at = time.time()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.sync_address = ""
@@ -160,8 +160,7 @@ class Daemon:
     async def _add_entry(self, entry: HistoryEntry) -> int:
         """A shell hook's entry (`peer.handoff`), through the programs' group commit:
         durable, and in the view, when this returns its record's idx."""
-        (record,) = await self.commit.append(HISTORY_TAG, [encode_create(entry)])
-        return record.idx
+        return (await self.commit.append(HISTORY_TAG, [encode_create(entry)])).first_idx
 
     async def _start_roster(self) -> None:
         """Show this node in the roster (its card, with where it listens), and apply the

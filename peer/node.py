@@ -16,11 +16,19 @@ from peer.apps.history import History
 from peer.apps.kv import Kv
 from peer.apps.views import APP_TAGS, ViewEngine
 from peer.config import config_template
-from peer.crypto import ROSTER_KEY, Author, ChainCheck, SyncKey, open_or_why, record_key_id
+from peer.crypto import (
+    ROSTER_KEY,
+    Author,
+    ChainCheck,
+    Sealed,
+    SyncKey,
+    open_or_why,
+    record_key_id,
+)
 from peer.errors import CryptoError, IntegrityError, InvalidRecord, UsageError
 from peer.home import Home, Identity, write_private
 from peer.names import check_name
-from peer.records import LogKey, Record, check_record
+from peer.records import LogKey, Record, Written, check_record
 from peer.relay import CANNOT_WRITE, require_sync_key
 from peer.status import ForkStatus, LogStatus, NodeStatus, PeerStatus, ViewsStatus
 from peer.store import Invitations, Store, TrustList
@@ -129,10 +137,20 @@ class Node:
 
     async def append(self, tag: str, items: Sequence[bytes]) -> list[Record]:
         """Append records to this host's log `tag` in one transaction."""
-        records = await self.store.append(self.author, tag, items)
+        if not items:
+            return await self.store.append(self.author, tag, items)
+        return (await self._append_sealed(tag, items)).records()
+
+    async def append_written(self, tag: str, items: Sequence[bytes]) -> Written:
+        """`append` (at least one item) for writers that need only where the records
+        went, not Record objects (the daemon's group commit)."""
+        return (await self._append_sealed(tag, items)).written
+
+    async def _append_sealed(self, tag: str, items: Sequence[bytes]) -> Sealed:
+        sealed = await self.store.append_sealed(self.author, tag, items)
         if tag in APP_TAGS:
             await self.views.catch_up()
-        return records
+        return sealed
 
     @property
     def views(self) -> ViewEngine:

@@ -134,6 +134,24 @@ class Head:
 Index = Mapping[LogKey, Head]
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Where a local append put its records: their log, the idx of the first (the
+    others follow it) and each one's timestamp."""
+
+    log: LogKey
+    first_idx: int
+    timestamps: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.timestamps)
+
+    def part(self, start: int, end: int) -> Written:
+        """The records from position `start` up to `end` of these."""
+        return Written(self.log, self.first_idx + start, self.timestamps[start:end])
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Range:
     """Records `start <= idx < end` of one log."""

@@ -34,8 +34,11 @@ from peer.records import (
     SIG_LEN,
     TAG_RE,
     VERSION_RE,
+    ZERO_HASH,
     Head,
+    LogKey,
     Record,
+    Written,
     hash_input_of,
     metadata,
 )
@@ -274,10 +277,14 @@ def test_the_writer_chains_and_signs_record_hash(
     signed over (its signature) exactly its `record_hash`."""
     plaintexts = data.draw(st.lists(st.binary(max_size=300), min_size=len(timestamps)))
     author = Author(WRITER.signing, WRITER.sync, version)
-    head = Head(start, head_hash)
-    records, encoded = author.write_entries(tag, head, timestamps, plaintexts[: len(timestamps)])
-    assert encoded == segment.entries(records)  # the entries the store writes as they are
-    assert records[0].prev == head_hash
+    head = Head(start, head_hash if start else ZERO_HASH)  # a log begins at the zero hash
+    sealed = author.seal(tag, head, timestamps, plaintexts[: len(timestamps)])
+    records = sealed.records()  # decoded from the entries the store writes as they are
+    assert sealed.entries == segment.entries(records)
+    assert sealed.written == Written(LogKey(author.host, tag), start, tuple(timestamps))
+    assert sealed.signed == [n for n, record in enumerate(records) if record.sig]
+    assert sealed.head_hash == record_hash(records[-1])
+    assert records[0].prev == head.head_hash
     for record, following in itertools.pairwise(records):
         assert following.prev == record_hash(record)
     for record in records:

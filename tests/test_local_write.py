@@ -53,15 +53,15 @@ async def test_many_appends_at_once_are_grouped_and_each_gets_its_own_idx(
 ) -> None:
     node = await Node.init(Home(tmp_path / "home"))
     try:
-        commit = GroupCommit(node.append)
+        commit = GroupCommit(node.append_written)
         futures = [
             commit.submit("notes", [f"r{n}a".encode(), f"r{n}b".encode()]) for n in range(100)
         ]
         results = await asyncio.wait_for(asyncio.gather(*futures), STEP_S)
         print(f"100 requests written in {commit.transactions} transaction(s)")
         assert commit.transactions < 100
-        for n, records in enumerate(results):  # each request's items consecutive, in order
-            assert [r.idx for r in records] == [2 * n, 2 * n + 1]
+        for n, written in enumerate(results):  # each request's items consecutive, in order
+            assert (written.first_idx, written.count) == (2 * n, 2)
         rows = await node.tail("notes")
         assert [entry.data for entry in rows] == [
             f"r{n}{part}".encode() for n in range(100) for part in "ab"
@@ -78,12 +78,12 @@ async def test_a_request_after_another_waits_for_it_even_in_another_log(
     one that failed is not written at all."""
     node = await Node.init(Home(tmp_path / "home"))
     try:
-        commit = GroupCommit(node.append)
+        commit = GroupCommit(node.append_written)
         first = commit.submit("y", [b"y1"])
         middle = commit.submit("x", [b"x1"], after=first)
         last = commit.submit("y", [b"y2"], after=middle)
         written = await asyncio.wait_for(asyncio.gather(first, middle, last), STEP_S)
-        stamps = [records[0].timestamp for records in written]
+        stamps = [part.timestamps[0] for part in written]
         assert stamps == sorted(stamps) and commit.transactions == 3
         bad = commit.submit("z", [b"x" * (MAX_PLAINTEXT + 1)])
         after_bad = commit.submit("z", [b"never"], after=bad)
@@ -100,7 +100,7 @@ async def test_closing_while_a_group_is_written_answers_it_never_leaves_it_waiti
 ) -> None:
     node = await Node.init(Home(tmp_path / "home"))
     try:
-        commit = GroupCommit(node.append)
+        commit = GroupCommit(node.append_written)
         writing = commit.submit("big", [b"%d" % n for n in range(10_000)])
         waiting = commit.submit("other", [b"queued behind it"])
         await asyncio.sleep(0)  # the writer has started the transaction
@@ -118,14 +118,14 @@ async def test_closing_while_a_group_is_written_answers_it_never_leaves_it_waiti
 async def test_one_request_at_fault_fails_alone(tmp_path: Path) -> None:
     node = await Node.init(Home(tmp_path / "home"))
     try:
-        commit = GroupCommit(node.append)
+        commit = GroupCommit(node.append_written)
         good = [commit.submit("notes", [b"before"]), commit.submit("notes", [b"after"])]
         bad = commit.submit("notes", [b"x" * (MAX_PLAINTEXT + 1)])
         good.append(commit.submit("notes", [b"last"]))
         with pytest.raises(InvalidRecord):
             await asyncio.wait_for(bad, STEP_S)
         written = await asyncio.wait_for(asyncio.gather(*good), STEP_S)
-        assert [records[0].idx for records in written] == [0, 1, 2]
+        assert [part.first_idx for part in written] == [0, 1, 2]
         assert [e.data for e in await node.tail("notes")] == [b"before", b"after", b"last"]
     finally:
         await node.close()
@@ -142,7 +142,7 @@ async def test_a_group_that_fails_otherwise_fails_whole_and_is_not_written_again
     faults = Faults()
     node = Node(home, home.load(), await Store.open(home.database, faults=faults))
     try:
-        commit = GroupCommit(node.append)
+        commit = GroupCommit(node.append_written)
         futures = [commit.submit("notes", [f"n{n}".encode()]) for n in range(3)]
         faults.arm(8)  # BEGIN, head, clock, clock floor, records, their seq, head, COMMIT
         done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), STEP_S)
@@ -150,7 +150,7 @@ async def test_a_group_that_fails_otherwise_fails_whole_and_is_not_written_again
         assert all(isinstance(result, StoreError) for result in done), done
         assert faults.fired == 1
         assert await node.tail("notes") == []
-        assert [r.idx for r in await commit.append("notes", [b"later"])] == [0]
+        assert (await commit.append("notes", [b"later"])).first_idx == 0
     finally:
         await node.close()
 
@@ -261,7 +261,7 @@ async def _in_process(root: Path, **commit_options: int) -> AsyncIterator[InProc
     node = await Node.init(Home(root / "home"))
     feed = Feed(node.store)
     await feed.start()
-    commit = GroupCommit(node.append, **commit_options)
+    commit = GroupCommit(node.append_written, **commit_options)
     server = await start_local_server(
         node.home.root, node.store, feed, "test", LocalServicer(commit, node.status)
     )

@@ -50,7 +50,7 @@ from peer.codec.local import (
 from peer.commit import GroupCommit
 from peer.errors import PeerError, UsageError
 from peer.feed import Feed
-from peer.records import Record
+from peer.records import Written
 from peer.service.guards import DRAIN_S, Context, guard_stream, guard_unary
 from peer.service.server import keepalive_options
 from peer.service.servicer import SyncServicer, method_handlers
@@ -94,7 +94,7 @@ class LocalServicer:
 
     async def append_records(self, request: bytes, context: Context) -> bytes:
         tag, items = decode_append_request(request)
-        return encode_append_response(appended(tag, await self.commit.append(tag, items)))
+        return encode_append_response(appended(await self.commit.append(tag, items)))
 
     async def append_stream(
         self, requests: AsyncIterator[bytes], context: Context
@@ -122,12 +122,12 @@ class LocalServicer:
         return encode_status_response(await self.status())
 
 
-def appended(tag: str, records: list[Record]) -> Appended:
-    first = records[0]
-    return Appended(first.host, tag, first.idx, len(records), tuple(r.timestamp for r in records))
+def appended(written: Written) -> Appended:
+    log = written.log
+    return Appended(log.host, log.tag, written.first_idx, written.count, written.timestamps)
 
 
-_Entry = tuple[int, int, int, "asyncio.Future[list[Record]]"]  # seq, records, bytes, result
+_Entry = tuple[int, int, int, "asyncio.Future[Written]"]  # seq, records, bytes, result
 
 
 class _Stream:
@@ -142,7 +142,7 @@ class _Stream:
         self._freed = asyncio.Event()
         self._records = 0  # read, not yet acknowledged
         self._bytes = 0
-        self._last: asyncio.Future[list[Record]] | None = None  # the last one submitted
+        self._last: asyncio.Future[Written] | None = None  # the last one submitted
 
     async def read(self, requests: AsyncIterator[bytes]) -> None:
         """Submit each message, first waiting while the window or the commit is full.
@@ -207,7 +207,7 @@ class _Stream:
     async def _settle(self, entry: _Entry) -> Ack | None:
         seq, count, size, future = entry
         try:
-            records = await future
+            written = await future
         except PeerError as error:
             self._failed(error)
             return None
@@ -215,9 +215,8 @@ class _Stream:
             self._records -= count
             self._bytes -= size
             self._freed.set()
-        first = records[0]
-        stamps = tuple(record.timestamp for record in records)
-        return Ack(seq, first.host, first.tag, first.idx, len(records), stamps)
+        log = written.log
+        return Ack(seq, log.host, log.tag, written.first_idx, written.count, written.timestamps)
 
 
 def _local_handlers(servicer: LocalServicer) -> grpc.GenericRpcHandler[Any, Any]:

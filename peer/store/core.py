@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peer import clock
-from peer.crypto import Author, check_host_key, host_id, verify_segment
+from peer.crypto import Author, Sealed, check_host_key, host_id, verify_segment
 from peer.errors import (
     ForgeryError,
     ForkDetected,
@@ -175,20 +175,28 @@ class Store:
 
     async def append(self, author: Author, tag: str, plaintexts: Sequence[bytes]) -> list[Record]:
         """Append records to the author's own log in one transaction; returns them."""
-        check_tag(tag)
         if not plaintexts:
+            check_tag(tag)
             return []
+        return (await self.append_sealed(author, tag, plaintexts)).records()
+
+    async def append_sealed(self, author: Author, tag: str, plaintexts: Sequence[bytes]) -> Sealed:
+        """`append` (at least one plaintext), returning what it wrote as `Sealed`:
+        their idx and timestamps, and their entries. For writers that need no Record
+        objects (bulk appends, the daemon's group commit): building them cost a fifth
+        of a bulk append."""
+        check_tag(tag)
         log = LogKey(author.host, tag)
         if log.host not in await self.host_keys([log.host]):
             raise UnknownHost(f"host {log.host.hex()} is not registered in this store")
         work = partial(append_rows, author=author, log=log, plaintexts=plaintexts)
-        records, parts, floor, last_seq = await self._database.transaction(work)
+        sealed, parts, floor, last_seq = await self._database.transaction(work)
         self._floor_seen = max(self._floor_seen, floor)
         self.last_seq_here = max(self.last_seq_here, last_seq)
         for appended in list(self._append_listeners):
-            appended(last_seq - len(records) + 1, parts)
+            appended(last_seq - sealed.count + 1, parts)
         self._changed()
-        return records
+        return sealed
 
     async def append_many(
         self,
@@ -202,12 +210,12 @@ class Store:
         for plaintext in plaintexts:
             batch.append(plaintext)
             if len(batch) >= chunk:
-                records = await self.append(author, tag, batch)
+                sealed = await self.append_sealed(author, tag, batch)
                 batch = []
-                yield records[0].idx, records[-1].idx
+                yield sealed.written.first_idx, sealed.written.first_idx + sealed.count - 1
         if batch:
-            records = await self.append(author, tag, batch)
-            yield records[0].idx, records[-1].idx
+            sealed = await self.append_sealed(author, tag, batch)
+            yield sealed.written.first_idx, sealed.written.first_idx + sealed.count - 1
 
     # -- records from elsewhere -------------------------------------------------
 

@@ -81,9 +81,10 @@ class Direct:
                     "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)",
                     (author.host, author.signing.public_key),
                 )
-                records, _, _, _ = append_rows(db, author, log, plaintexts)
+                sealed, _, _, _ = append_rows(db, author, log, plaintexts)
+                records = sealed.records()
                 row = db.execute(CURSOR_OF, (log.host, log.tag)).fetchone()
-                if (row[0] if row else 0) == records[0].idx:  # the view had caught up
+                if (row[0] if row else 0) == sealed.written.first_idx:  # the view had caught up
                     for sql, params in apply_statements(chunk_of(records)):
                         db.executemany(sql, params)
                 db.execute("COMMIT")

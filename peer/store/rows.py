@@ -12,10 +12,10 @@ from peer import clock
 from peer.errors import InvalidRecord, LogFrozen
 from peer.records import MAX_IDX, Head, LogKey, Record
 from peer.segment import Segment
-from peer.store.segments import as_parts, write_segments
+from peer.store.segments import parts_of, write_segments
 
 if TYPE_CHECKING:
-    from peer.crypto import Author
+    from peer.crypto import Author, Sealed
 
 RECORD_COLUMNS = "host, tag, idx, id, timestamp, version, payload, wrapped_key, prev, sig"
 HEAD_OF = "SELECT next_idx, head_hash, frozen FROM heads WHERE host = ? AND tag = ?"
@@ -53,12 +53,12 @@ def from_row(row: Sequence[object]) -> Record:
 
 def append_rows(
     db: sqlite3.Connection, author: Author, log: LogKey, plaintexts: Sequence[bytes]
-) -> tuple[list[Record], list[Segment], int, int]:
+) -> tuple[Sealed, list[Segment], int, int]:
     """Inside a write transaction: seal, chain and write records continuing `log`
-    (the author's own), and raise the clock floor; returns them, as records and as
-    the segments stored, the new floor and the arrival number (seq) of the last
-    (theirs are consecutive: the transaction holds the write lock). Synchronous: a
-    whole append is one trip to SQLite's thread."""
+    (the author's own), and raise the clock floor; returns them as sealed and as the
+    segments stored, the new floor and the arrival number (seq) of the last (theirs
+    are consecutive: the transaction holds the write lock). Synchronous: a whole
+    append is one trip to SQLite's thread."""
     row = db.execute(HEAD_OF, (log.host, log.tag)).fetchone()
     head, frozen = (Head(0), False) if row is None else (Head(row[0], row[1]), bool(row[2]))
     if frozen:
@@ -73,10 +73,8 @@ def append_rows(
         floor = clock.tick(floor, wall)
         stamps.append(floor)
     db.execute(RAISE_CLOCK_FLOOR, (floor,))
-    records, encoded = author.write_entries(log.tag, head, stamps, plaintexts)
-    parts = as_parts(records, encoded)
-    last_seq = write_segments(db, parts, at_caps=True) + len(records) - 1
-    from peer.crypto import record_hash  # here: the shell hook imports rows, and starts fast
-
-    db.execute(UPSERT_HEAD, (log.host, log.tag, records[-1].idx + 1, record_hash(records[-1])))
-    return records, parts, floor, last_seq
+    sealed = author.seal(log.tag, head, stamps, plaintexts)
+    parts = parts_of(log.host, log.tag, head.next_idx, sealed.entries, sealed.signed)
+    last_seq = write_segments(db, parts, at_caps=True) + sealed.count - 1
+    db.execute(UPSERT_HEAD, (log.host, log.tag, head.next_idx + sealed.count, sealed.head_hash))
+    return sealed, parts, floor, last_seq

@@ -98,30 +98,39 @@ def slices(
     return found
 
 
-def cuts(records: Sequence[Record], sizes: Sequence[int]) -> list[tuple[int, int]]:
-    """Where `records` (one log's run, each entry `sizes` bytes) is cut into segments,
-    as (begin, end) positions: each ends on a signed record once it holds
-    SEGMENT_RECORDS records or SEGMENT_BYTES (the last as it ends)."""
+def cut_signed(encoded: Sequence[bytes], signed: Sequence[int]) -> list[tuple[int, int]]:
+    """Where a run of one log's entries (`encoded`; `signed`: the positions of its
+    signed records, ascending) is cut into segments, as (begin, end) positions: each
+    ends on a signed record once it holds SEGMENT_RECORDS records or SEGMENT_BYTES
+    (the last as it ends). A step per signature, not per record."""
     found: list[tuple[int, int]] = []
-    begin = size = 0
-    for n, record in enumerate(records):
-        size += sizes[n]
-        if record.sig and (n + 1 - begin >= SEGMENT_RECORDS or size >= SEGMENT_BYTES):
+    begin = size = counted = 0
+    for n in signed:
+        size += sum(map(len, encoded[counted : n + 1]))
+        counted = n + 1
+        if n + 1 - begin >= SEGMENT_RECORDS or size >= SEGMENT_BYTES:
             found.append((begin, n + 1))
             begin, size = n + 1, 0
-    if begin < len(records):
-        found.append((begin, len(records)))
+    if begin < len(encoded):
+        found.append((begin, len(encoded)))
     return found
 
 
-def as_parts(records: Sequence[Record], encoded: Sequence[bytes] | None = None) -> list[Segment]:
-    """`records` (one log's run) as segments; `encoded`: their entries, if at hand."""
-    encoded = entries(records) if encoded is None else encoded
-    first = records[0]
+def parts_of(
+    host: bytes, tag: str, first_idx: int, encoded: Sequence[bytes], signed: Sequence[int]
+) -> list[Segment]:
+    """A run of one log's entries from idx `first_idx` as segments (`cut_signed`)."""
     return [
-        Segment(first.host, first.tag, first.idx + begin, end - begin, b"".join(encoded[begin:end]))
-        for begin, end in cuts(records, [len(x) for x in encoded])
+        Segment(host, tag, first_idx + begin, end - begin, b"".join(encoded[begin:end]))
+        for begin, end in cut_signed(encoded, signed)
     ]
+
+
+def as_parts(records: Sequence[Record]) -> list[Segment]:
+    """`records` (one log's run) as segments."""
+    first = records[0]
+    signed = [n for n, record in enumerate(records) if record.sig]
+    return parts_of(first.host, first.tag, first.idx, entries(records), signed)
 
 
 def write_segments(
