@@ -4,10 +4,11 @@ The feed reads what arrived (by the store's arrival number) and hands it to ever
 subscriber's bounded queue, whenever the store's watcher (`peer.watch`) says something
 was committed: at once for a commit by this process or by another that rings the
 daemon's doorbell (the CLI writing to the same store), else within its poll. What
-this process appends itself is handed to the feed as written (`Store.on_append`) and
-published without being read back, when it comes next in arrival order; the store is
-read only when something else may have arrived (a commit of this process that was not
-an append, or the watcher saw another process's). A subscriber that falls a whole
+this process writes itself, appended or received, is handed to the feed as written
+(`Store.on_write`) and published without being read back, when it comes next in
+arrival order; the store is read only when something else may have arrived (the
+watcher saw another process's commit, or the feed fell behind and let go of what it
+was handed). A subscriber that falls a whole
 queue behind is cut off instead of growing memory: it reconnects and catches up from
 the store.
 """
@@ -27,7 +28,7 @@ from peer.watch import StoreWatcher, Watch
 
 DEFAULT_QUEUE_BATCHES = 64
 SCAN_LIMIT = 2000
-HANDED_RECORDS = 100_000  # most records of the daemon's own appends kept for the feed
+HANDED_RECORDS = 100_000  # most records of the daemon's own writes kept for the feed
 
 
 class Read:
@@ -110,7 +111,7 @@ class Feed:
         self._handed: deque[tuple[int, list[Segment], int]] = deque()  # first seq, parts, count
         self._holdback = Holdback()
         self._handed_records = 0
-        self._stop_handing = store.on_append(self._appended)
+        self._stop_handing = store.on_write(self._written)
 
     async def start(self) -> None:
         self.cursor = await self.store.last_seq()
@@ -129,8 +130,8 @@ class Feed:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
-    def _appended(self, first_seq: int, parts: list[Segment]) -> None:
-        """This process appended `parts` at arrival numbers `first_seq` on: keep
+    def _written(self, first_seq: int, parts: list[Segment]) -> None:
+        """This process wrote `parts` at arrival numbers `first_seq` on: keep
         them, so that publishing them needs no read of what was just written. Past
         HANDED_RECORDS (the feed is behind), drop them: the store still has them."""
         count = sum(part.count for part in parts)
@@ -142,8 +143,8 @@ class Feed:
         self._handed_records += count
 
     def _take_handed(self) -> list[Segment] | None:
-        """The segments of this process's appends that come right after the cursor:
-        whole appends (each ends signed), about SCAN_LIMIT records; None when the next
+        """The segments of this process's writes that come right after the cursor:
+        whole runs (each ends signed), about SCAN_LIMIT records; None when the next
         record is not among them (read it)."""
         taken: list[Segment] = []
         records = 0
@@ -162,7 +163,7 @@ class Feed:
 
     async def _publish_new(self) -> None:
         """Publish what arrived past the cursor, in arrival order: this process's own
-        appends as handed over, anything else (received, another process's) as read.
+        writes as handed over, anything else (another process's) as read.
         The store is read only when something may be unpublished: a commit of this
         process past the cursor that was not handed over, or one elsewhere."""
         read = self._watch is None or self._watch.committed_elsewhere()

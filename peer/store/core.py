@@ -86,7 +86,7 @@ class Store:
         self.path = database.path
         self.max_ahead_ns = max_ahead_ns
         self._listeners: list[Callable[[], None]] = []
-        self._append_listeners: list[Callable[[int, list[Segment]], None]] = []
+        self._write_listeners: list[Callable[[int, list[Segment]], None]] = []
         self._keys: dict[bytes, bytes] = {}  # host -> public key, mirrors table `hosts`
         self._floor_seen = 0  # a clock floor this store has read or written (it only rises)
         self.last_seq_here = 0  # the newest arrival number this process's commits gave
@@ -126,12 +126,18 @@ class Store:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    def on_append(self, listener: Callable[[int, list[Segment]], None]) -> Callable[[], None]:
-        """Call `listener(first_seq, parts)` after each local append commits (before
-        the `on_change` listeners), with the segments as stored and the arrival number
-        of the first record (the others follow it); returns an unsubscriber."""
-        self._append_listeners.append(listener)
-        return lambda: self._append_listeners.remove(listener)
+    def on_write(self, listener: Callable[[int, list[Segment]], None]) -> Callable[[], None]:
+        """Call `listener(first_seq, parts)` for each log's run of records this process
+        writes, appended or received, once its transaction commits (before the
+        `on_change` listeners): the segments and the arrival number of their first
+        record (the others follow it). Returns an unsubscriber."""
+        self._write_listeners.append(listener)
+        return lambda: self._write_listeners.remove(listener)
+
+    def _written(self, runs: Sequence[tuple[int, list[Segment]]]) -> None:
+        for listener in list(self._write_listeners):
+            for first_seq, parts in runs:
+                listener(first_seq, parts)
 
     def _changed(self) -> None:
         for listener in list(self._listeners):
@@ -193,8 +199,7 @@ class Store:
         sealed, parts, floor, last_seq = await self._database.transaction(work)
         self._floor_seen = max(self._floor_seen, floor)
         self.last_seq_here = max(self.last_seq_here, last_seq)
-        for appended in list(self._append_listeners):
-            appended(last_seq - sealed.count + 1, parts)
+        self._written([(last_seq - sealed.count + 1, parts)])
         self._changed()
         return sealed
 
@@ -310,6 +315,7 @@ class Store:
         self._floor_seen = max(self._floor_seen, applied.floor)
         if applied.added:
             self.last_seq_here = max(self.last_seq_here, applied.last_seq)
+            self._written(applied.runs)
             self._changed()
         return InsertResult(applied.added, applied.duplicates)
 

@@ -48,6 +48,7 @@ class Applied:
     duplicates: int  # records of the batch held already
     last_seq: int  # the arrival number of the last record written (0: none)
     floor: int  # the clock floor the transaction read or raised (0: neither)
+    runs: list[tuple[int, list[Segment]]]  # each log's segments written, by first seq
 
 
 class Forked(Exception):
@@ -88,11 +89,14 @@ def apply_batch(
     if forks:
         raise Forked(forks)
     last_seq = 0
+    written: list[tuple[int, list[Segment]]] = []
     for run in runs:
-        last_seq = write_segments(db, run) + sum(part.count for part in run) - 1
+        first_seq = write_segments(db, run)
+        written.append((first_seq, run))
+        last_seq = first_seq + sum(part.count for part in run) - 1
     save_keys(db, unsaved_keys)
     floor = _observe(db, prepared.timestamps, floor_seen, max_ahead_ns)
-    return Applied(added, duplicates, last_seq, floor)
+    return Applied(added, duplicates, last_seq, floor, written)
 
 
 def keep_evidence(db: sqlite3.Connection, keys: Mapping[bytes, bytes], forks: list[Fork]) -> None:
