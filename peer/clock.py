@@ -27,6 +27,13 @@ def tick(floor: int, wall: int) -> int:
     return max(wall, floor + 1)
 
 
+def ticks(floor: int, wall: int, count: int) -> range:
+    """`count` timestamps issued in a row at one wall clock reading (what `tick`
+    gives, each time at the last): from `tick(floor, wall)` up, one apart."""
+    first = tick(floor, wall)
+    return range(first, first + count)
+
+
 def observe(floor: int, seen: Iterable[int], wall: int, max_ahead_ns: int) -> int:
     """The floor after accepting timestamps `seen`; those too far ahead are ignored."""
     limit = wall + max_ahead_ns

@@ -177,6 +177,15 @@ def test_the_clock_never_goes_below_the_wall_or_back(floor: int, wall: int) -> N
     assert stamp > floor
 
 
+@given(floor=st.integers(0, 2**62), wall=st.integers(0, 2**62), count=st.integers(0, 50))
+def test_ticks_in_a_row_are_ticks_one_after_another(floor: int, wall: int, count: int) -> None:
+    expected, last = [], floor
+    for _ in range(count):
+        last = clock.tick(last, wall)
+        expected.append(last)
+    assert list(clock.ticks(floor, wall, count)) == expected
+
+
 def test_the_clock_follows_a_peer_that_is_ahead_but_not_too_far() -> None:
     wall, day = 10**18, 86_400 * 10**9
     assert clock.observe(wall, [wall + 3 * 3600 * 10**9], wall, day) == wall + 3 * 3600 * 10**9

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.crypto import Author, record_hash
+from peer.crypto import Author, open_record, record_hash, verify_chain
 from peer.errors import (
     ForgeryError,
     ForkDetected,
@@ -61,6 +61,37 @@ async def test_timestamps_increase_and_the_clock_survives_a_restart(
     (later,) = await store.append(author, "notes", [b"b"])
     assert later.timestamp > stamps[-1]
     await store.close()
+
+
+async def test_a_bulk_append_sealed_ahead_is_sealed_again_when_another_writer_came_first(
+    tmp_path: Path, author: Author
+) -> None:
+    """append_many seals each chunk while the one before is written, on a guess of the
+    head and the clock; another connection writing the same log (or raising the clock)
+    meanwhile makes the guess wrong, and the chunk is sealed again: the log stays one
+    contiguous, correctly chained, signed log, its timestamps rising."""
+    store = await open_store(tmp_path / "b.db", author)
+    other = await Store.open(tmp_path / "b.db")  # another process's connection
+    try:
+        bulk = store.append_many(author, "notes", [b"bulk%d" % n for n in range(50)], chunk=10)
+        ranges = [await anext(bulk)]  # chunk 2 is being sealed on chunk 1's head now
+        await other.append(author, "notes", [b"between"])
+        ranges += [r async for r in bulk]
+        assert ranges == [(0, 9), (11, 20), (21, 30), (31, 40), (41, 50)]
+        log = LogKey(author.host, "notes")
+        records = await all_records(store, log)
+        verify_chain(records, author.signing.public_key)
+        assert [open_record(author.sync, r) for r in records[9:12]] == [
+            b"bulk9",
+            b"between",
+            b"bulk10",
+        ]
+        stamps = [r.timestamp for r in records]
+        assert stamps == sorted(set(stamps))
+        await assert_contiguous(store)
+    finally:
+        await other.close()
+        await store.close()
 
 
 async def test_a_replica_receives_exactly_the_same_records(

@@ -103,6 +103,7 @@ class Sealed:
     """Records `Author.seal` wrote: consecutive records of one log as their segment
     entries, which of them are signed, and the hash of the last (the log's new head)."""
 
+    after: Head  # the head they continue
     written: Written  # their log, idx and timestamps
     entries: list[bytes]
     signed: list[int]  # positions of the signed records
@@ -191,4 +192,4 @@ class Author:
             else:
                 keep_entry(join((u32(len(hashed)), hashed, _UNSIGNED)))
         written = Written(LogKey(self.host, tag), first, tuple(timestamps))
-        return Sealed(written, encoded, signed, prev)
+        return Sealed(head, written, encoded, signed, prev)

@@ -52,29 +52,43 @@ def from_row(row: Sequence[object]) -> Record:
 
 
 def append_rows(
-    db: sqlite3.Connection, author: Author, log: LogKey, plaintexts: Sequence[bytes]
+    db: sqlite3.Connection,
+    author: Author,
+    log: LogKey,
+    plaintexts: Sequence[bytes],
+    ahead: Sealed | None = None,
 ) -> tuple[Sealed, list[Segment], int, int]:
     """Inside a write transaction: seal, chain and write records continuing `log`
     (the author's own), and raise the clock floor; returns them as sealed and as the
     segments stored, the new floor and the arrival number (seq) of the last (theirs
     are consecutive: the transaction holds the write lock). Synchronous: a whole
-    append is one trip to SQLite's thread."""
-    row = db.execute(HEAD_OF, (log.host, log.tag)).fetchone()
-    head, frozen = (Head(0), False) if row is None else (Head(row[0], row[1]), bool(row[2]))
-    if frozen:
-        raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
-    if head.next_idx + len(plaintexts) - 1 > MAX_IDX:
-        raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
+    append is one trip to SQLite's thread.
+
+    `ahead`: the same plaintexts sealed before the transaction, on a guess of the
+    log's head and the clock floor (a bulk append seals a chunk while the one before
+    is written); written as they are when the guess holds, else sealed again here."""
+    head = _writable_head(db, log, len(plaintexts))
     row = db.execute(CLOCK_FLOOR).fetchone()
     floor = int(row[0]) if row and row[0] is not None else 0
-    wall = clock.wall_clock_ns()
-    stamps: list[int] = []
-    for _ in plaintexts:
-        floor = clock.tick(floor, wall)
-        stamps.append(floor)
+    if ahead is not None and ahead.after == head and ahead.written.timestamps[0] > floor:
+        sealed = ahead
+    else:
+        stamps = clock.ticks(floor, clock.wall_clock_ns(), len(plaintexts))
+        sealed = author.seal(log.tag, head, stamps, plaintexts)
+    floor = sealed.written.timestamps[-1]
     db.execute(RAISE_CLOCK_FLOOR, (floor,))
-    sealed = author.seal(log.tag, head, stamps, plaintexts)
     parts = parts_of(log.host, log.tag, head.next_idx, sealed.entries, sealed.signed)
     last_seq = write_segments(db, parts, at_caps=True) + sealed.count - 1
     db.execute(UPSERT_HEAD, (log.host, log.tag, head.next_idx + sealed.count, sealed.head_hash))
     return sealed, parts, floor, last_seq
+
+
+def _writable_head(db: sqlite3.Connection, log: LogKey, count: int) -> Head:
+    """The stored head of `log`, which must take `count` more records."""
+    row = db.execute(HEAD_OF, (log.host, log.tag)).fetchone()
+    head, frozen = (Head(0), False) if row is None else (Head(row[0], row[1]), bool(row[2]))
+    if frozen:
+        raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
+    if head.next_idx + count - 1 > MAX_IDX:
+        raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
+    return head
