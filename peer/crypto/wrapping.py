@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives import hashes as _hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from peer.crypto.keys import SYNC_KEY_LEN, SyncKey
 from peer.errors import DecryptionFailed, KeyFormatError
@@ -33,7 +32,7 @@ class EncryptionKey:
 
     def __init__(self, private: X25519PrivateKey) -> None:
         self._private = private
-        self.public_key = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public_key = private.public_key().public_bytes_raw()
 
     @classmethod
     def generate(cls) -> EncryptionKey:
@@ -67,7 +66,7 @@ def wrap_sync_key(
         if ephemeral_seed is None
         else X25519PrivateKey.from_private_bytes(ephemeral_seed)
     )
-    public = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    public = ephemeral.public_key().public_bytes_raw()
     wrapped: dict[bytes, bytes] = {}
     for node_id, recipient in recipients.items():
         try:
