@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,31 @@ async def test_a_bulk_append_sealed_ahead_is_sealed_again_when_another_writer_ca
         ]
         stamps = [r.timestamp for r in records]
         assert stamps == sorted(set(stamps))
+        await assert_contiguous(store)
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_a_bulk_append_sealed_ahead_is_sealed_again_when_the_clock_moved(
+    tmp_path: Path, author: Author
+) -> None:
+    """The other half of the guess: another connection raising the clock floor (a
+    record received with a later timestamp) leaves the head alone, and a chunk sealed
+    before it still gets timestamps above it."""
+    store = await open_store(tmp_path / "c.db", author)
+    other = await Store.open(tmp_path / "c.db")
+    stranger = new_author()
+    later = time.time_ns() + 3600 * 10**9  # an hour ahead: within what moves the clock
+    (received,) = stranger.write("notes", Head(0), [later], [b"from a clock ahead"])
+    try:
+        bulk = store.append_many(author, "notes", [b"bulk%d" % n for n in range(30)], chunk=10)
+        await anext(bulk)  # chunk 2 is being sealed on chunk 1's clock now
+        await other.insert_batch([received], keys_of(stranger))
+        assert [r async for r in bulk] == [(10, 19), (20, 29)]
+        records = await all_records(store, LogKey(author.host, "notes"))
+        verify_chain(records, author.signing.public_key)
+        assert records[9].timestamp < later < records[10].timestamp
         await assert_contiguous(store)
     finally:
         await other.close()
