@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import gc
 import itertools
 import sqlite3
 import tempfile
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.crypto import Author, open_record, record_hash, verify_chain
+from peer.crypto import MAX_PLAINTEXT, Author, open_record, record_hash, verify_chain
 from peer.errors import (
     ForgeryError,
     ForkDetected,
@@ -118,6 +120,26 @@ async def test_a_bulk_append_sealed_ahead_is_sealed_again_when_the_clock_moved(
     finally:
         await other.close()
         await store.close()
+
+
+async def test_a_bulk_append_stopped_early_leaves_no_stray_error(
+    store: Store, author: Author
+) -> None:
+    """A chunk sealed ahead that is never written (the consumer stopped) is let go
+    quietly, even when sealing it failed: that failure was nobody's to handle."""
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["message"]))
+    try:
+        too_big = b"x" * (MAX_PLAINTEXT + 1)
+        bulk = store.append_many(author, "notes", [b"a"] * 10 + [too_big], chunk=10)
+        assert await anext(bulk) == (0, 9)
+        await asyncio.sleep(0.2)  # the second chunk's sealing fails meanwhile, in its thread
+        await bulk.aclose()
+        gc.collect()
+        assert reported == []
+    finally:
+        loop.set_exception_handler(None)
 
 
 async def test_a_replica_receives_exactly_the_same_records(

@@ -235,7 +235,9 @@ class Store:
                 yield sealed.written.first_idx, sealed.written.first_idx + sealed.count - 1
                 batch = following
         finally:
-            sealing.cancel()  # the consumer stopped early: the thread's result is not used
+            # the consumer stopped early: the chunk is not written; cancel() also marks
+            # a failure to seal it as seen (nobody's error: it was never asked for)
+            sealing.cancel()
 
     async def _own_log(self, author: Author, tag: str) -> LogKey:
         """The author's log of `tag`; UnknownHost if this store lacks the author."""
