@@ -8,9 +8,8 @@ this process writes itself, appended or received, is handed to the feed as writt
 (`Store.on_write`) and published without being read back, when it comes next in
 arrival order; the store is read only when something else may have arrived (the
 watcher saw another process's commit, or the feed fell behind and let go of what it
-was handed). A subscriber that falls a whole
-queue behind is cut off instead of growing memory: it reconnects and catches up from
-the store.
+was handed). A subscriber that falls a whole queue behind is cut off instead of
+growing memory: it reconnects and catches up from the store.
 """
 
 from __future__ import annotations
