@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from peer import clock
-from peer.errors import GapError, LogFrozen
+from peer.errors import GapError
 from peer.records import Head, LogKey, Record
 from peer.segment import Segment, hashes, take_range
 from peer.store.forks import Fork, keep_forks
-from peer.store.rows import CLOCK_FLOOR, HEAD_OF, RAISE_CLOCK_FLOOR, UPSERT_HEAD
+from peer.store.rows import CLOCK_FLOOR, RAISE_CLOCK_FLOOR, UPSERT_HEAD, unfrozen_head
 from peer.store.segments import SEGMENTS_OF, pieces, range_params, write_segments
 
 SAVE_KEY = "INSERT OR IGNORE INTO hosts (host, public_key) VALUES (?, ?)"
@@ -74,7 +74,7 @@ def apply_batch(
     runs: list[list[Segment]] = []
     forks: list[Fork] = []
     for log, parts in prepared.groups.items():
-        head = _head(db, log)
+        head = unfrozen_head(db, log)
         found = prepared.hashes[log]
         fresh, fork = _unheld(db, log, head, parts, found, prepared.prevs[log])
         if fork:
@@ -109,16 +109,6 @@ def keep_evidence(db: sqlite3.Connection, keys: Mapping[bytes, bytes], forks: li
 def save_keys(db: sqlite3.Connection, keys: Mapping[bytes, bytes]) -> None:
     if keys:
         db.executemany(SAVE_KEY, list(keys.items()))
-
-
-def _head(db: sqlite3.Connection, log: LogKey) -> Head:
-    """The stored head of `log`; LogFrozen if it holds fork evidence."""
-    row = db.execute(HEAD_OF, (log.host, log.tag)).fetchone()
-    if row is None:
-        return Head(0)
-    if row[2]:
-        raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
-    return Head(row[0], row[1])
 
 
 def _unheld(

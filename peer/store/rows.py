@@ -85,10 +85,24 @@ def append_rows(
 
 def _writable_head(db: sqlite3.Connection, log: LogKey, count: int) -> Head:
     """The stored head of `log`, which must take `count` more records."""
-    row = db.execute(HEAD_OF, (log.host, log.tag)).fetchone()
-    head, frozen = (Head(0), False) if row is None else (Head(row[0], row[1]), bool(row[2]))
-    if frozen:
-        raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
+    head = unfrozen_head(db, log)
     if head.next_idx + count - 1 > MAX_IDX:
         raise InvalidRecord(f"log {log} is full: idx would pass {MAX_IDX}")
     return head
+
+
+def unfrozen_head(db: sqlite3.Connection, log: LogKey) -> Head:
+    """The stored head of `log`; LogFrozen if it holds fork evidence."""
+    head, frozen = head_of_row(db.execute(HEAD_OF, (log.host, log.tag)).fetchone())
+    if frozen:
+        raise LogFrozen(f"log {log} holds fork evidence; it accepts no more records")
+    return head
+
+
+def head_of_row(row: Sequence[object] | None) -> tuple[Head, bool]:
+    """A row of HEAD_OF as (head, frozen); no row: a log not held yet."""
+    if row is None:
+        return Head(0), False
+    next_idx, head_hash, frozen = row
+    assert isinstance(next_idx, int) and isinstance(head_hash, bytes)
+    return Head(next_idx, head_hash), bool(frozen)
