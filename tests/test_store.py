@@ -9,6 +9,7 @@ import itertools
 import sqlite3
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,29 @@ async def test_timestamps_increase_and_the_clock_survives_a_restart(
     await store.close()
 
 
+async def bulk_with_a_write_between(
+    path: Path, author: Author, between: Callable[[Store], Awaitable[object]]
+) -> tuple[list[tuple[int, int]], list[Record]]:
+    """A bulk append of 50 records in chunks of 10 to `path`, `between` run on another
+    connection (another process's) after the first chunk, while the second is being
+    sealed ahead; returns the idx ranges written and the log's records, whose chain
+    and contiguity it checks."""
+    store = await open_store(path, author)
+    other = await Store.open(path)
+    try:
+        bulk = store.append_many(author, "notes", [b"bulk%d" % n for n in range(50)], chunk=10)
+        ranges = [await anext(bulk)]  # chunk 2 is being sealed on chunk 1's head now
+        await between(other)
+        ranges += [r async for r in bulk]
+        records = await all_records(store, LogKey(author.host, "notes"))
+        verify_chain(records, author.signing.public_key)
+        await assert_contiguous(store)
+        return ranges, records
+    finally:
+        await other.close()
+        await store.close()
+
+
 async def test_a_bulk_append_sealed_ahead_is_sealed_again_when_another_writer_came_first(
     tmp_path: Path, author: Author
 ) -> None:
@@ -73,28 +97,17 @@ async def test_a_bulk_append_sealed_ahead_is_sealed_again_when_another_writer_ca
     head and the clock; another connection writing the same log (or raising the clock)
     meanwhile makes the guess wrong, and the chunk is sealed again: the log stays one
     contiguous, correctly chained, signed log, its timestamps rising."""
-    store = await open_store(tmp_path / "b.db", author)
-    other = await Store.open(tmp_path / "b.db")  # another process's connection
-    try:
-        bulk = store.append_many(author, "notes", [b"bulk%d" % n for n in range(50)], chunk=10)
-        ranges = [await anext(bulk)]  # chunk 2 is being sealed on chunk 1's head now
-        await other.append(author, "notes", [b"between"])
-        ranges += [r async for r in bulk]
-        assert ranges == [(0, 9), (11, 20), (21, 30), (31, 40), (41, 50)]
-        log = LogKey(author.host, "notes")
-        records = await all_records(store, log)
-        verify_chain(records, author.signing.public_key)
-        assert [open_record(author.sync, r) for r in records[9:12]] == [
-            b"bulk9",
-            b"between",
-            b"bulk10",
-        ]
-        stamps = [r.timestamp for r in records]
-        assert stamps == sorted(set(stamps))
-        await assert_contiguous(store)
-    finally:
-        await other.close()
-        await store.close()
+    ranges, records = await bulk_with_a_write_between(
+        tmp_path / "b.db", author, lambda other: other.append(author, "notes", [b"between"])
+    )
+    assert ranges == [(0, 9), (11, 20), (21, 30), (31, 40), (41, 50)]
+    assert [open_record(author.sync, r) for r in records[9:12]] == [
+        b"bulk9",
+        b"between",
+        b"bulk10",
+    ]
+    stamps = [r.timestamp for r in records]
+    assert stamps == sorted(set(stamps))
 
 
 async def test_a_bulk_append_sealed_ahead_is_sealed_again_when_the_clock_moved(
@@ -103,23 +116,14 @@ async def test_a_bulk_append_sealed_ahead_is_sealed_again_when_the_clock_moved(
     """The other half of the guess: another connection raising the clock floor (a
     record received with a later timestamp) leaves the head alone, and a chunk sealed
     before it still gets timestamps above it."""
-    store = await open_store(tmp_path / "c.db", author)
-    other = await Store.open(tmp_path / "c.db")
     stranger = new_author()
     later = time.time_ns() + 3600 * 10**9  # an hour ahead: within what moves the clock
     (received,) = stranger.write("notes", Head(0), [later], [b"from a clock ahead"])
-    try:
-        bulk = store.append_many(author, "notes", [b"bulk%d" % n for n in range(30)], chunk=10)
-        await anext(bulk)  # chunk 2 is being sealed on chunk 1's clock now
-        await other.insert_batch([received], keys_of(stranger))
-        assert [r async for r in bulk] == [(10, 19), (20, 29)]
-        records = await all_records(store, LogKey(author.host, "notes"))
-        verify_chain(records, author.signing.public_key)
-        assert records[9].timestamp < later < records[10].timestamp
-        await assert_contiguous(store)
-    finally:
-        await other.close()
-        await store.close()
+    ranges, records = await bulk_with_a_write_between(
+        tmp_path / "c.db", author, lambda other: other.insert_batch([received], keys_of(stranger))
+    )
+    assert ranges == [(0, 9), (10, 19), (20, 29), (30, 39), (40, 49)]
+    assert records[9].timestamp < later < records[10].timestamp
 
 
 async def test_a_bulk_append_stopped_early_leaves_no_stray_error(
